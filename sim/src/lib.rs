@@ -1,0 +1,1 @@
+//! Deterministic fault simulator for the lockmesh core.

@@ -1,0 +1,147 @@
+//! The voter side of the ballots: per-register promises and acceptances.
+//!
+//! Everything here that a reply depends on is returned as a `Write` that the runtime must make
+//! durable before the reply leaves (the node's output contract).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::message::{AcceptedValue, Ballot, Key, Value};
+use super::time::Time;
+
+/// A voter's durable state for one register.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    pub promised: Option<Ballot>,
+    pub accepted: Option<AcceptedValue>,
+}
+
+#[derive(Clone, Debug)]
+struct SlotState {
+    slot: Slot,
+    /// When this voter accepted `slot.accepted`, on its own clock; the restart time after a
+    /// restart, which underestimates the age and is therefore safe.
+    accepted_at: Time,
+}
+
+/// All registers this voter holds.
+#[derive(Clone, Debug, Default)]
+pub struct Acceptor {
+    slots: BTreeMap<Key, SlotState>,
+}
+
+/// A promise: the voter's accepted value and how long ago (its clock) it accepted it.
+pub struct PromiseOut {
+    pub accepted: Option<AcceptedValue>,
+    pub age_us: u64,
+}
+
+impl Acceptor {
+    /// Recovers from durable state after a restart; every age restarts at `now`.
+    pub fn recover(slots: impl IntoIterator<Item = (Key, Slot)>, now: Time) -> Acceptor {
+        let slots = slots.into_iter().map(|(k, slot)| (k, SlotState { slot, accepted_at: now })).collect();
+        Acceptor { slots }
+    }
+
+    /// Handles Prepare: promises `ballot` unless a higher one was promised. On success the
+    /// returned slot must be persisted before the promise is sent.
+    pub fn prepare(&mut self, now: Time, key: &Key, ballot: Ballot) -> Result<(PromiseOut, Option<Slot>), Ballot> {
+        let state = self.slots.entry(key.clone()).or_insert_with(|| SlotState { slot: Slot::default(), accepted_at: now });
+        if let Some(promised) = state.slot.promised {
+            if ballot < promised {
+                return Err(promised);
+            }
+        }
+        let changed = state.slot.promised != Some(ballot);
+        state.slot.promised = Some(ballot);
+        let out = PromiseOut { accepted: state.slot.accepted.clone(), age_us: now.since(state.accepted_at) };
+        Ok((out, changed.then(|| state.slot.clone())))
+    }
+
+    /// Handles Accept: accepts unless a higher ballot was promised. On success the returned
+    /// slot must be persisted before the acceptance is sent.
+    pub fn accept(&mut self, now: Time, key: &Key, ballot: Ballot, value: Value) -> Result<Slot, Ballot> {
+        let state = self.slots.entry(key.clone()).or_insert_with(|| SlotState { slot: Slot::default(), accepted_at: now });
+        if let Some(promised) = state.slot.promised {
+            if ballot < promised {
+                return Err(promised);
+            }
+        }
+        state.slot.promised = Some(ballot);
+        state.slot.accepted = Some(AcceptedValue { ballot, value });
+        state.accepted_at = now;
+        Ok(state.slot.clone())
+    }
+
+    /// Sets a register's value outside a ballot; used only for the first roster, which all
+    /// its voters acknowledged before anyone installed it.
+    pub fn seed(&mut self, now: Time, key: Key, accepted: AcceptedValue) -> Option<Slot> {
+        let state = self.slots.entry(key).or_insert_with(|| SlotState { slot: Slot::default(), accepted_at: now });
+        if state.slot.accepted.is_some() {
+            return None;
+        }
+        state.slot.accepted = Some(accepted);
+        state.accepted_at = now;
+        Some(state.slot.clone())
+    }
+
+    pub fn slot(&self, key: &Key) -> Option<&Slot> {
+        self.slots.get(key).map(|s| &s.slot)
+    }
+
+    /// Scope names this voter holds a value for.
+    pub fn scopes(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.slot.accepted.is_some())
+            .filter_map(|(k, _)| match k {
+                Key::Scope(name) => Some(name.clone()),
+                Key::Roster => None,
+            })
+            .collect()
+    }
+
+    /// Test-only amnesia: forget every promise that went beyond the accepted ballot.
+    #[cfg(feature = "broken-variants")]
+    pub fn forget_promises(&mut self) {
+        for state in self.slots.values_mut() {
+            state.slot.promised = state.slot.accepted.as_ref().map(|a| a.ballot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::record::LockRecord;
+
+    fn b(round: u64) -> Ballot {
+        Ballot { round, proposer: 1 }
+    }
+
+    #[test]
+    fn promises_and_accepts_only_at_or_above_the_promise() {
+        let mut a = Acceptor::default();
+        let key = Key::Scope("s".into());
+        let v = Value::Lock(LockRecord::default());
+        assert!(a.prepare(Time(0), &key, b(5)).is_ok());
+        assert_eq!(a.prepare(Time(1), &key, b(4)).err(), Some(b(5)));
+        assert_eq!(a.accept(Time(2), &key, b(4), v.clone()).err(), Some(b(5)));
+        assert!(a.accept(Time(3), &key, b(5), v.clone()).is_ok());
+        let (promise, _) = a.prepare(Time(10), &key, b(6)).ok().unwrap();
+        assert_eq!(promise.accepted.map(|x| x.ballot), Some(b(5)));
+        assert_eq!(promise.age_us, 7);
+    }
+
+    #[test]
+    fn a_restart_resets_ages_to_zero_never_more() {
+        let key = Key::Scope("s".into());
+        let mut a = Acceptor::default();
+        a.accept(Time(0), &key, b(1), Value::Lock(LockRecord::default())).unwrap();
+        let slot = a.slot(&key).cloned().unwrap();
+        let mut b2 = Acceptor::recover([(key.clone(), slot)], Time(1_000));
+        let (promise, _) = b2.prepare(Time(1_250), &key, b(2)).ok().unwrap();
+        assert_eq!(promise.age_us, 250);
+    }
+}

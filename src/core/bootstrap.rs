@@ -1,0 +1,69 @@
+//! Bootstrap: the first roster, acknowledged durably by every one of its voters before anyone
+//! installs it. Each node acknowledges at most one first roster, ever, so two different first
+//! rosters that share a member can never both complete (DESIGN-REVIEW P7).
+
+use std::collections::BTreeSet;
+
+use super::durable::Write;
+use super::message::Body;
+use super::node::{Failure, Node, Timer};
+use super::roster::{NodeId, Roster, RosterId};
+use super::time::Time;
+
+impl Node {
+    /// Proposes the first roster of a new cluster with these voters (this node among them).
+    /// The runtime calls it once `--bootstrap-expect` members have met, or for `--bootstrap`
+    /// with this node alone. A node that already has a roster refuses.
+    pub fn bootstrap(&mut self, now: Time, voters: Vec<NodeId>) -> Result<(), Failure> {
+        if self.roster.is_some() {
+            return Err(Failure::Invalid("this node already belongs to a cluster"));
+        }
+        if !voters.contains(&self.id) {
+            return Err(Failure::Invalid("the bootstrap set must include this node"));
+        }
+        let roster = Roster::first(voters);
+        self.bootstrapping = Some((roster, BTreeSet::new()));
+        self.on_bootstrap_resend(now);
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Sends the offer to every voter that has not acknowledged it yet.
+    pub(super) fn on_bootstrap_resend(&mut self, now: Time) {
+        let Some((roster, acks)) = &self.bootstrapping else { return };
+        let roster = roster.clone();
+        let missing: Vec<NodeId> = roster.voters.iter().filter(|v| !acks.contains(*v)).cloned().collect();
+        for voter in missing {
+            self.send(voter, Body::BootstrapOffer { roster: roster.clone() });
+        }
+        self.set_timer(now.plus_micros(self.config.bootstrap_resend_us), Timer::BootstrapResend);
+    }
+
+    pub(super) fn on_bootstrap_offer(&mut self, from: NodeId, roster: Roster) {
+        if self.roster.is_some() || !roster.contains(&self.id) || roster != Roster::first(roster.voters.clone()) {
+            return;
+        }
+        let id = roster.id();
+        match self.bootstrap_ack {
+            Some(acked) if acked != id => return,
+            Some(_) => {}
+            None => {
+                self.bootstrap_ack = Some(id);
+                self.out.writes.push(Write::BootstrapAck(id));
+            }
+        }
+        self.send(from, Body::BootstrapAck { roster: id });
+    }
+
+    pub(super) fn on_bootstrap_ack(&mut self, now: Time, from: NodeId, id: RosterId) {
+        let Some((roster, acks)) = &mut self.bootstrapping else { return };
+        if roster.id() != id || !roster.contains(&from) {
+            return;
+        }
+        acks.insert(from);
+        if acks.len() == roster.voters.len() {
+            let roster = roster.clone();
+            self.learn_roster(now, roster, true);
+        }
+    }
+}

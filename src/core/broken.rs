@@ -1,0 +1,38 @@
+//! Known-broken protocol variants, compiled only with the test-only `broken-variants` feature.
+//!
+//! Each one removes a rule that DESIGN.md §2 and docs/PROTOCOL.md argue is necessary; the
+//! simulator's tests switch them on and must report violations. In builds without the feature
+//! the `broken!` checks are the constant `false` and the variants do not exist.
+
+/// A rule switched off.
+#[cfg(feature = "broken-variants")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Broken {
+    /// Count a majority of the members that look alive instead of the whole roster.
+    QuorumOverReachable,
+    /// A restarted voter forgets promises it made beyond its accepted ballot.
+    ForgetPromisesOnRestart,
+    /// Treat ages as true time, ignoring that a voter's clock may run fast.
+    ExpiryIgnoresDrift,
+    /// Take ages from every promise, not only from those at the highest accepted ballot.
+    AgesFromStalePromises,
+    /// Install a roster as soon as it is accepted, before it is known to be chosen.
+    RosterInstalledWhenAccepted,
+    /// Allow the next roster change before the sweep of the previous one finished.
+    RosterChangeBeforeSweep,
+}
+
+/// Whether `$config` runs the broken variant `$variant`; always `false` without the feature.
+macro_rules! broken {
+    ($config:expr, $variant:ident) => {{
+        #[cfg(feature = "broken-variants")]
+        let on = $config.broken == Some($crate::core::Broken::$variant);
+        #[cfg(not(feature = "broken-variants"))]
+        let on = {
+            let _ = &$config;
+            false
+        };
+        on
+    }};
+}
+pub(crate) use broken;

@@ -1,0 +1,48 @@
+//! What a node keeps on disk, and the writes that change it.
+//!
+//! The runtime stores these (redb); the simulator keeps them in a fake disk that a crash
+//! rolls back to the last sync. `Durable::apply` is the one definition of what a write means.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::acceptor::Slot;
+use super::message::Key;
+use super::roster::{Roster, RosterId};
+
+/// A change to durable state. A batch of them is persisted before the messages and replies
+/// produced with it are released.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Write {
+    /// A register's promise and accepted value.
+    Slot(Key, Slot),
+    /// The installed roster (known to be chosen).
+    Roster(Roster),
+    /// Ballot rounds up to this one may have been used; after a restart, use higher ones.
+    RoundReserved(u64),
+    /// The first roster this node acknowledged in bootstrap (at most one, ever).
+    BootstrapAck(RosterId),
+}
+
+/// A node's durable state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Durable {
+    pub roster: Option<Roster>,
+    pub round_reserved: u64,
+    pub bootstrap_ack: Option<RosterId>,
+    pub slots: BTreeMap<Key, Slot>,
+}
+
+impl Durable {
+    pub fn apply(&mut self, write: Write) {
+        match write {
+            Write::Slot(key, slot) => {
+                self.slots.insert(key, slot);
+            }
+            Write::Roster(roster) => self.roster = Some(roster),
+            Write::RoundReserved(round) => self.round_reserved = self.round_reserved.max(round),
+            Write::BootstrapAck(id) => self.bootstrap_ack = Some(id),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Messages between nodes: the ballot protocol, roster install and sweep listing, bootstrap.
+
+use serde::{Deserialize, Serialize};
+
+use super::record::LockRecord;
+use super::roster::{NodeId, Roster, RosterId};
+
+/// A ballot number. Unique per proposer: `round` comes from a per-node counter that is
+/// persisted (a high-water mark) before use, and `proposer` is the node's random 64-bit
+/// incarnation, which the roster refuses to hold twice. Ordered by round, then proposer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Ballot {
+    pub round: u64,
+    pub proposer: u64,
+}
+
+impl Ballot {
+    /// The ballot of a cluster's first roster, below every ballot a proposer can use.
+    pub const BOOTSTRAP: Ballot = Ballot { round: 0, proposer: 0 };
+}
+
+/// A register's name: the reserved roster register, or a lock scope.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Key {
+    Roster,
+    Scope(String),
+}
+
+/// A register's value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    Lock(LockRecord),
+    Roster(Roster),
+}
+
+/// A value a voter accepted, with the ballot it accepted it at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedValue {
+    pub ballot: Ballot,
+    pub value: Value,
+}
+
+/// Why a voter refused a Prepare or Accept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// It promised a higher ballot.
+    Promised(Ballot),
+    /// Its installed roster differs from the sender's (the envelope says which it has).
+    RosterMismatch,
+    /// It is not a voter of its installed roster.
+    NotVoter,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    Prepare { key: Key, ballot: Ballot },
+    /// `age_us`: time on the voter's own clock since it accepted `accepted` (since its restart
+    /// if that came later). Only a lower bound of true time after drift correction.
+    Promise { key: Key, ballot: Ballot, accepted: Option<AcceptedValue>, age_us: u64 },
+    Accept { key: Key, ballot: Ballot, value: Value },
+    Accepted { key: Key, ballot: Ballot },
+    Refuse { key: Key, ballot: Ballot, why: Refusal },
+    /// This roster is chosen: install it if newer than yours.
+    Commit { roster: Roster },
+    /// Send me your installed roster (as a `Commit`).
+    RosterPull,
+    /// Sweep: list the scopes you hold (only answered under the same installed roster).
+    ListKeys { sweep: u64 },
+    KeyList { sweep: u64, keys: Vec<String> },
+    /// Bootstrap: acknowledge this first roster (each node acknowledges at most one).
+    BootstrapOffer { roster: Roster },
+    BootstrapAck { roster: RosterId },
+}
+
+/// A message with its routing and the sender's installed roster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub roster: Option<RosterId>,
+    pub body: Body,
+}

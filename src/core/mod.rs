@@ -1,0 +1,76 @@
+//! The sans-IO lock core: per-scope Paxos registers holding lock records, leases measured as
+//! drift-corrected ages, and a voter roster changed one member at a time.
+//!
+//! *Architecture invariant:* nothing in this module performs IO or reads a clock. Time comes in
+//! as `Time` arguments, randomness as a seed, messages and client requests as values; what must
+//! be persisted, sent or answered comes out of `Node::drain` as `Outputs`. The runtime (or the
+//! simulator) executes those, always persisting `writes` before releasing `messages` and
+//! `replies` of the same batch.
+
+pub mod acceptor;
+mod bootstrap;
+mod broken;
+pub mod durable;
+pub mod lease;
+pub mod message;
+pub mod node;
+pub mod proposer;
+pub mod quorum;
+pub mod record;
+pub mod roster;
+mod rng;
+pub mod sweep;
+pub mod time;
+
+#[cfg(feature = "broken-variants")]
+pub use broken::Broken;
+pub use durable::{Durable, Write};
+pub use lease::Drift;
+pub use message::{Ballot, Body, Envelope, Key, Value};
+pub use node::{Answer, Failure, Node, Op, Outputs, Reply, Request, RosterOp, RosterRefusal, RosterResult};
+pub use record::{Acquire, Limits, LockOp, LockRecord, LockResult, LockType, Priority, RequestId};
+pub use roster::{NodeId, Roster, RosterChange, RosterId};
+pub use time::Time;
+
+/// Tunables of the core. Every node of a cluster must use the same `drift` and `limits`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Bound on clock rate drift between any two clocks (holders' included).
+    pub drift: Drift,
+    /// How long a ballot phase waits for a majority before retrying with a higher ballot.
+    pub phase_timeout_us: u64,
+    /// Base of the jittered exponential backoff between ballot attempts.
+    pub backoff_base_us: u64,
+    /// Cap of that backoff.
+    pub backoff_max_us: u64,
+    /// Most operations on one scope decided by one ballot.
+    pub max_batch: usize,
+    /// How often a node checks for an unfinished roster sweep to resume.
+    pub sweep_check_us: u64,
+    /// Scopes a sweep rewrites at once.
+    pub sweep_parallel: usize,
+    /// How often bootstrap offers are resent until the first roster is installed.
+    pub bootstrap_resend_us: u64,
+    pub limits: Limits,
+    /// Test-only: run a known-broken variant of the protocol (the simulator must catch it).
+    #[cfg(feature = "broken-variants")]
+    pub broken: Option<Broken>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            drift: Drift::from_ppm(10_000),
+            phase_timeout_us: 500_000,
+            backoff_base_us: 5_000,
+            backoff_max_us: 500_000,
+            max_batch: 256,
+            sweep_check_us: 5_000_000,
+            sweep_parallel: 64,
+            bootstrap_resend_us: 1_000_000,
+            limits: Limits::default(),
+            #[cfg(feature = "broken-variants")]
+            broken: None,
+        }
+    }
+}

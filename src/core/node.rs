@@ -1,0 +1,563 @@
+//! A node of the core: the acceptor for every register, the proposer for the requests it
+//! receives, and the keeper of the installed roster. Sweeps and bootstrap live beside it
+//! (`sweep.rs`, `bootstrap.rs`) as further `impl Node` blocks.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::acceptor::Acceptor;
+use super::broken::broken;
+use super::durable::{Durable, Write};
+use super::message::{Ballot, Body, Envelope, Key, Refusal, Value};
+use super::proposer::{Phase, Promise, Proposal, Vote};
+use super::record::{LockOp, LockRecord, LockResult};
+use super::rng::Rng;
+use super::roster::{ChangeError, NodeId, Roster, RosterChange, RosterId};
+use super::sweep::Sweep;
+use super::time::Time;
+use super::Config;
+
+/// An operation on one register.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Lock(LockOp),
+    Roster(RosterOp),
+}
+
+/// An operation on the roster register.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RosterOp {
+    /// Add or remove one voter; allowed only once the previous change is swept.
+    Change(RosterChange),
+    /// Record that every scope was rewritten under roster `version`.
+    MarkSwept { version: u64 },
+    Read,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RosterResult {
+    /// The change is chosen; the new roster is installed here and its sweep has started.
+    Changed(Roster),
+    Swept,
+    Current(Roster),
+    Refused(RosterRefusal),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RosterRefusal {
+    /// The roster moved on since this node's installed one; retry after it catches up.
+    Moved { current: u64 },
+    /// The previous change is still being swept; retry later.
+    Sweeping,
+    Invalid(ChangeError),
+}
+
+/// The answer to an operation, decided by a majority.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Lock(LockResult),
+    Roster(RosterResult),
+}
+
+/// Why a request got no decided answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// An Accept carrying the request's effect was sent and no outcome is known: it may or may
+    /// not have taken effect. Retry with the same request id.
+    Timeout,
+    /// No majority answered and nothing carrying the request's effect was sent from here.
+    NoQuorum,
+    /// This node has no installed roster: not part of a cluster yet.
+    NoRoster,
+    /// The request is malformed (the key and operation do not match); nothing changed.
+    Invalid(&'static str),
+}
+
+/// A client request for one register.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The runtime's handle for routing the reply.
+    pub client: u64,
+    pub key: Key,
+    pub op: Op,
+    /// After this long, answer `Timeout` or `NoQuorum` instead of retrying further.
+    pub timeout_us: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub client: u64,
+    pub key: Key,
+    pub result: Result<Answer, Failure>,
+    /// Voters that agreed to the decision, out of `voters`.
+    pub agreed: usize,
+    pub voters: usize,
+    /// The ballot the answer was decided at.
+    pub ballot: Option<Ballot>,
+}
+
+/// What the node asks its runtime to do. Persist `writes` (durably) first, then send
+/// `messages` and deliver `replies`.
+#[derive(Clone, Debug, Default)]
+pub struct Outputs {
+    pub writes: Vec<Write>,
+    pub messages: Vec<Envelope>,
+    pub replies: Vec<Reply>,
+}
+
+/// Who is waiting for an operation's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Client {
+    External(u64),
+    /// The sweep of roster `version`.
+    Sweep(u64),
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct PendingOp {
+    pub client: Client,
+    pub op: Op,
+    pub deadline: Time,
+    /// An Accept that may carry this op's effect was sent: only success, `Timeout`, or an
+    /// answer decided at a higher ballot may follow (safety contract point 6).
+    pub accept_sent: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(super) enum Timer {
+    Phase { key: Key, proposal: u64 },
+    Retry { key: Key, proposal: u64 },
+    SweepCheck,
+    BootstrapResend,
+}
+
+pub struct Node {
+    pub(super) config: Config,
+    pub(super) id: NodeId,
+    pub(super) rng: Rng,
+    /// The installed roster: known to be chosen.
+    pub(super) roster: Option<Roster>,
+    pub(super) acceptor: Acceptor,
+    pub(super) round_reserved: u64,
+    pub(super) max_round_seen: u64,
+    pub(super) bootstrap_ack: Option<RosterId>,
+    pub(super) bootstrapping: Option<(Roster, BTreeSet<NodeId>)>,
+    pub(super) proposals: BTreeMap<Key, Proposal>,
+    pub(super) waiting: BTreeMap<Key, Vec<PendingOp>>,
+    timers: BTreeMap<(Time, u64), Timer>,
+    timer_seq: u64,
+    next_id: u64,
+    pub(super) sweep: Option<Sweep>,
+    /// Sweep ops answered since the last `flush`, handled after the current step.
+    pub(super) sweep_done_ops: Vec<(Key, bool)>,
+    pub(super) alive: Option<BTreeSet<NodeId>>,
+    loopback: VecDeque<Envelope>,
+    pub(super) out: Outputs,
+}
+
+impl Node {
+    /// Starts a node from its durable state (empty for a new data dir). Ages of accepted
+    /// values restart at `now`; ballots continue above the persisted high-water mark.
+    pub fn new(config: Config, id: NodeId, durable: Durable, now: Time, seed: u64) -> Node {
+        #[allow(unused_mut)]
+        let mut acceptor = Acceptor::recover(durable.slots, now);
+        #[cfg(feature = "broken-variants")]
+        if broken!(config, ForgetPromisesOnRestart) {
+            acceptor.forget_promises();
+        }
+        let mut node = Node {
+            rng: Rng::new(seed ^ id.incarnation),
+            config,
+            id,
+            roster: durable.roster,
+            acceptor,
+            round_reserved: durable.round_reserved,
+            max_round_seen: durable.round_reserved,
+            bootstrap_ack: durable.bootstrap_ack,
+            bootstrapping: None,
+            proposals: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            next_id: 0,
+            sweep: None,
+            sweep_done_ops: Vec::new(),
+            alive: None,
+            loopback: VecDeque::new(),
+            out: Outputs::default(),
+        };
+        let first_check = node.rng.between(node.config.sweep_check_us / 2, node.config.sweep_check_us);
+        node.set_timer(now.plus_micros(first_check), Timer::SweepCheck);
+        node
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The installed roster, if this node belongs to a cluster.
+    pub fn roster(&self) -> Option<&Roster> {
+        self.roster.as_ref()
+    }
+
+    /// Whether a sweep of the installed roster is running here.
+    pub fn sweeping(&self) -> bool {
+        self.sweep.is_some()
+    }
+
+    /// Ballots in flight and requests waiting for one, for status and metrics.
+    pub fn in_flight(&self) -> usize {
+        self.proposals.len() + self.waiting.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// The members that membership (SWIM) currently sees alive. Used only to fail fast with
+    /// `NoQuorum` when too few voters are alive; quorums are always counted over the roster.
+    pub fn set_alive(&mut self, alive: impl IntoIterator<Item = NodeId>) {
+        self.alive = Some(alive.into_iter().collect());
+    }
+
+    /// When `handle_timeout` should next be called.
+    pub fn next_timeout(&self) -> Option<Time> {
+        self.timers.keys().next().map(|(t, _)| *t)
+    }
+
+    /// Takes what the runtime must do now: persist `writes`, then send and reply.
+    pub fn drain(&mut self) -> Outputs {
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn handle_request(&mut self, now: Time, request: Request) {
+        let client = Client::External(request.client);
+        match (&request.key, &request.op) {
+            (Key::Roster, Op::Roster(_)) | (Key::Scope(_), Op::Lock(_)) => {}
+            _ => {
+                self.reply(now, &request.key, client, Err(Failure::Invalid("operation does not fit the key")), 0, None);
+                return;
+            }
+        }
+        let deadline = now.plus_micros(request.timeout_us);
+        self.enqueue(now, request.key, PendingOp { client, op: request.op, deadline, accept_sent: false });
+        self.flush(now);
+    }
+
+    pub fn handle_message(&mut self, now: Time, envelope: Envelope) {
+        self.on_message(now, envelope);
+        self.flush(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Time) {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let timer = entry.remove();
+            match timer {
+                Timer::Phase { key, proposal } => {
+                    if let Some(p) = self.take_proposal(&key, proposal) {
+                        if matches!(p.phase, Phase::Backoff) {
+                            self.proposals.insert(key, p);
+                        } else {
+                            self.retry(now, key, p);
+                        }
+                    }
+                }
+                Timer::Retry { key, proposal } => {
+                    if let Some(p) = self.take_proposal(&key, proposal) {
+                        self.start_proposal(now, key, p.attempt, p.ops);
+                    }
+                }
+                Timer::SweepCheck => self.on_sweep_check(now),
+                Timer::BootstrapResend => self.on_bootstrap_resend(now),
+            }
+        }
+        self.flush(now);
+    }
+
+    /// Processes messages to itself and internal completions until none are left.
+    pub(super) fn flush(&mut self, now: Time) {
+        loop {
+            if let Some(envelope) = self.loopback.pop_front() {
+                self.on_message(now, envelope);
+            } else if !self.sweep_done_ops.is_empty() {
+                for (key, ok) in std::mem::take(&mut self.sweep_done_ops) {
+                    self.on_sweep_op_done(now, key, ok);
+                }
+            } else {
+                break;
+            }
+        }
+    }
+
+    pub(super) fn send(&mut self, to: NodeId, body: Body) {
+        let envelope = Envelope { from: self.id.clone(), to, roster: self.roster.as_ref().map(Roster::id), body };
+        if envelope.to == self.id {
+            self.loopback.push_back(envelope);
+        } else {
+            self.out.messages.push(envelope);
+        }
+    }
+
+    pub(super) fn set_timer(&mut self, at: Time, timer: Timer) {
+        self.timer_seq += 1;
+        self.timers.insert((at, self.timer_seq), timer);
+    }
+
+    pub(super) fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn on_message(&mut self, now: Time, envelope: Envelope) {
+        let Envelope { from, roster: their_roster, body, .. } = envelope;
+        match body {
+            Body::Prepare { key, ballot } => self.on_prepare(now, from, their_roster, key, ballot),
+            Body::Accept { key, ballot, value } => self.on_accept(now, from, their_roster, key, ballot, value),
+            Body::Promise { key, ballot, accepted, age_us } => {
+                if let Some(a) = &accepted {
+                    self.max_round_seen = self.max_round_seen.max(a.ballot.round);
+                }
+                let promise = Promise { from: from.clone(), accepted, age_us };
+                self.on_vote(now, from, key, ballot, Vote::Promise(promise))
+            }
+            Body::Accepted { key, ballot } => self.on_vote(now, from, key, ballot, Vote::Accepted),
+            Body::Refuse { key, ballot, why } => {
+                match why {
+                    Refusal::Promised(promised) => self.max_round_seen = self.max_round_seen.max(promised.round),
+                    Refusal::RosterMismatch => self.sync_roster(&from, their_roster),
+                    Refusal::NotVoter => {}
+                }
+                self.on_vote(now, from, key, ballot, Vote::Refused)
+            }
+            Body::Commit { roster } => {
+                self.learn_roster(now, roster, false);
+            }
+            Body::RosterPull => {
+                if let Some(roster) = self.roster.clone() {
+                    self.send(from, Body::Commit { roster });
+                }
+            }
+            Body::ListKeys { sweep } => {
+                if self.voter_check(&from, their_roster).is_ok() {
+                    let keys = self.acceptor.scopes();
+                    self.send(from, Body::KeyList { sweep, keys });
+                }
+            }
+            Body::KeyList { sweep, keys } => self.on_key_list(now, from, their_roster, sweep, keys),
+            Body::BootstrapOffer { roster } => self.on_bootstrap_offer(from, roster),
+            Body::BootstrapAck { roster } => self.on_bootstrap_ack(now, from, roster),
+        }
+    }
+
+    /// Whether this node may vote on a message tagged with `their_roster`: only under exactly
+    /// its own installed roster, and only if that roster lists this very incarnation.
+    fn voter_check(&mut self, from: &NodeId, their_roster: Option<RosterId>) -> Result<(), Refusal> {
+        let Some(mine) = &self.roster else {
+            self.sync_roster(from, their_roster);
+            return Err(Refusal::RosterMismatch);
+        };
+        if their_roster != Some(mine.id()) {
+            self.sync_roster(from, their_roster);
+            return Err(Refusal::RosterMismatch);
+        }
+        if !mine.contains(&self.id) {
+            return Err(Refusal::NotVoter);
+        }
+        Ok(())
+    }
+
+    /// Brings whichever of the two sides is behind up to the other's installed roster.
+    fn sync_roster(&mut self, peer: &NodeId, theirs: Option<RosterId>) {
+        let mine = self.roster.as_ref().map(Roster::id);
+        match (mine, theirs) {
+            (Some(m), Some(t)) if t.version > m.version => self.send(peer.clone(), Body::RosterPull),
+            (None, Some(_)) => self.send(peer.clone(), Body::RosterPull),
+            (Some(m), Some(t)) if t.version < m.version => {
+                let roster = self.roster.clone();
+                if let Some(roster) = roster {
+                    self.send(peer.clone(), Body::Commit { roster });
+                }
+                let _ = m;
+            }
+            (Some(_), None) => {
+                let roster = self.roster.clone();
+                if let Some(roster) = roster {
+                    self.send(peer.clone(), Body::Commit { roster });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_prepare(&mut self, now: Time, from: NodeId, their_roster: Option<RosterId>, key: Key, ballot: Ballot) {
+        self.max_round_seen = self.max_round_seen.max(ballot.round);
+        if let Err(why) = self.voter_check(&from, their_roster) {
+            self.send(from, Body::Refuse { key, ballot, why });
+            return;
+        }
+        match self.acceptor.prepare(now, &key, ballot) {
+            Ok((promise, slot)) => {
+                if let Some(slot) = slot {
+                    self.out.writes.push(Write::Slot(key.clone(), slot));
+                }
+                self.send(from, Body::Promise { key, ballot, accepted: promise.accepted, age_us: promise.age_us });
+            }
+            Err(promised) => self.send(from, Body::Refuse { key, ballot, why: Refusal::Promised(promised) }),
+        }
+    }
+
+    fn on_accept(&mut self, now: Time, from: NodeId, their_roster: Option<RosterId>, key: Key, ballot: Ballot, value: Value) {
+        self.max_round_seen = self.max_round_seen.max(ballot.round);
+        if let Err(why) = self.voter_check(&from, their_roster) {
+            self.send(from, Body::Refuse { key, ballot, why });
+            return;
+        }
+        #[allow(unused_variables)]
+        let accepted_roster = match &value {
+            Value::Roster(r) => Some(r.clone()),
+            Value::Lock(_) => None,
+        };
+        match self.acceptor.accept(now, &key, ballot, value) {
+            Ok(slot) => {
+                self.out.writes.push(Write::Slot(key.clone(), slot));
+                if broken!(self.config, RosterInstalledWhenAccepted) {
+                    if let Some(roster) = accepted_roster {
+                        self.learn_roster(now, roster, false);
+                    }
+                }
+                self.send(from, Body::Accepted { key, ballot });
+            }
+            Err(promised) => self.send(from, Body::Refuse { key, ballot, why: Refusal::Promised(promised) }),
+        }
+    }
+}
+
+impl Node {
+    /// Installs `roster` if it is newer than the installed one. The caller vouches that it is
+    /// chosen: a Commit, a pull answer (both sent only for installed rosters), or a roster
+    /// ballot of this node that it decided. If `announce`, tells every old and new voter.
+    pub(super) fn learn_roster(&mut self, now: Time, roster: Roster, announce: bool) {
+        let newer = match &self.roster {
+            None => true,
+            Some(current) => {
+                roster.version > current.version
+                    || (roster.version == current.version
+                        && roster.id() == current.id()
+                        && roster.sweep_done
+                        && !current.sweep_done)
+            }
+        };
+        if !newer {
+            return;
+        }
+        let old = self.roster.replace(roster.clone());
+        if old.is_none() && roster.version == 1 {
+            // The first roster: every voter acknowledged it before anyone installed it, so it
+            // is the register's value at the bootstrap ballot.
+            let accepted = super::message::AcceptedValue { ballot: Ballot::BOOTSTRAP, value: Value::Roster(roster.clone()) };
+            if let Some(slot) = self.acceptor.seed(now, Key::Roster, accepted) {
+                self.out.writes.push(Write::Slot(Key::Roster, slot));
+            }
+        }
+        self.out.writes.push(Write::Roster(roster.clone()));
+        self.bootstrapping = None;
+        if self.sweep.as_ref().is_some_and(|s| s.version != roster.version) {
+            self.sweep = None;
+        }
+        if announce {
+            let mut to: BTreeSet<NodeId> = roster.voters.iter().cloned().collect();
+            to.extend(old.iter().flat_map(|o| o.voters.iter().cloned()));
+            for voter in to {
+                self.send(voter, Body::Commit { roster: roster.clone() });
+            }
+            if !roster.sweep_done {
+                self.start_sweep(now);
+            }
+        }
+    }
+
+    /// Answers an operation, to its external client or to the sweep that issued it.
+    pub(super) fn reply(
+        &mut self,
+        _now: Time,
+        key: &Key,
+        client: Client,
+        result: Result<Answer, Failure>,
+        agreed: usize,
+        ballot: Option<Ballot>,
+    ) {
+        match client {
+            Client::External(client) => {
+                let voters = self.roster.as_ref().map_or(0, |r| r.voters.len());
+                self.out.replies.push(Reply { client, key: key.clone(), result, agreed, voters, ballot });
+            }
+            Client::Sweep(version) => {
+                if self.sweep.as_ref().is_some_and(|s| s.version == version) {
+                    self.sweep_done_ops.push((key.clone(), result.is_ok()));
+                }
+            }
+        }
+    }
+}
+
+/// Applies a batch of roster operations to the roster register's value.
+pub(super) fn apply_roster_ops(
+    base: &Roster,
+    installed_version: u64,
+    ops: &[PendingOp],
+    allow_unswept_change: bool,
+) -> (Roster, Vec<Answer>) {
+    let mut roster = base.clone();
+    let answers = ops
+        .iter()
+        .map(|op| {
+            let Op::Roster(op) = &op.op else {
+                return Answer::Roster(RosterResult::Refused(RosterRefusal::Moved { current: roster.version }));
+            };
+            Answer::Roster(match op {
+                RosterOp::Change(change) => {
+                    if roster.version != installed_version {
+                        RosterResult::Refused(RosterRefusal::Moved { current: roster.version })
+                    } else if !roster.sweep_done && !allow_unswept_change {
+                        RosterResult::Refused(RosterRefusal::Sweeping)
+                    } else {
+                        match roster.changed(change) {
+                            Ok(next) => {
+                                roster = next;
+                                RosterResult::Changed(roster.clone())
+                            }
+                            Err(e) => RosterResult::Refused(RosterRefusal::Invalid(e)),
+                        }
+                    }
+                }
+                RosterOp::MarkSwept { version } => {
+                    if roster.version == *version {
+                        roster.sweep_done = true;
+                    }
+                    RosterResult::Swept
+                }
+                RosterOp::Read => RosterResult::Current(roster.clone()),
+            })
+        })
+        .collect();
+    (roster, answers)
+}
+
+/// Applies a batch of lock operations to a scope's record, after carrying it forward by
+/// `elapsed_us`. Returns the new record, the answers, and whether anything but the floors
+/// changed (only then does a chosen record need an Accept).
+pub(super) fn apply_lock_ops(base: LockRecord, elapsed_us: u64, ops: &[PendingOp], config: &Config) -> (LockRecord, Vec<Answer>, bool) {
+    let mut record = base.clone();
+    record.advance(elapsed_us, &config.limits);
+    let answers = ops
+        .iter()
+        .map(|op| match &op.op {
+            Op::Lock(op) => Answer::Lock(record.apply(op, &config.limits)),
+            Op::Roster(_) => Answer::Lock(LockResult::NotHolder),
+        })
+        .collect();
+    // A record that breaks its own invariants would double-grant: stop here, loudly.
+    if let Err(e) = record.check_invariants() {
+        panic!("lock record invariant broken: {e}");
+    }
+    let changed = !record.same_state(&base);
+    (record, answers, changed)
+}

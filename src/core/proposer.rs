@@ -1,0 +1,366 @@
+//! The proposer's pure decisions: what a majority of promises says the register holds, how
+//! much time has provably passed, and whether the answer needs an Accept; and the node's
+//! driving of its ballots: Prepare, Accept, retry with a higher ballot after jittered backoff.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::broken::broken;
+use super::lease::Drift;
+use super::message::{AcceptedValue, Ballot, Body, Key, Value};
+use super::node::{apply_lock_ops, apply_roster_ops, Answer, Failure, Node, PendingOp, Timer};
+use super::quorum::{self, Decision};
+use super::record::LockRecord;
+use super::roster::{NodeId, Roster};
+use super::time::Time;
+
+/// Ballot rounds reserved per durable write of the high-water mark.
+const ROUND_RESERVE: u64 = 1024;
+
+/// One voter's promise, as the proposer keeps it.
+#[derive(Clone, Debug)]
+pub struct Promise {
+    pub from: NodeId,
+    pub accepted: Option<AcceptedValue>,
+    pub age_us: u64,
+}
+
+/// What a majority of promises says.
+#[derive(Clone, Debug)]
+pub struct QuorumRead {
+    /// The value at the highest accepted ballot, if any voter accepted one.
+    pub value: Option<Value>,
+    pub highest: Option<Ballot>,
+    /// A proven lower bound of the true time since `value` was accepted (see `lease`).
+    pub elapsed_us: u64,
+    /// Whether `value` is already on a majority of the promises, hence chosen: an answer
+    /// computed from it needs no Accept unless it changes the value.
+    pub chosen: bool,
+}
+
+/// Rules that tests may switch off to prove the simulator notices (broken variants).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadRules {
+    pub ages_from_stale_promises: bool,
+    pub expiry_ignores_drift: bool,
+}
+
+/// Reads a register from a majority of promises.
+///
+/// Only promises whose accepted ballot equals the highest among them give a usable age: a
+/// voter holding an older copy of the record may report a large age for a grant that was
+/// renewed since (DESIGN-REVIEW P1). Their ages count from accepting the *same* value, after
+/// its Accept was sent, so the largest of them, drift-corrected, bounds the true time since.
+pub fn read_quorum(promises: &[Promise], majority: usize, drift: Drift, rules: ReadRules) -> QuorumRead {
+    let highest = promises.iter().filter_map(|p| p.accepted.as_ref().map(|a| a.ballot)).max();
+    let Some(highest) = highest else {
+        return QuorumRead { value: None, highest: None, elapsed_us: 0, chosen: true };
+    };
+    let at_highest: Vec<&Promise> =
+        promises.iter().filter(|p| p.accepted.as_ref().is_some_and(|a| a.ballot == highest)).collect();
+    let age_us = if rules.ages_from_stale_promises {
+        promises.iter().filter(|p| p.accepted.is_some()).map(|p| p.age_us).max().unwrap_or(0)
+    } else {
+        at_highest.iter().map(|p| p.age_us).max().unwrap_or(0)
+    };
+    let elapsed_us = if rules.expiry_ignores_drift { age_us } else { drift.true_elapsed_floor(age_us) };
+    let value = at_highest.first().and_then(|p| p.accepted.as_ref()).map(|a| a.value.clone());
+    QuorumRead { value, highest: Some(highest), elapsed_us, chosen: at_highest.len() >= majority }
+}
+
+pub(super) enum Phase {
+    Backoff,
+    Preparing { promises: BTreeMap<NodeId, Promise>, refused: BTreeSet<NodeId> },
+    Accepting { value: Value, answers: Vec<Answer>, agreed: BTreeSet<NodeId>, refused: BTreeSet<NodeId> },
+}
+
+/// One register's ballot in flight at a node (at most one per key).
+pub(super) struct Proposal {
+    /// Changes with every attempt, so timers of earlier attempts are recognised as stale.
+    pub id: u64,
+    pub ballot: Ballot,
+    pub roster: Roster,
+    pub ops: Vec<PendingOp>,
+    pub attempt: u32,
+    pub phase: Phase,
+}
+
+/// A voter's answer to one of our ballots.
+pub(super) enum Vote {
+    Promise(Promise),
+    Accepted,
+    Refused,
+}
+
+impl Node {
+    /// Queues an operation for its register and starts a ballot if none is in flight.
+    pub(super) fn enqueue(&mut self, now: Time, key: Key, op: PendingOp) {
+        self.waiting.entry(key.clone()).or_default().push(op);
+        if !self.proposals.contains_key(&key) {
+            self.start_proposal(now, key, 0, Vec::new());
+        }
+    }
+
+    /// Removes and returns the proposal for `key` if its current attempt is `id`.
+    pub(super) fn take_proposal(&mut self, key: &Key, id: u64) -> Option<Proposal> {
+        if self.proposals.get(key).is_some_and(|p| p.id == id) {
+            self.proposals.remove(key)
+        } else {
+            None
+        }
+    }
+
+    /// Starts a ballot for `key` over `carried` ops and those waiting, under the installed roster.
+    pub(super) fn start_proposal(&mut self, now: Time, key: Key, attempt: u32, carried: Vec<PendingOp>) {
+        let mut ops = carried;
+        if let Some(waiting) = self.waiting.get_mut(&key) {
+            let room = self.config.max_batch.saturating_sub(ops.len()).min(waiting.len());
+            ops.extend(waiting.drain(..room));
+            if waiting.is_empty() {
+                self.waiting.remove(&key);
+            }
+        }
+        let ops = self.fail_overdue(now, &key, ops);
+        let Some(roster) = self.roster.clone() else {
+            for op in ops {
+                self.reply(now, &key, op.client, Err(Failure::NoRoster), 0, None);
+            }
+            return;
+        };
+        if ops.is_empty() {
+            if self.waiting.contains_key(&key) {
+                self.start_proposal(now, key, 0, Vec::new());
+            }
+            return;
+        }
+        let ops = if self.too_few_alive(&roster) {
+            // Fail fast what is still definite; what may have taken effect keeps trying.
+            let (unsure, definite): (Vec<_>, Vec<_>) = ops.into_iter().partition(|op| op.accept_sent);
+            for op in definite {
+                self.reply(now, &key, op.client, Err(Failure::NoQuorum), 0, None);
+            }
+            if unsure.is_empty() {
+                return;
+            }
+            unsure
+        } else {
+            ops
+        };
+        let ballot = self.next_ballot();
+        let id = self.next_id();
+        let phase = Phase::Preparing { promises: BTreeMap::new(), refused: BTreeSet::new() };
+        for voter in roster.voters.clone() {
+            self.send(voter, Body::Prepare { key: key.clone(), ballot });
+        }
+        self.set_timer(now.plus_micros(self.config.phase_timeout_us), Timer::Phase { key: key.clone(), proposal: id });
+        self.proposals.insert(key, Proposal { id, ballot, roster, ops, attempt, phase });
+    }
+
+    /// Answers ops whose deadline passed: `Timeout` if they may have taken effect.
+    fn fail_overdue(&mut self, now: Time, key: &Key, ops: Vec<PendingOp>) -> Vec<PendingOp> {
+        let (overdue, live): (Vec<_>, Vec<_>) = ops.into_iter().partition(|op| op.deadline <= now);
+        for op in overdue {
+            let failure = if op.accept_sent { Failure::Timeout } else { Failure::NoQuorum };
+            self.reply(now, key, op.client, Err(failure), 0, None);
+        }
+        live
+    }
+
+    fn too_few_alive(&self, roster: &Roster) -> bool {
+        let Some(alive) = &self.alive else { return false };
+        let alive_voters = roster.voters.iter().filter(|v| alive.contains(*v)).count();
+        alive_voters < roster.majority() && !broken!(self.config, QuorumOverReachable)
+    }
+
+    /// How many voters a majority is counted over: the whole roster, always.
+    fn counted_voters(&self, roster: &Roster) -> usize {
+        if broken!(self.config, QuorumOverReachable) {
+            if let Some(alive) = &self.alive {
+                return roster.voters.iter().filter(|v| alive.contains(*v)).count().max(1);
+            }
+        }
+        roster.voters.len()
+    }
+
+    /// A ballot above every round seen, with the high-water mark persisted before its use
+    /// (it goes out in the same output batch as the Prepare, and writes come first).
+    fn next_ballot(&mut self) -> Ballot {
+        let round = self.max_round_seen + 1;
+        self.max_round_seen = round;
+        if round > self.round_reserved {
+            self.round_reserved = round + ROUND_RESERVE;
+            self.out.writes.push(super::durable::Write::RoundReserved(self.round_reserved));
+        }
+        Ballot { round, proposer: self.id.incarnation }
+    }
+
+    /// Counts a voter's answer to our ballot on `key`.
+    pub(super) fn on_vote(&mut self, now: Time, from: NodeId, key: Key, ballot: Ballot, vote: Vote) {
+        let Some(mut p) = self.proposals.remove(&key) else { return };
+        if p.ballot != ballot || !p.roster.contains(&from) {
+            self.proposals.insert(key, p);
+            return;
+        }
+        let voters = self.counted_voters(&p.roster);
+        let decision = match (&mut p.phase, vote) {
+            (Phase::Preparing { promises, refused }, Vote::Promise(promise)) => {
+                promises.insert(from, promise);
+                quorum::tally(voters, promises.len(), refused.len())
+            }
+            (Phase::Preparing { promises, refused }, Vote::Refused) => {
+                refused.insert(from);
+                quorum::tally(voters, promises.len(), refused.len())
+            }
+            (Phase::Accepting { agreed, refused, .. }, Vote::Accepted) => {
+                agreed.insert(from);
+                quorum::tally(voters, agreed.len(), refused.len())
+            }
+            (Phase::Accepting { agreed, refused, .. }, Vote::Refused) => {
+                refused.insert(from);
+                quorum::tally(voters, agreed.len(), refused.len())
+            }
+            _ => Decision::Pending,
+        };
+        match decision {
+            Decision::Pending => {
+                self.proposals.insert(key, p);
+            }
+            Decision::Lost => self.retry(now, key, p),
+            Decision::Won => match std::mem::replace(&mut p.phase, Phase::Backoff) {
+                Phase::Preparing { promises, .. } => self.decide(now, key, p, promises, voters),
+                Phase::Accepting { value, answers, agreed, .. } => {
+                    let ops = std::mem::take(&mut p.ops);
+                    self.finish(now, &key, value, ops, answers, agreed.len(), p.ballot);
+                }
+                Phase::Backoff => {}
+            },
+        }
+    }
+
+    /// A majority promised: read the register, apply the ops, and either answer at once (the
+    /// value is chosen and unchanged) or send the new value in Accepts.
+    fn decide(&mut self, now: Time, key: Key, mut p: Proposal, promises: BTreeMap<NodeId, Promise>, voters: usize) {
+        let promises: Vec<Promise> = promises.into_values().collect();
+        let rules = ReadRules {
+            ages_from_stale_promises: broken!(self.config, AgesFromStalePromises),
+            expiry_ignores_drift: broken!(self.config, ExpiryIgnoresDrift),
+        };
+        let read = read_quorum(&promises, quorum::majority(voters), self.config.drift, rules);
+        let applied = match (&key, read.value.clone()) {
+            (Key::Scope(_), None) => Some(apply_lock(LockRecord::default(), &read, &p.ops, self)),
+            (Key::Scope(_), Some(Value::Lock(record))) => Some(apply_lock(record, &read, &p.ops, self)),
+            (Key::Roster, Some(Value::Roster(base))) => {
+                let allow = broken!(self.config, RosterChangeBeforeSweep);
+                let (roster, answers) = apply_roster_ops(&base, p.roster.version, &p.ops, allow);
+                let changed = roster != base;
+                Some((Value::Roster(roster), answers, changed))
+            }
+            _ => None,
+        };
+        let Some((value, answers, changed)) = applied else {
+            // A register holding the wrong kind of value, or a roster register no voter of
+            // this quorum holds: nothing can be decided here.
+            for op in std::mem::take(&mut p.ops) {
+                self.reply(now, &key, op.client, Err(Failure::Invalid("register holds no usable value")), 0, None);
+            }
+            self.after_ballot(now, &key);
+            return;
+        };
+        if !changed && read.chosen {
+            let ops = std::mem::take(&mut p.ops);
+            let ballot = read.highest.unwrap_or(p.ballot);
+            self.finish(now, &key, value, ops, answers, promises.len(), ballot);
+            return;
+        }
+        for op in &mut p.ops {
+            op.accept_sent = true;
+        }
+        for voter in p.roster.voters.clone() {
+            self.send(voter, Body::Accept { key: key.clone(), ballot: p.ballot, value: value.clone() });
+        }
+        p.phase = Phase::Accepting { value, answers, agreed: BTreeSet::new(), refused: BTreeSet::new() };
+        p.id = self.next_id();
+        self.set_timer(now.plus_micros(self.config.phase_timeout_us), Timer::Phase { key: key.clone(), proposal: p.id });
+        self.proposals.insert(key, p);
+    }
+
+    /// The value is chosen: answer every op, act on a chosen roster, start the next ballot.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(&mut self, now: Time, key: &Key, value: Value, ops: Vec<PendingOp>, answers: Vec<Answer>, agreed: usize, ballot: Ballot) {
+        if let Value::Roster(roster) = value {
+            self.learn_roster(now, roster, true);
+        }
+        self.after_ballot(now, key);
+        for (op, answer) in ops.into_iter().zip(answers) {
+            self.reply(now, key, op.client, Ok(answer), agreed, Some(ballot));
+        }
+    }
+
+    fn after_ballot(&mut self, now: Time, key: &Key) {
+        if self.waiting.contains_key(key) && !self.proposals.contains_key(key) {
+            self.start_proposal(now, key.clone(), 0, Vec::new());
+        }
+    }
+
+    /// This attempt failed (refused or timed out): answer overdue ops, and try again with a
+    /// higher ballot after a jittered, growing backoff.
+    pub(super) fn retry(&mut self, now: Time, key: Key, mut p: Proposal) {
+        let ops = std::mem::take(&mut p.ops);
+        let ops = self.fail_overdue(now, &key, ops);
+        if ops.is_empty() {
+            self.after_ballot(now, &key);
+            return;
+        }
+        let exp = p.attempt.min(16);
+        let cap = self.config.backoff_base_us.saturating_mul(1 << exp).min(self.config.backoff_max_us);
+        let wait = self.rng.between(cap / 2, cap);
+        p.ops = ops;
+        p.attempt += 1;
+        p.id = self.next_id();
+        p.phase = Phase::Backoff;
+        self.set_timer(now.plus_micros(wait), Timer::Retry { key: key.clone(), proposal: p.id });
+        self.proposals.insert(key, p);
+    }
+}
+
+fn apply_lock(record: LockRecord, read: &QuorumRead, ops: &[PendingOp], node: &Node) -> (Value, Vec<Answer>, bool) {
+    let (record, answers, changed) = apply_lock_ops(record, read.elapsed_us, ops, &node.config);
+    (Value::Lock(record), answers, changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::record::LockRecord;
+
+    fn promise(node: u64, ballot: Option<u64>, age_us: u64, last_token: u64) -> Promise {
+        Promise {
+            from: NodeId::new(format!("n{node}"), node),
+            accepted: ballot.map(|round| AcceptedValue {
+                ballot: Ballot { round, proposer: 1 },
+                value: Value::Lock(LockRecord { last_token, ..LockRecord::default() }),
+            }),
+            age_us,
+        }
+    }
+
+    #[test]
+    fn ages_only_from_the_highest_ballot() {
+        // DESIGN-REVIEW P1: v3 holds the pre-renewal record (ballot 1) with a large age.
+        let promises = [promise(2, Some(2), 6_000, 5), promise(3, Some(1), 31_000, 5)];
+        let read = read_quorum(&promises, 2, Drift::from_ppm(0), ReadRules::default());
+        assert_eq!(read.elapsed_us, 6_000);
+        assert!(!read.chosen);
+        let broken = ReadRules { ages_from_stale_promises: true, ..ReadRules::default() };
+        assert_eq!(read_quorum(&promises, 2, Drift::from_ppm(0), broken).elapsed_us, 31_000);
+    }
+
+    #[test]
+    fn chosen_when_the_highest_value_is_on_a_majority() {
+        let promises = [promise(1, Some(4), 10, 1), promise(2, Some(4), 20, 1), promise(3, Some(3), 99, 1)];
+        let read = read_quorum(&promises, 2, Drift::from_ppm(10_000), ReadRules::default());
+        assert!(read.chosen);
+        assert_eq!(read.elapsed_us, 19, "20 µs on a clock up to 1 % fast is at least 19 µs");
+        let empty = read_quorum(&[promise(1, None, 0, 0), promise(2, None, 0, 0)], 2, Drift::from_ppm(0), ReadRules::default());
+        assert!(empty.chosen && empty.value.is_none());
+    }
+}

@@ -1,0 +1,602 @@
+//! The lock record: the value of one scope's register, and the pure operations on it.
+//!
+//! Every ballot on a scope first carries the record forward by a proven lower bound of the
+//! time that passed (`advance`), which expires leases and hands the lock to waiters, then
+//! applies the requested operations (`apply`). Both are pure functions of the record, so every
+//! node that runs them on the same inputs computes the same record.
+
+use serde::{Deserialize, Serialize};
+
+use super::lease;
+
+/// A client-chosen id that makes a request safe to retry: it is remembered in the record.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub String);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LockType {
+    /// Exclusive: excludes every other holder.
+    Write,
+    /// Shared: holds with other readers, excludes writers.
+    Read,
+}
+
+/// Queue order: `High` before `Normal` before `Low`, then by arrival.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Priority {
+    High,
+    Normal,
+    Low,
+}
+
+/// One holder's grant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub holder: String,
+    /// Fencing token; readers of one read phase share it.
+    pub token: u64,
+    pub lock_type: LockType,
+    pub lease_us: u64,
+    /// The node that ran the ballot which granted it.
+    pub node: String,
+    pub priority: Priority,
+    pub reason: Option<String>,
+    /// The acquire request that obtained it; a retry of that request renews it.
+    pub request_id: RequestId,
+    /// Lease instance: bumped by acquire, renew and handoff. Ages never carry across instances.
+    pub lease_seq: u64,
+    /// Proven lower bound of the true time since this lease instance started.
+    pub elapsed_floor_us: u64,
+    /// An admin revoked it: it can no longer be renewed and ends by the expiry rule.
+    pub revoked: bool,
+}
+
+/// A request waiting in the scope's queue. It keeps its place while it polls: its own lease
+/// (`wait_lease_us`) runs out otherwise, and it is skipped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiter {
+    pub holder: String,
+    pub request_id: RequestId,
+    pub lock_type: LockType,
+    /// The lease the grant will get when the lock is handed to this waiter.
+    pub lease_us: u64,
+    pub wait_lease_us: u64,
+    pub node: String,
+    pub priority: Priority,
+    pub reason: Option<String>,
+    pub arrival: u64,
+    pub elapsed_floor_us: u64,
+}
+
+/// What became of a request that is no longer a holder or waiter, for answering retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The grant or the wait of this acquire ended (released, expired or cancelled).
+    Ended,
+    /// This release request was applied.
+    Released,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub request_id: RequestId,
+    pub outcome: Outcome,
+    pub elapsed_floor_us: u64,
+}
+
+/// Bounds on a record's size, the same on every node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_waiters: usize,
+    pub max_readers: usize,
+    pub log_capacity: usize,
+    /// How long (true time, lower bound) a finished request is remembered for retries.
+    pub log_ttl_us: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_waiters: 1024, max_readers: 1024, log_capacity: 256, log_ttl_us: 600_000_000 }
+    }
+}
+
+/// The register value of one scope.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    /// The highest fencing token ever issued on this scope; never decreases.
+    pub last_token: u64,
+    /// Empty, exactly one write grant, or read grants sharing one token.
+    pub holders: Vec<Grant>,
+    /// Ordered by priority, then arrival.
+    pub queue: Vec<Waiter>,
+    pub next_arrival: u64,
+    pub next_lease_seq: u64,
+    /// Recently finished requests, oldest first.
+    pub log: Vec<LogEntry>,
+}
+
+/// An acquire request as the core sees it (validated at the edge).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acquire {
+    pub request_id: RequestId,
+    pub holder: String,
+    pub lock_type: LockType,
+    pub lease_us: u64,
+    /// Queue if the lock is taken, keeping the place for `wait_lease_us` between polls.
+    pub wait: bool,
+    pub wait_lease_us: u64,
+    pub priority: Priority,
+    pub reason: Option<String>,
+    pub node: String,
+}
+
+/// An operation on one scope's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockOp {
+    /// Take the lock, or queue for it; a retry (same request id) renews a current grant.
+    Acquire(Acquire),
+    /// Give up a grant, identified by holder and fencing token.
+    Release { request_id: RequestId, holder: String, token: u64 },
+    /// Start a new lease instance of a current grant.
+    Renew { holder: String, token: u64, lease_us: u64 },
+    /// A waiter gives up; if it was granted meanwhile, the grant is released.
+    Cancel { request_id: RequestId },
+    /// Admin: block renewals of the grant with this token (every grant if `None`). The grant
+    /// ends only by the expiry rule.
+    Revoke { token: Option<u64> },
+    /// Linearizable read.
+    Read,
+    /// Rewrite the record under the current roster (roster-change sweep).
+    Sweep,
+}
+
+/// The answer to one operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockResult {
+    /// Granted or renewed. The holder trusts the lease from the send of its request.
+    Locked { token: u64, lease_us: u64, lock_type: LockType, lease_seq: u64 },
+    /// Waiting; `position` counts from 1.
+    Queued { position: usize },
+    /// Taken by others and the request did not ask to wait (or the queue is full).
+    Busy { holders: Vec<String>, queue_full: bool },
+    Released,
+    /// No current grant matches this holder and token.
+    NotHolder,
+    /// The request's grant or wait already ended.
+    Expired,
+    /// The grant was revoked by an admin; it ends by the expiry rule.
+    Revoked,
+    Cancelled,
+    /// The record as of the read (after expiry), for status.
+    Record(Box<LockRecord>),
+    Swept,
+}
+
+impl LockRecord {
+    /// Carries every lease and log entry forward by `elapsed_us` of true time (a proven lower
+    /// bound), drops what expired, and hands the lock to the head of the queue.
+    pub fn advance(&mut self, elapsed_us: u64, limits: &Limits) {
+        let mut ended = Vec::new();
+        self.holders.retain_mut(|g| {
+            g.elapsed_floor_us = g.elapsed_floor_us.saturating_add(elapsed_us);
+            let keep = !lease::is_expired(g.elapsed_floor_us, g.lease_us);
+            if !keep {
+                ended.push(g.request_id.clone());
+            }
+            keep
+        });
+        self.queue.retain_mut(|w| {
+            w.elapsed_floor_us = w.elapsed_floor_us.saturating_add(elapsed_us);
+            let keep = !lease::is_expired(w.elapsed_floor_us, w.wait_lease_us);
+            if !keep {
+                ended.push(w.request_id.clone());
+            }
+            keep
+        });
+        self.log.retain_mut(|e| {
+            e.elapsed_floor_us = e.elapsed_floor_us.saturating_add(elapsed_us);
+            e.elapsed_floor_us <= limits.log_ttl_us
+        });
+        for request_id in ended {
+            self.remember(request_id, Outcome::Ended, limits);
+        }
+        self.promote(limits);
+    }
+
+    /// Applies one operation. Never panics, whatever the input.
+    pub fn apply(&mut self, op: &LockOp, limits: &Limits) -> LockResult {
+        match op {
+            LockOp::Acquire(acquire) => self.acquire(acquire, limits),
+            LockOp::Release { request_id, holder, token } => {
+                if let Some(at) = self.holders.iter().position(|g| g.holder == *holder && g.token == *token) {
+                    let grant = self.holders.remove(at);
+                    self.remember(grant.request_id, Outcome::Ended, limits);
+                    self.remember(request_id.clone(), Outcome::Released, limits);
+                    self.promote(limits);
+                    LockResult::Released
+                } else if self.logged(request_id) == Some(Outcome::Released) {
+                    LockResult::Released
+                } else {
+                    LockResult::NotHolder
+                }
+            }
+            LockOp::Renew { holder, token, lease_us } => {
+                match self.holders.iter().position(|g| g.holder == *holder && g.token == *token) {
+                    Some(at) if self.holders[at].revoked => LockResult::Revoked,
+                    Some(at) => self.renew(at, *lease_us),
+                    None => LockResult::NotHolder,
+                }
+            }
+            LockOp::Cancel { request_id } => {
+                if let Some(at) = self.queue.iter().position(|w| w.request_id == *request_id) {
+                    self.queue.remove(at);
+                } else if let Some(at) = self.holders.iter().position(|g| g.request_id == *request_id) {
+                    // Granted by handoff before the waiter gave up; it never learnt of the
+                    // grant, so it never trusted it, and freeing it at once is safe.
+                    self.holders.remove(at);
+                } else {
+                    return LockResult::Cancelled;
+                }
+                self.remember(request_id.clone(), Outcome::Ended, limits);
+                self.promote(limits);
+                LockResult::Cancelled
+            }
+            LockOp::Revoke { token } => {
+                let mut any = false;
+                for g in self.holders.iter_mut().filter(|g| token.is_none_or(|t| g.token == t)) {
+                    g.revoked = true;
+                    any = true;
+                }
+                if any {
+                    LockResult::Revoked
+                } else {
+                    LockResult::NotHolder
+                }
+            }
+            LockOp::Read => LockResult::Record(Box::new(self.clone())),
+            LockOp::Sweep => LockResult::Swept,
+        }
+    }
+
+    fn acquire(&mut self, a: &Acquire, limits: &Limits) -> LockResult {
+        // A retry of a request that already holds: run a renew, so that the lease counts from
+        // the retry's send, which is what its sender will trust (DESIGN §2, P3).
+        if let Some(at) = self.holders.iter().position(|g| g.request_id == a.request_id) {
+            if self.holders[at].revoked {
+                return LockResult::Revoked;
+            }
+            return self.renew(at, a.lease_us);
+        }
+        if let Some(at) = self.queue.iter().position(|w| w.request_id == a.request_id) {
+            let w = &mut self.queue[at];
+            w.elapsed_floor_us = 0;
+            w.wait_lease_us = a.wait_lease_us;
+            return LockResult::Queued { position: at + 1 };
+        }
+        if self.logged(&a.request_id) == Some(Outcome::Ended) {
+            return LockResult::Expired;
+        }
+        if self.compatible(a.lock_type, limits) {
+            let token = match (a.lock_type, self.holders.first()) {
+                (LockType::Read, Some(reader)) => reader.token,
+                _ => self.next_token(),
+            };
+            let lease_seq = self.next_lease_seq();
+            self.holders.push(Grant {
+                holder: a.holder.clone(),
+                token,
+                lock_type: a.lock_type,
+                lease_us: a.lease_us,
+                node: a.node.clone(),
+                priority: a.priority,
+                reason: a.reason.clone(),
+                request_id: a.request_id.clone(),
+                lease_seq,
+                elapsed_floor_us: 0,
+                revoked: false,
+            });
+            return LockResult::Locked { token, lease_us: a.lease_us, lock_type: a.lock_type, lease_seq };
+        }
+        let holders = self.holders.iter().map(|g| g.holder.clone()).collect();
+        if !a.wait {
+            return LockResult::Busy { holders, queue_full: false };
+        }
+        if self.queue.len() >= limits.max_waiters {
+            return LockResult::Busy { holders, queue_full: true };
+        }
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        let at = self.queue.iter().position(|w| w.priority > a.priority).unwrap_or(self.queue.len());
+        self.queue.insert(
+            at,
+            Waiter {
+                holder: a.holder.clone(),
+                request_id: a.request_id.clone(),
+                lock_type: a.lock_type,
+                lease_us: a.lease_us,
+                wait_lease_us: a.wait_lease_us,
+                node: a.node.clone(),
+                priority: a.priority,
+                reason: a.reason.clone(),
+                arrival,
+                elapsed_floor_us: 0,
+            },
+        );
+        LockResult::Queued { position: at + 1 }
+    }
+
+    /// Whether a new request of this type may be granted now, ahead of nobody: the queue
+    /// must be empty (a queued writer stops new readers), and the holders compatible.
+    fn compatible(&self, lock_type: LockType, limits: &Limits) -> bool {
+        self.queue.is_empty() && self.fits(lock_type, limits)
+    }
+
+    /// Whether a grant of this type fits beside the current holders.
+    fn fits(&self, lock_type: LockType, limits: &Limits) -> bool {
+        match lock_type {
+            LockType::Write => self.holders.is_empty(),
+            LockType::Read => {
+                self.holders.len() < limits.max_readers && self.holders.iter().all(|g| g.lock_type == LockType::Read)
+            }
+        }
+    }
+
+    fn renew(&mut self, at: usize, lease_us: u64) -> LockResult {
+        let lease_seq = self.next_lease_seq();
+        let g = &mut self.holders[at];
+        g.lease_seq = lease_seq;
+        g.elapsed_floor_us = 0;
+        g.lease_us = lease_us;
+        LockResult::Locked { token: g.token, lease_us, lock_type: g.lock_type, lease_seq }
+    }
+
+    /// Hands the lock to the head of the queue while it is compatible with the holders:
+    /// one writer, or a run of readers sharing one token.
+    fn promote(&mut self, limits: &Limits) {
+        while let Some(head) = self.queue.first() {
+            if !self.fits(head.lock_type, limits) {
+                break;
+            }
+            let w = self.queue.remove(0);
+            let token = match (w.lock_type, self.holders.first()) {
+                (LockType::Read, Some(reader)) => reader.token,
+                _ => self.next_token(),
+            };
+            let lease_seq = self.next_lease_seq();
+            let is_write = w.lock_type == LockType::Write;
+            self.holders.push(Grant {
+                holder: w.holder,
+                token,
+                lock_type: w.lock_type,
+                lease_us: w.lease_us,
+                node: w.node,
+                priority: w.priority,
+                reason: w.reason,
+                request_id: w.request_id,
+                lease_seq,
+                elapsed_floor_us: 0,
+                revoked: false,
+            });
+            if is_write {
+                break;
+            }
+        }
+    }
+
+    fn next_token(&mut self) -> u64 {
+        // A u64 of grants cannot run out; overflow would be a bug, caught by overflow checks.
+        self.last_token += 1;
+        self.last_token
+    }
+
+    fn next_lease_seq(&mut self) -> u64 {
+        self.next_lease_seq += 1;
+        self.next_lease_seq
+    }
+
+    fn logged(&self, request_id: &RequestId) -> Option<Outcome> {
+        self.log.iter().rev().find(|e| e.request_id == *request_id).map(|e| e.outcome)
+    }
+
+    fn remember(&mut self, request_id: RequestId, outcome: Outcome, limits: &Limits) {
+        self.log.retain(|e| !(e.request_id == request_id && e.outcome == outcome));
+        self.log.push(LogEntry { request_id, outcome, elapsed_floor_us: 0 });
+        let excess = self.log.len().saturating_sub(limits.log_capacity);
+        self.log.drain(..excess);
+    }
+
+    /// Whether two records say the same thing apart from elapsed-time floors: if so, and the
+    /// older one is chosen, nothing needs writing.
+    pub fn same_state(&self, other: &LockRecord) -> bool {
+        fn without_floors(r: &LockRecord) -> LockRecord {
+            let mut r = r.clone();
+            r.holders.iter_mut().for_each(|g| g.elapsed_floor_us = 0);
+            r.queue.iter_mut().for_each(|w| w.elapsed_floor_us = 0);
+            r.log.iter_mut().for_each(|e| e.elapsed_floor_us = 0);
+            r
+        }
+        without_floors(self) == without_floors(other)
+    }
+
+    /// Checks the record's own invariants; a violation means a bug that could double-grant.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let writers = self.holders.iter().filter(|g| g.lock_type == LockType::Write).count();
+        if writers > 1 || (writers == 1 && self.holders.len() > 1) {
+            return Err(format!("a writer shares the lock: {:?}", self.holders));
+        }
+        if let Some(first) = self.holders.first() {
+            if self.holders.iter().any(|g| g.token != first.token) {
+                return Err("readers of one phase hold different tokens".into());
+            }
+            if first.token > self.last_token {
+                return Err("a grant's token is above last_token".into());
+            }
+        }
+        if self.holders.is_empty() && !self.queue.is_empty() {
+            return Err("the lock is free while requests wait".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: Limits = Limits { max_waiters: 4, max_readers: 8, log_capacity: 8, log_ttl_us: 1_000_000 };
+
+    fn acquire(id: &str, lock_type: LockType, wait: bool, priority: Priority) -> LockOp {
+        LockOp::Acquire(Acquire {
+            request_id: RequestId(id.into()),
+            holder: id.into(),
+            lock_type,
+            lease_us: 100,
+            wait,
+            wait_lease_us: 50,
+            priority,
+            reason: None,
+            node: "n1".into(),
+        })
+    }
+
+    fn w(id: &str) -> LockOp {
+        acquire(id, LockType::Write, true, Priority::Normal)
+    }
+
+    fn r(id: &str) -> LockOp {
+        acquire(id, LockType::Read, true, Priority::Normal)
+    }
+
+    fn release(holder: &str, token: u64) -> LockOp {
+        LockOp::Release { request_id: RequestId(format!("rel-{holder}")), holder: holder.into(), token }
+    }
+
+    fn holders(rec: &LockRecord) -> Vec<(&str, u64)> {
+        rec.holders.iter().map(|g| (g.holder.as_str(), g.token)).collect()
+    }
+
+    #[test]
+    fn writer_excludes_and_tokens_rise() {
+        let mut rec = LockRecord::default();
+        assert!(matches!(rec.apply(&w("a"), &L), LockResult::Locked { token: 1, .. }));
+        assert_eq!(rec.apply(&acquire("b", LockType::Write, false, Priority::Normal), &L), LockResult::Busy {
+            holders: vec!["a".into()],
+            queue_full: false
+        });
+        assert_eq!(rec.apply(&w("c"), &L), LockResult::Queued { position: 1 });
+        assert_eq!(rec.apply(&release("a", 1), &L), LockResult::Released);
+        // Handoff in the same operation, with a new token.
+        assert_eq!(holders(&rec), vec![("c", 2)]);
+        rec.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn readers_share_a_token_and_a_queued_writer_blocks_new_readers() {
+        let mut rec = LockRecord::default();
+        assert!(matches!(rec.apply(&r("r1"), &L), LockResult::Locked { token: 1, .. }));
+        assert!(matches!(rec.apply(&r("r2"), &L), LockResult::Locked { token: 1, .. }));
+        assert_eq!(rec.apply(&w("w"), &L), LockResult::Queued { position: 1 });
+        assert_eq!(rec.apply(&r("r3"), &L), LockResult::Queued { position: 2 });
+        rec.apply(&release("r1", 1), &L);
+        assert_eq!(holders(&rec), vec![("r2", 1)], "the writer waits for every reader");
+        rec.apply(&release("r2", 1), &L);
+        assert_eq!(holders(&rec), vec![("w", 2)]);
+        rec.apply(&release("w", 2), &L);
+        assert_eq!(holders(&rec), vec![("r3", 3)]);
+        rec.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn priority_orders_the_queue_then_arrival() {
+        let mut rec = LockRecord::default();
+        rec.apply(&w("h"), &L);
+        rec.apply(&acquire("low", LockType::Write, true, Priority::Low), &L);
+        rec.apply(&w("n1"), &L);
+        assert_eq!(rec.apply(&acquire("hi", LockType::Write, true, Priority::High), &L), LockResult::Queued {
+            position: 1
+        });
+        rec.apply(&w("n2"), &L);
+        let order: Vec<_> = rec.queue.iter().map(|w| w.holder.as_str()).collect();
+        assert_eq!(order, vec!["hi", "n1", "n2", "low"]);
+        assert_eq!(rec.apply(&w("x"), &L), LockResult::Busy { holders: vec!["h".into()], queue_full: true });
+    }
+
+    #[test]
+    fn expiry_needs_the_floor_strictly_past_the_lease_and_hands_off() {
+        let mut rec = LockRecord::default();
+        rec.apply(&w("a"), &L);
+        rec.apply(&w("b"), &L);
+        rec.advance(40, &L);
+        // The waiter polls to keep its place.
+        assert_eq!(rec.apply(&w("b"), &L), LockResult::Queued { position: 1 });
+        rec.advance(40, &L);
+        assert_eq!(rec.apply(&w("b"), &L), LockResult::Queued { position: 1 });
+        rec.advance(20, &L);
+        assert_eq!(holders(&rec), vec![("a", 1)], "exactly at the lease is not expired");
+        rec.advance(1, &L);
+        assert_eq!(holders(&rec), vec![("b", 2)]);
+        assert_eq!(rec.holders[0].elapsed_floor_us, 0, "a handoff starts a new lease");
+        // The expired holder's retry is told so, never granted again.
+        assert_eq!(rec.apply(&w("a"), &L), LockResult::Expired);
+    }
+
+    #[test]
+    fn a_waiter_that_stops_polling_is_skipped() {
+        let mut rec = LockRecord::default();
+        rec.apply(&w("a"), &L);
+        rec.apply(&w("gone"), &L);
+        rec.apply(&w("c"), &L);
+        rec.advance(51, &L);
+        assert_eq!(rec.queue.len(), 0, "both waiters' places ran out");
+        assert_eq!(rec.apply(&w("c"), &L), LockResult::Expired, "a late poll is told, not re-queued");
+        rec.apply(&w("c2"), &L);
+        rec.apply(&release("a", 1), &L);
+        assert_eq!(holders(&rec), vec![("c2", 2)]);
+    }
+
+    #[test]
+    fn a_retry_of_a_granted_request_renews_and_never_grants_twice() {
+        let mut rec = LockRecord::default();
+        rec.apply(&w("a"), &L);
+        rec.advance(70, &L);
+        assert!(matches!(rec.apply(&w("a"), &L), LockResult::Locked { token: 1, .. }));
+        assert_eq!(rec.holders[0].elapsed_floor_us, 0);
+        assert_eq!(rec.last_token, 1);
+        assert_eq!(rec.apply(&release("a", 1), &L), LockResult::Released);
+        assert_eq!(rec.apply(&release("a", 1), &L), LockResult::Released, "a retried release");
+        assert_eq!(rec.apply(&w("a"), &L), LockResult::Expired);
+    }
+
+    #[test]
+    fn revoke_blocks_renewal_but_frees_only_by_expiry() {
+        let mut rec = LockRecord::default();
+        rec.apply(&w("a"), &L);
+        assert_eq!(rec.apply(&LockOp::Revoke { token: Some(1) }, &L), LockResult::Revoked);
+        assert_eq!(holders(&rec), vec![("a", 1)]);
+        assert_eq!(rec.apply(&LockOp::Renew { holder: "a".into(), token: 1, lease_us: 100 }, &L), LockResult::Revoked);
+        rec.advance(101, &L);
+        assert!(rec.holders.is_empty());
+    }
+
+    #[test]
+    fn cancel_of_a_waiter_granted_meanwhile_frees_the_lock() {
+        let mut rec = LockRecord::default();
+        rec.apply(&w("a"), &L);
+        rec.apply(&w("b"), &L);
+        rec.apply(&w("c"), &L);
+        rec.apply(&release("a", 1), &L);
+        assert_eq!(holders(&rec), vec![("b", 2)]);
+        assert_eq!(rec.apply(&LockOp::Cancel { request_id: RequestId("b".into()) }, &L), LockResult::Cancelled);
+        assert_eq!(holders(&rec), vec![("c", 3)]);
+    }
+
+    #[test]
+    fn tokens_survive_idle_periods() {
+        let mut rec = LockRecord::default();
+        rec.apply(&w("a"), &L);
+        rec.advance(10_000_000, &L);
+        rec.advance(10_000_000, &L);
+        assert!(rec.holders.is_empty() && rec.log.is_empty(), "an idle record keeps only its token");
+        assert!(matches!(rec.apply(&w("b"), &L), LockResult::Locked { token: 2, .. }));
+    }
+}

@@ -1,1 +1,66 @@
-fn main() {}
+//! `lockmesh-sim`: runs the deterministic simulator over many seeds, or replays one.
+//! The last line it prints is always `sim: N seeds, V violations`.
+
+use std::process::ExitCode;
+
+use lockmesh_sim::{parse_broken, run_many, Options, Profile};
+
+const USAGE: &str = "usage: lockmesh-sim [--seeds N] [--first S] [--seed S] [--threads T] [--verbose] [--roster-churn] [--broken VARIANT]";
+
+fn main() -> ExitCode {
+    let mut seeds = 300u64;
+    let mut first = 0u64;
+    let mut threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut options = Options { profile: Profile::default(), ..Options::default() };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| -> Result<String, String> { args.next().ok_or(format!("{name} needs a value")) };
+        let parsed: Result<(), String> = (|| {
+            match arg.as_str() {
+                "--seeds" => seeds = value("--seeds")?.parse().map_err(|e| format!("--seeds: {e}"))?,
+                "--first" => first = value("--first")?.parse().map_err(|e| format!("--first: {e}"))?,
+                "--seed" => {
+                    first = value("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?;
+                    seeds = 1;
+                }
+                "--threads" => threads = value("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?,
+                "--verbose" | "-v" => options.verbose = true,
+                "--roster-churn" => options.profile.roster_churn = true,
+                "--broken" => {
+                    let name = value("--broken")?;
+                    options.broken = Some(parse_broken(&name).ok_or(format!("unknown broken variant '{name}'"))?);
+                }
+                "--help" | "-h" => return Err(String::new()),
+                other => return Err(format!("unknown argument '{other}'")),
+            }
+            Ok(())
+        })();
+        if let Err(e) = parsed {
+            if !e.is_empty() {
+                eprintln!("lockmesh-sim: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    if options.verbose {
+        threads = 1;
+    }
+    let results = run_many(&options, first, seeds, threads);
+    let mut violations = 0usize;
+    let mut grants = 0u64;
+    for (seed, report) in &results {
+        grants += report.grants;
+        for v in &report.violations {
+            violations += 1;
+            println!("seed {seed}: {v}");
+        }
+    }
+    println!("trusted grants: {grants}");
+    println!("sim: {seeds} seeds, {violations} violations");
+    if violations > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

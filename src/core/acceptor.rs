@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::message::{AcceptedValue, Ballot, Key, Value};
+use super::roster::RosterId;
 use super::time::Time;
 
 /// A voter's durable state for one register.
@@ -61,7 +62,7 @@ impl Acceptor {
 
     /// Handles Accept: accepts unless a higher ballot was promised. On success the returned
     /// slot must be persisted before the acceptance is sent.
-    pub fn accept(&mut self, now: Time, key: &Key, ballot: Ballot, value: Value) -> Result<Slot, Ballot> {
+    pub fn accept(&mut self, now: Time, key: &Key, ballot: Ballot, value: Value, roster: Option<RosterId>) -> Result<Slot, Ballot> {
         let state = self.slots.entry(key.clone()).or_insert_with(|| SlotState { slot: Slot::default(), accepted_at: now });
         if let Some(promised) = state.slot.promised {
             if ballot < promised {
@@ -69,7 +70,7 @@ impl Acceptor {
             }
         }
         state.slot.promised = Some(ballot);
-        state.slot.accepted = Some(AcceptedValue { ballot, value });
+        state.slot.accepted = Some(AcceptedValue { ballot, value, roster });
         state.accepted_at = now;
         Ok(state.slot.clone())
     }
@@ -127,8 +128,8 @@ mod tests {
         let v = Value::Lock(LockRecord::default());
         assert!(a.prepare(Time(0), &key, b(5)).is_ok());
         assert_eq!(a.prepare(Time(1), &key, b(4)).err(), Some(b(5)));
-        assert_eq!(a.accept(Time(2), &key, b(4), v.clone()).err(), Some(b(5)));
-        assert!(a.accept(Time(3), &key, b(5), v.clone()).is_ok());
+        assert_eq!(a.accept(Time(2), &key, b(4), v.clone(), None).err(), Some(b(5)));
+        assert!(a.accept(Time(3), &key, b(5), v.clone(), None).is_ok());
         let (promise, _) = a.prepare(Time(10), &key, b(6)).ok().unwrap();
         assert_eq!(promise.accepted.map(|x| x.ballot), Some(b(5)));
         assert_eq!(promise.age_us, 7);
@@ -138,7 +139,7 @@ mod tests {
     fn a_restart_resets_ages_to_zero_never_more() {
         let key = Key::Scope("s".into());
         let mut a = Acceptor::default();
-        a.accept(Time(0), &key, b(1), Value::Lock(LockRecord::default())).unwrap();
+        a.accept(Time(0), &key, b(1), Value::Lock(LockRecord::default()), None).unwrap();
         let slot = a.slot(&key).cloned().unwrap();
         let mut b2 = Acceptor::recover([(key.clone(), slot)], Time(1_000));
         let (promise, _) = b2.prepare(Time(1_250), &key, b(2)).ok().unwrap();

@@ -33,11 +33,13 @@ pub enum Value {
     Roster(Roster),
 }
 
-/// A value a voter accepted, with the ballot it accepted it at.
+/// A value a voter accepted, with the ballot it accepted it at and the roster it had installed
+/// then (voters accept only under the proposer's roster, so that is the ballot's roster).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcceptedValue {
     pub ballot: Ballot,
     pub value: Value,
+    pub roster: Option<RosterId>,
 }
 
 /// Why a voter refused a Prepare or Accept.

@@ -18,7 +18,7 @@ pub mod proposer;
 pub mod quorum;
 pub mod record;
 pub mod roster;
-mod rng;
+pub mod rng;
 pub mod sweep;
 pub mod time;
 
@@ -28,7 +28,7 @@ pub use durable::{Durable, Write};
 pub use lease::Drift;
 pub use message::{Ballot, Body, Envelope, Key, Value};
 pub use node::{Answer, Failure, Node, Op, Outputs, Reply, Request, RosterOp, RosterRefusal, RosterResult};
-pub use record::{Acquire, Limits, LockOp, LockRecord, LockResult, LockType, Priority, RequestId};
+pub use record::{Acquire, GrantRef, Limits, LockOp, LockRecord, LockResult, LockType, Priority, RequestId};
 pub use roster::{NodeId, Roster, RosterChange, RosterId};
 pub use time::Time;
 

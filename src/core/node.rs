@@ -287,8 +287,16 @@ impl Node {
         }
     }
 
+    /// Sends a message tagged with the installed roster.
     pub(super) fn send(&mut self, to: NodeId, body: Body) {
-        let envelope = Envelope { from: self.id.clone(), to, roster: self.roster.as_ref().map(Roster::id), body };
+        let roster = self.roster.as_ref().map(Roster::id);
+        self.send_tagged(to, body, roster);
+    }
+
+    /// Sends a message tagged with `roster`: a ballot's messages carry the roster its votes
+    /// are counted over, even if a newer one was installed since it started.
+    pub(super) fn send_tagged(&mut self, to: NodeId, body: Body, roster: Option<RosterId>) {
+        let envelope = Envelope { from: self.id.clone(), to, roster, body };
         if envelope.to == self.id {
             self.loopback.push_back(envelope);
         } else {
@@ -415,7 +423,7 @@ impl Node {
             Value::Roster(r) => Some(r.clone()),
             Value::Lock(_) => None,
         };
-        match self.acceptor.accept(now, &key, ballot, value) {
+        match self.acceptor.accept(now, &key, ballot, value, their_roster) {
             Ok(slot) => {
                 self.out.writes.push(Write::Slot(key.clone(), slot));
                 if broken!(self.config, RosterInstalledWhenAccepted) {
@@ -452,7 +460,11 @@ impl Node {
         if old.is_none() && roster.version == 1 {
             // The first roster: every voter acknowledged it before anyone installed it, so it
             // is the register's value at the bootstrap ballot.
-            let accepted = super::message::AcceptedValue { ballot: Ballot::BOOTSTRAP, value: Value::Roster(roster.clone()) };
+            let accepted = super::message::AcceptedValue {
+                ballot: Ballot::BOOTSTRAP,
+                value: Value::Roster(roster.clone()),
+                roster: Some(roster.id()),
+            };
             if let Some(slot) = self.acceptor.seed(now, Key::Roster, accepted) {
                 self.out.writes.push(Write::Slot(Key::Roster, slot));
             }

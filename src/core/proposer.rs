@@ -149,7 +149,7 @@ impl Node {
         let id = self.next_id();
         let phase = Phase::Preparing { promises: BTreeMap::new(), refused: BTreeSet::new() };
         for voter in roster.voters.clone() {
-            self.send(voter, Body::Prepare { key: key.clone(), ballot });
+            self.send_tagged(voter, Body::Prepare { key: key.clone(), ballot }, Some(roster.id()));
         }
         self.set_timer(now.plus_micros(self.config.phase_timeout_us), Timer::Phase { key: key.clone(), proposal: id });
         self.proposals.insert(key, Proposal { id, ballot, roster, ops, attempt, phase });
@@ -274,8 +274,9 @@ impl Node {
         for op in &mut p.ops {
             op.accept_sent = true;
         }
+        let tag = Some(p.roster.id());
         for voter in p.roster.voters.clone() {
-            self.send(voter, Body::Accept { key: key.clone(), ballot: p.ballot, value: value.clone() });
+            self.send_tagged(voter, Body::Accept { key: key.clone(), ballot: p.ballot, value: value.clone() }, tag);
         }
         p.phase = Phase::Accepting { value, answers, agreed: BTreeSet::new(), refused: BTreeSet::new() };
         p.id = self.next_id();
@@ -338,6 +339,7 @@ mod tests {
             accepted: ballot.map(|round| AcceptedValue {
                 ballot: Ballot { round, proposer: 1 },
                 value: Value::Lock(LockRecord { last_token, ..LockRecord::default() }),
+                roster: None,
             }),
             age_us,
         }

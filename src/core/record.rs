@@ -130,15 +130,32 @@ pub struct Acquire {
     pub node: String,
 }
 
+/// Names one grant. `holder` and `token` identify it except for a reader that released and
+/// rejoined the same read phase (same holder, same token); `acquired_by`, the request id of
+/// the acquire that obtained it, tells those apart, so a delayed release or renew of the
+/// earlier grant cannot touch the later one. Clients should always send it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRef {
+    pub holder: String,
+    pub token: u64,
+    pub acquired_by: Option<RequestId>,
+}
+
+impl GrantRef {
+    fn matches(&self, g: &Grant) -> bool {
+        g.holder == self.holder && g.token == self.token && self.acquired_by.as_ref().is_none_or(|r| *r == g.request_id)
+    }
+}
+
 /// An operation on one scope's record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LockOp {
     /// Take the lock, or queue for it; a retry (same request id) renews a current grant.
     Acquire(Acquire),
     /// Give up a grant, identified by holder and fencing token.
-    Release { request_id: RequestId, holder: String, token: u64 },
+    Release { request_id: RequestId, grant: GrantRef },
     /// Start a new lease instance of a current grant.
-    Renew { holder: String, token: u64, lease_us: u64 },
+    Renew { grant: GrantRef, lease_us: u64 },
     /// A waiter gives up; if it was granted meanwhile, the grant is released.
     Cancel { request_id: RequestId },
     /// Admin: block renewals of the grant with this token (every grant if `None`). The grant
@@ -207,21 +224,25 @@ impl LockRecord {
     pub fn apply(&mut self, op: &LockOp, limits: &Limits) -> LockResult {
         match op {
             LockOp::Acquire(acquire) => self.acquire(acquire, limits),
-            LockOp::Release { request_id, holder, token } => {
-                if let Some(at) = self.holders.iter().position(|g| g.holder == *holder && g.token == *token) {
+            LockOp::Release { request_id, grant } => {
+                // A release that was already applied does nothing again: a delayed duplicate
+                // must not free a later grant of the same holder and token (a reader that
+                // rejoined the same read phase). Found by the simulator, seed 680 (churn).
+                if self.logged(request_id) == Some(Outcome::Released) {
+                    return LockResult::Released;
+                }
+                if let Some(at) = self.holders.iter().position(|g| grant.matches(g)) {
                     let grant = self.holders.remove(at);
                     self.remember(grant.request_id, Outcome::Ended, limits);
                     self.remember(request_id.clone(), Outcome::Released, limits);
                     self.promote(limits);
                     LockResult::Released
-                } else if self.logged(request_id) == Some(Outcome::Released) {
-                    LockResult::Released
                 } else {
                     LockResult::NotHolder
                 }
             }
-            LockOp::Renew { holder, token, lease_us } => {
-                match self.holders.iter().position(|g| g.holder == *holder && g.token == *token) {
+            LockOp::Renew { grant, lease_us } => {
+                match self.holders.iter().position(|g| grant.matches(g)) {
                     Some(at) if self.holders[at].revoked => LockResult::Revoked,
                     Some(at) => self.renew(at, *lease_us),
                     None => LockResult::NotHolder,
@@ -341,9 +362,14 @@ impl LockRecord {
         }
     }
 
+    /// Starts a new lease instance. It never ends before the current one could: until the
+    /// holder hears of the renewal it still trusts the old lease, so a shorter renewal is
+    /// stretched to what may remain of the old one (an upper bound, since the floor is a
+    /// lower bound of the time elapsed).
     fn renew(&mut self, at: usize, lease_us: u64) -> LockResult {
         let lease_seq = self.next_lease_seq();
         let g = &mut self.holders[at];
+        let lease_us = lease_us.max(g.lease_us.saturating_sub(g.elapsed_floor_us));
         g.lease_seq = lease_seq;
         g.elapsed_floor_us = 0;
         g.lease_us = lease_us;
@@ -468,7 +494,11 @@ mod tests {
     }
 
     fn release(holder: &str, token: u64) -> LockOp {
-        LockOp::Release { request_id: RequestId(format!("rel-{holder}")), holder: holder.into(), token }
+        LockOp::Release { request_id: RequestId(format!("rel-{holder}")), grant: grant(holder, token) }
+    }
+
+    fn grant(holder: &str, token: u64) -> GrantRef {
+        GrantRef { holder: holder.into(), token, acquired_by: None }
     }
 
     fn holders(rec: &LockRecord) -> Vec<(&str, u64)> {
@@ -568,12 +598,46 @@ mod tests {
     }
 
     #[test]
+    fn a_renewal_never_shortens_what_the_holder_may_still_trust() {
+        // Found by the simulator (seed 6): a renew with a shorter lease let voters expire the
+        // grant while its holder, not yet told of the renewal, trusted the old lease.
+        let mut rec = LockRecord::default();
+        rec.apply(&w("a"), &L);
+        rec.advance(30, &L);
+        let renewed = rec.apply(&LockOp::Renew { grant: grant("a", 1), lease_us: 10 }, &L);
+        assert!(matches!(renewed, LockResult::Locked { lease_us: 70, .. }), "{renewed:?}");
+        let longer = rec.apply(&LockOp::Renew { grant: grant("a", 1), lease_us: 500 }, &L);
+        assert!(matches!(longer, LockResult::Locked { lease_us: 500, .. }));
+    }
+
+    #[test]
+    fn a_duplicate_release_does_not_free_a_later_grant_of_the_same_holder_and_token() {
+        let mut rec = LockRecord::default();
+        rec.apply(&r("other"), &L);
+        rec.apply(&r("a"), &L);
+        assert_eq!(rec.apply(&release("a", 1), &L), LockResult::Released);
+        // "a" reads again in the same read phase: same holder, same token.
+        let again = acquire("a-again", LockType::Read, false, Priority::Normal);
+        let LockOp::Acquire(mut again) = again else { unreachable!() };
+        again.holder = "a".into();
+        assert!(matches!(rec.apply(&LockOp::Acquire(again), &L), LockResult::Locked { token: 1, .. }));
+        // The first release arrives again, late.
+        assert_eq!(rec.apply(&release("a", 1), &L), LockResult::Released);
+        assert_eq!(holders(&rec), vec![("other", 1), ("a", 1)]);
+        // A release that names the earlier acquire, under a new request id, misses too.
+        let stale = GrantRef { acquired_by: Some(RequestId("a".into())), ..grant("a", 1) };
+        let op = LockOp::Release { request_id: RequestId("rel-2".into()), grant: stale };
+        assert_eq!(rec.apply(&op, &L), LockResult::NotHolder);
+        assert_eq!(holders(&rec), vec![("other", 1), ("a", 1)]);
+    }
+
+    #[test]
     fn revoke_blocks_renewal_but_frees_only_by_expiry() {
         let mut rec = LockRecord::default();
         rec.apply(&w("a"), &L);
         assert_eq!(rec.apply(&LockOp::Revoke { token: Some(1) }, &L), LockResult::Revoked);
         assert_eq!(holders(&rec), vec![("a", 1)]);
-        assert_eq!(rec.apply(&LockOp::Renew { holder: "a".into(), token: 1, lease_us: 100 }, &L), LockResult::Revoked);
+        assert_eq!(rec.apply(&LockOp::Renew { grant: grant("a", 1), lease_us: 100 }, &L), LockResult::Revoked);
         rec.advance(101, &L);
         assert!(rec.holders.is_empty());
     }

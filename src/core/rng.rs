@@ -1,4 +1,5 @@
-//! A small deterministic PRNG (SplitMix64) for backoff jitter; seeded by the caller.
+//! A small deterministic PRNG (SplitMix64): backoff jitter in the core, every choice in the
+//! simulator. Seeded by the caller, so a seed replays exactly.
 
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
@@ -14,6 +15,20 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+
+    /// True with probability `p` (0.0 to 1.0).
+    pub fn chance(&mut self, p: f64) -> bool {
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    /// A uniform index below `n` (0 if `n` is 0).
+    pub fn index(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next_u64() % n as u64) as usize
+        }
     }
 
     /// Uniform in `lo..=hi` (lo if hi < lo).

@@ -1,0 +1,214 @@
+//! The invariants, checked against ghost state the simulator sees and no node does: every
+//! durable acceptance, every roster, and every interval in which a client trusted a lease.
+//!
+//! Each check names the point of the safety contract (DESIGN.md §1) it comes from.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lockmesh::core::message::AcceptedValue;
+use lockmesh::core::{quorum, Ballot, Key, LockType, NodeId, RequestId, Roster, RosterId, Value};
+
+/// Durable acceptances of one (register, ballot).
+#[derive(Default)]
+struct Acceptance {
+    voters: BTreeSet<NodeId>,
+    /// The installed roster under which they accepted (voters accept only under their own).
+    tag: Option<RosterId>,
+    value: Option<Value>,
+    chosen: bool,
+}
+
+/// A stretch of true time in which one client trusted one grant.
+#[derive(Clone, Debug)]
+struct Interval {
+    client: usize,
+    token: u64,
+    lock_type: LockType,
+    start_us: u64,
+    end_us: u64,
+}
+
+#[derive(Default)]
+pub struct Checker {
+    pub violations: Vec<String>,
+    acceptances: BTreeMap<(Key, Ballot), Acceptance>,
+    rosters: BTreeMap<RosterId, Roster>,
+    chosen_rosters: BTreeSet<RosterId>,
+    /// Chosen records' last tokens per scope, by ballot, to check they never go back.
+    chosen_tokens: BTreeMap<String, BTreeMap<Ballot, u64>>,
+    /// Requests that some chosen record shows as a holder.
+    granted: BTreeSet<(String, RequestId)>,
+    /// Requests every attempt of which got a definite "not granted".
+    refused: Vec<(String, RequestId, u64)>,
+    intervals: BTreeMap<String, Vec<Interval>>,
+    pub grants_trusted: u64,
+    pub latest_roster: Option<Roster>,
+}
+
+fn conflicts(a: LockType, b: LockType) -> bool {
+    a == LockType::Write || b == LockType::Write
+}
+
+impl Checker {
+    fn violation(&mut self, now_us: u64, text: String) {
+        self.violations.push(format!("t={:.3}s {text}", now_us as f64 / 1e6));
+    }
+
+    /// The bootstrap roster is chosen by construction (every voter acknowledged it).
+    pub fn first_roster(&mut self, roster: &Roster) {
+        self.rosters.insert(roster.id(), roster.clone());
+        self.chosen_rosters.insert(roster.id());
+        self.latest_roster = Some(roster.clone());
+    }
+
+    /// A voter's acceptance reached its disk (seen in its writes at each sync).
+    pub fn durable_acceptance(&mut self, now_us: u64, voter: &NodeId, key: &Key, accepted: &AcceptedValue) {
+        if let Value::Roster(r) = &accepted.value {
+            self.rosters.entry(r.id()).or_insert_with(|| r.clone());
+        }
+        let ballot = accepted.ballot;
+        let entry = self.acceptances.entry((key.clone(), ballot)).or_default();
+        let mut differs = false;
+        if entry.value.is_none() {
+            entry.value = Some(accepted.value.clone());
+            entry.tag = accepted.roster;
+        } else {
+            differs = entry.value.as_ref() != Some(&accepted.value);
+        }
+        entry.voters.insert(voter.clone());
+        if differs {
+            self.violation(now_us, format!("paxos: two values accepted for {key:?} at {ballot:?}"));
+        }
+        if !self.acceptances[&(key.clone(), ballot)].chosen {
+            self.update_chosen(now_us, key, ballot);
+        }
+    }
+
+    fn majority_of_tag(&self, a: &Acceptance) -> bool {
+        let Some(roster) = a.tag.and_then(|t| self.rosters.get(&t)) else { return false };
+        let agreeing = a.voters.iter().filter(|v| roster.contains(v)).count();
+        agreeing >= quorum::majority(roster.voters.len())
+    }
+
+    fn update_chosen(&mut self, now_us: u64, key: &Key, ballot: Ballot) {
+        let Some(a) = self.acceptances.get(&(key.clone(), ballot)) else { return };
+        if !self.majority_of_tag(a) {
+            return;
+        }
+        let value = a.value.clone();
+        if let Some(a) = self.acceptances.get_mut(&(key.clone(), ballot)) {
+            a.chosen = true;
+        }
+        match (key, value) {
+            (Key::Roster, Some(Value::Roster(r))) => {
+                self.chosen_rosters.insert(r.id());
+                let newer = self
+                    .latest_roster
+                    .as_ref()
+                    .is_none_or(|l| (r.version, r.sweep_done) > (l.version, l.sweep_done));
+                if newer {
+                    self.latest_roster = Some(r);
+                }
+            }
+            (Key::Scope(scope), Some(Value::Lock(record))) => {
+                for g in &record.holders {
+                    self.granted.insert((scope.clone(), g.request_id.clone()));
+                }
+                // Contract 2: a later chosen record never has a lower last token.
+                let tokens = self.chosen_tokens.entry(scope.clone()).or_default();
+                tokens.insert(ballot, record.last_token);
+                let below = tokens.range(..ballot).next_back().map(|(b, t)| (*b, *t));
+                let above = tokens.range((std::ops::Bound::Excluded(ballot), std::ops::Bound::Unbounded)).next().map(|(b, t)| (*b, *t));
+                if let Some((b, t)) = below.filter(|(_, t)| *t > record.last_token) {
+                    self.violation(now_us, format!("fencing: scope {scope} chose last_token {} at {ballot:?} after {t} at {b:?}", record.last_token));
+                }
+                if let Some((b, t)) = above.filter(|(_, t)| *t < record.last_token) {
+                    self.violation(now_us, format!("fencing: scope {scope} chose last_token {} at {ballot:?} before {t} at {b:?}", record.last_token));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Contract 5 and 6: a `locked` answer only after a majority of a roster in force (a chosen
+    /// one) durably accepted a record that holds this grant.
+    pub fn locked_reply(&mut self, now_us: u64, scope: &str, ballot: Option<Ballot>, holder: &str, token: u64) {
+        let Some(ballot) = ballot else {
+            self.violation(now_us, format!("honesty: {holder} told locked on {scope} without a ballot"));
+            return;
+        };
+        let Some(a) = self.acceptances.get(&(Key::Scope(scope.to_string()), ballot)) else {
+            self.violation(now_us, format!("majority: {holder} told locked on {scope} at {ballot:?}, which no voter accepted"));
+            return;
+        };
+        let has_grant = matches!(&a.value, Some(Value::Lock(r)) if r.holders.iter().any(|g| g.holder == holder && g.token == token));
+        let tag_chosen = a.tag.is_some_and(|t| self.chosen_rosters.contains(&t));
+        let majority = self.majority_of_tag(a);
+        let voters = a.voters.len();
+        if !majority {
+            self.violation(now_us, format!("majority: {holder} told locked on {scope} (token {token}) with {voters} acceptances, short of a majority"));
+        } else if !tag_chosen {
+            self.violation(now_us, format!("roster: {holder} locked {scope} (token {token}) under roster {:?}, never chosen", a.tag));
+        } else if !has_grant {
+            self.violation(now_us, format!("honesty: {holder} told locked on {scope} (token {token}) but the accepted record lacks that grant"));
+        }
+    }
+
+    /// Contract 1 and 2: a client trusts a grant from `start_us` to `end_us` (true time).
+    pub fn trusted(&mut self, client: usize, scope: &str, token: u64, lock_type: LockType, start_us: u64, end_us: u64) {
+        if end_us <= start_us {
+            return;
+        }
+        self.grants_trusted += 1;
+        let new = Interval { client, token, lock_type, start_us, end_us };
+        let mut found = Vec::new();
+        for other in self.intervals.get(scope).into_iter().flatten() {
+            let same_grant = other.client == client && other.token == token;
+            if same_grant {
+                continue;
+            }
+            if conflicts(other.lock_type, lock_type) && other.start_us < end_us && start_us < other.end_us {
+                found.push(format!(
+                    "exclusion: on {scope}, client {client} ({lock_type:?}, token {token}) trusts [{:.3}s, {:.3}s] while client {} ({:?}, token {}) trusts [{:.3}s, {:.3}s]",
+                    start_us as f64 / 1e6, end_us as f64 / 1e6, other.client, other.lock_type, other.token, other.start_us as f64 / 1e6, other.end_us as f64 / 1e6
+                ));
+            }
+            let must_exceed = lock_type == LockType::Write || other.lock_type == LockType::Write;
+            let ok = if must_exceed { token > other.token } else { token >= other.token };
+            if other.start_us < start_us && !ok {
+                found.push(format!(
+                    "fencing: on {scope}, client {client} got token {token} ({lock_type:?}) after client {} used token {} ({:?})",
+                    other.client, other.token, other.lock_type
+                ));
+            }
+        }
+        for text in found {
+            self.violation(start_us, text);
+        }
+        self.intervals.entry(scope.to_string()).or_default().push(new);
+    }
+
+    /// The client stopped trusting its grant (it is about to send a release).
+    pub fn stop_trusting(&mut self, client: usize, scope: &str, token: u64, at_us: u64) {
+        for i in self.intervals.get_mut(scope).into_iter().flatten() {
+            if i.client == client && i.token == token && i.end_us > at_us {
+                i.end_us = at_us.max(i.start_us);
+            }
+        }
+    }
+
+    /// Every attempt of this request was answered "not granted" (busy or no quorum).
+    pub fn refused(&mut self, now_us: u64, scope: &str, request_id: &RequestId) {
+        self.refused.push((scope.to_string(), request_id.clone(), now_us));
+    }
+
+    /// Contract 6, checked once the run is over: no request told "not granted" was granted.
+    pub fn finish(&mut self) {
+        let refused = std::mem::take(&mut self.refused);
+        for (scope, request_id, at) in refused {
+            if self.granted.contains(&(scope.clone(), request_id.clone())) {
+                self.violation(at, format!("honesty: request {} on {scope} was refused, yet a chosen record granted it", request_id.0));
+            }
+        }
+    }
+}

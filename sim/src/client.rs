@@ -1,0 +1,397 @@
+//! Simulated clients: they acquire (waiting or not, read or write, at any priority), hold,
+//! renew, release, give up waiting, crash while holding, and retry with the same request id.
+//! Each trusts a grant exactly as a real client must: from the send of the request that
+//! obtained or renewed it, for `lease * (1 - drift)` on its own clock.
+
+use lockmesh::core::{
+    Acquire, Answer, Failure, GrantRef, Key, LockOp, LockResult, LockType, Op, Priority, Reply, Request, RequestId, Time,
+};
+
+use crate::clock::Clock;
+use crate::world::{client_ref, Event, Phase, World};
+
+/// Core timeout of a client request; the client waits a little longer for the reply.
+const REQUEST_TIMEOUT_US: u64 = 400_000;
+const REPLY_WAIT_US: u64 = 600_000;
+const MAX_ATTEMPTS: u32 = 4;
+const WAIT_LEASE_US: u64 = 300_000;
+const POLL_US: u64 = 80_000;
+
+#[derive(Clone, Debug)]
+pub(crate) struct Wanted {
+    scope: String,
+    request_id: RequestId,
+    lock_type: LockType,
+    lease_us: u64,
+    wait: bool,
+    priority: Priority,
+    /// Give up waiting (cancel) after this, on the client's clock.
+    wait_until: Time,
+    attempts: u32,
+    /// Send time of the attempt in flight, on the client's clock: the lease anchor.
+    sent: Time,
+    awaiting_reply: bool,
+    /// Some attempt's outcome is unknown (timeout or lost reply).
+    unknown: bool,
+    /// Some attempt was answered with something other than a refusal.
+    answered: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Held {
+    scope: String,
+    acquired_by: RequestId,
+    token: u64,
+    lock_type: LockType,
+    /// Trust ends here, on the client's clock.
+    trust_end: Time,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum State {
+    Idle,
+    Acquiring(Wanted),
+    Holding(Held),
+    Renewing { held: Held, sent: Time, lease_us: u64 },
+    Releasing { held: Held, request_id: RequestId, attempts: u32 },
+    Cancelling { scope: String, request_id: RequestId, attempts: u32 },
+    Crashed,
+    Done,
+}
+
+pub(crate) struct SimClient {
+    pub index: usize,
+    pub clock: Clock,
+    pub holder: String,
+    pub state: State,
+    /// The attempt whose reply is expected; replies to older attempts are ignored.
+    pub attempt: u64,
+    pub wake_token: u64,
+    next_request: u64,
+    lives: u32,
+    pub probe: bool,
+    pub done: bool,
+    pub scope_hint: Option<String>,
+}
+
+impl SimClient {
+    pub fn new(index: usize, clock: Clock, probe: bool) -> SimClient {
+        SimClient {
+            index,
+            clock,
+            holder: format!("{}{index}", if probe { "probe" } else { "c" }),
+            state: State::Idle,
+            attempt: 0,
+            wake_token: 0,
+            next_request: 0,
+            lives: 0,
+            probe,
+            done: false,
+            scope_hint: None,
+        }
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Idle => "idle",
+            State::Acquiring(_) => "acquiring",
+            State::Holding(_) => "holding",
+            State::Renewing { .. } => "renewing",
+            State::Releasing { .. } => "releasing",
+            State::Cancelling { .. } => "cancelling",
+            State::Crashed => "crashed",
+            State::Done => "done",
+        }
+    }
+}
+
+impl World {
+    fn local(&self, c: usize) -> Time {
+        self.clients[c].clock.local(self.now)
+    }
+
+    pub(crate) fn wake_client_at(&mut self, c: usize, at: u64) {
+        self.clients[c].wake_token += 1;
+        let token = self.clients[c].wake_token;
+        self.schedule(at, Event::ClientWake { client: c, token });
+    }
+
+    /// Wakes the client after `us` on its own clock.
+    fn wake_client_in(&mut self, c: usize, us: u64) {
+        let at = self.clients[c].clock.true_at(self.local(c).plus_micros(us));
+        self.wake_client_at(c, at);
+    }
+
+    fn send_request(&mut self, c: usize, key: Key, op: LockOp) {
+        self.clients[c].attempt += 1;
+        let client = client_ref(c, self.clients[c].attempt);
+        let to = self.rng.index(self.nodes.len());
+        self.log(|| format!("client {c} -> n{to} (attempt {}): {op:?}", client & 0xffff_ffff));
+        let request = Request { client, key, op: Op::Lock(op), timeout_us: REQUEST_TIMEOUT_US };
+        if let Some(delay) = self.net.client_delivery(&mut self.rng) {
+            self.schedule(self.now + delay, Event::Request { to, request });
+        }
+        self.wake_client_in(c, REPLY_WAIT_US);
+    }
+
+    fn send_acquire(&mut self, c: usize, mut wanted: Wanted) {
+        wanted.attempts += 1;
+        wanted.sent = self.local(c);
+        wanted.awaiting_reply = true;
+        let op = LockOp::Acquire(Acquire {
+            request_id: wanted.request_id.clone(),
+            holder: self.clients[c].holder.clone(),
+            lock_type: wanted.lock_type,
+            lease_us: wanted.lease_us,
+            wait: wanted.wait,
+            wait_lease_us: WAIT_LEASE_US,
+            priority: wanted.priority,
+            reason: None,
+            node: String::new(),
+        });
+        let key = Key::Scope(wanted.scope.clone());
+        self.clients[c].state = State::Acquiring(wanted);
+        self.send_request(c, key, op);
+    }
+
+    fn new_request_id(&mut self, c: usize) -> RequestId {
+        let client = &mut self.clients[c];
+        client.next_request += 1;
+        RequestId(format!("{}-{}-{}", client.holder, client.lives, client.next_request))
+    }
+
+    fn rest(&mut self, c: usize) {
+        self.clients[c].state = State::Idle;
+        let pause = self.rng.between(1_000, 200_000);
+        self.wake_client_in(c, pause);
+    }
+
+    fn give_up(&mut self, c: usize, wanted: &Wanted) {
+        if !wanted.unknown && !wanted.answered {
+            self.checker.refused(self.now, &wanted.scope, &wanted.request_id);
+        }
+        self.rest(c);
+    }
+
+    pub(crate) fn client_wake(&mut self, c: usize) {
+        let healed = self.phase == Phase::Healed;
+        let now_local = self.local(c);
+        match self.clients[c].state.clone() {
+            State::Idle => {
+                if healed && !self.clients[c].probe {
+                    self.clients[c].state = State::Done;
+                    return;
+                }
+                self.start_acquire(c);
+            }
+            State::Acquiring(mut wanted) => {
+                if wanted.awaiting_reply {
+                    // No reply: it, or the request, was lost. The outcome is unknown.
+                    wanted.unknown = true;
+                    if wanted.attempts >= MAX_ATTEMPTS && !self.clients[c].probe {
+                        self.give_up(c, &wanted);
+                    } else {
+                        self.send_acquire(c, wanted);
+                    }
+                } else if now_local >= wanted.wait_until || (healed && !self.clients[c].probe) {
+                    let scope = wanted.scope.clone();
+                    self.send_cancel(c, scope, wanted.request_id, 0);
+                } else {
+                    // Poll: keeps our place, and finds a grant handed to us.
+                    self.send_acquire(c, wanted);
+                }
+            }
+            State::Holding(held) => {
+                if now_local >= held.trust_end {
+                    // The lease ran out under us; a real client would stop its work here.
+                    self.rest(c);
+                    return;
+                }
+                let roll = self.rng.index(100);
+                if healed || roll < 50 {
+                    self.send_release(c, held, None, 0);
+                } else if roll < 85 {
+                    let lease_us = self.rng.between(100_000, 1_200_000);
+                    let sent = self.local(c);
+                    self.clients[c].state = State::Renewing { held: held.clone(), sent, lease_us };
+                    let op = LockOp::Renew { grant: self.grant_ref(c, &held), lease_us };
+                    self.send_request(c, Key::Scope(held.scope), op);
+                } else if roll < 90 && !self.clients[c].probe {
+                    // Crash while holding: it trusts until its lease ends, and never releases.
+                    self.log(|| format!("client {c} crashes holding {} token {}", held.scope, held.token));
+                    self.clients[c].state = State::Crashed;
+                    let back = self.rng.between(100_000, 3_000_000);
+                    self.wake_client_in(c, back);
+                } else {
+                    self.hold_a_while(c, held);
+                }
+            }
+            State::Renewing { held, .. } => {
+                // No answer to the renew: keep trusting the old lease only.
+                self.clients[c].state = State::Holding(held.clone());
+                self.hold_a_while(c, held);
+            }
+            State::Releasing { held, request_id, attempts } => {
+                if attempts + 1 >= MAX_ATTEMPTS {
+                    self.after_release(c);
+                } else {
+                    self.send_release(c, held, Some(request_id), attempts + 1);
+                }
+            }
+            State::Cancelling { scope, request_id, attempts } => {
+                if attempts + 1 >= MAX_ATTEMPTS {
+                    self.rest(c);
+                } else {
+                    self.send_cancel(c, scope, request_id, attempts + 1);
+                }
+            }
+            State::Crashed => {
+                // Back as a new process: a new holder name, nothing remembered.
+                let client = &mut self.clients[c];
+                client.lives += 1;
+                client.holder = format!("c{}.{}", client.index, client.lives);
+                self.rest(c);
+            }
+            State::Done => {}
+        }
+    }
+
+    fn start_acquire(&mut self, c: usize) {
+        let probe = self.clients[c].probe;
+        let scope = match &self.clients[c].scope_hint {
+            Some(s) => s.clone(),
+            None => self.scopes[self.rng.index(self.scopes.len())].clone(),
+        };
+        let lock_type = if !probe && self.rng.chance(0.25) { LockType::Read } else { LockType::Write };
+        let wait = probe || self.rng.chance(0.5);
+        let priority = [Priority::High, Priority::Normal, Priority::Normal, Priority::Low][self.rng.index(4)];
+        let lease_us = self.rng.between(100_000, 1_500_000);
+        let patience = if probe { 60_000_000 } else { self.rng.between(100_000, 3_000_000) };
+        let wanted = Wanted {
+            scope,
+            request_id: self.new_request_id(c),
+            lock_type,
+            lease_us,
+            wait,
+            priority,
+            wait_until: self.local(c).plus_micros(patience),
+            attempts: 0,
+            sent: Time(0),
+            awaiting_reply: false,
+            unknown: false,
+            answered: false,
+        };
+        self.send_acquire(c, wanted);
+    }
+
+    fn hold_a_while(&mut self, c: usize, held: Held) {
+        let left = held.trust_end.since(self.local(c));
+        // Sometimes past the end of the trust, to exercise late releases and renewals.
+        let hold = self.rng.between(left / 10, left + left / 5);
+        self.clients[c].state = State::Holding(held);
+        self.wake_client_in(c, hold.max(1));
+    }
+
+    fn send_release(&mut self, c: usize, held: Held, request_id: Option<RequestId>, attempts: u32) {
+        // Stop using the resource before asking to release it.
+        self.checker.stop_trusting(c, &held.scope, held.token, self.now);
+        let request_id = request_id.unwrap_or_else(|| self.new_request_id(c));
+        let op = LockOp::Release { request_id: request_id.clone(), grant: self.grant_ref(c, &held) };
+        let key = Key::Scope(held.scope.clone());
+        self.clients[c].state = State::Releasing { held, request_id, attempts };
+        self.send_request(c, key, op);
+    }
+
+    fn grant_ref(&self, c: usize, held: &Held) -> GrantRef {
+        GrantRef { holder: self.clients[c].holder.clone(), token: held.token, acquired_by: Some(held.acquired_by.clone()) }
+    }
+
+    fn send_cancel(&mut self, c: usize, scope: String, request_id: RequestId, attempts: u32) {
+        let op = LockOp::Cancel { request_id: request_id.clone() };
+        self.clients[c].state = State::Cancelling { scope: scope.clone(), request_id, attempts };
+        self.send_request(c, Key::Scope(scope), op);
+    }
+
+    fn after_release(&mut self, c: usize) {
+        if self.clients[c].probe {
+            self.clients[c].done = true;
+            self.clients[c].state = State::Done;
+        } else {
+            self.rest(c);
+        }
+    }
+
+    pub(crate) fn client_reply(&mut self, c: usize, reply: Reply) {
+        if c >= self.clients.len() || reply.client != client_ref(c, self.clients[c].attempt) {
+            return; // the operator's, or an answer to an attempt given up on
+        }
+        self.log(|| format!("client {c} <- (attempt {}) {:?} ballot {:?}", reply.client & 0xffff_ffff, reply.result, reply.ballot.map(|b| b.round)));
+        let now_local = self.local(c);
+        let scope = match &reply.key {
+            Key::Scope(s) => s.clone(),
+            Key::Roster => return,
+        };
+        match self.clients[c].state.clone() {
+            State::Acquiring(mut wanted) if wanted.awaiting_reply => {
+                wanted.awaiting_reply = false;
+                match reply.result {
+                    Ok(Answer::Lock(LockResult::Locked { token, lease_us, lock_type, .. })) => {
+                        let holder = self.clients[c].holder.clone();
+                        self.checker.locked_reply(self.now, &scope, reply.ballot, &holder, token);
+                        let trust_end = wanted.sent.plus_micros(self.config.drift.holder_trust(lease_us));
+                        if now_local >= trust_end {
+                            // Granted, but the answer came too late to trust; let it expire.
+                            self.rest(c);
+                            return;
+                        }
+                        let end = self.clients[c].clock.true_at(trust_end);
+                        self.checker.trusted(c, &scope, token, lock_type, self.now, end);
+                        self.log(|| format!("client {c} holds {scope} token {token} {lock_type:?} until {:.3}s", end as f64 / 1e6));
+                        let acquired_by = wanted.request_id.clone();
+                        self.hold_a_while(c, Held { scope, acquired_by, token, lock_type, trust_end });
+                    }
+                    Ok(Answer::Lock(LockResult::Queued { .. })) => {
+                        wanted.answered = true;
+                        self.clients[c].state = State::Acquiring(wanted);
+                        self.wake_client_in(c, POLL_US);
+                    }
+                    Ok(Answer::Lock(LockResult::Busy { .. })) => self.give_up(c, &wanted),
+                    Ok(_) => self.rest(c),
+                    Err(Failure::Timeout) => {
+                        wanted.unknown = true;
+                        self.retry_acquire(c, wanted);
+                    }
+                    Err(_) => self.retry_acquire(c, wanted),
+                }
+            }
+            State::Renewing { held, sent, lease_us } => {
+                if let Ok(Answer::Lock(LockResult::Locked { token, .. })) = reply.result {
+                    let holder = self.clients[c].holder.clone();
+                    self.checker.locked_reply(self.now, &scope, reply.ballot, &holder, token);
+                    let trust_end = sent.plus_micros(self.config.drift.holder_trust(lease_us));
+                    if now_local < trust_end {
+                        let end = self.clients[c].clock.true_at(trust_end);
+                        self.checker.trusted(c, &scope, token, held.lock_type, self.now, end);
+                        let held = Held { trust_end: trust_end.max(held.trust_end), ..held };
+                        self.hold_a_while(c, held);
+                        return;
+                    }
+                }
+                self.hold_a_while(c, held);
+            }
+            State::Releasing { .. } => self.after_release(c),
+            State::Cancelling { .. } => self.rest(c),
+            _ => {}
+        }
+    }
+
+    fn retry_acquire(&mut self, c: usize, wanted: Wanted) {
+        if wanted.attempts >= MAX_ATTEMPTS && !self.clients[c].probe {
+            self.give_up(c, &wanted);
+        } else {
+            self.clients[c].state = State::Acquiring(Wanted { awaiting_reply: false, ..wanted });
+            let pause = self.rng.between(1_000, 50_000);
+            self.wake_client_in(c, pause);
+        }
+    }
+}

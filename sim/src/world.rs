@@ -1,0 +1,655 @@
+//! The simulated world: nodes with fake disks and clocks, a faulty network, clients, an
+//! operator changing the roster, and a fault schedule, all driven by one seeded event queue.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+
+use lockmesh::core::rng::Rng;
+use lockmesh::core::{
+    Config, Drift, Durable, Envelope, Key, Node, NodeId, Op, Reply, Request, Roster, RosterChange, RosterOp, Time,
+    Write,
+};
+
+use crate::checker::Checker;
+use crate::client::SimClient;
+use crate::clock::Clock;
+use crate::net::{Net, NetFaults};
+use crate::{Options, Report};
+
+/// Ids of client requests carry the client's index in their upper half.
+pub(crate) fn client_ref(client: usize, attempt: u64) -> u64 {
+    ((client as u64) << 32) | (attempt & 0xffff_ffff)
+}
+
+pub(crate) enum Event {
+    Deliver { to: usize, envelope: Envelope },
+    Request { to: usize, request: Request },
+    Reply { client: usize, reply: Reply },
+    NodeWake { node: usize },
+    Flush { node: usize, generation: u64 },
+    ClientWake { client: usize, token: u64 },
+    Fault,
+    Operator,
+    HealPartition { generation: u64 },
+    Restart { node: usize, generation: u64 },
+    Resume { node: usize, generation: u64 },
+    AliveUpdate,
+    Heal,
+}
+
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    // Reversed: BinaryHeap pops the earliest first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Output of one node step waiting for its disk sync; a crash before the sync loses it all.
+struct Batch {
+    writes: Vec<Write>,
+    messages: Vec<Envelope>,
+    replies: Vec<Reply>,
+}
+
+pub(crate) struct SimNode {
+    pub id: NodeId,
+    pub clock: Clock,
+    disk: Durable,
+    pub node: Option<Node>,
+    pub paused_until: u64,
+    /// Bumped by every crash, so events for the previous life are dropped.
+    pub generation: u64,
+    pending: VecDeque<Batch>,
+    last_flush_at: u64,
+    wake_at: Option<u64>,
+}
+
+/// Which part of a run we are in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Faults,
+    Healed,
+}
+
+/// The per-seed choice of how hostile the world is.
+#[derive(Clone, Debug)]
+pub(crate) struct Hostility {
+    pub net: NetFaults,
+    pub fault_gap_us: (u64, u64),
+    pub crash: u32,
+    pub wipe: f64,
+    pub pause: u32,
+    pub partition: u32,
+    pub roster_changes: bool,
+    pub operator_gap_us: (u64, u64),
+}
+
+pub(crate) struct World {
+    pub now: u64,
+    seq: u64,
+    queue: BinaryHeap<Scheduled>,
+    pub rng: Rng,
+    pub config: Config,
+    pub nodes: Vec<SimNode>,
+    pub clients: Vec<SimClient>,
+    pub net: Net,
+    pub checker: Checker,
+    pub phase: Phase,
+    pub hostility: Hostility,
+    pub scopes: Vec<String>,
+    pub verbose: bool,
+    bootstrap_set: Vec<NodeId>,
+    partition_generation: u64,
+    pub events: u64,
+    pub heal_at: u64,
+    pub end_at: u64,
+}
+
+impl World {
+    pub(crate) fn new(options: &Options) -> World {
+        let mut rng = Rng::new(options.seed);
+        let p = &options.profile;
+        let drift = Drift::from_ppm(p.drift_ppm);
+        let mut config = Config {
+            drift,
+            phase_timeout_us: 60_000,
+            backoff_base_us: 2_000,
+            backoff_max_us: 80_000,
+            max_batch: 64,
+            sweep_check_us: 400_000,
+            sweep_parallel: 8,
+            bootstrap_resend_us: 100_000,
+            ..Config::default()
+        };
+        config.limits.log_ttl_us = 30_000_000;
+        config.broken = options.broken;
+
+        let hostility = Hostility::choose(&mut rng, p.roster_churn);
+        let node_count = rng.between(p.min_nodes as u64, p.max_nodes as u64) as usize;
+        let bound = p.drift_ppm as i64;
+        let mut nodes = Vec::new();
+        for i in 0..node_count {
+            let clock = random_clock(&mut rng, bound);
+            let id = NodeId::new(format!("n{i}"), rng.next_u64() | 1);
+            nodes.push(SimNode {
+                id,
+                clock,
+                disk: Durable::default(),
+                node: None,
+                paused_until: 0,
+                generation: 0,
+                pending: VecDeque::new(),
+                last_flush_at: 0,
+                wake_at: None,
+            });
+        }
+        let scope_count = rng.between(1, p.max_scopes as u64) as usize;
+        let scopes = (0..scope_count).map(|i| format!("scope-{i}")).collect();
+        let client_count = rng.between(2, p.max_clients as u64) as usize;
+        let clients = (0..client_count).map(|i| SimClient::new(i, random_clock(&mut rng, bound), false)).collect();
+        let net = Net::new(hostility.net.clone());
+        World {
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            rng,
+            config,
+            nodes,
+            clients,
+            net,
+            checker: Checker::default(),
+            phase: Phase::Faults,
+            hostility,
+            scopes,
+            verbose: options.verbose,
+            bootstrap_set: Vec::new(),
+            partition_generation: 0,
+            events: 0,
+            heal_at: p.fault_us,
+            end_at: p.fault_us + p.liveness_us,
+        }
+    }
+
+    pub(crate) fn schedule(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Scheduled { at: at.max(self.now), seq: self.seq, event });
+    }
+
+    pub(crate) fn log(&self, text: impl FnOnce() -> String) {
+        if self.verbose {
+            println!("{:>10.6} {}", self.now as f64 / 1e6, text());
+        }
+    }
+
+    pub(crate) fn run(mut self) -> Report {
+        // Bootstrap: the first voters, all acknowledging one first roster.
+        let voters: Vec<usize> = (0..self.nodes.len().min(3)).collect();
+        for i in 0..self.nodes.len() {
+            self.start_node(i);
+        }
+        let ids: Vec<NodeId> = voters.iter().map(|&i| self.nodes[i].id.clone()).collect();
+        self.checker.first_roster(&Roster::first(ids.clone()));
+        self.bootstrap_set = ids;
+        for i in voters {
+            self.bootstrap(i);
+        }
+        for c in 0..self.clients.len() {
+            let at = self.rng.between(0, 200_000);
+            self.wake_client_at(c, at);
+        }
+        let first_fault = self.rng.between(self.hostility.fault_gap_us.0, self.hostility.fault_gap_us.1);
+        self.schedule(first_fault, Event::Fault);
+        if self.hostility.roster_changes {
+            let at = self.rng.between(self.hostility.operator_gap_us.0, self.hostility.operator_gap_us.1);
+            self.schedule(at, Event::Operator);
+        }
+        self.schedule(self.heal_at, Event::Heal);
+
+        while let Some(next) = self.queue.pop() {
+            if next.at > self.end_at {
+                break;
+            }
+            self.now = next.at;
+            self.events += 1;
+            self.handle(next.event);
+            if self.phase == Phase::Healed && self.probes_done() {
+                break;
+            }
+        }
+        self.finish()
+    }
+
+    fn finish(mut self) -> Report {
+        if !self.probes_done() {
+            let stuck: Vec<String> = self
+                .clients
+                .iter()
+                .filter(|c| c.probe && !c.done)
+                .map(|c| format!("{} ({:?})", c.scope_hint.clone().unwrap_or_default(), c.state_name()))
+                .collect();
+            let at = self.now;
+            self.checker.violations.push(format!(
+                "t={:.3}s liveness: {} s after healing, probes still not served: {}",
+                at as f64 / 1e6,
+                (self.end_at - self.heal_at) / 1_000_000,
+                stuck.join(", ")
+            ));
+        }
+        self.checker.finish();
+        Report {
+            violations: std::mem::take(&mut self.checker.violations),
+            grants: self.checker.grants_trusted,
+            events: self.events,
+            roster_version: self.checker.latest_roster.as_ref().map_or(0, |r| r.version),
+        }
+    }
+
+    fn probes_done(&self) -> bool {
+        let mut any = false;
+        for c in self.clients.iter().filter(|c| c.probe) {
+            any = true;
+            if !c.done {
+                return false;
+            }
+        }
+        any
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Deliver { to, envelope } => {
+                if self.nodes[to].paused_until > self.now {
+                    let at = self.nodes[to].paused_until;
+                    self.schedule(at, Event::Deliver { to, envelope });
+                    return;
+                }
+                self.step_node(to, |node, now| node.handle_message(now, envelope));
+            }
+            Event::Request { to, request } => {
+                if self.nodes[to].paused_until > self.now {
+                    let at = self.nodes[to].paused_until;
+                    self.schedule(at, Event::Request { to, request });
+                    return;
+                }
+                self.step_node(to, |node, now| node.handle_request(now, request));
+            }
+            Event::Reply { client, reply } => self.client_reply(client, reply),
+            Event::NodeWake { node } => {
+                if self.nodes[node].wake_at == Some(self.now) {
+                    self.nodes[node].wake_at = None;
+                }
+                if self.nodes[node].paused_until > self.now {
+                    let at = self.nodes[node].paused_until;
+                    self.schedule(at, Event::NodeWake { node });
+                    return;
+                }
+                self.step_node(node, |n, now| n.handle_timeout(now));
+            }
+            Event::Flush { node, generation } => self.flush(node, generation),
+            Event::ClientWake { client, token } => {
+                if self.clients[client].wake_token == token {
+                    self.client_wake(client);
+                }
+            }
+            Event::Fault => self.inject_fault(),
+            Event::Operator => self.operator(),
+            Event::HealPartition { generation } => {
+                if generation == self.partition_generation {
+                    self.net.cut.clear();
+                    self.log(|| "partition healed".into());
+                    self.schedule_alive_update();
+                }
+            }
+            Event::Restart { node, generation } => {
+                if self.nodes[node].generation == generation && self.nodes[node].node.is_none() {
+                    self.start_node(node);
+                }
+            }
+            Event::Resume { node, generation } => {
+                if self.nodes[node].generation == generation {
+                    self.nodes[node].paused_until = 0;
+                }
+            }
+            Event::AliveUpdate => self.update_alive(),
+            Event::Heal => self.heal(),
+        }
+    }
+
+    /// Runs one input through a node, then queues its output behind a disk sync.
+    pub(crate) fn step_node(&mut self, i: usize, f: impl FnOnce(&mut Node, Time)) {
+        let now = self.now;
+        let n = &mut self.nodes[i];
+        let Some(node) = n.node.as_mut() else { return };
+        let local = n.clock.local(now);
+        f(node, local);
+        let out = node.drain();
+        let next_local = node.next_timeout();
+        if !(out.writes.is_empty() && out.messages.is_empty() && out.replies.is_empty()) {
+            n.pending.push_back(Batch { writes: out.writes, messages: out.messages, replies: out.replies });
+            let latency = self.rng.between(20, 1_500);
+            let at = (now + latency).max(n.last_flush_at);
+            n.last_flush_at = at;
+            let generation = n.generation;
+            self.schedule(at, Event::Flush { node: i, generation });
+        }
+        if let Some(local_at) = next_local {
+            let n = &mut self.nodes[i];
+            let at = n.clock.true_at(local_at).max(now);
+            if n.wake_at.is_none_or(|w| at < w) {
+                n.wake_at = Some(at);
+                self.schedule(at, Event::NodeWake { node: i });
+            }
+        }
+    }
+
+    /// The disk synced: the oldest batch is durable; its messages and replies leave.
+    fn flush(&mut self, i: usize, generation: u64) {
+        let n = &mut self.nodes[i];
+        if n.generation != generation || n.node.is_none() {
+            return;
+        }
+        let Some(batch) = n.pending.pop_front() else { return };
+        let from = n.id.clone();
+        for write in batch.writes {
+            if let Write::Slot(key, slot) = &write {
+                if let Some(a) = &slot.accepted {
+                    self.checker.durable_acceptance(self.now, &from, key, a);
+                }
+            }
+            self.nodes[i].disk.apply(write);
+        }
+        for envelope in batch.messages {
+            self.log(|| describe(&envelope));
+            let Some(to) = self.nodes.iter().position(|n| n.id.name == envelope.to.name) else { continue };
+            for delay in self.net.deliveries(&mut self.rng, i, to) {
+                self.schedule(self.now + delay, Event::Deliver { to, envelope: envelope.clone() });
+            }
+        }
+        for reply in batch.replies {
+            let client = (reply.client >> 32) as usize;
+            if let Some(delay) = self.net.client_delivery(&mut self.rng) {
+                self.schedule(self.now + delay, Event::Reply { client, reply });
+            }
+        }
+    }
+
+    /// What the runtime does with `--bootstrap-expect`: every expected member proposes the
+    /// same first roster, again after each restart until one is installed.
+    fn bootstrap(&mut self, i: usize) {
+        if !self.bootstrap_set.contains(&self.nodes[i].id) {
+            return;
+        }
+        let ids = self.bootstrap_set.clone();
+        self.step_node(i, |node, now| {
+            if node.roster().is_none() {
+                let _ = node.bootstrap(now, ids);
+            }
+        });
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let seed = self.rng.next_u64();
+        let n = &mut self.nodes[i];
+        let local = n.clock.local(self.now);
+        n.node = Some(Node::new(self.config.clone(), n.id.clone(), n.disk.clone(), local, seed));
+        n.paused_until = 0;
+        n.wake_at = None;
+        self.log(|| format!("start {}", self.nodes[i].id));
+        self.step_node(i, |_, _| {});
+        self.bootstrap(i);
+        self.schedule_alive_update();
+    }
+
+    fn crash(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        n.node = None;
+        n.generation += 1;
+        n.pending.clear();
+        n.wake_at = None;
+        n.paused_until = 0;
+        self.schedule_alive_update();
+    }
+
+    fn schedule_alive_update(&mut self) {
+        let lag = self.rng.between(50_000, 500_000);
+        self.schedule(self.now + lag, Event::AliveUpdate);
+    }
+
+    /// What each node's membership layer would see: the up nodes it can reach.
+    fn update_alive(&mut self) {
+        for i in 0..self.nodes.len() {
+            let alive: Vec<NodeId> = (0..self.nodes.len())
+                .filter(|&j| self.nodes[j].node.is_some() && (i == j || self.net.reachable(i, j)))
+                .map(|j| self.nodes[j].id.clone())
+                .collect();
+            self.step_node(i, |node, _| node.set_alive(alive));
+        }
+    }
+
+    fn inject_fault(&mut self) {
+        if self.phase != Phase::Faults {
+            return;
+        }
+        let h = self.hostility.clone();
+        let total = h.crash + h.pause + h.partition;
+        let mut pick = self.rng.between(0, total.max(1) as u64 - 1) as u32;
+        let n = self.nodes.len();
+        let victim = self.rng.index(n);
+        if pick < h.crash {
+            if self.nodes[victim].node.is_some() {
+                self.crash(victim);
+                // Losing a voter's disk is survivable only while the other voters are intact, and
+                // only an operator (a roster change) can repair it; more is a lost cluster.
+                let wipe = self.rng.chance(h.wipe) && h.roster_changes && self.can_lose_disk(victim);
+                if wipe {
+                    let node = &mut self.nodes[victim];
+                    node.disk = Durable::default();
+                    node.id.incarnation = self.rng.next_u64() | 1;
+                }
+                let down = self.rng.between(10_000, 2_000_000);
+                let generation = self.nodes[victim].generation;
+                self.log(|| format!("crash n{victim}{} for {}ms", if wipe { " (wiped)" } else { "" }, down / 1000));
+                self.schedule(self.now + down, Event::Restart { node: victim, generation });
+            }
+        } else if {
+            pick -= h.crash;
+            pick < h.pause
+        } {
+            let length = self.rng.between(5_000, 2_500_000);
+            self.nodes[victim].paused_until = self.now + length;
+            let generation = self.nodes[victim].generation;
+            self.log(|| format!("pause n{victim} for {}ms", length / 1000));
+            self.schedule(self.now + length, Event::Resume { node: victim, generation });
+        } else {
+            self.partition_generation += 1;
+            self.net.cut.clear();
+            let kind = self.rng.index(4);
+            let mut order: Vec<usize> = (0..n).collect();
+            for k in (1..n).rev() {
+                let j = self.rng.index(k + 1);
+                order.swap(k, j);
+            }
+            match kind {
+                0 => {
+                    let (one, rest) = order.split_at(1);
+                    self.net.split(one, rest);
+                }
+                1 => {
+                    let cut = self.rng.between(1, (n - 1) as u64) as usize;
+                    let (left, right) = order.split_at(cut);
+                    self.net.split(left, right);
+                }
+                2 => {
+                    let a = order[0];
+                    let b = order[1 % n];
+                    if a != b {
+                        self.net.cut.insert((a, b));
+                    }
+                }
+                _ => {
+                    // A bridge: order[0] stays linked to both sides, which cannot see each other.
+                    if n >= 3 {
+                        let rest = &order[1..];
+                        let (left, right) = rest.split_at((rest.len() / 2).max(1));
+                        self.net.split(left, right);
+                    }
+                }
+            }
+            let length = self.rng.between(50_000, 3_000_000);
+            let cut = self.net.cut.clone();
+            self.log(|| format!("partition {cut:?} for {}ms", length / 1000));
+            let generation = self.partition_generation;
+            self.schedule(self.now + length, Event::HealPartition { generation });
+            self.schedule_alive_update();
+        }
+        let gap = self.rng.between(h.fault_gap_us.0, h.fault_gap_us.1);
+        self.schedule(self.now + gap, Event::Fault);
+    }
+
+    /// Whether every voter of the latest roster still has the disk it had when it was added,
+    /// and the others would still be a majority without `victim`'s.
+    fn can_lose_disk(&self, victim: usize) -> bool {
+        let Some(latest) = &self.checker.latest_roster else { return false };
+        let intact = latest.voters.iter().filter(|v| self.nodes.iter().any(|n| n.id == **v)).count();
+        let others = latest.voters.iter().filter(|v| **v != self.nodes[victim].id).count();
+        latest.voters.len() >= 3 && intact == latest.voters.len() && others.min(intact) >= latest.majority()
+    }
+
+    /// The operator asks a random node for a roster change chosen from the latest roster.
+    fn operator(&mut self) {
+        if self.phase != Phase::Faults {
+            return;
+        }
+        let h = self.hostility.clone();
+        let gap = self.rng.between(h.operator_gap_us.0, h.operator_gap_us.1);
+        self.schedule(self.now + gap, Event::Operator);
+        let Some(latest) = self.checker.latest_roster.clone() else { return };
+        let current = |w: &World, name: &str| w.nodes.iter().find(|n| n.id.name == name).map(|n| n.id.clone());
+        let stale = latest.voters.iter().find(|v| current(self, &v.name).is_some_and(|c| c != **v)).cloned();
+        let outside: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|n| !latest.voters.iter().any(|v| v.name == n.id.name))
+            .map(|n| n.id.clone())
+            .collect();
+        let change = if let Some(stale) = stale {
+            RosterChange::Remove(stale)
+        } else if !outside.is_empty() && (latest.voters.len() < 3 || self.rng.chance(0.5)) {
+            RosterChange::Add(outside[self.rng.index(outside.len())].clone())
+        } else if latest.voters.len() > 3 {
+            // Shrinking below three would leave a lost disk fatal; the stale case above may.
+            RosterChange::Remove(latest.voters[self.rng.index(latest.voters.len())].clone())
+        } else {
+            return;
+        };
+        let to = self.rng.index(self.nodes.len());
+        self.log(|| format!("operator asks n{to}: {change:?}"));
+        let request = Request { client: u64::MAX, key: Key::Roster, op: Op::Roster(RosterOp::Change(change)), timeout_us: 1_000_000 };
+        self.schedule(self.now + 500, Event::Request { to, request });
+    }
+
+    /// The end of the fault phase: a calm network, every node up, no new faults. Clients wind
+    /// down and one probe per scope must get the lock within the liveness bound.
+    fn heal(&mut self) {
+        self.phase = Phase::Healed;
+        self.net.cut.clear();
+        self.net.faults = NetFaults::calm();
+        for i in 0..self.nodes.len() {
+            self.nodes[i].paused_until = 0;
+            if self.nodes[i].node.is_none() {
+                self.start_node(i);
+            }
+        }
+        self.schedule_alive_update();
+        let first_probe = self.clients.len();
+        let scopes = self.scopes.clone();
+        for (k, scope) in scopes.into_iter().enumerate() {
+            let clock = random_clock(&mut self.rng, self.config.drift.ppm() as i64);
+            let mut probe = SimClient::new(first_probe + k, clock, true);
+            probe.scope_hint = Some(scope);
+            self.clients.push(probe);
+            // Give leases of crashed holders time to run out before probing.
+            let at = self.now + 3_000_000 + self.rng.between(0, 200_000);
+            self.wake_client_at(first_probe + k, at);
+        }
+        self.log(|| "healed".into());
+    }
+}
+
+/// One line about a message, for verbose replays.
+fn describe(e: &Envelope) -> String {
+    use lockmesh::core::Body::*;
+    let body = match &e.body {
+        Prepare { key, ballot } => format!("prepare {key:?} {}.{:x}", ballot.round, ballot.proposer & 0xfff),
+        Promise { key, ballot, accepted, age_us } => format!(
+            "promise {key:?} {}.{:x} accepted={:?} age={}us",
+            ballot.round,
+            ballot.proposer & 0xfff,
+            accepted.as_ref().map(|a| (a.ballot.round, summary(&a.value))),
+            age_us
+        ),
+        Accept { key, ballot, value } => format!("accept {key:?} {}.{:x} {}", ballot.round, ballot.proposer & 0xfff, summary(value)),
+        Accepted { key, ballot } => format!("accepted {key:?} {}.{:x}", ballot.round, ballot.proposer & 0xfff),
+        Refuse { key, ballot, why } => format!("refuse {key:?} {}.{:x} {why:?}", ballot.round, ballot.proposer & 0xfff),
+        other => format!("{other:?}"),
+    };
+    format!("  {} -> {}: {body}", e.from.name, e.to.name)
+}
+
+fn summary(value: &lockmesh::core::Value) -> String {
+    match value {
+        lockmesh::core::Value::Lock(r) => {
+            let holders: Vec<String> =
+                r.holders.iter().map(|g| format!("{}:t{}:{}/{}ms", g.holder, g.token, g.elapsed_floor_us / 1000, g.lease_us / 1000)).collect();
+            let queue: Vec<String> = r.queue.iter().map(|w| w.holder.clone()).collect();
+            format!("[{}] q[{}] last={}", holders.join(","), queue.join(","), r.last_token)
+        }
+        lockmesh::core::Value::Roster(r) => format!("roster v{} {:?} swept={}", r.version, r.voters.iter().map(|v| &v.name).collect::<Vec<_>>(), r.sweep_done),
+    }
+}
+
+fn random_clock(rng: &mut Rng, bound_ppm: i64) -> Clock {
+    let rate_ppm = match rng.index(4) {
+        0 => bound_ppm,
+        1 => -bound_ppm,
+        _ => rng.between(0, 2 * bound_ppm as u64) as i64 - bound_ppm,
+    };
+    Clock { offset_us: rng.between(0, 1_000_000_000), rate_ppm }
+}
+
+impl Hostility {
+    fn choose(rng: &mut Rng, roster_churn: bool) -> Hostility {
+        let drop = [0.0, 0.01, 0.05, 0.15][rng.index(4)];
+        let duplicate = [0.0, 0.02, 0.1][rng.index(3)];
+        let delay_max_us = [500, 3_000, 20_000][rng.index(3)];
+        let spike = [0.0, 0.01, 0.05][rng.index(3)];
+        let quiet = rng.chance(0.15);
+        Hostility {
+            net: NetFaults { drop, duplicate, delay_min_us: 50, delay_max_us, spike, spike_max_us: 400_000 },
+            fault_gap_us: if quiet { (2_000_000, 6_000_000) } else { (50_000, 1_000_000) },
+            crash: rng.between(0, 3) as u32,
+            wipe: [0.0, 0.1, 0.3][rng.index(3)],
+            pause: rng.between(0, 3) as u32,
+            partition: rng.between(1, 4) as u32,
+            roster_changes: roster_churn || rng.chance(0.5),
+            operator_gap_us: if roster_churn { (20_000, 300_000) } else { (300_000, 3_000_000) },
+        }
+    }
+}

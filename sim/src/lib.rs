@@ -28,6 +28,8 @@ pub struct Profile {
     pub drift_ppm: u32,
     /// Frequent roster changes (operator requests every 20–300 ms).
     pub roster_churn: bool,
+    /// Nodes restart every few milliseconds with hardly any downtime, on one hot scope.
+    pub restart_storm: bool,
 }
 
 impl Default for Profile {
@@ -41,6 +43,7 @@ impl Default for Profile {
             liveness_us: 30_000_000,
             drift_ppm: 50_000,
             roster_churn: false,
+            restart_storm: false,
         }
     }
 }
@@ -51,6 +54,28 @@ pub struct Options {
     pub broken: Option<Broken>,
     pub verbose: bool,
     pub profile: Profile,
+    /// Let each seed pick its profile (`Profile::for_seed`) instead of using `profile`.
+    pub mixed: bool,
+}
+
+impl Profile {
+    /// The profile a seed runs under when profiles are mixed: half the seeds the default, a
+    /// quarter roster churn, a quarter restart storms.
+    pub fn for_seed(seed: u64) -> Profile {
+        match seed % 4 {
+            2 => Profile { roster_churn: true, ..Profile::default() },
+            3 => Profile { restart_storm: true, ..Profile::default() },
+            _ => Profile::default(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match (self.roster_churn, self.restart_storm) {
+            (true, _) => "roster-churn",
+            (_, true) => "restart-storm",
+            _ => "mixed-faults",
+        }
+    }
 }
 
 /// What one seed's run found.
@@ -65,6 +90,10 @@ pub struct Report {
 
 /// Runs one seed.
 pub fn run(options: &Options) -> Report {
+    if options.mixed {
+        let options = Options { profile: Profile::for_seed(options.seed), mixed: false, ..options.clone() };
+        return world::World::new(&options).run();
+    }
     world::World::new(options).run()
 }
 
@@ -87,6 +116,14 @@ pub fn run_many(options: &Options, first: u64, count: u64, threads: usize) -> Ve
     let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     results.sort_by_key(|(seed, _)| *seed);
     results
+}
+
+/// Runs seeds `first..first + count` in order until one reports a violation; returns that
+/// seed and its report, or `None` if every seed passed.
+pub fn first_violation(options: &Options, first: u64, count: u64) -> Option<(u64, Report)> {
+    (first..first + count)
+        .map(|seed| (seed, run(&Options { seed, ..options.clone() })))
+        .find(|(_, report)| !report.violations.is_empty())
 }
 
 /// Parses a broken variant's name as the CLI and tests spell it.

@@ -5,13 +5,22 @@ use std::process::ExitCode;
 
 use lockmesh_sim::{parse_broken, run_many, Options, Profile};
 
-const USAGE: &str = "usage: lockmesh-sim [--seeds N] [--first S] [--seed S] [--threads T] [--verbose] [--roster-churn] [--broken VARIANT]";
+const USAGE: &str = "\
+usage: lockmesh-sim [--seeds N] [--first S] [--seed S] [--threads T] [--verbose]
+                    [--profile all|mixed-faults|roster-churn|restart-storm] [--broken VARIANT]
+
+  --seeds N     run seeds FIRST..FIRST+N (default 300, FIRST 0)
+  --seed S      replay one seed (add --verbose for its events)
+  --profile P   fault profile; 'all' (default) lets each seed pick one
+  --broken V    run a known-broken protocol variant (quorum-over-reachable,
+                forget-promises-on-restart, expiry-ignores-drift, ages-from-stale-promises,
+                roster-installed-when-accepted, roster-change-before-sweep)";
 
 fn main() -> ExitCode {
     let mut seeds = 300u64;
     let mut first = 0u64;
     let mut threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut options = Options { profile: Profile::default(), ..Options::default() };
+    let mut options = Options { profile: Profile::default(), mixed: true, ..Options::default() };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| -> Result<String, String> { args.next().ok_or(format!("{name} needs a value")) };
@@ -25,7 +34,16 @@ fn main() -> ExitCode {
                 }
                 "--threads" => threads = value("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?,
                 "--verbose" | "-v" => options.verbose = true,
-                "--roster-churn" => options.profile.roster_churn = true,
+                "--profile" => {
+                    let name = value("--profile")?;
+                    options.mixed = name == "all";
+                    options.profile = match name.as_str() {
+                        "all" | "mixed-faults" => Profile::default(),
+                        "roster-churn" => Profile { roster_churn: true, ..Profile::default() },
+                        "restart-storm" => Profile { restart_storm: true, ..Profile::default() },
+                        other => return Err(format!("unknown profile '{other}'")),
+                    };
+                }
                 "--broken" => {
                     let name = value("--broken")?;
                     options.broken = Some(parse_broken(&name).ok_or(format!("unknown broken variant '{name}'"))?);
@@ -53,7 +71,8 @@ fn main() -> ExitCode {
         grants += report.grants;
         for v in &report.violations {
             violations += 1;
-            println!("seed {seed}: {v}");
+            let profile = if options.mixed { Profile::for_seed(*seed) } else { options.profile.clone() };
+            println!("seed {seed} ({}): {v}", profile.name());
         }
     }
     println!("trusted grants: {grants}");

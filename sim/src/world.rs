@@ -99,6 +99,7 @@ pub(crate) struct Hostility {
     pub partition: u32,
     pub roster_changes: bool,
     pub operator_gap_us: (u64, u64),
+    pub downtime_us: (u64, u64),
 }
 
 pub(crate) struct World {
@@ -141,7 +142,7 @@ impl World {
         config.limits.log_ttl_us = 30_000_000;
         config.broken = options.broken;
 
-        let hostility = Hostility::choose(&mut rng, p.roster_churn);
+        let hostility = Hostility::choose(&mut rng, p);
         let node_count = rng.between(p.min_nodes as u64, p.max_nodes as u64) as usize;
         let bound = p.drift_ppm as i64;
         let mut nodes = Vec::new();
@@ -160,7 +161,7 @@ impl World {
                 wake_at: None,
             });
         }
-        let scope_count = rng.between(1, p.max_scopes as u64) as usize;
+        let scope_count = if p.restart_storm { 1 } else { rng.between(1, p.max_scopes as u64) as usize };
         let scopes = (0..scope_count).map(|i| format!("scope-{i}")).collect();
         let client_count = rng.between(2, p.max_clients as u64) as usize;
         let clients = (0..client_count).map(|i| SimClient::new(i, random_clock(&mut rng, bound), false)).collect();
@@ -463,7 +464,7 @@ impl World {
                     node.disk = Durable::default();
                     node.id.incarnation = self.rng.next_u64() | 1;
                 }
-                let down = self.rng.between(10_000, 2_000_000);
+                let down = self.rng.between(h.downtime_us.0, h.downtime_us.1);
                 let generation = self.nodes[victim].generation;
                 self.log(|| format!("crash n{victim}{} for {}ms", if wipe { " (wiped)" } else { "" }, down / 1000));
                 self.schedule(self.now + down, Event::Restart { node: victim, generation });
@@ -523,13 +524,15 @@ impl World {
         self.schedule(self.now + gap, Event::Fault);
     }
 
-    /// Whether every voter of the latest roster still has the disk it had when it was added,
-    /// and the others would still be a majority without `victim`'s.
+    /// Whether `victim` may lose its disk and the cluster stay repairable: every roster that is
+    /// chosen or installed anywhere has at least three voters, all still on the disk they were
+    /// added with. So at most one voter is amnesiac at a time, until the operator has replaced
+    /// it everywhere. (Losing a majority of disks loses the cluster, as in any quorum system.)
     fn can_lose_disk(&self, victim: usize) -> bool {
-        let Some(latest) = &self.checker.latest_roster else { return false };
-        let intact = latest.voters.iter().filter(|v| self.nodes.iter().any(|n| n.id == **v)).count();
-        let others = latest.voters.iter().filter(|v| **v != self.nodes[victim].id).count();
-        latest.voters.len() >= 3 && intact == latest.voters.len() && others.min(intact) >= latest.majority()
+        let _ = victim;
+        let intact = |r: &Roster| r.voters.len() >= 3 && r.voters.iter().all(|v| self.nodes.iter().any(|n| n.id == *v));
+        let installed = self.nodes.iter().filter_map(|n| n.node.as_ref().and_then(|node| node.roster()));
+        self.checker.latest_roster.iter().chain(installed).all(intact)
     }
 
     /// The operator asks a random node for a roster change chosen from the latest roster.
@@ -549,8 +552,15 @@ impl World {
             .filter(|n| !latest.voters.iter().any(|v| v.name == n.id.name))
             .map(|n| n.id.clone())
             .collect();
+        // Never below three voters: a two-voter roster loses everything with one disk.
         let change = if let Some(stale) = stale {
-            RosterChange::Remove(stale)
+            if latest.voters.len() > 3 {
+                RosterChange::Remove(stale)
+            } else if !outside.is_empty() {
+                RosterChange::Add(outside[self.rng.index(outside.len())].clone())
+            } else {
+                return;
+            }
         } else if !outside.is_empty() && (latest.voters.len() < 3 || self.rng.chance(0.5)) {
             RosterChange::Add(outside[self.rng.index(outside.len())].clone())
         } else if latest.voters.len() > 3 {
@@ -561,7 +571,7 @@ impl World {
         };
         let to = self.rng.index(self.nodes.len());
         self.log(|| format!("operator asks n{to}: {change:?}"));
-        let request = Request { client: u64::MAX, key: Key::Roster, op: Op::Roster(RosterOp::Change(change)), timeout_us: 1_000_000 };
+        let request = Request { client: u64::MAX, key: Key::Roster, op: Op::Roster(RosterOp::Change { change, expected_version: Some(latest.version) }), timeout_us: 1_000_000 };
         self.schedule(self.now + 500, Event::Request { to, request });
     }
 
@@ -610,7 +620,8 @@ fn describe(e: &Envelope) -> String {
         Refuse { key, ballot, why } => format!("refuse {key:?} {}.{:x} {why:?}", ballot.round, ballot.proposer & 0xfff),
         other => format!("{other:?}"),
     };
-    format!("  {} -> {}: {body}", e.from.name, e.to.name)
+    let tag = e.roster.map_or("-".to_string(), |r| format!("v{}", r.version));
+    format!("  {} -> {} [{tag}]: {body}", e.from.name, e.to.name)
 }
 
 fn summary(value: &lockmesh::core::Value) -> String {
@@ -635,13 +646,14 @@ fn random_clock(rng: &mut Rng, bound_ppm: i64) -> Clock {
 }
 
 impl Hostility {
-    fn choose(rng: &mut Rng, roster_churn: bool) -> Hostility {
+    fn choose(rng: &mut Rng, profile: &crate::Profile) -> Hostility {
+        let roster_churn = profile.roster_churn;
         let drop = [0.0, 0.01, 0.05, 0.15][rng.index(4)];
         let duplicate = [0.0, 0.02, 0.1][rng.index(3)];
         let delay_max_us = [500, 3_000, 20_000][rng.index(3)];
         let spike = [0.0, 0.01, 0.05][rng.index(3)];
         let quiet = rng.chance(0.15);
-        Hostility {
+        let mut h = Hostility {
             net: NetFaults { drop, duplicate, delay_min_us: 50, delay_max_us, spike, spike_max_us: 400_000 },
             fault_gap_us: if quiet { (2_000_000, 6_000_000) } else { (50_000, 1_000_000) },
             crash: rng.between(0, 3) as u32,
@@ -650,6 +662,18 @@ impl Hostility {
             partition: rng.between(1, 4) as u32,
             roster_changes: roster_churn || rng.chance(0.5),
             operator_gap_us: if roster_churn { (20_000, 300_000) } else { (300_000, 3_000_000) },
+            downtime_us: (10_000, 2_000_000),
+        };
+        if profile.restart_storm {
+            h.fault_gap_us = (10_000, 80_000);
+            h.crash = 1;
+            h.pause = 0;
+            h.partition = 0;
+            h.downtime_us = (0, 1_000);
+            h.roster_changes = false;
+            h.net.delay_max_us = 40_000;
+            h.net.spike = 0.0;
         }
+        h
     }
 }

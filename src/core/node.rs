@@ -26,8 +26,10 @@ pub enum Op {
 /// An operation on the roster register.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RosterOp {
-    /// Add or remove one voter; allowed only once the previous change is swept.
-    Change(RosterChange),
+    /// Add or remove one voter; allowed only once the previous change is swept, and, if
+    /// `expected_version` is given, only to that roster version (compare-and-set, so that
+    /// automation deciding on one roster never applies its change to a later one).
+    Change { change: RosterChange, expected_version: Option<u64> },
     /// Record that every scope was rewritten under roster `version`.
     MarkSwept { version: u64 },
     Read,
@@ -525,8 +527,8 @@ pub(super) fn apply_roster_ops(
                 return Answer::Roster(RosterResult::Refused(RosterRefusal::Moved { current: roster.version }));
             };
             Answer::Roster(match op {
-                RosterOp::Change(change) => {
-                    if roster.version != installed_version {
+                RosterOp::Change { change, expected_version } => {
+                    if roster.version != installed_version || expected_version.is_some_and(|v| v != roster.version) {
                         RosterResult::Refused(RosterRefusal::Moved { current: roster.version })
                     } else if !roster.sweep_done && !allow_unswept_change {
                         RosterResult::Refused(RosterRefusal::Sweeping)

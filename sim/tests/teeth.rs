@@ -1,0 +1,43 @@
+//! The simulator has teeth: each known-broken variant of the protocol (compiled only into
+//! test builds) must be caught within the seeds tried. If one of these fails, the simulator
+//! has gone blind to a class of bugs, whatever the other tests say.
+
+use lockmesh_sim::{first_violation, Broken, Options, Profile};
+
+fn assert_caught(broken: Broken, profile: Profile, seeds: u64) {
+    let options = Options { broken: Some(broken), profile, ..Options::default() };
+    match first_violation(&options, 0, seeds) {
+        Some((seed, report)) => println!("{broken:?} caught at seed {seed}: {}", report.violations[0]),
+        None => panic!("{broken:?} went unnoticed in {seeds} seeds"),
+    }
+}
+
+#[test]
+fn catches_quorum_counted_over_reachable_members() {
+    assert_caught(Broken::QuorumOverReachable, Profile::default(), 200);
+}
+
+#[test]
+fn catches_a_voter_that_forgets_its_promises_on_restart() {
+    assert_caught(Broken::ForgetPromisesOnRestart, Profile { restart_storm: true, ..Profile::default() }, 1000);
+}
+
+#[test]
+fn catches_lease_expiry_that_ignores_drift() {
+    assert_caught(Broken::ExpiryIgnoresDrift, Profile::default(), 1000);
+}
+
+#[test]
+fn catches_ages_taken_from_promises_below_the_highest_ballot() {
+    assert_caught(Broken::AgesFromStalePromises, Profile::default(), 200);
+}
+
+#[test]
+fn catches_a_roster_installed_when_merely_accepted() {
+    assert_caught(Broken::RosterInstalledWhenAccepted, Profile { roster_churn: true, ..Profile::default() }, 500);
+}
+
+#[test]
+fn catches_a_roster_change_applied_before_the_sweep_finished() {
+    assert_caught(Broken::RosterChangeBeforeSweep, Profile { roster_churn: true, ..Profile::default() }, 1000);
+}

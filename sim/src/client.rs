@@ -55,6 +55,8 @@ pub(crate) enum State {
     Renewing { held: Held, sent: Time, lease_us: u64 },
     Releasing { held: Held, request_id: RequestId, attempts: u32 },
     Cancelling { scope: String, request_id: RequestId, attempts: u32 },
+    /// A status read: exercises reads that write back only when needed.
+    Reading,
     Crashed,
     Done,
 }
@@ -99,6 +101,7 @@ impl SimClient {
             State::Renewing { .. } => "renewing",
             State::Releasing { .. } => "releasing",
             State::Cancelling { .. } => "cancelling",
+            State::Reading => "reading",
             State::Crashed => "crashed",
             State::Done => "done",
         }
@@ -182,6 +185,12 @@ impl World {
                     self.clients[c].state = State::Done;
                     return;
                 }
+                if !self.clients[c].probe && self.rng.chance(0.1) {
+                    let scope = self.scopes[self.rng.index(self.scopes.len())].clone();
+                    self.clients[c].state = State::Reading;
+                    self.send_request(c, Key::Scope(scope), LockOp::Read);
+                    return;
+                }
                 self.start_acquire(c);
             }
             State::Acquiring(mut wanted) => {
@@ -245,6 +254,7 @@ impl World {
                     self.send_cancel(c, scope, request_id, attempts + 1);
                 }
             }
+            State::Reading => self.rest(c),
             State::Crashed => {
                 // Back as a new process: a new holder name, nothing remembered.
                 let client = &mut self.clients[c];
@@ -380,7 +390,7 @@ impl World {
                 self.hold_a_while(c, held);
             }
             State::Releasing { .. } => self.after_release(c),
-            State::Cancelling { .. } => self.rest(c),
+            State::Cancelling { .. } | State::Reading => self.rest(c),
             _ => {}
         }
     }

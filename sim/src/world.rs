@@ -6,7 +6,7 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use lockmesh::core::rng::Rng;
 use lockmesh::core::{
-    Config, Drift, Durable, Envelope, Key, Node, NodeId, Op, Reply, Request, Roster, RosterChange, RosterOp, Time,
+    Config, Drift, Durable, Envelope, Key, LockOp, Node, NodeId, Op, Reply, Request, Roster, RosterChange, RosterOp, Time,
     Write,
 };
 
@@ -30,6 +30,7 @@ pub(crate) enum Event {
     ClientWake { client: usize, token: u64 },
     Fault,
     Operator,
+    Revoke,
     HealPartition { generation: u64 },
     Restart { node: usize, generation: u64 },
     Resume { node: usize, generation: u64 },
@@ -221,6 +222,8 @@ impl World {
             let at = self.rng.between(self.hostility.operator_gap_us.0, self.hostility.operator_gap_us.1);
             self.schedule(at, Event::Operator);
         }
+        let first_revoke = self.rng.between(500_000, 4_000_000);
+        self.schedule(first_revoke, Event::Revoke);
         self.schedule(self.heal_at, Event::Heal);
 
         while let Some(next) = self.queue.pop() {
@@ -311,6 +314,7 @@ impl World {
             }
             Event::Fault => self.inject_fault(),
             Event::Operator => self.operator(),
+            Event::Revoke => self.revoke(),
             Event::HealPartition { generation } => {
                 if generation == self.partition_generation {
                     self.net.cut.clear();
@@ -572,6 +576,21 @@ impl World {
         let to = self.rng.index(self.nodes.len());
         self.log(|| format!("operator asks n{to}: {change:?}"));
         let request = Request { client: u64::MAX, key: Key::Roster, op: Op::Roster(RosterOp::Change { change, expected_version: Some(latest.version) }), timeout_us: 1_000_000 };
+        self.schedule(self.now + 500, Event::Request { to, request });
+    }
+
+    /// An admin revokes whoever holds a random scope: renewals stop, the grant ends by expiry.
+    fn revoke(&mut self) {
+        if self.phase != Phase::Faults {
+            return;
+        }
+        let next = self.rng.between(500_000, 4_000_000);
+        self.schedule(self.now + next, Event::Revoke);
+        let scope = self.scopes[self.rng.index(self.scopes.len())].clone();
+        let to = self.rng.index(self.nodes.len());
+        self.log(|| format!("admin revokes {scope} via n{to}"));
+        let op = Op::Lock(LockOp::Revoke { token: None });
+        let request = Request { client: u64::MAX, key: Key::Scope(scope), op, timeout_us: 1_000_000 };
         self.schedule(self.now + 500, Event::Request { to, request });
     }
 

@@ -65,6 +65,9 @@ pub struct Waiter {
     pub priority: Priority,
     pub reason: Option<String>,
     pub arrival: u64,
+    /// Bumped by every poll, so that a poll is a change the ballot must write: a poll that
+    /// wrote nothing would not reset the place's lease on the voters.
+    pub poll_seq: u64,
     pub elapsed_floor_us: u64,
 }
 
@@ -289,9 +292,11 @@ impl LockRecord {
             return self.renew(at, a.lease_us);
         }
         if let Some(at) = self.queue.iter().position(|w| w.request_id == a.request_id) {
+            let poll_seq = self.next_lease_seq();
             let w = &mut self.queue[at];
             w.elapsed_floor_us = 0;
             w.wait_lease_us = a.wait_lease_us;
+            w.poll_seq = poll_seq;
             return LockResult::Queued { position: at + 1 };
         }
         if self.logged(&a.request_id) == Some(Outcome::Ended) {
@@ -340,6 +345,7 @@ impl LockRecord {
                 priority: a.priority,
                 reason: a.reason.clone(),
                 arrival,
+                poll_seq: 0,
                 elapsed_floor_us: 0,
             },
         );
@@ -557,8 +563,10 @@ mod tests {
         rec.apply(&w("a"), &L);
         rec.apply(&w("b"), &L);
         rec.advance(40, &L);
-        // The waiter polls to keep its place.
+        // The waiter polls to keep its place; that is a change a ballot must write.
+        let before = rec.clone();
         assert_eq!(rec.apply(&w("b"), &L), LockResult::Queued { position: 1 });
+        assert!(!rec.same_state(&before), "a poll must not look like a no-op");
         rec.advance(40, &L);
         assert_eq!(rec.apply(&w("b"), &L), LockResult::Queued { position: 1 });
         rec.advance(20, &L);

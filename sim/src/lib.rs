@@ -86,6 +86,12 @@ pub struct Report {
     pub grants: u64,
     pub events: u64,
     pub roster_version: u64,
+    pub crashes: u64,
+    pub wipes: u64,
+    pub pauses: u64,
+    pub partitions: u64,
+    /// Simulated time the run covered, in microseconds.
+    pub simulated_us: u64,
 }
 
 /// Runs one seed.

@@ -66,16 +66,26 @@ fn main() -> ExitCode {
     }
     let results = run_many(&options, first, seeds, threads);
     let mut violations = 0usize;
-    let mut grants = 0u64;
+    let (mut grants, mut events, mut sim_us, mut crashes, mut wipes, mut pauses, mut partitions, mut rosters) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     for (seed, report) in &results {
         grants += report.grants;
+        events += report.events;
+        sim_us += report.simulated_us;
+        crashes += report.crashes;
+        wipes += report.wipes;
+        pauses += report.pauses;
+        partitions += report.partitions;
+        rosters += report.roster_version.saturating_sub(1);
         for v in &report.violations {
             violations += 1;
             let profile = if options.mixed { Profile::for_seed(*seed) } else { options.profile.clone() };
             println!("seed {seed} ({}): {v}", profile.name());
         }
     }
-    println!("trusted grants: {grants}");
+    println!(
+        "covered: {:.0} simulated minutes, {events} events, {grants} trusted grants, {crashes} crashes ({wipes} wiped disks), {pauses} pauses, {partitions} partitions, {rosters} roster changes",
+        sim_us as f64 / 60e6
+    );
     println!("sim: {seeds} seeds, {violations} violations");
     if violations > 0 {
         ExitCode::FAILURE

@@ -120,6 +120,7 @@ pub(crate) struct World {
     bootstrap_set: Vec<NodeId>,
     partition_generation: u64,
     pub events: u64,
+    pub faults: [u64; 4],
     pub heal_at: u64,
     pub end_at: u64,
 }
@@ -184,6 +185,7 @@ impl World {
             bootstrap_set: Vec::new(),
             partition_generation: 0,
             events: 0,
+            faults: [0; 4],
             heal_at: p.fault_us,
             end_at: p.fault_us + p.liveness_us,
         }
@@ -262,6 +264,11 @@ impl World {
             grants: self.checker.grants_trusted,
             events: self.events,
             roster_version: self.checker.latest_roster.as_ref().map_or(0, |r| r.version),
+            crashes: self.faults[0],
+            wipes: self.faults[1],
+            pauses: self.faults[2],
+            partitions: self.faults[3],
+            simulated_us: self.now,
         }
     }
 
@@ -460,10 +467,12 @@ impl World {
         if pick < h.crash {
             if self.nodes[victim].node.is_some() {
                 self.crash(victim);
+                self.faults[0] += 1;
                 // Losing a voter's disk is survivable only while the other voters are intact, and
                 // only an operator (a roster change) can repair it; more is a lost cluster.
                 let wipe = self.rng.chance(h.wipe) && h.roster_changes && self.can_lose_disk(victim);
                 if wipe {
+                    self.faults[1] += 1;
                     let node = &mut self.nodes[victim];
                     node.disk = Durable::default();
                     node.id.incarnation = self.rng.next_u64() | 1;
@@ -477,6 +486,7 @@ impl World {
             pick -= h.crash;
             pick < h.pause
         } {
+            self.faults[2] += 1;
             let length = self.rng.between(5_000, 2_500_000);
             self.nodes[victim].paused_until = self.now + length;
             let generation = self.nodes[victim].generation;
@@ -484,6 +494,7 @@ impl World {
             self.schedule(self.now + length, Event::Resume { node: victim, generation });
         } else {
             self.partition_generation += 1;
+            self.faults[3] += 1;
             self.net.cut.clear();
             let kind = self.rng.index(4);
             let mut order: Vec<usize> = (0..n).collect();

@@ -130,6 +130,18 @@ impl Checker {
         }
     }
 
+    /// Contract 5: a node installs only a chosen roster, and one roster per version.
+    pub fn installed_roster(&mut self, now_us: u64, node: &NodeId, roster: &Roster) {
+        let id = roster.id();
+        if !self.chosen_rosters.contains(&id) {
+            self.violation(now_us, format!("roster: {node} installed v{} {:?}, never chosen", roster.version, id));
+        }
+        let other = self.chosen_rosters.iter().find(|c| c.version == id.version && **c != id).copied();
+        if let Some(other) = other {
+            self.violation(now_us, format!("roster: two rosters chosen as v{}: {id:?} and {other:?}", id.version));
+        }
+    }
+
     /// Contract 5 and 6: a `locked` answer only after a majority of a roster in force (a chosen
     /// one) durably accepted a record that holds this grant.
     pub fn locked_reply(&mut self, now_us: u64, scope: &str, ballot: Option<Ballot>, holder: &str, token: u64) {

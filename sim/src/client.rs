@@ -365,7 +365,11 @@ impl World {
                         self.clients[c].state = State::Acquiring(wanted);
                         self.wake_client_in(c, POLL_US);
                     }
-                    Ok(Answer::Lock(LockResult::Busy { .. })) => self.give_up(c, &wanted),
+                    Ok(Answer::Lock(LockResult::Busy { .. })) => {
+                        // "Busy" is final, whatever earlier attempts of this request did.
+                        self.checker.refused(self.now, &wanted.scope, &wanted.request_id);
+                        self.rest(c);
+                    }
                     Ok(_) => self.rest(c),
                     Err(Failure::Timeout) => {
                         wanted.unknown = true;

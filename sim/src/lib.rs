@@ -141,6 +141,7 @@ pub fn parse_broken(name: &str) -> Option<Broken> {
         "ages-from-stale-promises" => Broken::AgesFromStalePromises,
         "roster-installed-when-accepted" => Broken::RosterInstalledWhenAccepted,
         "roster-change-before-sweep" => Broken::RosterChangeBeforeSweep,
+        "bare-refusal" => Broken::BareRefusal,
         _ => return None,
     })
 }

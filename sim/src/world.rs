@@ -380,10 +380,14 @@ impl World {
         let Some(batch) = n.pending.pop_front() else { return };
         let from = n.id.clone();
         for write in batch.writes {
-            if let Write::Slot(key, slot) = &write {
-                if let Some(a) = &slot.accepted {
-                    self.checker.durable_acceptance(self.now, &from, key, a);
+            match &write {
+                Write::Slot(key, slot) => {
+                    if let Some(a) = &slot.accepted {
+                        self.checker.durable_acceptance(self.now, &from, key, a);
+                    }
                 }
+                Write::Roster(roster) => self.checker.installed_roster(self.now, &from, roster),
+                Write::RoundReserved(_) | Write::BootstrapAck(_) => {}
             }
             self.nodes[i].disk.apply(write);
         }

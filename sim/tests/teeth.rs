@@ -41,3 +41,8 @@ fn catches_a_roster_installed_when_merely_accepted() {
 fn catches_a_roster_change_applied_before_the_sweep_finished() {
     assert_caught(Broken::RosterChangeBeforeSweep, Profile { roster_churn: true, ..Profile::default() }, 1000);
 }
+
+#[test]
+fn catches_a_bare_busy_after_an_accept_went_out() {
+    assert_caught(Broken::BareRefusal, Profile::default(), 1000);
+}

@@ -20,6 +20,9 @@ pub enum Broken {
     RosterInstalledWhenAccepted,
     /// Allow the next roster change before the sweep of the previous one finished.
     RosterChangeBeforeSweep,
+    /// Answer "busy" bare: without committing the refusal, even after an Accept that may
+    /// carry the request's effect went out (DESIGN-REVIEW P4).
+    BareRefusal,
 }
 
 /// Whether `$config` runs the broken variant `$variant`; always `false` without the feature.

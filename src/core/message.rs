@@ -68,7 +68,8 @@ pub enum Body {
     RosterPull,
     /// Sweep: list the scopes you hold (only answered under the same installed roster).
     ListKeys { sweep: u64 },
-    KeyList { sweep: u64, keys: Vec<String> },
+    /// The scopes a voter holds, and the highest ballot round it has seen (hence promised).
+    KeyList { sweep: u64, keys: Vec<String>, max_round: u64 },
     /// Bootstrap: acknowledge this first roster (each node acknowledges at most one).
     BootstrapOffer { roster: Roster },
     BootstrapAck { roster: RosterId },

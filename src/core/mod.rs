@@ -14,6 +14,8 @@ pub mod durable;
 pub mod lease;
 pub mod message;
 pub mod node;
+#[cfg(test)]
+mod node_tests;
 pub mod proposer;
 pub mod quorum;
 pub mod record;
@@ -45,6 +47,8 @@ pub struct Config {
     pub backoff_max_us: u64,
     /// Most operations on one scope decided by one ballot.
     pub max_batch: usize,
+    /// Most operations on one scope waiting at one node for a ballot; more are refused.
+    pub max_queued_per_key: usize,
     /// How often a node checks for an unfinished roster sweep to resume.
     pub sweep_check_us: u64,
     /// Scopes a sweep rewrites at once.
@@ -65,6 +69,7 @@ impl Default for Config {
             backoff_base_us: 5_000,
             backoff_max_us: 500_000,
             max_batch: 256,
+            max_queued_per_key: 4096,
             sweep_check_us: 5_000_000,
             sweep_parallel: 64,
             bootstrap_resend_us: 1_000_000,

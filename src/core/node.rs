@@ -30,8 +30,9 @@ pub enum RosterOp {
     /// `expected_version` is given, only to that roster version (compare-and-set, so that
     /// automation deciding on one roster never applies its change to a later one).
     Change { change: RosterChange, expected_version: Option<u64> },
-    /// Record that every scope was rewritten under roster `version`.
-    MarkSwept { version: u64 },
+    /// Record that every scope was rewritten under roster `version`, and that every ballot
+    /// round promised under earlier rosters is at most `round_floor`.
+    MarkSwept { version: u64, round_floor: u64 },
     Read,
 }
 
@@ -72,6 +73,8 @@ pub enum Failure {
     NoRoster,
     /// The request is malformed (the key and operation do not match); nothing changed.
     Invalid(&'static str),
+    /// Too many requests for this key are already waiting here; nothing changed.
+    Overloaded,
 }
 
 /// A client request for one register.
@@ -160,6 +163,14 @@ impl Node {
     /// Starts a node from its durable state (empty for a new data dir). Ages of accepted
     /// values restart at `now`; ballots continue above the persisted high-water mark.
     pub fn new(config: Config, id: NodeId, durable: Durable, now: Time, seed: u64) -> Node {
+        // Every round this voter promised or accepted, so sweeps can put later ballots above.
+        let highest_slot_round = durable
+            .slots
+            .values()
+            .flat_map(|s| s.promised.iter().chain(s.accepted.iter().map(|a| &a.ballot)))
+            .map(|b| b.round)
+            .max()
+            .unwrap_or(0);
         #[allow(unused_mut)]
         let mut acceptor = Acceptor::recover(durable.slots, now);
         #[cfg(feature = "broken-variants")]
@@ -173,7 +184,7 @@ impl Node {
             roster: durable.roster,
             acceptor,
             round_reserved: durable.round_reserved,
-            max_round_seen: durable.round_reserved,
+            max_round_seen: durable.round_reserved.max(highest_slot_round),
             bootstrap_ack: durable.bootstrap_ack,
             bootstrapping: None,
             proposals: BTreeMap::new(),
@@ -346,20 +357,22 @@ impl Node {
                 }
             }
             Body::ListKeys { sweep } => {
-                if self.voter_check(&from, their_roster).is_ok() {
+                if self.voter_check(&from, their_roster, Ballot { round: u64::MAX, proposer: 0 }).is_ok() {
                     let keys = self.acceptor.scopes();
-                    self.send(from, Body::KeyList { sweep, keys });
+                    let max_round = self.max_round_seen;
+                    self.send(from, Body::KeyList { sweep, keys, max_round });
                 }
             }
-            Body::KeyList { sweep, keys } => self.on_key_list(now, from, their_roster, sweep, keys),
+            Body::KeyList { sweep, keys, max_round } => self.on_key_list(now, from, their_roster, sweep, keys, max_round),
             Body::BootstrapOffer { roster } => self.on_bootstrap_offer(from, roster),
             Body::BootstrapAck { roster } => self.on_bootstrap_ack(now, from, roster),
         }
     }
 
-    /// Whether this node may vote on a message tagged with `their_roster`: only under exactly
-    /// its own installed roster, and only if that roster lists this very incarnation.
-    fn voter_check(&mut self, from: &NodeId, their_roster: Option<RosterId>) -> Result<(), Refusal> {
+    /// Whether this node may vote on a ballot tagged with `their_roster`: only under exactly
+    /// its own installed roster, only if that roster lists this very incarnation, and only
+    /// above the roster's round floor.
+    fn voter_check(&mut self, from: &NodeId, their_roster: Option<RosterId>, ballot: Ballot) -> Result<(), Refusal> {
         let Some(mine) = &self.roster else {
             self.sync_roster(from, their_roster);
             return Err(Refusal::RosterMismatch);
@@ -370,6 +383,9 @@ impl Node {
         }
         if !mine.contains(&self.id) {
             return Err(Refusal::NotVoter);
+        }
+        if ballot.round <= mine.round_floor {
+            return Err(Refusal::Promised(Ballot { round: mine.round_floor, proposer: u64::MAX }));
         }
         Ok(())
     }
@@ -399,7 +415,7 @@ impl Node {
 
     fn on_prepare(&mut self, now: Time, from: NodeId, their_roster: Option<RosterId>, key: Key, ballot: Ballot) {
         self.max_round_seen = self.max_round_seen.max(ballot.round);
-        if let Err(why) = self.voter_check(&from, their_roster) {
+        if let Err(why) = self.voter_check(&from, their_roster, ballot) {
             self.send(from, Body::Refuse { key, ballot, why });
             return;
         }
@@ -416,7 +432,7 @@ impl Node {
 
     fn on_accept(&mut self, now: Time, from: NodeId, their_roster: Option<RosterId>, key: Key, ballot: Ballot, value: Value) {
         self.max_round_seen = self.max_round_seen.max(ballot.round);
-        if let Err(why) = self.voter_check(&from, their_roster) {
+        if let Err(why) = self.voter_check(&from, their_roster, ballot) {
             self.send(from, Body::Refuse { key, ballot, why });
             return;
         }
@@ -458,6 +474,7 @@ impl Node {
         if !newer {
             return;
         }
+        self.max_round_seen = self.max_round_seen.max(roster.round_floor);
         let old = self.roster.replace(roster.clone());
         if old.is_none() && roster.version == 1 {
             // The first roster: every voter acknowledged it before anyone installed it, so it
@@ -542,9 +559,10 @@ pub(super) fn apply_roster_ops(
                         }
                     }
                 }
-                RosterOp::MarkSwept { version } => {
-                    if roster.version == *version {
+                RosterOp::MarkSwept { version, round_floor } => {
+                    if roster.version == *version && !roster.sweep_done {
                         roster.sweep_done = true;
+                        roster.round_floor = roster.round_floor.max(*round_floor);
                     }
                     RosterResult::Swept
                 }
@@ -568,6 +586,10 @@ pub(super) fn apply_lock_ops(base: LockRecord, elapsed_us: u64, ops: &[PendingOp
             Op::Roster(_) => Answer::Lock(LockResult::NotHolder),
         })
         .collect();
+    #[cfg(feature = "broken-variants")]
+    if broken!(config, BareRefusal) {
+        record.log.retain(|e| e.outcome != super::record::Outcome::Refused);
+    }
     // A record that breaks its own invariants would double-grant: stop here, loudly.
     if let Err(e) = record.check_invariants() {
         panic!("lock record invariant broken: {e}");

@@ -94,7 +94,12 @@ pub(super) enum Vote {
 impl Node {
     /// Queues an operation for its register and starts a ballot if none is in flight.
     pub(super) fn enqueue(&mut self, now: Time, key: Key, op: PendingOp) {
-        self.waiting.entry(key.clone()).or_default().push(op);
+        let waiting = self.waiting.entry(key.clone()).or_default();
+        if waiting.len() >= self.config.max_queued_per_key {
+            self.reply(now, &key, op.client, Err(Failure::Overloaded), 0, None);
+            return;
+        }
+        waiting.push(op);
         if !self.proposals.contains_key(&key) {
             self.start_proposal(now, key, 0, Vec::new());
         }
@@ -265,7 +270,11 @@ impl Node {
             self.after_ballot(now, &key);
             return;
         };
-        if !changed && read.chosen {
+        // Answer without writing only from a chosen value that changes nothing, and only if
+        // no op of this batch may have had its effect in an Accept we sent: a negative answer
+        // for such an op must be decided at a ballot above that Accept (contract 6).
+        let may_have_taken_effect = p.ops.iter().any(|op| op.accept_sent) && !broken!(self.config, BareRefusal);
+        if !changed && read.chosen && !may_have_taken_effect {
             let ops = std::mem::take(&mut p.ops);
             let ballot = read.highest.unwrap_or(p.ballot);
             self.finish(now, &key, value, ops, answers, promises.len(), ballot);

@@ -78,6 +78,10 @@ pub enum Outcome {
     Ended,
     /// This release request was applied.
     Released,
+    /// This acquire was refused (busy). Recording it makes the refusal a change that is
+    /// committed at the deciding ballot, so a late copy of the request cannot be granted
+    /// after its sender was told "busy" (DESIGN-REVIEW P4).
+    Refused,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,9 +262,10 @@ impl LockRecord {
                     // Granted by handoff before the waiter gave up; it never learnt of the
                     // grant, so it never trusted it, and freeing it at once is safe.
                     self.holders.remove(at);
-                } else {
+                } else if self.logged(request_id).is_some() {
                     return LockResult::Cancelled;
                 }
+                // Also for a request not seen yet: a late copy of it must not be granted.
                 self.remember(request_id.clone(), Outcome::Ended, limits);
                 self.promote(limits);
                 LockResult::Cancelled
@@ -299,8 +304,13 @@ impl LockRecord {
             w.poll_seq = poll_seq;
             return LockResult::Queued { position: at + 1 };
         }
-        if self.logged(&a.request_id) == Some(Outcome::Ended) {
-            return LockResult::Expired;
+        match self.logged(&a.request_id) {
+            Some(Outcome::Ended) => return LockResult::Expired,
+            Some(Outcome::Refused) => {
+                let holders = self.holders.iter().map(|g| g.holder.clone()).collect();
+                return LockResult::Busy { holders, queue_full: false };
+            }
+            Some(Outcome::Released) | None => {}
         }
         if self.compatible(a.lock_type, limits) {
             let token = match (a.lock_type, self.holders.first()) {
@@ -324,11 +334,9 @@ impl LockRecord {
             return LockResult::Locked { token, lease_us: a.lease_us, lock_type: a.lock_type, lease_seq };
         }
         let holders = self.holders.iter().map(|g| g.holder.clone()).collect();
-        if !a.wait {
-            return LockResult::Busy { holders, queue_full: false };
-        }
-        if self.queue.len() >= limits.max_waiters {
-            return LockResult::Busy { holders, queue_full: true };
+        if !a.wait || self.queue.len() >= limits.max_waiters {
+            self.remember(a.request_id.clone(), Outcome::Refused, limits);
+            return LockResult::Busy { holders, queue_full: a.wait };
         }
         let arrival = self.next_arrival;
         self.next_arrival += 1;

@@ -35,7 +35,9 @@ pub struct RosterId {
 }
 
 /// A voter set. `sweep_done` records that every scope has been rewritten under this roster,
-/// which the next change requires (see docs/PROTOCOL.md, "Roster changes").
+/// which the next change requires; `round_floor` is above every ballot round ever promised
+/// under earlier rosters, and every later ballot must be above it (see docs/PROTOCOL.md,
+/// "Roster changes"). Neither is part of the roster's identity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Roster {
     /// Digest of the first roster; checked in every handshake so two clusters never mix.
@@ -44,6 +46,7 @@ pub struct Roster {
     /// Sorted by name, names unique.
     pub voters: Vec<NodeId>,
     pub sweep_done: bool,
+    pub round_floor: u64,
 }
 
 /// A proposed change of one member.
@@ -71,7 +74,7 @@ impl Roster {
         voters.sort();
         voters.dedup_by(|a, b| a.name == b.name);
         let cluster_id = digest_voters(0, 0, &voters);
-        Roster { cluster_id, version: 1, voters, sweep_done: true }
+        Roster { cluster_id, version: 1, voters, sweep_done: true, round_floor: 0 }
     }
 
     pub fn id(&self) -> RosterId {
@@ -107,7 +110,7 @@ impl Roster {
                 voters.remove(at);
             }
         }
-        Ok(Roster { cluster_id: self.cluster_id, version: self.version + 1, voters, sweep_done: false })
+        Ok(Roster { version: self.version + 1, voters, sweep_done: false, ..self.clone() })
     }
 }
 

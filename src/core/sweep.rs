@@ -6,7 +6,11 @@
 //! roster before the next change. It lists scopes from a majority of voters that have installed
 //! the new roster (they refuse messages under the old one from then on, so no scope can appear
 //! behind the listing), then runs a full Prepare (and an Accept where the highest value is not
-//! already on a majority) per scope. Any node may run or resume it; it is idempotent.
+//! already on a majority) per scope. The listing also reports the highest ballot round each
+//! voter has seen; the sweep records the largest as the roster's `round_floor`, above which
+//! every later ballot must be, so that a value a lone voter accepted at a high round on a scope
+//! nobody listed can never override a later choice. Any node may run or resume a sweep; it is
+//! idempotent.
 
 use std::collections::BTreeSet;
 
@@ -27,9 +31,10 @@ pub struct Sweep {
 #[derive(Clone, Debug)]
 pub enum Stage {
     /// Collecting scope lists from a majority of the new roster.
-    Listing { replies: BTreeSet<NodeId>, keys: BTreeSet<String> },
+    Listing { replies: BTreeSet<NodeId>, keys: BTreeSet<String>, max_round: u64 },
     /// Rewriting scopes, a bounded number at a time; failures are retried on the next check.
-    Rewriting { pending: Vec<String>, in_flight: usize, failed: Vec<String> },
+    /// `round_floor`: the highest round the listing voters had seen.
+    Rewriting { pending: Vec<String>, in_flight: usize, failed: Vec<String>, round_floor: u64 },
     /// Recording `sweep_done` in the roster register.
     Marking,
 }
@@ -47,14 +52,22 @@ impl Node {
         self.sweep = Some(Sweep {
             id,
             version: roster.version,
-            stage: Stage::Listing { replies: BTreeSet::new(), keys: BTreeSet::new() },
+            stage: Stage::Listing { replies: BTreeSet::new(), keys: BTreeSet::new(), max_round: 0 },
         });
         for voter in roster.voters {
             self.send(voter, Body::ListKeys { sweep: id });
         }
     }
 
-    pub(super) fn on_key_list(&mut self, now: Time, from: NodeId, their_roster: Option<RosterId>, id: u64, list: Vec<String>) {
+    pub(super) fn on_key_list(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        their_roster: Option<RosterId>,
+        id: u64,
+        list: Vec<String>,
+        their_max_round: u64,
+    ) {
         let Some(roster) = self.roster.clone() else { return };
         if their_roster != Some(roster.id()) || !roster.contains(&from) {
             return;
@@ -63,12 +76,14 @@ impl Node {
         if sweep.id != id {
             return;
         }
-        let Stage::Listing { replies, keys } = &mut sweep.stage else { return };
+        let Stage::Listing { replies, keys, max_round } = &mut sweep.stage else { return };
         replies.insert(from);
         keys.extend(list);
+        *max_round = (*max_round).max(their_max_round);
         if replies.len() >= roster.majority() {
             let pending = std::mem::take(keys).into_iter().rev().collect();
-            sweep.stage = Stage::Rewriting { pending, in_flight: 0, failed: Vec::new() };
+            let round_floor = *max_round;
+            sweep.stage = Stage::Rewriting { pending, in_flight: 0, failed: Vec::new(), round_floor };
             self.pump_sweep(now);
         }
     }
@@ -80,7 +95,8 @@ impl Node {
         loop {
             let Some(sweep) = self.sweep.as_mut() else { return };
             let version = sweep.version;
-            let Stage::Rewriting { pending, in_flight, failed } = &mut sweep.stage else { return };
+            let Stage::Rewriting { pending, in_flight, failed, round_floor } = &mut sweep.stage else { return };
+            let round_floor = *round_floor;
             if *in_flight >= parallel {
                 return;
             }
@@ -97,7 +113,7 @@ impl Node {
             sweep.stage = Stage::Marking;
             let op = PendingOp {
                 client: Client::Sweep(version),
-                op: Op::Roster(RosterOp::MarkSwept { version }),
+                op: Op::Roster(RosterOp::MarkSwept { version, round_floor }),
                 deadline,
                 accept_sent: false,
             };
@@ -142,7 +158,7 @@ impl Node {
             Some(sweep) if sweep.version != roster.version => self.start_sweep(now),
             Some(sweep) => match &mut sweep.stage {
                 Stage::Listing { .. } => self.start_sweep(now),
-                Stage::Rewriting { pending, in_flight, failed } => {
+                Stage::Rewriting { pending, in_flight, failed, .. } => {
                     if *in_flight == 0 && !failed.is_empty() {
                         pending.append(failed);
                         self.pump_sweep(now);

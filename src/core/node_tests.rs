@@ -1,0 +1,396 @@
+//! Node-level tests on a tiny in-memory cluster that delivers every message at once. The
+//! simulator explores schedules; these pin down specific ones.
+
+use std::collections::VecDeque;
+
+use super::*;
+
+struct Cluster {
+    nodes: Vec<Node>,
+    disks: Vec<Durable>,
+    inbox: VecDeque<Envelope>,
+    replies: Vec<Reply>,
+    now: Time,
+}
+
+impl Cluster {
+    fn new(n: usize) -> Cluster {
+        let ids: Vec<NodeId> = (0..n).map(|i| NodeId::new(format!("n{i}"), 100 + i as u64)).collect();
+        let nodes = ids.iter().map(|id| Node::new(Config::default(), id.clone(), Durable::default(), Time(0), 7)).collect();
+        let mut c = Cluster { nodes, disks: vec![Durable::default(); n], inbox: VecDeque::new(), replies: Vec::new(), now: Time(0) };
+        for i in 0..n {
+            c.nodes[i].bootstrap(Time(0), ids.clone()).unwrap();
+        }
+        c.settle();
+        c
+    }
+
+    fn index(&self, id: &NodeId) -> usize {
+        self.nodes.iter().position(|n| n.id() == id).unwrap()
+    }
+
+    /// Collects every node's output (persisting writes first), without delivering.
+    fn collect(&mut self) {
+        for i in 0..self.nodes.len() {
+            let out = self.nodes[i].drain();
+            for w in out.writes {
+                self.disks[i].apply(w);
+            }
+            self.inbox.extend(out.messages);
+            self.replies.extend(out.replies);
+        }
+    }
+
+    /// Delivers messages until none are left.
+    fn settle(&mut self) {
+        self.collect();
+        while let Some(e) = self.inbox.pop_front() {
+            let to = self.index(&e.to);
+            self.nodes[to].handle_message(self.now, e);
+            self.collect();
+        }
+    }
+
+    fn request(&mut self, node: usize, client: u64, key: Key, op: Op) {
+        self.nodes[node].handle_request(self.now, Request { client, key, op, timeout_us: 5_000_000 });
+    }
+
+    fn take_reply(&mut self, client: u64) -> Reply {
+        let at = self.replies.iter().position(|r| r.client == client).expect("a reply");
+        self.replies.remove(at)
+    }
+}
+
+fn acquire(id: &str) -> Op {
+    Op::Lock(LockOp::Acquire(Acquire {
+        request_id: RequestId(id.into()),
+        holder: id.into(),
+        lock_type: LockType::Write,
+        lease_us: 10_000_000,
+        wait: false,
+        wait_lease_us: 1_000_000,
+        priority: Priority::Normal,
+        reason: None,
+        node: "n0".into(),
+    }))
+}
+
+fn scope() -> Key {
+    Key::Scope("db-migration".into())
+}
+
+#[test]
+fn bootstrap_installs_the_same_first_roster_everywhere() {
+    let c = Cluster::new(3);
+    let first = c.nodes[0].roster().cloned().unwrap();
+    assert_eq!(first.version, 1);
+    for n in &c.nodes {
+        assert_eq!(n.roster(), Some(&first));
+    }
+}
+
+#[test]
+fn a_grant_needs_a_majority_and_the_second_writer_is_busy() {
+    let mut c = Cluster::new(3);
+    c.request(0, 1, scope(), acquire("a"));
+    c.settle();
+    let reply = c.take_reply(1);
+    assert!(matches!(reply.result, Ok(Answer::Lock(LockResult::Locked { token: 1, .. }))), "{reply:?}");
+    assert!(reply.agreed >= 2 && reply.voters == 3);
+    c.request(2, 2, scope(), acquire("b"));
+    c.settle();
+    assert!(matches!(c.take_reply(2).result, Ok(Answer::Lock(LockResult::Busy { .. }))));
+}
+
+#[test]
+fn without_a_majority_nothing_is_granted() {
+    let mut c = Cluster::new(3);
+    // Messages to and from n1 and n2 are lost: n0 is alone.
+    c.request(0, 1, scope(), acquire("a"));
+    c.collect();
+    c.inbox.clear();
+    for t in 1..=12 {
+        c.now = Time(t * 500_000);
+        c.nodes[0].handle_timeout(c.now);
+        c.collect();
+        c.inbox.retain(|e| e.to == *c.nodes[0].id() && e.from == *c.nodes[0].id());
+    }
+    let reply = c.take_reply(1);
+    assert_eq!(reply.result, Err(Failure::NoQuorum));
+}
+
+#[test]
+fn a_ballot_keeps_the_roster_it_started_under() {
+    // Regression (simulator, PROTOCOL §11.2): a ballot counted over roster v1 must not tag
+    // its Accepts with v2 installed meanwhile, or v2 voters could make it win with too few.
+    let mut c = Cluster::new(3);
+    c.request(0, 1, scope(), acquire("a"));
+    c.collect();
+    let prepares: Vec<Envelope> = c.inbox.drain(..).collect();
+    assert!(prepares.iter().all(|e| e.roster.map(|r| r.version) == Some(1)));
+    // Meanwhile a roster change is decided elsewhere, and n0 learns of it.
+    let d = NodeId::new("n3", 103);
+    c.request(1, 9, Key::Roster, Op::Roster(RosterOp::Change { change: RosterChange::Add(d.clone()), expected_version: None }));
+    c.collect();
+    let mut pending: VecDeque<Envelope> = c.inbox.drain(..).collect();
+    while let Some(e) = pending.pop_front() {
+        if e.to == d {
+            continue; // n3 does not exist in this test
+        }
+        let to = c.index(&e.to);
+        c.nodes[to].handle_message(c.now, e);
+        let out = c.nodes[to].drain();
+        for w in out.writes {
+            c.disks[to].apply(w);
+        }
+        c.replies.extend(out.replies);
+        pending.extend(out.messages.into_iter().filter(|m| !matches!(m.body, Body::Accept { key: Key::Scope(_), .. } | Body::Promise { key: Key::Scope(_), .. })));
+    }
+    assert_eq!(c.nodes[0].roster().map(|r| r.version), Some(2));
+    // Now the old ballot's promises arrive; its Accepts must still say v1.
+    for e in prepares {
+        let to = c.index(&e.to);
+        c.nodes[to].handle_message(c.now, e);
+    }
+    c.collect();
+    let accepts: Vec<&Envelope> = c.inbox.iter().filter(|e| matches!(e.body, Body::Accept { key: Key::Scope(_), .. })).collect();
+    for a in &accepts {
+        assert_eq!(a.roster.map(|r| r.version), Some(1), "an Accept of a v1 ballot tagged {:?}", a.roster);
+    }
+}
+
+#[test]
+fn a_roster_change_is_installed_everywhere_and_swept() {
+    let mut c = Cluster::new(4);
+    // Start with a three-voter cluster that n3 joins.
+    let mut c3 = Cluster::new(3);
+    let n3 = Node::new(Config::default(), NodeId::new("n3", 103), Durable::default(), Time(0), 7);
+    c3.nodes.push(n3);
+    c3.disks.push(Durable::default());
+    c3.request(0, 1, scope(), acquire("a"));
+    c3.settle();
+    let id3 = c3.nodes[3].id().clone();
+    c3.request(1, 2, Key::Roster, Op::Roster(RosterOp::Change { change: RosterChange::Add(id3.clone()), expected_version: Some(1) }));
+    c3.settle();
+    assert!(matches!(c3.take_reply(2).result, Ok(Answer::Roster(RosterResult::Changed(_)))));
+    for n in &c3.nodes {
+        let r = n.roster().unwrap();
+        assert_eq!((r.version, r.sweep_done), (2, true), "{} has {r:?}", n.id());
+        assert!(r.contains(&id3));
+    }
+    // The swept scope now sits on the new voter too.
+    assert!(c3.disks[3].slots.contains_key(&scope()));
+    // A compare-and-set on a stale version is refused.
+    c3.request(2, 3, Key::Roster, Op::Roster(RosterOp::Change { change: RosterChange::Remove(id3), expected_version: Some(1) }));
+    c3.settle();
+    assert!(matches!(c3.take_reply(3).result, Ok(Answer::Roster(RosterResult::Refused(RosterRefusal::Moved { current: 2 })))));
+    c.settle();
+}
+
+/// A harness with named nodes, a message filter (to lose chosen messages) and time.
+struct Net {
+    nodes: Vec<Node>,
+    queue: VecDeque<Envelope>,
+    replies: Vec<Reply>,
+    now: u64,
+}
+
+type Filter<'a> = &'a dyn Fn(&Envelope) -> bool;
+
+fn keep_all(_: &Envelope) -> bool {
+    false
+}
+
+impl Net {
+    fn new(names: &[&str], durables: Vec<Durable>, config: Config) -> Net {
+        let nodes = names
+            .iter()
+            .zip(durables)
+            .enumerate()
+            .map(|(i, (name, d))| Node::new(config.clone(), NodeId::new(*name, i as u64 + 1), d, Time(0), 7))
+            .collect();
+        Net { nodes, queue: VecDeque::new(), replies: Vec::new(), now: 0 }
+    }
+
+    fn idx(&self, name: &str) -> usize {
+        self.nodes.iter().position(|n| n.id().name == name).unwrap()
+    }
+
+    fn id(&self, name: &str) -> NodeId {
+        self.nodes[self.idx(name)].id().clone()
+    }
+
+    fn collect(&mut self, i: usize) {
+        let out = self.nodes[i].drain();
+        self.queue.extend(out.messages);
+        self.replies.extend(out.replies);
+    }
+
+    /// Delivers queued messages (dropping those `drop` selects) until none are left.
+    fn pump(&mut self, drop: Filter) {
+        while let Some(e) = self.queue.pop_front() {
+            if drop(&e) {
+                continue;
+            }
+            let i = self.idx(&e.to.name);
+            self.nodes[i].handle_message(Time(self.now), e);
+            self.collect(i);
+        }
+    }
+
+    /// Lets `us` of time pass, firing timers and delivering messages.
+    fn run(&mut self, us: u64, drop: Filter) {
+        let end = self.now + us;
+        self.pump(drop);
+        while let Some(t) = self.nodes.iter().filter_map(Node::next_timeout).map(|t| t.0).filter(|t| *t <= end).min() {
+            self.now = self.now.max(t);
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].next_timeout().is_some_and(|x| x.0 <= self.now) {
+                    self.nodes[i].handle_timeout(Time(self.now));
+                    self.collect(i);
+                }
+            }
+            self.pump(drop);
+        }
+        self.now = end;
+    }
+
+    fn request(&mut self, node: &str, client: u64, key: Key, op: Op) {
+        let i = self.idx(node);
+        self.nodes[i].handle_request(Time(self.now), Request { client, key, op, timeout_us: 20_000_000 });
+        self.collect(i);
+    }
+
+    fn bootstrap(&mut self, voters: &[&str]) {
+        let ids: Vec<NodeId> = voters.iter().map(|n| self.id(n)).collect();
+        for v in voters {
+            let i = self.idx(v);
+            self.nodes[i].bootstrap(Time(self.now), ids.clone()).unwrap();
+            self.collect(i);
+        }
+        self.pump(&keep_all);
+        // The other nodes learn the roster as they would by pulling it.
+        let first = self.nodes[self.idx(voters[0])].roster().cloned().unwrap();
+        for i in 0..self.nodes.len() {
+            let from = self.id(voters[0]);
+            let to = self.nodes[i].id().clone();
+            self.queue.push_back(Envelope { from, to, roster: Some(first.id()), body: Body::Commit { roster: first.clone() } });
+        }
+        self.pump(&keep_all);
+    }
+
+    fn result(&self, client: u64) -> Option<&Result<Answer, Failure>> {
+        self.replies.iter().rev().find(|r| r.client == client).map(|r| &r.result)
+    }
+}
+
+fn acquire_for(holder: &str, lease_us: u64, wait: bool) -> Op {
+    Op::Lock(LockOp::Acquire(Acquire {
+        request_id: RequestId(format!("req-{holder}")),
+        holder: holder.into(),
+        lock_type: LockType::Write,
+        lease_us,
+        wait,
+        wait_lease_us: 5_000_000,
+        priority: Priority::Normal,
+        reason: None,
+        node: String::new(),
+    }))
+}
+
+fn is_locked(result: Option<&Result<Answer, Failure>>) -> bool {
+    matches!(result, Some(Ok(Answer::Lock(LockResult::Locked { .. }))))
+}
+
+/// Regression (review, PROTOCOL §11.8): a value accepted by a single voter at a high round,
+/// for a scope no sweep listed, must not override a record chosen later under a roster two
+/// changes on. Sweeps record a round floor above every round promised before; every later
+/// ballot goes above it.
+#[test]
+fn a_minority_value_at_a_high_round_does_not_survive_two_roster_changes() {
+    let names = ["A", "B", "C", "D", "E", "P"];
+    let mut durables: Vec<Durable> = names.iter().map(|_| Durable::default()).collect();
+    // P restarted often: its ballot rounds are far above everybody else's.
+    durables[5].round_reserved = 100_000;
+    let config = Config { sweep_check_us: 1_000_000_000, ..Config::default() };
+    let mut net = Net::new(&names, durables, config);
+    net.bootstrap(&["A", "B", "C"]);
+
+    // Z acquires via P: the Prepare reaches A and B, the Accept only A; then P is gone.
+    net.request("P", 100, scope(), acquire_for("Z", 1_000_000, false));
+    let to_a_only = |e: &Envelope| {
+        e.from.name == "P" && (e.to.name == "C" || (e.to.name == "B" && matches!(e.body, Body::Accept { .. })))
+    };
+    net.pump(&to_a_only);
+    let without_p = |e: &Envelope| e.from.name == "P" || e.to.name == "P";
+
+    // Two roster changes through C; A's scope lists are lost, so the scope is never listed.
+    let lose_a_list = |e: &Envelope| without_p(e) || (e.from.name == "A" && matches!(e.body, Body::KeyList { .. }));
+    for (client, name) in [(200, "D"), (201, "E")] {
+        let change = RosterChange::Add(net.id(name));
+        net.request("C", client, Key::Roster, Op::Roster(RosterOp::Change { change, expected_version: None }));
+        net.run(200_000, &lose_a_list);
+    }
+    assert!(net.nodes.iter().take(5).all(|n| n.roster().is_some_and(|r| r.version == 3 && r.sweep_done)));
+
+    // C1 acquires via C with the quorum {C, D, E}.
+    let c_alone = |e: &Envelope| without_p(e) || (e.from.name == "C" && (e.to.name == "A" || e.to.name == "B"));
+    net.request("C", 300, scope(), acquire_for("C1", 30_000_000, false));
+    net.run(100_000, &c_alone);
+    assert!(is_locked(net.result(300)), "C1: {:?}", net.result(300));
+
+    // Two seconds later C2 acquires via D with the quorum {A, D, E}: C1 still holds.
+    net.run(2_000_000, &without_p);
+    let d_without_b_c = |e: &Envelope| without_p(e) || (e.from.name == "D" && (e.to.name == "B" || e.to.name == "C"));
+    net.request("D", 400, scope(), acquire_for("C2", 30_000_000, false));
+    net.run(2_000_000, &d_without_b_c);
+    assert!(!is_locked(net.result(400)), "C2 was granted while C1 held: {:?}", net.result(400));
+}
+
+/// Regression (review, DESIGN-REVIEW P4): once an Accept carrying alice's grant went out,
+/// "busy" may only come from a ballot above it, so no later proposer can complete her grant.
+#[test]
+fn busy_after_an_accept_went_out_is_committed_above_it() {
+    let names = ["A", "B", "C", "P1", "P2", "P3"];
+    let mut durables: Vec<Durable> = names.iter().map(|_| Durable::default()).collect();
+    // P2 restarted before: its first ballot is above P1's.
+    durables[4].round_reserved = 100;
+    let mut net = Net::new(&names, durables, Config::default());
+    net.bootstrap(&["A", "B", "C"]);
+
+    net.request("P1", 1, scope(), acquire_for("D", 30_000_000, false));
+    net.run(10_000, &keep_all);
+    assert!(is_locked(net.result(1)));
+    // D's release reaches A only; then P1 is gone.
+    let release = Op::Lock(LockOp::Release {
+        request_id: RequestId("rel-D".into()),
+        grant: GrantRef { holder: "D".into(), token: 1, acquired_by: Some(RequestId("req-D".into())) },
+    });
+    net.request("P1", 2, scope(), release);
+    net.pump(&|e: &Envelope| e.from.name == "P1" && matches!(e.body, Body::Accept { .. }) && e.to.name != "A");
+    let without_p1 = |e: &Envelope| e.from.name == "P1" || e.to.name == "P1";
+
+    // alice's acquire via P2: promises from A and B (lock free on A), her Accept reaches A only.
+    net.request("P2", 3, scope(), acquire_for("alice", 30_000_000, false));
+    let first_try = |e: &Envelope| {
+        without_p1(e) || (e.from.name == "P2" && (e.to.name == "C" || (e.to.name == "B" && matches!(e.body, Body::Accept { .. }))))
+    };
+    net.pump(&first_try);
+    // P2 retries without A: B and C still hold D's grant, which is chosen.
+    let without_a = |e: &Envelope| without_p1(e) || (e.from.name == "P2" && e.to.name == "A");
+    while net.result(3).is_none() {
+        net.run(100_000, &without_a);
+    }
+    assert!(matches!(net.result(3), Some(Ok(Answer::Lock(LockResult::Busy { .. })))), "{:?}", net.result(3));
+
+    // Later, eve reads through P3 with the quorum {A, B}: alice must hold nothing.
+    let a_b = |e: &Envelope| without_p1(e) || e.to.name == "P2" || (e.from.name == "P3" && e.to.name == "C");
+    net.request("P3", 5, scope(), Op::Lock(LockOp::Read));
+    net.run(1_000_000, &a_b);
+    match net.result(5) {
+        Some(Ok(Answer::Lock(LockResult::Record(record)))) => {
+            assert!(record.holders.iter().all(|g| g.holder != "alice"), "alice was told busy yet holds: {record:?}");
+        }
+        other => panic!("read failed: {other:?}"),
+    }
+}

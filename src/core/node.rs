@@ -463,6 +463,9 @@ impl Node {
     pub(super) fn learn_roster(&mut self, now: Time, roster: Roster, announce: bool) {
         let newer = match &self.roster {
             None => true,
+            // Another cluster's roster is never installed (the runtime's handshake checks the
+            // cluster id too; this keeps the core safe on its own).
+            Some(current) if current.cluster_id != roster.cluster_id => false,
             Some(current) => {
                 roster.version > current.version
                     || (roster.version == current.version

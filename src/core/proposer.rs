@@ -265,7 +265,8 @@ impl Node {
             // A register holding the wrong kind of value, or a roster register no voter of
             // this quorum holds: nothing can be decided here.
             for op in std::mem::take(&mut p.ops) {
-                self.reply(now, &key, op.client, Err(Failure::Invalid("register holds no usable value")), 0, None);
+                let failure = if op.accept_sent { Failure::Timeout } else { Failure::Invalid("register holds no usable value") };
+                self.reply(now, &key, op.client, Err(failure), 0, None);
             }
             self.after_ballot(now, &key);
             return;

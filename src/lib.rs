@@ -1,6 +1,9 @@
 //! lockmesh: a peer-to-peer distributed lock service.
 //!
-//! `core` is the sans-IO protocol (see ARCHITECTURE.md and docs/PROTOCOL.md). The runtime
-//! (QUIC mesh, storage, HTTP API) is built on it in later modules.
+//! `core` is the sans-IO protocol (see ARCHITECTURE.md and docs/PROTOCOL.md); the other
+//! modules are the runtime that runs it as a node: certificates, storage, the QUIC mesh.
 
+pub mod certs;
 pub mod core;
+pub mod mesh;
+pub mod store;

@@ -313,7 +313,7 @@ impl World {
     }
 
     fn grant_ref(&self, c: usize, held: &Held) -> GrantRef {
-        GrantRef { holder: self.clients[c].holder.clone(), token: held.token, acquired_by: Some(held.acquired_by.clone()) }
+        GrantRef { holder: self.clients[c].holder.clone(), token: Some(held.token), acquired_by: Some(held.acquired_by.clone()) }
     }
 
     fn send_cancel(&mut self, c: usize, scope: String, request_id: RequestId, attempts: u32) {

@@ -364,7 +364,7 @@ fn busy_after_an_accept_went_out_is_committed_above_it() {
     // D's release reaches A only; then P1 is gone.
     let release = Op::Lock(LockOp::Release {
         request_id: RequestId("rel-D".into()),
-        grant: GrantRef { holder: "D".into(), token: 1, acquired_by: Some(RequestId("req-D".into())) },
+        grant: GrantRef { holder: "D".into(), token: Some(1), acquired_by: Some(RequestId("req-D".into())) },
     });
     net.request("P1", 2, scope(), release);
     net.pump(&|e: &Envelope| e.from.name == "P1" && matches!(e.body, Body::Accept { .. }) && e.to.name != "A");

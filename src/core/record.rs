@@ -137,20 +137,23 @@ pub struct Acquire {
     pub node: String,
 }
 
-/// Names one grant. `holder` and `token` identify it except for a reader that released and
-/// rejoined the same read phase (same holder, same token); `acquired_by`, the request id of
-/// the acquire that obtained it, tells those apart, so a delayed release or renew of the
-/// earlier grant cannot touch the later one. Clients should always send it.
+/// Names one grant: the holder's, narrowed by `token` and `acquired_by` when given. Holder and
+/// token identify a grant except for a reader that released and rejoined the same read phase
+/// (same holder, same token); `acquired_by`, the request id of the acquire that obtained it,
+/// tells those apart, so a delayed release or renew of the earlier grant cannot touch the
+/// later one. Clients that can should send both.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantRef {
     pub holder: String,
-    pub token: u64,
+    pub token: Option<u64>,
     pub acquired_by: Option<RequestId>,
 }
 
 impl GrantRef {
     fn matches(&self, g: &Grant) -> bool {
-        g.holder == self.holder && g.token == self.token && self.acquired_by.as_ref().is_none_or(|r| *r == g.request_id)
+        g.holder == self.holder
+            && self.token.is_none_or(|t| t == g.token)
+            && self.acquired_by.as_ref().is_none_or(|r| *r == g.request_id)
     }
 }
 
@@ -512,7 +515,7 @@ mod tests {
     }
 
     fn grant(holder: &str, token: u64) -> GrantRef {
-        GrantRef { holder: holder.into(), token, acquired_by: None }
+        GrantRef { holder: holder.into(), token: Some(token), acquired_by: None }
     }
 
     fn holders(rec: &LockRecord) -> Vec<(&str, u64)> {

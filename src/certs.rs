@@ -1,0 +1,138 @@
+//! The cluster's certificates: a CA, and node certificates it signs for both server and client
+//! use. `lockmesh certs ca DIR` and `lockmesh certs node DIR NAME` call into here.
+//!
+//! Every node certificate carries its node name as a DNS name, plus the shared name
+//! `lockmesh-node`, which is what a node dials when it does not know a peer's name yet; the
+//! peer's real name is then checked against its certificate (`mesh::tls::verify_peer_name`).
+
+use std::fs;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+/// The DNS name every node certificate carries besides its own.
+pub const SHARED_NAME: &str = "lockmesh-node";
+const CA_NAME: &str = "lockmesh cluster CA";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("{0} already exists; refusing to overwrite it")]
+    Exists(PathBuf),
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("cannot write {0}: {1}")]
+    Write(PathBuf, std::io::Error),
+    #[error("invalid node name {0:?}: use 1-63 of a-z, 0-9 and '-', not starting with '-'")]
+    BadName(String),
+    #[error("certificate error: {0}")]
+    Rcgen(#[from] rcgen::Error),
+}
+
+/// Whether `name` can be a node name: a DNS label, since it is a name in the certificate.
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, CA_NAME);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    Ok(params)
+}
+
+/// Writes `dir/ca.pem` and `dir/ca.key` (mode 0600). Refuses to overwrite an existing CA.
+pub fn make_ca(dir: &Path) -> Result<(), CertError> {
+    fs::create_dir_all(dir).map_err(|e| CertError::Write(dir.to_path_buf(), e))?;
+    let key_path = dir.join("ca.key");
+    if key_path.exists() {
+        return Err(CertError::Exists(key_path));
+    }
+    let key = KeyPair::generate()?;
+    let cert = ca_params()?.self_signed(&key)?;
+    write_private(&key_path, &key.serialize_pem())?;
+    write_public(&dir.join("ca.pem"), &cert.pem())
+}
+
+/// Writes `dir/NAME.pem` and `dir/NAME.key` (mode 0600), signed by the CA in `dir`.
+pub fn make_node(dir: &Path, name: &str, ips: &[IpAddr], dns: &[String]) -> Result<(), CertError> {
+    if !valid_node_name(name) {
+        return Err(CertError::BadName(name.to_string()));
+    }
+    let ca_key_path = dir.join("ca.key");
+    let ca_key_pem = fs::read_to_string(&ca_key_path).map_err(|e| CertError::Read(ca_key_path, e))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+    // The issuer is rebuilt from the same parameters and key as the CA certificate: same
+    // subject, same key identifier, so the signature chains to ca.pem.
+    let issuer = Issuer::new(ca_params()?, ca_key);
+
+    let mut names = vec![name.to_string(), SHARED_NAME.to_string()];
+    names.extend(dns.iter().cloned());
+    let mut params = CertificateParams::new(names)?;
+    params.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    write_private(&dir.join(format!("{name}.key")), &key.serialize_pem())?;
+    write_public(&dir.join(format!("{name}.pem")), &cert.pem())
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), CertError> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| CertError::Write(path.to_path_buf(), e))?;
+    file.write_all(text.as_bytes()).map_err(|e| CertError::Write(path.to_path_buf(), e))
+}
+
+fn write_public(path: &Path, text: &str) -> Result<(), CertError> {
+    fs::write(path, text).map_err(|e| CertError::Write(path.to_path_buf(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn node_names_are_dns_labels() {
+        assert!(valid_node_name("node-1"));
+        assert!(!valid_node_name(""));
+        assert!(!valid_node_name("-a"));
+        assert!(!valid_node_name("Node"));
+        assert!(!valid_node_name("a.b"));
+        assert!(!valid_node_name(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn a_ca_signs_node_certificates_with_private_keys_0600() {
+        let dir = std::env::temp_dir().join(format!("lockmesh-certs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        make_ca(&dir).unwrap();
+        assert!(matches!(make_ca(&dir), Err(CertError::Exists(_))));
+        make_node(&dir, "node-1", &["127.0.0.1".parse().unwrap()], &[]).unwrap();
+        assert!(matches!(make_node(&dir, "Bad_Name", &[], &[]), Err(CertError::BadName(_))));
+        for key in ["ca.key", "node-1.key"] {
+            let mode = fs::metadata(dir.join(key)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{key}");
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

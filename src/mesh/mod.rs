@@ -1,0 +1,5 @@
+//! The mesh between nodes: one QUIC endpoint per node, mutual TLS against the cluster CA,
+//! and frames (bincode 2, size-limited) on unidirectional streams.
+
+pub mod tls;
+pub mod wire;

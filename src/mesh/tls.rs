@@ -1,0 +1,98 @@
+//! Mutual TLS for the mesh: both sides present a certificate signed by the cluster CA, over
+//! TLS 1.3 with one ALPN, built on the one crypto provider (ring).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::certs::SHARED_NAME;
+
+pub const ALPN: &[u8] = b"lockmesh/1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {0}: {1}")]
+    Read(String, String),
+    #[error("TLS setup: {0}")]
+    Setup(String),
+}
+
+/// The node's identity and trust anchor, loaded from a certificates directory.
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub roots: Arc<RootCertStore>,
+}
+
+impl Identity {
+    /// Loads `dir/ca.pem`, `dir/NAME.pem` and `dir/NAME.key`.
+    pub fn load(dir: &Path, name: &str) -> Result<Identity, TlsError> {
+        let read_certs = |file: &str| -> Result<Vec<CertificateDer<'static>>, TlsError> {
+            let path = dir.join(file);
+            CertificateDer::pem_file_iter(&path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| TlsError::Read(path.display().to_string(), e.to_string()))
+        };
+        let chain = read_certs(&format!("{name}.pem"))?;
+        let key_path = dir.join(format!("{name}.key"));
+        let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| TlsError::Read(key_path.display().to_string(), e.to_string()))?;
+        let mut roots = RootCertStore::empty();
+        for ca in read_certs("ca.pem")? {
+            roots.add(ca).map_err(|e| TlsError::Setup(format!("bad CA certificate: {e}")))?;
+        }
+        Ok(Identity { chain, key, roots: Arc::new(roots) })
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Accepts only clients whose certificate the cluster CA signed.
+pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig, TlsError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(id.roots.clone(), provider())
+        .build()
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    let mut tls = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Setup(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(id.chain.clone(), id.key.clone_key())
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TlsError::Setup(e.to_string()))?;
+    Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+}
+
+/// Presents our certificate and accepts servers the cluster CA signed for `lockmesh-node`.
+pub fn client_config(id: &Identity) -> Result<quinn::ClientConfig, TlsError> {
+    let mut tls = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Setup(e.to_string()))?
+        .with_root_certificates(id.roots.clone())
+        .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TlsError::Setup(e.to_string()))?;
+    Ok(quinn::ClientConfig::new(Arc::new(crypto)))
+}
+
+/// The name every node dials, since it may not know a peer's own name yet.
+pub fn dial_name() -> &'static str {
+    SHARED_NAME
+}
+
+/// Whether the peer's certificate (already verified against the CA by TLS) is valid for the
+/// node name it claims.
+pub fn verify_peer_name(connection: &quinn::Connection, name: &str) -> bool {
+    let Some(identity) = connection.peer_identity() else { return false };
+    let Ok(certs) = identity.downcast::<Vec<CertificateDer<'static>>>() else { return false };
+    let Some(leaf) = certs.first() else { return false };
+    let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else { return false };
+    let Ok(server_name) = ServerName::try_from(name) else { return false };
+    cert.verify_is_valid_for_subject_name(&server_name).is_ok()
+}

@@ -1,0 +1,78 @@
+//! What travels between nodes, and its encoding: bincode 2 with a decode limit, since peer
+//! input is untrusted even from an authenticated peer.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::Envelope;
+
+/// Largest frame a node accepts; a bigger one closes the stream with an error.
+pub const MAX_FRAME: usize = 8 << 20;
+
+/// What a node says about itself and the peers it knows, on every new connection and
+/// periodically after.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub name: String,
+    pub incarnation: u64,
+    pub mesh_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// The sender, the cluster it belongs to (if any), and the peers it knows.
+    Hello { me: PeerInfo, cluster_id: Option<u64>, peers: Vec<PeerInfo>, leaving: bool },
+    /// A protocol message of the core.
+    Core(Envelope),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("frame does not decode: {0}")]
+    Decode(String),
+    #[error("frame has {0} trailing bytes")]
+    Trailing(usize),
+    #[error("frame does not encode: {0}")]
+    Encode(String),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_FRAME>()
+}
+
+pub fn encode(frame: &Frame) -> Result<Vec<u8>, WireError> {
+    bincode::serde::encode_to_vec(frame, config()).map_err(|e| WireError::Encode(e.to_string()))
+}
+
+/// Decodes exactly one frame from `bytes`.
+pub fn decode(bytes: &[u8]) -> Result<Frame, WireError> {
+    let (frame, used) = bincode::serde::decode_from_slice(bytes, config()).map_err(|e| WireError::Decode(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(WireError::Trailing(bytes.len() - used));
+    }
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_garbage_is_an_error_not_a_panic() {
+        let me = PeerInfo { name: "a".into(), incarnation: 7, mesh_addr: "127.0.0.1:1".parse().unwrap(), http_addr: "127.0.0.1:2".parse().unwrap() };
+        let frame = Frame::Hello { me, cluster_id: Some(3), peers: vec![], leaving: false };
+        let bytes = encode(&frame).unwrap();
+        assert_eq!(decode(&bytes).unwrap(), frame);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(decode(&longer), Err(WireError::Trailing(1))));
+        for garbage in [&b""[..], &b"\xff\xff\xff\xff\xff\xff\xff\xff\xff"[..], &[1, 255, 255, 255, 255, 15][..]] {
+            assert!(decode(garbage).is_err());
+        }
+        // A length prefix claiming far more than the limit is refused without allocating it.
+        let huge = [0u8, 253, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert!(decode(&huge).is_err());
+    }
+}

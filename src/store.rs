@@ -1,0 +1,168 @@
+//! Durable voter state in redb under `--data-dir`: one commit per group of output batches,
+//! synced before any message or reply of those batches leaves (the core's output contract).
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::core::{Durable, Key, Write};
+
+const SLOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("slots");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Most bytes a stored value may decode from; anything bigger is corruption.
+const DECODE_LIMIT: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("data dir {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("store: {0}")]
+    Db(String),
+    #[error("store holds an undecodable {0}: {1}")]
+    Decode(&'static str, String),
+}
+
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(db_err)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    bincode::serde::decode_from_slice(bytes, config()).map(|(v, _)| v).map_err(|e| StoreError::Decode(what, e.to_string()))
+}
+
+/// A node's data dir: its incarnation (made with the dir) and its voter state.
+pub struct Store {
+    db: Database,
+}
+
+pub struct Opened {
+    pub store: Store,
+    pub incarnation: u64,
+    pub durable: Durable,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`. A new data dir gets a random incarnation.
+    pub fn open(dir: &Path) -> Result<Opened, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.to_path_buf(), e))?;
+        let db = Database::create(dir.join("lockmesh.redb")).map_err(db_err)?;
+        let incarnation = {
+            let txn = db.begin_write().map_err(db_err)?;
+            let incarnation = {
+                let mut meta = txn.open_table(META).map_err(db_err)?;
+                let existing = meta.get("incarnation").map_err(db_err)?.map(|v| decode::<u64>("incarnation", v.value()));
+                match existing {
+                    Some(found) => found?,
+                    None => {
+                        let mut bytes = [0u8; 8];
+                        getrandom::fill(&mut bytes).map_err(db_err)?;
+                        let fresh = u64::from_le_bytes(bytes) | 1;
+                        meta.insert("incarnation", encode(&fresh)?.as_slice()).map_err(db_err)?;
+                        fresh
+                    }
+                }
+            };
+            txn.open_table(SLOTS).map_err(db_err)?;
+            txn.commit().map_err(db_err)?;
+            incarnation
+        };
+        let store = Store { db };
+        let durable = store.load()?;
+        Ok(Opened { store, incarnation, durable })
+    }
+
+    fn load(&self) -> Result<Durable, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let meta = txn.open_table(META).map_err(db_err)?;
+        let get = |name: &str| -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(meta.get(name).map_err(db_err)?.map(|v| v.value().to_vec()))
+        };
+        let mut durable = Durable::default();
+        if let Some(bytes) = get("roster")? {
+            durable.roster = Some(decode("roster", &bytes)?);
+        }
+        if let Some(bytes) = get("round_reserved")? {
+            durable.round_reserved = decode("round_reserved", &bytes)?;
+        }
+        if let Some(bytes) = get("bootstrap_ack")? {
+            durable.bootstrap_ack = Some(decode("bootstrap_ack", &bytes)?);
+        }
+        let slots = txn.open_table(SLOTS).map_err(db_err)?;
+        for entry in slots.iter().map_err(db_err)? {
+            let (key, value) = entry.map_err(db_err)?;
+            let key: Key = decode("key", key.value())?;
+            durable.slots.insert(key, decode("slot", value.value())?);
+        }
+        Ok(durable)
+    }
+
+    /// Persists writes in one transaction and syncs it (group commit: callers pass every
+    /// write of every batch waiting).
+    pub fn commit<'a>(&self, writes: impl IntoIterator<Item = &'a Write>) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut slots = txn.open_table(SLOTS).map_err(db_err)?;
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            for write in writes {
+                match write {
+                    Write::Slot(key, slot) => {
+                        slots.insert(encode(key)?.as_slice(), encode(slot)?.as_slice()).map_err(db_err)?;
+                    }
+                    Write::Roster(roster) => {
+                        meta.insert("roster", encode(roster)?.as_slice()).map_err(db_err)?;
+                    }
+                    Write::RoundReserved(round) => {
+                        let current: u64 = match meta.get("round_reserved").map_err(db_err)? {
+                            Some(v) => decode("round_reserved", v.value())?,
+                            None => 0,
+                        };
+                        meta.insert("round_reserved", encode(&current.max(*round))?.as_slice()).map_err(db_err)?;
+                    }
+                    Write::BootstrapAck(id) => {
+                        meta.insert("bootstrap_ack", encode(id)?.as_slice()).map_err(db_err)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::acceptor::Slot;
+    use crate::core::{NodeId, Roster};
+
+    #[test]
+    fn writes_survive_a_reopen_and_the_incarnation_stays() {
+        let dir = std::env::temp_dir().join(format!("lockmesh-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = Store::open(&dir).unwrap();
+        let roster = Roster::first(vec![NodeId::new("a", first.incarnation)]);
+        let key = Key::Scope("s".into());
+        let writes = vec![
+            Write::Roster(roster.clone()),
+            Write::RoundReserved(1024),
+            Write::RoundReserved(5),
+            Write::Slot(key.clone(), Slot::default()),
+        ];
+        first.store.commit(&writes).unwrap();
+        let incarnation = first.incarnation;
+        drop(first);
+        let again = Store::open(&dir).unwrap();
+        assert_eq!(again.incarnation, incarnation);
+        assert_eq!(again.durable.roster, Some(roster));
+        assert_eq!(again.durable.round_reserved, 1024, "the reservation never goes back");
+        assert!(again.durable.slots.contains_key(&key));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

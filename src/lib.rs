@@ -3,7 +3,10 @@
 //! `core` is the sans-IO protocol (see ARCHITECTURE.md and docs/PROTOCOL.md); the other
 //! modules are the runtime that runs it as a node: certificates, storage, the QUIC mesh.
 
+pub mod agent;
+pub mod api;
 pub mod certs;
+pub mod clock;
 pub mod core;
 pub mod mesh;
 pub mod store;

@@ -1,31 +1,103 @@
-//! The `lockmesh` binary. The node runtime (agent, dev cluster, certificates) is built on the
-//! core in issue 3; until then this binary only reports what it is.
+//! The `lockmesh` binary: `agent` (one node), `dev` (a local cluster), `certs` (the cluster CA
+//! and node certificates). Bad flags or settings: one line on stderr, exit code 2.
 
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-lockmesh — peer-to-peer distributed locks with fencing tokens
+use clap::{Parser, Subcommand};
 
-USAGE:
-    lockmesh --version
+use lockmesh::agent::{AgentArgs, AgentConfig};
 
-The protocol core and its simulator are in place (see README.md). The node commands
-`agent`, `dev` and `certs` are not built yet.";
+mod dev;
+
+#[derive(Parser)]
+#[command(name = "lockmesh", version, about = "Peer-to-peer distributed locks with fencing tokens")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node.
+    Agent(AgentArgs),
+    /// Run a local cluster on 127.0.0.1 for trying lockmesh out, until Ctrl-C.
+    Dev {
+        /// How many nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+    },
+    /// Make the cluster CA and node certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Write DIR/ca.pem and DIR/ca.key.
+    Ca { dir: PathBuf },
+    /// Write DIR/NAME.pem and DIR/NAME.key, signed by the CA in DIR.
+    Node {
+        dir: PathBuf,
+        name: String,
+        /// An IP address the certificate is also valid for (repeatable).
+        #[arg(long)]
+        ip: Vec<IpAddr>,
+        /// A DNS name the certificate is also valid for (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+    },
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--version") | Some("-V") => {
-            println!("lockmesh {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Agent(args) => {
+            let config = match AgentConfig::from_args(args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("lockmesh agent: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging();
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("lockmesh agent: cannot start: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(lockmesh::agent::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lockmesh agent: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
-        Some("--help") | Some("-h") | None => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!("lockmesh: unknown command '{other}' (the node commands are not built yet; see --help)");
-            ExitCode::from(2)
+        Command::Dev { nodes } => dev::run(nodes),
+        Command::Certs { command } => {
+            let result = match command {
+                CertsCommand::Ca { dir } => lockmesh::certs::make_ca(&dir),
+                CertsCommand::Node { dir, name, ip, dns } => lockmesh::certs::make_node(&dir, &name, &ip, &dns),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lockmesh certs: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
     }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 }

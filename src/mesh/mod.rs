@@ -1,5 +1,6 @@
 //! The mesh between nodes: one QUIC endpoint per node, mutual TLS against the cluster CA,
 //! and frames (bincode 2, size-limited) on unidirectional streams.
 
+pub mod endpoint;
 pub mod tls;
 pub mod wire;

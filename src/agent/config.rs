@@ -1,0 +1,179 @@
+//! The agent's settings: flags, a TOML file with the same names, and defaults. Flags override
+//! the file. Anything wrong is one line naming the problem (the binary exits with 2).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::certs::valid_node_name;
+
+/// `lockmesh agent` flags. Every one may also come from `--config FILE`.
+#[derive(Debug, Default, clap::Args)]
+pub struct AgentArgs {
+    /// This node's name (its certificate's name): 1-63 of a-z, 0-9, '-'.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// HTTP API address [default: 127.0.0.1:20194].
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// Mesh (QUIC, UDP) address [default: 127.0.0.1:20195].
+    #[arg(long)]
+    pub mesh: Option<SocketAddr>,
+    /// Where the node keeps its voter state.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Directory with ca.pem, NAME.pem and NAME.key.
+    #[arg(long)]
+    pub certs: Option<PathBuf>,
+    /// Mesh addresses of nodes to join, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub join: Vec<SocketAddr>,
+    /// Form a new cluster once this many nodes have met and all acknowledged the set.
+    #[arg(long)]
+    pub bootstrap_expect: Option<usize>,
+    /// Form a new one-node cluster.
+    #[arg(long)]
+    pub bootstrap: bool,
+    /// Users file (not supported yet).
+    #[arg(long)]
+    pub users: Option<PathBuf>,
+    /// Serve the API without authentication.
+    #[arg(long)]
+    pub no_auth: bool,
+    /// How long a request may take before it is answered "timeout" or "no quorum", in ms.
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
+    /// A TOML file with any of the settings above.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    name: Option<String>,
+    http: Option<SocketAddr>,
+    mesh: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    certs: Option<PathBuf>,
+    join: Option<Vec<SocketAddr>>,
+    bootstrap_expect: Option<usize>,
+    bootstrap: Option<bool>,
+    users: Option<PathBuf>,
+    no_auth: Option<bool>,
+    request_timeout_ms: Option<u64>,
+}
+
+/// Settings after merging flags, file and defaults, and checking them.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub name: String,
+    pub http: SocketAddr,
+    pub mesh: SocketAddr,
+    pub data_dir: PathBuf,
+    pub certs: PathBuf,
+    pub join: Vec<SocketAddr>,
+    pub bootstrap_expect: Option<usize>,
+    pub bootstrap: bool,
+    pub no_auth: bool,
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl AgentConfig {
+    pub fn from_args(args: AgentArgs) -> Result<AgentConfig, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let name = args.name.or(file.name).ok_or_else(|| ConfigError("--name is required".into()))?;
+        if !valid_node_name(&name) {
+            return Err(ConfigError(format!("--name {name:?}: use 1-63 of a-z, 0-9 and '-', not starting with '-'")));
+        }
+        let data_dir = args.data_dir.or(file.data_dir).ok_or_else(|| ConfigError("--data-dir is required".into()))?;
+        let certs = args.certs.or(file.certs).ok_or_else(|| ConfigError("--certs is required".into()))?;
+        let join = if args.join.is_empty() { file.join.unwrap_or_default() } else { args.join };
+        let bootstrap = args.bootstrap || file.bootstrap.unwrap_or(false);
+        let bootstrap_expect = args.bootstrap_expect.or(file.bootstrap_expect);
+        if bootstrap && bootstrap_expect.is_some() {
+            return Err(ConfigError("--bootstrap and --bootstrap-expect exclude each other".into()));
+        }
+        if bootstrap_expect == Some(0) {
+            return Err(ConfigError("--bootstrap-expect must be at least 1".into()));
+        }
+        let no_auth = args.no_auth || file.no_auth.unwrap_or(false);
+        if args.users.or(file.users).is_some() {
+            return Err(ConfigError("--users is not supported yet; run with --no-auth".into()));
+        }
+        if !no_auth {
+            return Err(ConfigError("refusing to serve without authentication: give --users FILE or --no-auth".into()));
+        }
+        let request_timeout_ms = args.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(5_000);
+        if request_timeout_ms == 0 {
+            return Err(ConfigError("--request-timeout-ms must be positive".into()));
+        }
+        Ok(AgentConfig {
+            name,
+            http: args.http.or(file.http).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 20194))),
+            mesh: args.mesh.or(file.mesh).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 20195))),
+            data_dir,
+            certs,
+            join,
+            bootstrap_expect,
+            bootstrap,
+            no_auth,
+            request_timeout_ms,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| ConfigError(format!("--config {}: {}", path.display(), e.message())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> AgentArgs {
+        AgentArgs {
+            name: Some("n1".into()),
+            data_dir: Some("/tmp/x".into()),
+            certs: Some("/tmp/c".into()),
+            no_auth: true,
+            ..AgentArgs::default()
+        }
+    }
+
+    #[test]
+    fn defaults_and_clear_errors() {
+        let c = AgentConfig::from_args(args()).unwrap();
+        assert_eq!(c.http.to_string(), "127.0.0.1:20194");
+        assert_eq!(c.mesh.to_string(), "127.0.0.1:20195");
+        let e = AgentConfig::from_args(AgentArgs { name: Some("N_1".into()), ..args() }).unwrap_err();
+        assert!(e.0.contains("--name"), "{e}");
+        let e = AgentConfig::from_args(AgentArgs { no_auth: false, ..args() }).unwrap_err();
+        assert!(e.0.contains("authentication"), "{e}");
+        let e = AgentConfig::from_args(AgentArgs { bootstrap: true, bootstrap_expect: Some(3), ..args() }).unwrap_err();
+        assert!(e.0.contains("exclude"), "{e}");
+    }
+
+    #[test]
+    fn the_file_fills_in_and_flags_win() {
+        let path = std::env::temp_dir().join(format!("lockmesh-config-{}.toml", std::process::id()));
+        std::fs::write(&path, "http = \"127.0.0.1:9000\"\nmesh = \"127.0.0.1:9001\"\nbootstrap-expect = 3\n").unwrap();
+        let c = AgentConfig::from_args(AgentArgs { config: Some(path.clone()), mesh: Some("127.0.0.1:7".parse().unwrap()), ..args() }).unwrap();
+        assert_eq!(c.http.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.mesh.to_string(), "127.0.0.1:7");
+        assert_eq!(c.bootstrap_expect, Some(3));
+        std::fs::write(&path, "colour = \"blue\"\n").unwrap();
+        let e = AgentConfig::from_args(AgentArgs { config: Some(path.clone()), ..args() }).unwrap_err();
+        assert!(e.0.contains("colour"), "{e}");
+        let _ = std::fs::remove_file(path);
+    }
+}

@@ -1,0 +1,35 @@
+//! The disk thread: it takes output batches in order, commits all waiting ones in one
+//! synced transaction (group commit), then hands them back to the runtime to send.
+
+use std::sync::mpsc as std_mpsc;
+
+use tokio::sync::mpsc;
+
+use super::runtime::Input;
+use crate::core::Outputs;
+use crate::store::Store;
+
+pub fn start(store: Store, back: mpsc::Sender<Input>) -> std_mpsc::Sender<Outputs> {
+    let (tx, rx) = std_mpsc::channel::<Outputs>();
+    std::thread::Builder::new()
+        .name("lockmesh-flush".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut group = vec![first];
+                group.extend(rx.try_iter());
+                if let Err(e) = store.commit(group.iter().flat_map(|o| o.writes.iter())) {
+                    // Continuing could answer without the state the answer depends on.
+                    tracing::error!(error = %e, "cannot persist voter state; stopping");
+                    std::process::exit(1);
+                }
+                if back.blocking_send(Input::Committed(group)).is_err() {
+                    return;
+                }
+            }
+        })
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot start the disk thread");
+            std::process::exit(1)
+        });
+    tx
+}

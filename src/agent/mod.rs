@@ -1,0 +1,77 @@
+//! The agent: one lockmesh node as a process. It opens the store, binds the mesh and the HTTP
+//! API, and runs the core in a single task (`runtime.rs`) fed by both.
+
+mod config;
+mod flush;
+mod runtime;
+
+
+use tokio::sync::mpsc;
+
+pub use config::{AgentArgs, AgentConfig, ConfigError};
+pub use runtime::{ApiCall, Input, MemberView, MembersView};
+
+use crate::core::{Config, Node, NodeId};
+use crate::mesh::endpoint::Mesh;
+use crate::mesh::tls::Identity;
+use crate::store::Store;
+
+/// What the HTTP layer needs to reach the node.
+#[derive(Clone)]
+pub struct Handle {
+    pub name: String,
+    pub calls: mpsc::Sender<Input>,
+    pub no_auth: bool,
+    pub request_timeout_us: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Tls(#[from] crate::mesh::tls::TlsError),
+    #[error(transparent)]
+    Mesh(#[from] crate::mesh::endpoint::MeshError),
+    #[error("cannot serve HTTP on {0}: {1}")]
+    Http(std::net::SocketAddr, std::io::Error),
+}
+
+/// Runs the agent until SIGTERM or SIGINT, then leaves the roster gracefully.
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let opened = Store::open(&config.data_dir)?;
+    let identity = Identity::load(&config.certs, &config.name)?;
+    let id = NodeId::new(config.name.clone(), opened.incarnation);
+    tracing::info!(node = %id, data_dir = %config.data_dir.display(), "starting");
+    let (input_tx, input_rx) = mpsc::channel(8192);
+    let (mesh_tx, mut mesh_rx) = mpsc::channel(8192);
+    let mesh = Mesh::bind(config.mesh, &identity, mesh_tx)?;
+    let forward = input_tx.clone();
+    tokio::spawn(async move {
+        while let Some(inbound) = mesh_rx.recv().await {
+            if forward.send(Input::Mesh(inbound)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let flush = flush::start(opened.store, input_tx.clone());
+    let node = Node::new(Config::default(), id, opened.durable, crate::clock::now(), opened.incarnation);
+    let handle = Handle {
+        name: config.name.clone(),
+        calls: input_tx.clone(),
+        no_auth: config.no_auth,
+        request_timeout_us: config.request_timeout_ms * 1_000,
+    };
+    let listener = tokio::net::TcpListener::bind(config.http).await.map_err(|e| AgentError::Http(config.http, e))?;
+    tracing::info!(http = %config.http, mesh = %config.mesh, "serving");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, crate::api::router(handle).into_make_service_with_connect_info::<std::net::SocketAddr>()).await {
+            tracing::error!(error = %e, "http server stopped");
+        }
+    });
+    let runtime = runtime::Runtime::new(config, node, mesh.clone(), flush);
+    runtime.run(input_rx, input_tx).await;
+    mesh.close();
+    Ok(())
+}
+

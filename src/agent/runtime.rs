@@ -1,0 +1,400 @@
+//! The node's single task: it owns the core `Node` and feeds it peers' frames, API calls and
+//! timer expiries; it sends what the core outputs once the disk thread has made it durable.
+//! It also keeps the peer table (who is alive, where), forms the first roster, admits new
+//! nodes, and leaves the roster on shutdown.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::config::AgentConfig;
+use crate::clock;
+use crate::core::{Answer, Key, Node, NodeId, Op, Outputs, Reply, Request, RosterChange, RosterOp, RosterResult};
+use crate::mesh::endpoint::{Inbound, Mesh};
+use crate::mesh::wire::{Frame, PeerInfo};
+
+/// A peer not heard from for this long is not alive.
+const ALIVE_FOR: Duration = Duration::from_millis(2_500);
+const TICK: Duration = Duration::from_millis(300);
+
+pub enum Input {
+    Mesh(Inbound),
+    Api(ApiCall),
+    Committed(Vec<Outputs>),
+}
+
+pub enum ApiCall {
+    /// Run an operation on a register; the reply comes when it is decided or timed out.
+    Op { key: Key, op: Op, timeout_us: u64, reply: oneshot::Sender<Reply> },
+    Members(oneshot::Sender<MembersView>),
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MemberView {
+    pub name: String,
+    pub mesh_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub state: &'static str,
+    pub voter: bool,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MembersView {
+    pub members: Vec<MemberView>,
+    pub roster_version: u64,
+    pub roster_size: usize,
+    pub quorum_size: usize,
+    pub sweep_done: bool,
+}
+
+struct Peer {
+    info: PeerInfo,
+    cluster_id: Option<u64>,
+    last_seen: Option<Instant>,
+    leaving: bool,
+}
+
+/// Internal client ids for the runtime's own requests (admission, leave).
+const ADMIN_CLIENT: u64 = u64::MAX - 1;
+
+pub struct Runtime {
+    config: AgentConfig,
+    node: Node,
+    me: PeerInfo,
+    mesh: Arc<Mesh>,
+    flush: std::sync::mpsc::Sender<Outputs>,
+    peers: BTreeMap<String, Peer>,
+    pending: HashMap<u64, oneshot::Sender<Reply>>,
+    next_client: u64,
+    bootstrapped_with: Option<Vec<NodeId>>,
+    admin_in_flight: Option<Instant>,
+    leaving: Option<oneshot::Sender<()>>,
+}
+
+impl Runtime {
+    pub fn new(config: AgentConfig, node: Node, mesh: Arc<Mesh>, flush: std::sync::mpsc::Sender<Outputs>) -> Runtime {
+        let me = PeerInfo {
+            name: config.name.clone(),
+            incarnation: node.id().incarnation,
+            mesh_addr: mesh.local_addr().unwrap_or(config.mesh),
+            http_addr: config.http,
+        };
+        Runtime {
+            config,
+            node,
+            me,
+            mesh,
+            flush,
+            peers: BTreeMap::new(),
+            pending: HashMap::new(),
+            next_client: 1,
+            bootstrapped_with: None,
+            admin_in_flight: None,
+            leaving: None,
+        }
+    }
+
+    pub async fn run(mut self, mut inputs: mpsc::Receiver<Input>, _keep: mpsc::Sender<Input>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown = std::pin::pin!(shutdown_signal());
+        let mut left: Option<oneshot::Receiver<()>> = None;
+        let mut leave_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let wake = self.node.next_timeout().map(|t| {
+                let wait = t.since(clock::now());
+                tokio::time::Instant::now() + Duration::from_micros(wait)
+            });
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => return,
+                },
+                _ = async { match wake { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                    self.node.handle_timeout(clock::now());
+                }
+                _ = tick.tick() => self.tick(),
+                _ = &mut shutdown, if left.is_none() => {
+                    tracing::info!("shutting down: leaving the roster");
+                    let (tx, rx) = oneshot::channel();
+                    self.leaving = Some(tx);
+                    left = Some(rx);
+                    leave_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
+                    self.leave();
+                }
+                _ = async { match left.as_mut() { Some(rx) => { let _ = rx.await; } None => std::future::pending().await } } => {
+                    tracing::info!("left the roster; bye");
+                    self.announce(true);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return;
+                }
+                _ = async { match leave_deadline { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                    tracing::warn!("could not leave the roster in time; exiting as a crashed member would");
+                    return;
+                }
+            }
+            self.pump();
+        }
+    }
+
+    /// Hands the core's output to the disk thread; it comes back as `Committed`.
+    fn pump(&mut self) {
+        let out = self.node.drain();
+        if !(out.writes.is_empty() && out.messages.is_empty() && out.replies.is_empty()) && self.flush.send(out).is_err() {
+            tracing::error!("the disk thread is gone; stopping");
+            std::process::exit(1);
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Mesh(inbound) => self.on_frame(inbound),
+            Input::Api(ApiCall::Op { key, op, timeout_us, reply }) => {
+                let client = self.next_client;
+                self.next_client += 1;
+                self.pending.insert(client, reply);
+                self.node.handle_request(clock::now(), Request { client, key, op, timeout_us });
+            }
+            Input::Api(ApiCall::Members(reply)) => {
+                let _ = reply.send(self.members());
+            }
+            Input::Committed(group) => {
+                for out in group {
+                    for envelope in out.messages {
+                        match self.peers.get(&envelope.to.name) {
+                            Some(peer) => self.mesh.send(peer.info.mesh_addr, &Frame::Core(envelope)),
+                            None => tracing::debug!(to = %envelope.to, "no address for a peer; message dropped"),
+                        }
+                    }
+                    for reply in out.replies {
+                        self.on_reply(reply);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_reply(&mut self, reply: Reply) {
+        if reply.client == ADMIN_CLIENT {
+            self.admin_in_flight = None;
+            if let Ok(Answer::Roster(RosterResult::Changed(roster))) = &reply.result {
+                tracing::info!(version = roster.version, voters = roster.voters.len(), "roster changed");
+                if self.leaving.is_some() && !roster.contains(self.node.id()) {
+                    if let Some(tx) = self.leaving.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            } else if self.leaving.is_some() {
+                // Not yet: try again (the previous change may still be sweeping).
+                self.leave();
+            }
+            return;
+        }
+        if let Some(tx) = self.pending.remove(&reply.client) {
+            let _ = tx.send(reply);
+        }
+    }
+
+    fn on_frame(&mut self, inbound: Inbound) {
+        let mine = self.node.roster().map(|r| r.cluster_id);
+        match inbound.frame {
+            Frame::Hello { me, cluster_id, peers, leaving } => {
+                if me.name == self.me.name {
+                    return;
+                }
+                if let (Some(a), Some(b)) = (mine, cluster_id) {
+                    if a != b {
+                        tracing::warn!(peer = %me.name, "peer belongs to another cluster; ignored");
+                        return;
+                    }
+                }
+                let name = me.name.clone();
+                self.peers.insert(name, Peer { info: me, cluster_id, last_seen: Some(Instant::now()), leaving });
+                for p in peers {
+                    if p.name != self.me.name && !self.peers.contains_key(&p.name) {
+                        self.mesh.send(p.mesh_addr, &self.hello(false));
+                        self.peers.insert(p.name.clone(), Peer { info: p, cluster_id: None, last_seen: None, leaving: false });
+                    }
+                }
+            }
+            Frame::Core(envelope) => {
+                if let Some(peer) = self.peers.get(&inbound.peer) {
+                    if let (Some(a), Some(b)) = (mine, peer.cluster_id) {
+                        if a != b {
+                            return;
+                        }
+                    }
+                }
+                self.node.handle_message(clock::now(), envelope);
+            }
+        }
+    }
+
+    fn hello(&self, leaving: bool) -> Frame {
+        let peers = self.peers.values().filter(|p| p.last_seen.is_some()).map(|p| p.info.clone()).collect();
+        Frame::Hello { me: self.me.clone(), cluster_id: self.node.roster().map(|r| r.cluster_id), peers, leaving }
+    }
+
+    fn announce(&self, leaving: bool) {
+        let hello = self.hello(leaving);
+        let mut sent: Vec<SocketAddr> = Vec::new();
+        for peer in self.peers.values() {
+            self.mesh.send(peer.info.mesh_addr, &hello);
+            sent.push(peer.info.mesh_addr);
+        }
+        for addr in &self.config.join {
+            if !sent.contains(addr) && *addr != self.me.mesh_addr {
+                self.mesh.send(*addr, &hello);
+            }
+        }
+    }
+
+    fn alive_peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values().filter(|p| !p.leaving && p.last_seen.is_some_and(|t| t.elapsed() < ALIVE_FOR))
+    }
+
+    /// Periodic: gossip, the alive set, bootstrap, admission.
+    fn tick(&mut self) {
+        self.announce(false);
+        let mut alive: Vec<NodeId> = self.alive_peers().map(|p| NodeId::new(p.info.name.clone(), p.info.incarnation)).collect();
+        alive.push(self.node.id().clone());
+        self.node.set_alive(alive.clone());
+        if self.node.roster().is_none() {
+            self.try_bootstrap(alive);
+        } else if self.leaving.is_none() {
+            self.admit();
+        }
+    }
+
+    fn try_bootstrap(&mut self, mut alive: Vec<NodeId>) {
+        let set = if self.config.bootstrap {
+            vec![self.node.id().clone()]
+        } else if let Some(expect) = self.config.bootstrap_expect {
+            if alive.len() < expect {
+                return;
+            }
+            alive.sort_by(|a, b| a.name.cmp(&b.name));
+            alive.truncate(expect);
+            if !alive.contains(self.node.id()) {
+                return;
+            }
+            alive
+        } else {
+            return;
+        };
+        if self.bootstrapped_with.as_ref() != Some(&set) {
+            tracing::info!(voters = ?set.iter().map(|v| &v.name).collect::<Vec<_>>(), "proposing the first roster");
+            if let Err(e) = self.node.bootstrap(clock::now(), set.clone()) {
+                tracing::warn!(error = ?e, "bootstrap refused");
+            }
+            self.bootstrapped_with = Some(set);
+        }
+    }
+
+    /// The lowest-named alive voter proposes, one change at a time: replace a voter whose
+    /// data dir was wiped (same name, new incarnation), else add a node that is not a voter.
+    fn admit(&mut self) {
+        let Some(roster) = self.node.roster().cloned() else { return };
+        if !roster.sweep_done || self.admin_in_flight.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
+            return;
+        }
+        let alive: Vec<&Peer> = self.alive_peers().collect();
+        let me = self.node.id().clone();
+        let alive_voters = roster.voters.iter().filter(|v| **v == me || alive.iter().any(|p| p.info.name == v.name && p.info.incarnation == v.incarnation));
+        if alive_voters.min_by(|a, b| a.name.cmp(&b.name)) != Some(&me) {
+            return;
+        }
+        let mut change = None;
+        for peer in &alive {
+            let current = NodeId::new(peer.info.name.clone(), peer.info.incarnation);
+            if let Some(old) = roster.voters.iter().find(|v| v.name == current.name && v.incarnation != current.incarnation) {
+                change = Some(RosterChange::Remove(old.clone()));
+                break;
+            }
+            if !roster.voters.iter().any(|v| v.name == current.name) {
+                change = Some(RosterChange::Add(current));
+                break;
+            }
+        }
+        if let Some(change) = change {
+            tracing::info!(?change, version = roster.version, "proposing a roster change");
+            self.admin(change, roster.version);
+        }
+    }
+
+    fn admin(&mut self, change: RosterChange, expected_version: u64) {
+        self.admin_in_flight = Some(Instant::now());
+        let op = Op::Roster(RosterOp::Change { change, expected_version: Some(expected_version) });
+        let timeout_us = self.config.request_timeout_ms * 1_000;
+        self.node.handle_request(clock::now(), Request { client: ADMIN_CLIENT, key: Key::Roster, op, timeout_us });
+    }
+
+    /// Graceful leave: a roster change removing this node.
+    fn leave(&mut self) {
+        let Some(roster) = self.node.roster().cloned() else {
+            if let Some(tx) = self.leaving.take() {
+                let _ = tx.send(());
+            }
+            return;
+        };
+        if !roster.contains(self.node.id()) || roster.voters.len() == 1 {
+            if let Some(tx) = self.leaving.take() {
+                let _ = tx.send(());
+            }
+            return;
+        }
+        self.admin(RosterChange::Remove(self.node.id().clone()), roster.version);
+    }
+
+    fn members(&self) -> MembersView {
+        let roster = self.node.roster();
+        let voter = |name: &str, incarnation: u64| roster.is_some_and(|r| r.contains(&NodeId::new(name, incarnation)));
+        let mut members = vec![MemberView {
+            name: self.me.name.clone(),
+            mesh_addr: self.me.mesh_addr,
+            http_addr: self.me.http_addr,
+            state: "alive",
+            voter: voter(&self.me.name, self.me.incarnation),
+        }];
+        for p in self.peers.values() {
+            let state = match (p.leaving, p.last_seen) {
+                (true, _) => "left",
+                (false, Some(t)) if t.elapsed() < ALIVE_FOR => "alive",
+                (false, Some(t)) if t.elapsed() < ALIVE_FOR * 4 => "suspect",
+                _ => "down",
+            };
+            members.push(MemberView {
+                name: p.info.name.clone(),
+                mesh_addr: p.info.mesh_addr,
+                http_addr: p.info.http_addr,
+                state,
+                voter: voter(&p.info.name, p.info.incarnation),
+            });
+        }
+        MembersView {
+            members,
+            roster_version: roster.map_or(0, |r| r.version),
+            roster_size: roster.map_or(0, |r| r.voters.len()),
+            quorum_size: roster.map_or(0, |r| r.majority()),
+            sweep_done: roster.is_some_and(|r| r.sweep_done),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,115 @@
+//! Parsing of API input: scopes, durations, enums. Every error is one line for the client.
+
+use crate::core::{LockType, Priority};
+
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// 1–200 characters of `[A-Za-z0-9._:/-]`.
+pub fn scope(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 200
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b));
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(format!("invalid scope {value:?}: use 1-200 characters of A-Z a-z 0-9 . _ : / -"))
+    }
+}
+
+/// `"250ms"`, `"30s"`, `"5m"`, `"1h"` → microseconds (at most a day).
+pub fn duration_us(field: &str, value: &str) -> Result<u64, String> {
+    let bad = || format!("invalid {field} {value:?}: use a number with ms, s, m or h, e.g. \"30s\"");
+    let (digits, unit_us) = if let Some(d) = value.strip_suffix("ms") {
+        (d, 1_000)
+    } else if let Some(d) = value.strip_suffix('s') {
+        (d, 1_000_000)
+    } else if let Some(d) = value.strip_suffix('m') {
+        (d, 60_000_000)
+    } else if let Some(d) = value.strip_suffix('h') {
+        (d, 3_600_000_000)
+    } else {
+        return Err(bad());
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let us = n.checked_mul(unit_us).ok_or_else(bad)?;
+    if us > 86_400_000_000 {
+        return Err(format!("{field} {value:?} is longer than a day"));
+    }
+    Ok(us)
+}
+
+pub fn format_duration(us: u64) -> String {
+    if us % 1_000_000 == 0 {
+        format!("{}s", us / 1_000_000)
+    } else {
+        format!("{}ms", us / 1_000)
+    }
+}
+
+pub fn lock_type(value: &str) -> Result<LockType, String> {
+    match value {
+        "write" => Ok(LockType::Write),
+        "read" => Ok(LockType::Read),
+        other => Err(format!("invalid lock_type {other:?}: use \"write\" or \"read\"")),
+    }
+}
+
+pub fn lock_type_name(t: LockType) -> &'static str {
+    match t {
+        LockType::Write => "write",
+        LockType::Read => "read",
+    }
+}
+
+pub fn priority(value: &str) -> Result<Priority, String> {
+    match value {
+        "high" => Ok(Priority::High),
+        "normal" => Ok(Priority::Normal),
+        "low" => Ok(Priority::Low),
+        other => Err(format!("invalid priority {other:?}: use \"high\", \"normal\" or \"low\"")),
+    }
+}
+
+pub fn priority_name(p: Priority) -> &'static str {
+    match p {
+        Priority::High => "high",
+        Priority::Normal => "normal",
+        Priority::Low => "low",
+    }
+}
+
+/// Holder names and request ids: 1–200 printable characters without spaces.
+pub fn name(field: &str, value: &str) -> Result<String, String> {
+    if !value.is_empty() && value.len() <= 200 && value.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(value.to_string())
+    } else {
+        Err(format!("invalid {field} {value:?}: use 1-200 printable characters without spaces"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes() {
+        assert!(scope("db-migration").is_ok());
+        assert!(scope("a/b:c.d_e").is_ok());
+        assert!(scope("").is_err());
+        assert!(scope("has space").is_err());
+        assert!(scope(&"x".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_us("timeout", "30s"), Ok(30_000_000));
+        assert_eq!(duration_us("timeout", "250ms"), Ok(250_000));
+        assert_eq!(duration_us("timeout", "2m"), Ok(120_000_000));
+        assert!(duration_us("timeout", "30").is_err());
+        assert!(duration_us("timeout", "-1s").is_err());
+        assert!(duration_us("timeout", "99999999999999999999s").is_err());
+        assert!(duration_us("timeout", "25h").is_err());
+        assert_eq!(format_duration(60_000_000), "60s");
+        assert_eq!(format_duration(1_500_000), "1500ms");
+    }
+}

@@ -1,0 +1,306 @@
+//! `POST /api/v1.0/lock`: lock, unlock and renew a scope.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::input::{self, MAX_BODY};
+use super::{call, failure, quorum_text, ApiError};
+use crate::agent::Handle;
+use crate::core::{Acquire, Answer, GrantRef, Key, LockOp, LockResult, LockType, Op, Priority, Reply, RequestId};
+
+const DEFAULT_LEASE_US: u64 = 60_000_000;
+/// How long a waiter's place is kept between two polls.
+const WAIT_LEASE_US: u64 = 3_000_000;
+const POLL: Duration = Duration::from_millis(100);
+
+enum Action {
+    Lock { lock_type: LockType, lease_us: u64, wait_us: u64, priority: Priority, reason: Option<String> },
+    Unlock { token: Option<u64>, force: bool },
+    Renew { token: Option<u64>, lease_us: u64 },
+}
+
+struct LockRequest {
+    scope: String,
+    holder: String,
+    request_id: String,
+    action: Action,
+}
+
+fn field<'a>(body: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("{name} must be a string")),
+    }
+}
+
+fn parse(bytes: &[u8], peer: SocketAddr) -> Result<LockRequest, String> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
+    let Value::Object(body) = value else { return Err("the body must be a JSON object".into()) };
+    const KNOWN: &[&str] =
+        &["scope", "action", "lock_type", "holder", "timeout", "wait", "priority", "reason", "request_id", "fencing_token", "force"];
+    if let Some(unknown) = body.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(format!("unknown field {unknown:?}"));
+    }
+    let scope = input::scope(field(&body, "scope")?.ok_or("scope is required")?)?;
+    let holder = match field(&body, "holder")? {
+        Some(h) => input::name("holder", h)?,
+        None => format!("anonymous@{}", peer.ip()),
+    };
+    let request_id = match field(&body, "request_id")? {
+        Some(r) => input::name("request_id", r)?,
+        None => fresh_request_id(),
+    };
+    let lease_us = match field(&body, "timeout")? {
+        Some(t) => input::duration_us("timeout", t)?,
+        None => DEFAULT_LEASE_US,
+    };
+    if lease_us == 0 {
+        return Err("timeout must be positive".into());
+    }
+    let token = match body.get("fencing_token") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or("fencing_token must be a non-negative integer")?),
+    };
+    let action = match field(&body, "action")?.unwrap_or("lock") {
+        "lock" => {
+            let lock_type = input::lock_type(field(&body, "lock_type")?.unwrap_or("write"))?;
+            let wait_us = match field(&body, "wait")? {
+                Some(w) => input::duration_us("wait", w)?,
+                None => 0,
+            };
+            let priority = input::priority(field(&body, "priority")?.unwrap_or("normal"))?;
+            let reason = field(&body, "reason")?.map(|r| input::name("reason", r)).transpose()?;
+            if priority == Priority::High && reason.is_none() {
+                return Err("priority \"high\" requires a reason".into());
+            }
+            Action::Lock { lock_type, lease_us, wait_us, priority, reason }
+        }
+        "unlock" => {
+            let force = match body.get("force") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err("force must be true or false".into()),
+            };
+            Action::Unlock { token, force }
+        }
+        "renew" => Action::Renew { token, lease_us },
+        other => return Err(format!("unknown action {other:?}: use \"lock\", \"unlock\" or \"renew\"")),
+    };
+    Ok(LockRequest { scope, holder, request_id, action })
+}
+
+fn fresh_request_id() -> String {
+    let mut bytes = [0u8; 12];
+    // A failed read of randomness leaves zeros; the id is then still unique enough with the
+    // time mixed in below, and it only affects retry matching.
+    let _ = getrandom::fill(&mut bytes);
+    let t = crate::clock::now().as_micros();
+    format!("req-{:x}-{}", t, bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+pub async fn post(State(handle): State<Handle>, ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Body) -> Response {
+    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => bytes,
+        Err(_) => return ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("body over {} KiB", MAX_BODY / 1024)).into_response(),
+    };
+    let request = match parse(&bytes, peer) {
+        Ok(r) => r,
+        Err(e) => return ApiError(StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    match request.action {
+        Action::Lock { lock_type, lease_us, wait_us, priority, reason } => {
+            lock(&handle, request.scope, request.holder, request.request_id, lock_type, lease_us, wait_us, priority, reason).await
+        }
+        Action::Unlock { token, force } => unlock(&handle, request.scope, request.holder, request.request_id, token, force).await,
+        Action::Renew { token, lease_us } => renew(&handle, request.scope, request.holder, token, lease_us).await,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn lock(
+    handle: &Handle,
+    scope: String,
+    holder: String,
+    request_id: String,
+    lock_type: LockType,
+    lease_us: u64,
+    wait_us: u64,
+    priority: Priority,
+    reason: Option<String>,
+) -> Response {
+    let key = Key::Scope(scope.clone());
+    let acquire = LockOp::Acquire(Acquire {
+        request_id: RequestId(request_id.clone()),
+        holder: holder.clone(),
+        lock_type,
+        lease_us,
+        wait: wait_us > 0,
+        wait_lease_us: WAIT_LEASE_US,
+        priority,
+        reason,
+        node: handle.name.clone(),
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_micros(wait_us);
+    loop {
+        let reply = match call(handle, key.clone(), Op::Lock(acquire.clone())).await {
+            Ok(reply) => reply,
+            Err(e) => return e.into_response(),
+        };
+        let quorum = quorum_text(&reply);
+        match reply.result {
+            Ok(Answer::Lock(LockResult::Locked { token, lease_us, lock_type, .. })) => {
+                let body = json!({
+                    "status": "locked", "scope": scope, "holder": holder, "fencing_token": token,
+                    "lock_type": input::lock_type_name(lock_type), "quorum": quorum,
+                    "timeout": input::format_duration(lease_us), "request_id": request_id,
+                });
+                return (StatusCode::OK, Json(body)).into_response();
+            }
+            Ok(Answer::Lock(LockResult::Queued { position })) => {
+                if tokio::time::Instant::now() + POLL < deadline {
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+                // Waited long enough: give up the place (a grant handed to us meanwhile is
+                // released by the cancel, as we never told the client about it).
+                let cancel = LockOp::Cancel { request_id: RequestId(request_id.clone()) };
+                let _ = call(handle, key.clone(), Op::Lock(cancel)).await;
+                return busy(handle, &scope, Some(position)).await;
+            }
+            Ok(Answer::Lock(LockResult::Busy { holders, .. })) => {
+                let body = json!({"status": "busy", "scope": scope, "holders": holders});
+                return (StatusCode::CONFLICT, Json(body)).into_response();
+            }
+            Ok(Answer::Lock(LockResult::Expired)) => {
+                let body = json!({"status": "expired", "scope": scope, "error": "this request_id's grant or wait already ended; use a new request_id"});
+                return (StatusCode::CONFLICT, Json(body)).into_response();
+            }
+            Ok(Answer::Lock(LockResult::Revoked)) => {
+                let body = json!({"status": "revoked", "scope": scope, "error": "this grant was revoked by an admin"});
+                return (StatusCode::CONFLICT, Json(body)).into_response();
+            }
+            Ok(other) => return ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected answer {other:?}")).into_response(),
+            Err(f) => return failure(handle, f).await,
+        }
+    }
+}
+
+async fn busy(handle: &Handle, scope: &str, position: Option<usize>) -> Response {
+    let holders = match call(handle, Key::Scope(scope.to_string()), Op::Lock(LockOp::Read)).await {
+        Ok(reply) => match reply.result {
+            Ok(Answer::Lock(LockResult::Record(record))) => record.holders.iter().map(|g| g.holder.clone()).collect(),
+            _ => Vec::new(),
+        },
+        Err(_) => Vec::new(),
+    };
+    let mut body = json!({"status": "busy", "scope": scope, "holders": holders});
+    if let Some(position) = position {
+        body["queue_position"] = json!(position);
+    }
+    (StatusCode::CONFLICT, Json(body)).into_response()
+}
+
+async fn unlock(handle: &Handle, scope: String, holder: String, request_id: String, token: Option<u64>, force: bool) -> Response {
+    let key = Key::Scope(scope.clone());
+    let op = if force {
+        LockOp::Revoke { token }
+    } else {
+        LockOp::Release { request_id: RequestId(request_id), grant: GrantRef { holder: holder.clone(), token, acquired_by: None } }
+    };
+    let reply = match call(handle, key.clone(), Op::Lock(op)).await {
+        Ok(reply) => reply,
+        Err(e) => return e.into_response(),
+    };
+    let quorum = quorum_text(&reply);
+    match reply.result {
+        Ok(Answer::Lock(LockResult::Released)) => (StatusCode::OK, Json(json!({"status": "unlocked", "scope": scope, "quorum": quorum}))).into_response(),
+        Ok(Answer::Lock(LockResult::Revoked)) => {
+            let body = json!({"status": "revoked", "scope": scope, "quorum": quorum,
+                "note": "renewals are refused; the grant ends when its lease runs out"});
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        Ok(Answer::Lock(LockResult::NotHolder)) => {
+            // Idempotent on a free scope; a conflict if someone else holds it.
+            match call(handle, key, Op::Lock(LockOp::Read)).await {
+                Ok(Reply { result: Ok(Answer::Lock(LockResult::Record(record))), .. }) if record.holders.is_empty() => {
+                    (StatusCode::OK, Json(json!({"status": "unlocked", "scope": scope, "quorum": quorum}))).into_response()
+                }
+                Ok(Reply { result: Ok(Answer::Lock(LockResult::Record(record))), .. }) => {
+                    let holders: Vec<&str> = record.holders.iter().map(|g| g.holder.as_str()).collect();
+                    let body = json!({"status": "not_holder", "scope": scope, "holder": holder, "holders": holders});
+                    (StatusCode::CONFLICT, Json(body)).into_response()
+                }
+                Ok(Reply { result: Err(f), .. }) => failure(handle, f).await,
+                Ok(_) | Err(_) => ApiError(StatusCode::SERVICE_UNAVAILABLE, "could not read the scope".into()).into_response(),
+            }
+        }
+        Ok(other) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected answer {other:?}")).into_response(),
+        Err(f) => failure(handle, f).await,
+    }
+}
+
+async fn renew(handle: &Handle, scope: String, holder: String, token: Option<u64>, lease_us: u64) -> Response {
+    let op = LockOp::Renew { grant: GrantRef { holder: holder.clone(), token, acquired_by: None }, lease_us };
+    let reply = match call(handle, Key::Scope(scope.clone()), Op::Lock(op)).await {
+        Ok(reply) => reply,
+        Err(e) => return e.into_response(),
+    };
+    let quorum = quorum_text(&reply);
+    match reply.result {
+        Ok(Answer::Lock(LockResult::Locked { token, lease_us, lock_type, .. })) => {
+            let body = json!({"status": "locked", "scope": scope, "holder": holder, "fencing_token": token,
+                "lock_type": input::lock_type_name(lock_type), "quorum": quorum, "timeout": input::format_duration(lease_us)});
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        Ok(Answer::Lock(LockResult::Revoked)) => (StatusCode::CONFLICT, Json(json!({"status": "revoked", "scope": scope}))).into_response(),
+        Ok(Answer::Lock(_)) => (StatusCode::CONFLICT, Json(json!({"status": "not_holder", "scope": scope, "holder": holder}))).into_response(),
+        Ok(other) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected answer {other:?}")).into_response(),
+        Err(f) => failure(handle, f).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> SocketAddr {
+        "10.0.0.5:4000".parse().unwrap()
+    }
+
+    #[test]
+    fn the_seed_request_parses_with_a_holder_from_the_address() {
+        let r = parse(br#"{"scope": "db-migration", "action": "lock"}"#, peer()).unwrap();
+        assert_eq!(r.scope, "db-migration");
+        assert_eq!(r.holder, "anonymous@10.0.0.5");
+        assert!(matches!(r.action, Action::Lock { lease_us: DEFAULT_LEASE_US, wait_us: 0, .. }));
+    }
+
+    #[test]
+    fn bad_input_is_one_clear_line() {
+        for (body, expect) in [
+            (&b"{"[..], "malformed JSON"),
+            (br#"[]"#, "JSON object"),
+            (br#"{"action": "lock"}"#, "scope is required"),
+            (br#"{"scope": "a b"}"#, "invalid scope"),
+            (br#"{"scope": "s", "action": "grab"}"#, "unknown action"),
+            (br#"{"scope": "s", "lock_type": "exclusive"}"#, "invalid lock_type"),
+            (br#"{"scope": "s", "timeout": "soon"}"#, "invalid timeout"),
+            (br#"{"scope": "s", "priority": "high"}"#, "requires a reason"),
+            (br#"{"scope": "s", "colour": "red"}"#, "unknown field"),
+            (br#"{"scope": 7}"#, "must be a string"),
+            (br#"{"scope": "s", "action": "unlock", "fencing_token": -1}"#, "fencing_token"),
+        ] {
+            let e = parse(body, peer()).err().unwrap_or_default();
+            assert!(e.contains(expect), "{}: {e}", String::from_utf8_lossy(body));
+            assert!(!e.contains('\n'));
+        }
+    }
+}

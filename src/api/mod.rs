@@ -1,0 +1,86 @@
+//! The HTTP API (axum), served by every node. One file per endpoint; each parses its input
+//! into typed values first (bad input is a 4xx that changes nothing), then calls the node.
+
+mod health;
+mod input;
+mod lock;
+mod members;
+mod status;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::agent::{ApiCall, Handle, Input, MembersView};
+use crate::core::{Key, Op, Reply};
+
+pub fn router(handle: Handle) -> Router {
+    Router::new()
+        .route("/api/v1.0/lock", post(lock::post))
+        .route("/api/v1.0/lock/{scope}", get(status::get))
+        .route("/api/v1.0/members", get(members::get))
+        .route("/healthz", get(health::get))
+        .with_state(handle)
+}
+
+/// An API error: a status code and one line, as `{"status": "error", "error": LINE}`.
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"status": "error", "error": self.1}))).into_response()
+    }
+}
+
+fn unavailable() -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down".into())
+}
+
+/// Runs one operation on the node and waits for its decided answer (or failure).
+async fn call(handle: &Handle, key: Key, op: Op) -> Result<Reply, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    let call = ApiCall::Op { key, op, timeout_us: handle.request_timeout_us, reply: tx };
+    handle.calls.send(Input::Api(call)).await.map_err(|_| unavailable())?;
+    rx.await.map_err(|_| unavailable())
+}
+
+async fn members_view(handle: &Handle) -> Result<MembersView, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    handle.calls.send(Input::Api(ApiCall::Members(tx))).await.map_err(|_| unavailable())?;
+    rx.await.map_err(|_| unavailable())
+}
+
+/// The response for a request the cluster did not decide.
+async fn failure(handle: &Handle, failure: crate::core::Failure) -> Response {
+    use crate::core::Failure;
+    match failure {
+        Failure::NoQuorum => {
+            let reachable = match members_view(handle).await {
+                Ok(v) => format!("{}/{} voters reachable", v.members.iter().filter(|m| m.voter && m.state == "alive").count(), v.roster_size),
+                Err(_) => "voters unreachable".into(),
+            };
+            let body = json!({"status": "no_quorum", "error": format!("no quorum: {reachable}")});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+        Failure::Timeout => {
+            let body = json!({"status": "timeout", "error": "outcome unknown: retry with the same request_id"});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+        Failure::NoRoster => {
+            let body = json!({"status": "no_cluster", "error": "this node is not part of a cluster yet: start it with --join and --bootstrap-expect, or --bootstrap"});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+        Failure::Overloaded => {
+            let body = json!({"status": "overloaded", "error": "too many requests waiting for this scope here; retry later"});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+        Failure::Invalid(why) => ApiError(StatusCode::BAD_REQUEST, why.to_string()).into_response(),
+    }
+}
+
+fn quorum_text(reply: &Reply) -> String {
+    format!("{}/{} nodes agreed", reply.agreed, reply.voters)
+}

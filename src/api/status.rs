@@ -1,0 +1,55 @@
+//! `GET /api/v1.0/lock/{scope}`: a linearizable read of one scope.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::input::{self, format_duration, lock_type_name, priority_name};
+use super::{call, failure, quorum_text, ApiError};
+use crate::agent::Handle;
+use crate::core::{Answer, Key, LockOp, LockResult, Op};
+
+pub async fn get(State(handle): State<Handle>, Path(scope): Path<String>) -> Response {
+    let scope = match input::scope(&scope) {
+        Ok(s) => s,
+        Err(e) => return ApiError(StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let reply = match call(&handle, Key::Scope(scope.clone()), Op::Lock(LockOp::Read)).await {
+        Ok(reply) => reply,
+        Err(e) => return e.into_response(),
+    };
+    let quorum = quorum_text(&reply);
+    match reply.result {
+        Ok(Answer::Lock(LockResult::Record(record))) => {
+            let holders: Vec<_> = record
+                .holders
+                .iter()
+                .map(|g| {
+                    json!({
+                        "holder": g.holder, "fencing_token": g.token, "lock_type": lock_type_name(g.lock_type),
+                        "held_for": format_duration(g.elapsed_floor_us / 1000 * 1000),
+                        "expires_in": format_duration(g.lease_us.saturating_sub(g.elapsed_floor_us) / 1000 * 1000),
+                        "priority": priority_name(g.priority), "reason": g.reason, "revoked": g.revoked,
+                    })
+                })
+                .collect();
+            let queue: Vec<_> = record
+                .queue
+                .iter()
+                .enumerate()
+                .map(|(i, w)| json!({"holder": w.holder, "position": i + 1, "lock_type": lock_type_name(w.lock_type), "priority": priority_name(w.priority)}))
+                .collect();
+            let status = if record.holders.is_empty() { "free" } else { "locked" };
+            let lock_type = record.holders.first().map(|g| lock_type_name(g.lock_type));
+            let body = json!({
+                "scope": scope, "status": status, "lock_type": lock_type, "holders": holders, "queue": queue,
+                "last_token": record.last_token, "quorum": quorum,
+            });
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        Ok(other) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected answer {other:?}")).into_response(),
+        Err(f) => failure(&handle, f).await,
+    }
+}

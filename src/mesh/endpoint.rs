@@ -1,0 +1,181 @@
+//! One QUIC endpoint per node: it accepts peers' connections, dials peers, and moves frames
+//! over unidirectional streams (one frame per stream). Every frame's sender is checked against
+//! the peer's certificate: a peer can speak only for the node name its certificate carries.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::tls::{self, Identity, TlsError};
+use super::wire::{self, Frame, MAX_FRAME};
+
+/// A frame from a peer, with the node name its certificate was checked for.
+#[derive(Debug)]
+pub struct Inbound {
+    pub peer: String,
+    pub remote: SocketAddr,
+    pub frame: Frame,
+}
+
+/// Stream error codes.
+const BAD_FRAME: u32 = 1;
+const WRONG_NAME: u32 = 2;
+
+pub struct Mesh {
+    endpoint: quinn::Endpoint,
+    connections: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    inbound: mpsc::Sender<Inbound>,
+}
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_millis(500)));
+    // A peer silent this long is gone; the next send dials it again.
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(3)).ok());
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(4096));
+    Arc::new(t)
+}
+
+impl Mesh {
+    /// Binds the endpoint and starts accepting peers; their frames go to `inbound`.
+    pub fn bind(addr: SocketAddr, identity: &Identity, inbound: mpsc::Sender<Inbound>) -> Result<Arc<Mesh>, MeshError> {
+        let mut server = tls::server_config(identity)?;
+        server.transport_config(transport());
+        let mut client = tls::client_config(identity)?;
+        client.transport_config(transport());
+        let mut endpoint = quinn::Endpoint::server(server, addr).map_err(|e| MeshError::Bind(addr, e))?;
+        endpoint.set_default_client_config(client);
+        let mesh = Arc::new(Mesh { endpoint, connections: Mutex::new(HashMap::new()), inbound });
+        tokio::spawn(mesh.clone().accept_loop());
+        Ok(mesh)
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+
+    async fn accept_loop(self: Arc<Self>) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let mesh = self.clone();
+            tokio::spawn(async move {
+                match incoming.await {
+                    Ok(connection) => mesh.read_frames(connection).await,
+                    // A client the CA did not sign ends here.
+                    Err(e) => tracing::warn!(error = %e, "mesh: refused a connection"),
+                }
+            });
+        }
+    }
+
+    /// Sends one frame to `addr`, dialing if needed. Fire and forget: the protocol retries.
+    pub fn send(self: &Arc<Self>, addr: SocketAddr, frame: &Frame) {
+        let bytes = match wire::encode(frame) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::error!(error = %e, "mesh: cannot encode a frame");
+                return;
+            }
+        };
+        let mesh = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = mesh.send_bytes(addr, &bytes).await {
+                tracing::debug!(%addr, error = %e, "mesh: send failed");
+                mesh.forget(addr);
+            }
+        });
+    }
+
+    async fn send_bytes(self: &Arc<Self>, addr: SocketAddr, bytes: &[u8]) -> Result<(), MeshError> {
+        let connection = self.connection(addr).await?;
+        let mut stream = connection.open_uni().await.map_err(|e| MeshError::Send(e.to_string()))?;
+        stream.write_all(bytes).await.map_err(|e| MeshError::Send(e.to_string()))?;
+        stream.finish().map_err(|e| MeshError::Send(e.to_string()))?;
+        Ok(())
+    }
+
+    fn forget(&self, addr: SocketAddr) {
+        if let Ok(mut connections) = self.connections.lock() {
+            if connections.get(&addr).is_some_and(|c| c.close_reason().is_some()) {
+                connections.remove(&addr);
+            }
+        }
+    }
+
+    async fn connection(self: &Arc<Self>, addr: SocketAddr) -> Result<quinn::Connection, MeshError> {
+        let cached = self.connections.lock().ok().and_then(|c| c.get(&addr).cloned());
+        if let Some(connection) = cached {
+            if connection.close_reason().is_none() {
+                return Ok(connection);
+            }
+        }
+        let connecting = self.endpoint.connect(addr, tls::dial_name()).map_err(|e| MeshError::Send(e.to_string()))?;
+        let connection = connecting.await.map_err(|e| MeshError::Send(e.to_string()))?;
+        if let Ok(mut connections) = self.connections.lock() {
+            connections.insert(addr, connection.clone());
+        }
+        tokio::spawn(self.clone().read_frames(connection.clone()));
+        Ok(connection)
+    }
+
+    /// Reads frames from one connection until it closes. A frame that does not decode, is too
+    /// big, or claims a sender other than the certificate's name closes its stream with an
+    /// error and is dropped; nothing panics.
+    async fn read_frames(self: Arc<Self>, connection: quinn::Connection) {
+        let remote = connection.remote_address();
+        let mut names: HashMap<String, bool> = HashMap::new();
+        loop {
+            let mut stream = match connection.accept_uni().await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!(%remote, error = %e, "mesh: connection ended");
+                    return;
+                }
+            };
+            let bytes = match stream.read_to_end(MAX_FRAME).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(%remote, error = %e, "mesh: dropped an unreadable or oversized frame");
+                    let _ = stream.stop(quinn::VarInt::from_u32(BAD_FRAME));
+                    continue;
+                }
+            };
+            let frame = match wire::decode(&bytes) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    tracing::warn!(%remote, error = %e, "mesh: dropped a malformed frame");
+                    continue;
+                }
+            };
+            let claimed = match &frame {
+                Frame::Hello { me, .. } => me.name.clone(),
+                Frame::Core(envelope) => envelope.from.name.clone(),
+            };
+            let allowed = *names.entry(claimed.clone()).or_insert_with(|| tls::verify_peer_name(&connection, &claimed));
+            if !allowed {
+                tracing::warn!(%remote, %claimed, "mesh: peer spoke for a name its certificate does not carry");
+                connection.close(quinn::VarInt::from_u32(WRONG_NAME), b"name does not match certificate");
+                return;
+            }
+            if self.inbound.send(Inbound { peer: claimed, remote, frame }).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub fn close(&self) {
+        self.endpoint.close(quinn::VarInt::from_u32(0), b"bye");
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("cannot bind the mesh to {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("send: {0}")]
+    Send(String),
+}

@@ -140,8 +140,18 @@ impl Runtime {
         }
     }
 
+    /// Tells the core which voters may be up. It fails requests fast when too few are, so
+    /// only voters known to be down are left out: one not heard from yet may well be up. Run
+    /// after every input, as rosters and peers change at any time.
+    fn refresh_alive(&mut self) {
+        let Some(roster) = self.node.roster() else { return };
+        let not_down: Vec<NodeId> = roster.voters.iter().filter(|v| !self.known_down(v)).cloned().collect();
+        self.node.set_alive(not_down);
+    }
+
     /// Hands the core's output to the disk thread; it comes back as `Committed`.
     fn pump(&mut self) {
+        self.refresh_alive();
         let out = self.node.drain();
         if !(out.writes.is_empty() && out.messages.is_empty() && out.replies.is_empty()) && self.flush.send(out).is_err() {
             tracing::error!("the disk thread is gone; stopping");
@@ -193,6 +203,7 @@ impl Runtime {
             }
             return;
         }
+        tracing::debug!(client = reply.client, key = ?reply.key, result = ?reply.result, agreed = reply.agreed, "reply");
         if let Some(tx) = self.pending.remove(&reply.client) {
             let _ = tx.send(reply);
         }
@@ -252,6 +263,19 @@ impl Runtime {
         }
     }
 
+    /// A voter whose peer said it is leaving, or was heard from but not for a while.
+    fn known_down(&self, voter: &NodeId) -> bool {
+        if *voter == *self.node.id() {
+            return false;
+        }
+        match self.peers.get(&voter.name) {
+            Some(p) if p.info.incarnation == voter.incarnation => {
+                p.leaving || p.last_seen.is_some_and(|t| t.elapsed() >= ALIVE_FOR)
+            }
+            _ => false,
+        }
+    }
+
     fn alive_peers(&self) -> impl Iterator<Item = &Peer> {
         self.peers.values().filter(|p| !p.leaving && p.last_seen.is_some_and(|t| t.elapsed() < ALIVE_FOR))
     }
@@ -261,7 +285,6 @@ impl Runtime {
         self.announce(false);
         let mut alive: Vec<NodeId> = self.alive_peers().map(|p| NodeId::new(p.info.name.clone(), p.info.incarnation)).collect();
         alive.push(self.node.id().clone());
-        self.node.set_alive(alive.clone());
         if self.node.roster().is_none() {
             self.try_bootstrap(alive);
         } else if self.leaving.is_none() {

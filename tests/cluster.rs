@@ -1,0 +1,140 @@
+//! Real `lockmesh agent` processes on 127.0.0.1: forming a cluster, the seed's lock/unlock
+//! pair on every node, conflicts, crashes of a minority and a majority, restarts, joins,
+//! graceful leave, lease expiry, and a stranger with a foreign certificate.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{get, post, wait_for, Cluster};
+
+fn lock_body(scope: &str, holder: &str) -> String {
+    format!(r#"{{"scope": "{scope}", "action": "lock", "holder": "{holder}"}}"#)
+}
+
+fn unlock_body(scope: &str, holder: &str) -> String {
+    format!(r#"{{"scope": "{scope}", "action": "unlock", "holder": "{holder}"}}"#)
+}
+
+#[test]
+fn three_nodes_form_a_cluster_and_serve_the_seed_requests_on_every_node() {
+    let mut c = Cluster::new("seed", 3);
+    c.start_all(&["--bootstrap-expect", "3"]);
+    c.wait_for_roster(&[0, 1, 2], 3);
+    let mut last_token = 0;
+    for i in 0..3 {
+        // The seed's bare pair: no holder given, so it is derived from the client's address.
+        let (status, body) = post(c.http(i), r#"{"scope": "db-migration", "action": "lock"}"#).unwrap();
+        assert_eq!(status, 200, "lock on node {i}: {body}");
+        assert_eq!(body["status"], "locked");
+        assert_eq!(body["holder"], "anonymous@127.0.0.1");
+        assert_eq!(body["lock_type"], "write");
+        let token = body["fencing_token"].as_u64().unwrap();
+        assert!(token > last_token, "tokens rise: {token} after {last_token}");
+        last_token = token;
+        assert!(body["quorum"].as_str().unwrap().ends_with("/3 nodes agreed"));
+        // Another holder conflicts, on any node.
+        let (status, body) = post(c.http((i + 1) % 3), &lock_body("db-migration", "someone-else")).unwrap();
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["status"], "busy");
+        let (status, body) = get(c.http((i + 2) % 3), "/api/v1.0/lock/db-migration").unwrap();
+        assert_eq!((status, body["status"].as_str()), (200, Some("locked")), "{body}");
+        let (status, body) = post(c.http(i), r#"{"scope": "db-migration", "action": "unlock"}"#).unwrap();
+        assert_eq!((status, body["status"].as_str()), (200, Some("unlocked")), "{body}");
+    }
+    // Unlocking a free scope is idempotent; bad input changes nothing.
+    let (status, _) = post(c.http(0), r#"{"scope": "db-migration", "action": "unlock"}"#).unwrap();
+    assert_eq!(status, 200);
+    let (status, body) = post(c.http(0), r#"{"scope": "no spaces allowed", "action": "lock"}"#).unwrap();
+    assert_eq!((status, body["status"].as_str()), (400, Some("error")), "{body}");
+    let (status, _) = post(c.http(0), "not json").unwrap();
+    assert_eq!(status, 400);
+}
+
+#[test]
+fn a_minority_may_crash_a_majority_may_not_and_restarts_keep_tokens_rising() {
+    let mut c = Cluster::new("crash", 3);
+    c.start_all(&["--bootstrap-expect", "3"]);
+    c.wait_for_roster(&[0, 1, 2], 3);
+    let (_, body) = post(c.http(0), &lock_body("jobs", "a")).unwrap();
+    let first = body["fencing_token"].as_u64().unwrap();
+    post(c.http(0), &unlock_body("jobs", "a")).unwrap();
+
+    c.kill(2);
+    let (status, body) = post(c.http(1), &lock_body("jobs", "b")).unwrap();
+    assert_eq!(status, 200, "with one of three down: {body}");
+    post(c.http(1), &unlock_body("jobs", "b")).unwrap();
+
+    c.kill(1);
+    let (status, body) = post(c.http(0), &lock_body("jobs", "c")).unwrap();
+    assert_eq!(status, 503, "with two of three down: {body}");
+    assert!(["no_quorum", "timeout"].contains(&body["status"].as_str().unwrap()), "{body}");
+
+    c.start(1, &["--bootstrap-expect", "3"]);
+    c.start(2, &["--bootstrap-expect", "3"]);
+    let mut token = 0;
+    wait_for("locking to work again", Duration::from_secs(60), || match post(c.http(2), &lock_body("jobs", "d")) {
+        Ok((200, body)) => {
+            token = body["fencing_token"].as_u64().unwrap_or(0);
+            true
+        }
+        _ => false,
+    });
+    assert!(token > first + 1, "token {token} after {first} and one more grant");
+}
+
+#[test]
+fn a_new_node_becomes_a_voter_and_a_leaving_node_shrinks_the_roster() {
+    let mut c = Cluster::new("join", 3);
+    c.start_all(&["--bootstrap-expect", "3"]);
+    c.wait_for_roster(&[0, 1, 2], 3);
+    let four = c.add_agent();
+    c.start(four, &[]);
+    c.wait_for_roster(&[0, 1, 2, 3], 4);
+    let (status, body) = post(c.http(3), &lock_body("deploy", "new-node-user")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body["quorum"].as_str().unwrap().ends_with("/4 nodes agreed"), "{body}");
+    post(c.http(3), &unlock_body("deploy", "new-node-user")).unwrap();
+
+    assert!(c.terminate(1, Duration::from_secs(20)), "node-2 left within 20 s");
+    c.wait_for_roster(&[0, 2, 3], 3);
+    let (status, body) = post(c.http(0), &lock_body("deploy", "after-leave")).unwrap();
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn an_unrenewed_lease_expires_and_the_next_holder_gets_a_higher_token() {
+    let mut c = Cluster::new("lease", 3);
+    c.start_all(&["--bootstrap-expect", "3"]);
+    c.wait_for_roster(&[0, 1, 2], 3);
+    let (status, body) = post(c.http(0), r#"{"scope": "cron", "action": "lock", "holder": "dies", "timeout": "1s"}"#).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let first = body["fencing_token"].as_u64().unwrap();
+    // Waiting in the queue, the next holder is handed the lock once the lease runs out.
+    let (status, body) = post(c.http(1), r#"{"scope": "cron", "action": "lock", "holder": "next", "wait": "20s"}"#).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body["fencing_token"].as_u64().unwrap() > first);
+    // The first holder's renewal now fails.
+    let (status, body) = post(c.http(0), r#"{"scope": "cron", "action": "renew", "holder": "dies"}"#).unwrap();
+    assert_eq!((status, body["status"].as_str()), (409, Some("not_holder")), "{body}");
+}
+
+#[test]
+fn a_node_with_a_foreign_certificate_is_kept_out() {
+    let mut c = Cluster::new("stranger", 3);
+    c.start_all(&["--bootstrap-expect", "3"]);
+    c.wait_for_roster(&[0, 1, 2], 3);
+    // A stranger with its own CA, claiming a name, joining node 0.
+    let mut s = Cluster::new("stranger-ca", 4);
+    s.agents[3].name = "node-4".into();
+    let join = c.agents[0].mesh;
+    s.agents[0].mesh = join;
+    s.start(3, &["--bootstrap-expect", "4"]);
+    // Give it every chance to gossip its way in; members must never list it.
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, body) = get(c.http(0), "/api/v1.0/members").unwrap();
+    let names: Vec<&str> = body["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert!(!names.contains(&"node-4"), "the stranger got in: {body}");
+    assert_eq!(body["roster_size"], 3);
+    assert!(c.log(0).contains("refused a connection"), "node-1 should log the refused handshake");
+}

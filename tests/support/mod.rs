@@ -1,0 +1,190 @@
+//! A harness for tests with real `lockmesh agent` processes on 127.0.0.1: certificates,
+//! start, kill -9, restart, SIGTERM, and a small HTTP client. Waits are for conditions, with
+//! generous bounds, never fixed sleeps standing in for them.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lockmesh");
+
+pub struct Agent {
+    pub name: String,
+    pub http: SocketAddr,
+    pub mesh: SocketAddr,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub certs: PathBuf,
+    pub agents: Vec<Agent>,
+}
+
+fn free_port_pair() -> (SocketAddr, SocketAddr) {
+    // Ports the OS hands out now; the tiny race with other processes is acceptable in tests.
+    let tcp = TcpListener::bind("127.0.0.1:0").expect("a free TCP port");
+    let udp = UdpSocket::bind("127.0.0.1:0").expect("a free UDP port");
+    (tcp.local_addr().unwrap(), udp.local_addr().unwrap())
+}
+
+pub fn lockmesh(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().expect("lockmesh runs")
+}
+
+impl Cluster {
+    /// Certificates for `n` nodes (not started yet).
+    pub fn new(test: &str, n: usize) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("lockmesh-test-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let certs = dir.join("certs");
+        let out = lockmesh(&["certs", "ca", certs.to_str().unwrap()]);
+        assert!(out.status.success(), "certs ca: {}", String::from_utf8_lossy(&out.stderr));
+        let mut cluster = Cluster { dir, certs, agents: Vec::new() };
+        for _ in 0..n {
+            cluster.add_agent();
+        }
+        cluster
+    }
+
+    /// Makes a certificate and addresses for one more node.
+    pub fn add_agent(&mut self) -> usize {
+        let i = self.agents.len();
+        let name = format!("node-{}", i + 1);
+        let out = lockmesh(&["certs", "node", self.certs.to_str().unwrap(), &name, "--ip", "127.0.0.1"]);
+        assert!(out.status.success(), "certs node: {}", String::from_utf8_lossy(&out.stderr));
+        let (http, mesh) = free_port_pair();
+        self.agents.push(Agent { name, http, mesh, data_dir: self.dir.join(format!("data-{i}")), child: None });
+        i
+    }
+
+    /// Starts node `i`, joining node 0, with extra flags (e.g. `--bootstrap-expect 3`).
+    pub fn start(&mut self, i: usize, extra: &[&str]) {
+        let join = self.agents[0].mesh.to_string();
+        let certs = self.certs.clone();
+        let log = std::fs::File::create(self.dir.join(format!("node-{}.log", i + 1))).unwrap();
+        let a = &mut self.agents[i];
+        let child = Command::new(BIN)
+            .arg("agent")
+            .args(["--name", &a.name, "--http", &a.http.to_string(), "--mesh", &a.mesh.to_string()])
+            .arg("--data-dir")
+            .arg(&a.data_dir)
+            .arg("--certs")
+            .arg(&certs)
+            .args(["--join", &join, "--no-auth", "--request-timeout-ms", "3000"])
+            .args(extra)
+            .env("RUST_LOG", std::env::var("LOCKMESH_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("agent starts");
+        a.child = Some(child);
+    }
+
+    pub fn start_all(&mut self, extra: &[&str]) {
+        for i in 0..self.agents.len() {
+            self.start(i, extra);
+        }
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.agents[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait (up to `bound`) for the process to exit.
+    pub fn terminate(&mut self, i: usize, bound: Duration) -> bool {
+        let Some(mut child) = self.agents[i].child.take() else { return true };
+        // SAFETY: kill(2) on our own child's pid with SIGTERM.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    pub fn http(&self, i: usize) -> SocketAddr {
+        self.agents[i].http
+    }
+
+    /// Waits until every listed node reports a roster of `voters` voters, swept.
+    pub fn wait_for_roster(&self, nodes: &[usize], voters: usize) {
+        wait_for(&format!("nodes {nodes:?} to agree on {voters} voters"), Duration::from_secs(60), || {
+            nodes.iter().all(|&i| {
+                get(self.http(i), "/api/v1.0/members")
+                    .map(|(_, v)| v["roster_size"] == voters && v["sweep_done"] == true)
+                    .unwrap_or(false)
+            })
+        });
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("node-{}.log", i + 1))).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.agents.len() {
+            self.kill(i);
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("test cluster files kept in {}", self.dir.display());
+        }
+    }
+}
+
+/// Polls `condition` every 100 ms until it holds; panics after `bound`.
+pub fn wait_for(what: &str, bound: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + bound;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {bound:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One HTTP/1.1 request; returns the status code and the JSON body.
+pub fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Value), String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let body = body.unwrap_or("");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    stream.write_all(body.as_bytes()).map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response);
+    let status: u16 = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no status line")?;
+    let payload = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let json = serde_json::from_str(payload).unwrap_or(Value::Null);
+    Ok((status, json))
+}
+
+pub fn post(addr: SocketAddr, body: &str) -> Result<(u16, Value), String> {
+    request(addr, "POST", "/api/v1.0/lock", Some(body))
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, Value), String> {
+    request(addr, "GET", path, None)
+}

@@ -138,3 +138,20 @@ fn a_node_with_a_foreign_certificate_is_kept_out() {
     assert_eq!(body["roster_size"], 3);
     assert!(c.log(0).contains("refused a connection"), "node-1 should log the refused handshake");
 }
+
+#[test]
+fn an_admin_removes_a_crashed_voter() {
+    let mut c = Cluster::new("remove", 3);
+    c.start_all(&["--bootstrap-expect", "3"]);
+    c.wait_for_roster(&[0, 1, 2], 3);
+    c.kill(2);
+    let (status, body) = support::request(c.http(0), "POST", "/api/v1.0/members/remove", Some(r#"{"name": "node-3"}"#)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["roster_size"], 2);
+    c.wait_for_roster(&[0, 1], 2);
+    let (status, body) = support::request(c.http(0), "POST", "/api/v1.0/members/remove", Some(r#"{"name": "nobody"}"#)).unwrap();
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = post(c.http(1), &lock_body("after-removal", "x")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body["quorum"].as_str().unwrap().ends_with("/2 nodes agreed"), "{body}");
+}

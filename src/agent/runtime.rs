@@ -30,6 +30,8 @@ pub enum ApiCall {
     /// Run an operation on a register; the reply comes when it is decided or timed out.
     Op { key: Key, op: Op, timeout_us: u64, reply: oneshot::Sender<Reply> },
     Members(oneshot::Sender<MembersView>),
+    /// The installed roster.
+    Roster(oneshot::Sender<Option<crate::core::Roster>>),
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -170,6 +172,9 @@ impl Runtime {
             }
             Input::Api(ApiCall::Members(reply)) => {
                 let _ = reply.send(self.members());
+            }
+            Input::Api(ApiCall::Roster(reply)) => {
+                let _ = reply.send(self.node.roster().cloned());
             }
             Input::Committed(group) => {
                 for out in group {

@@ -22,6 +22,7 @@ pub fn router(handle: Handle) -> Router {
         .route("/api/v1.0/lock", post(lock::post))
         .route("/api/v1.0/lock/{scope}", get(status::get))
         .route("/api/v1.0/members", get(members::get))
+        .route("/api/v1.0/members/remove", post(members::remove))
         .route("/healthz", get(health::get))
         .with_state(handle)
 }

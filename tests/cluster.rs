@@ -155,3 +155,24 @@ fn an_admin_removes_a_crashed_voter() {
     assert_eq!(status, 200, "{body}");
     assert!(body["quorum"].as_str().unwrap().ends_with("/2 nodes agreed"), "{body}");
 }
+
+#[test]
+fn swim_sees_a_killed_node_down_everywhere_and_up_again_after_restart() {
+    let mut c = Cluster::new("swim", 3);
+    c.start_all(&["--bootstrap-expect", "3"]);
+    c.wait_for_roster(&[0, 1, 2], 3);
+    let state_of = |c: &Cluster, at: usize, name: &str| -> String {
+        get(c.http(at), "/api/v1.0/members")
+            .ok()
+            .and_then(|(_, v)| v["members"].as_array().cloned())
+            .and_then(|ms| ms.into_iter().find(|m| m["name"] == name))
+            .and_then(|m| m["state"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    wait_for("node-3 alive everywhere", Duration::from_secs(30), || (0..2).all(|i| state_of(&c, i, "node-3") == "alive"));
+    c.kill(2);
+    wait_for("node-3 down everywhere", Duration::from_secs(30), || (0..2).all(|i| state_of(&c, i, "node-3") == "down"));
+    c.start(2, &["--bootstrap-expect", "3"]);
+    wait_for("node-3 alive again", Duration::from_secs(30), || (0..2).all(|i| state_of(&c, i, "node-3") == "alive"));
+    assert!(c.log(0).contains("member up"), "SWIM reported members");
+}

@@ -4,6 +4,7 @@
 mod config;
 mod flush;
 mod runtime;
+pub mod swim;
 
 
 use tokio::sync::mpsc;
@@ -45,7 +46,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     tracing::info!(node = %id, data_dir = %config.data_dir.display(), "starting");
     let (input_tx, input_rx) = mpsc::channel(8192);
     let (mesh_tx, mut mesh_rx) = mpsc::channel(8192);
-    let mesh = Mesh::bind(config.mesh, &identity, mesh_tx)?;
+    let mesh = Mesh::bind(config.mesh, &identity, mesh_tx, swim::claimed_sender)?;
     let forward = input_tx.clone();
     tokio::spawn(async move {
         while let Some(inbound) = mesh_rx.recv().await {

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::AgentConfig;
+use super::swim::{Swim, SwimId};
 use crate::clock;
 use crate::core::{Answer, Key, Node, NodeId, Op, Outputs, Reply, Request, RosterChange, RosterOp, RosterResult};
-use crate::mesh::endpoint::{Inbound, Mesh};
+use crate::mesh::endpoint::{Inbound, Mesh, Payload};
 use crate::mesh::wire::{Frame, PeerInfo};
 
 /// A peer not heard from for this long is not alive.
@@ -74,16 +75,27 @@ pub struct Runtime {
     bootstrapped_with: Option<Vec<NodeId>>,
     admin_in_flight: Option<Instant>,
     leaving: Option<oneshot::Sender<()>>,
+    swim: Swim,
+    ticks: u64,
+}
+
+fn swim_id(info: &PeerInfo) -> SwimId {
+    SwimId { name: info.name.clone(), incarnation: info.incarnation, mesh_addr: info.mesh_addr, http_addr: info.http_addr, bump: info.bump }
 }
 
 impl Runtime {
     pub fn new(config: AgentConfig, node: Node, mesh: Arc<Mesh>, flush: std::sync::mpsc::Sender<Outputs>) -> Runtime {
+        // Which life of this process: restarts must win over the previous one in SWIM. Only
+        // an ordering between lives of one node, never compared across nodes.
+        let bump = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let me = PeerInfo {
             name: config.name.clone(),
             incarnation: node.id().incarnation,
             mesh_addr: mesh.local_addr().unwrap_or(config.mesh),
             http_addr: config.http,
+            bump,
         };
+        let swim = Swim::new(swim_id(&me), node.id().incarnation ^ bump);
         Runtime {
             config,
             node,
@@ -96,6 +108,8 @@ impl Runtime {
             bootstrapped_with: None,
             admin_in_flight: None,
             leaving: None,
+            swim,
+            ticks: 0,
         }
     }
 
@@ -119,6 +133,9 @@ impl Runtime {
                     self.node.handle_timeout(clock::now());
                 }
                 _ = tick.tick() => self.tick(),
+                _ = async { match self.swim.next_timer() { Some(at) => tokio::time::sleep_until(at.into()).await, None => std::future::pending().await } } => {
+                    self.swim.handle_timers(Instant::now());
+                }
                 _ = &mut shutdown, if left.is_none() => {
                     tracing::info!("shutting down: leaving the roster");
                     let (tx, rx) = oneshot::channel();
@@ -130,6 +147,8 @@ impl Runtime {
                 _ = async { match left.as_mut() { Some(rx) => { let _ = rx.await; } None => std::future::pending().await } } => {
                     tracing::info!("left the roster; bye");
                     self.announce(true);
+                    self.swim.leave();
+                    self.pump_swim();
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     return;
                 }
@@ -139,7 +158,45 @@ impl Runtime {
                 }
             }
             self.pump();
+            self.pump_swim();
         }
+    }
+
+    /// Sends SWIM's datagrams and applies its membership changes to the peer table.
+    fn pump_swim(&mut self) {
+        let out = self.swim.drain(Instant::now());
+        for (to, packet) in out.send {
+            self.mesh.send_datagram(to.mesh_addr, packet);
+        }
+        for n in out.notifications {
+            match n {
+                foca::OwnedNotification::MemberUp(id) | foca::OwnedNotification::Rename(_, id) => {
+                    tracing::info!(member = %id.name, "member up");
+                    self.upsert_peer(&id);
+                }
+                foca::OwnedNotification::MemberDown(id) => tracing::warn!(member = %id.name, "member down"),
+                foca::OwnedNotification::Defunct => tracing::warn!("swim: this node was declared down"),
+                _ => {}
+            }
+        }
+    }
+
+    fn upsert_peer(&mut self, id: &SwimId) {
+        if id.name == self.me.name {
+            return;
+        }
+        let info = PeerInfo { name: id.name.clone(), incarnation: id.incarnation, mesh_addr: id.mesh_addr, http_addr: id.http_addr, bump: id.bump };
+        match self.peers.get_mut(&id.name) {
+            Some(p) => p.info = info,
+            None => {
+                self.peers.insert(id.name.clone(), Peer { info, cluster_id: None, last_seen: None, leaving: false });
+            }
+        }
+    }
+
+    /// SWIM's opinion of a member with this name and incarnation, if it has one.
+    fn swim_state(&self, name: &str, incarnation: u64) -> Option<foca::State> {
+        self.swim.members().filter(|(m, _)| m.name == name && m.incarnation == incarnation).map(|(_, s)| s).next()
     }
 
     /// Tells the core which voters may be up. It fails requests fast when too few are, so
@@ -163,6 +220,7 @@ impl Runtime {
 
     fn handle(&mut self, input: Input) {
         match input {
+            Input::Mesh(Inbound { payload: Payload::Datagram(packet), .. }) => self.swim.handle_packet(&packet),
             Input::Mesh(inbound) => self.on_frame(inbound),
             Input::Api(ApiCall::Op { key, op, timeout_us, reply }) => {
                 let client = self.next_client;
@@ -216,7 +274,8 @@ impl Runtime {
 
     fn on_frame(&mut self, inbound: Inbound) {
         let mine = self.node.roster().map(|r| r.cluster_id);
-        match inbound.frame {
+        let Payload::Frame(frame) = inbound.payload else { return };
+        match frame {
             Frame::Hello { me, cluster_id, peers, leaving } => {
                 if me.name == self.me.name {
                     return;
@@ -228,6 +287,11 @@ impl Runtime {
                     }
                 }
                 let name = me.name.clone();
+                let known = self.peers.get(&name).is_some_and(|p| p.info == me && p.last_seen.is_some());
+                if !known && !leaving {
+                    // First word from this life of the peer: make SWIM probe it too.
+                    self.swim.announce(swim_id(&me));
+                }
                 self.peers.insert(name, Peer { info: me, cluster_id, last_seen: Some(Instant::now()), leaving });
                 for p in peers {
                     if p.name != self.me.name && !self.peers.contains_key(&p.name) {
@@ -254,10 +318,13 @@ impl Runtime {
         Frame::Hello { me: self.me.clone(), cluster_id: self.node.roster().map(|r| r.cluster_id), peers, leaving }
     }
 
+    /// Hellos: to the join addresses at every tick until this node belongs to a cluster; to
+    /// every known peer now and then (SWIM does the frequent work of failure detection).
     fn announce(&self, leaving: bool) {
         let hello = self.hello(leaving);
         let mut sent: Vec<SocketAddr> = Vec::new();
-        for peer in self.peers.values() {
+        let to_peers = leaving || self.node.roster().is_none() || self.ticks % 7 == 0;
+        for peer in self.peers.values().filter(|_| to_peers) {
             self.mesh.send(peer.info.mesh_addr, &hello);
             sent.push(peer.info.mesh_addr);
         }
@@ -268,25 +335,34 @@ impl Runtime {
         }
     }
 
-    /// A voter whose peer said it is leaving, or was heard from but not for a while.
+    /// A voter whose peer said it is leaving, or that SWIM declared down.
     fn known_down(&self, voter: &NodeId) -> bool {
         if *voter == *self.node.id() {
             return false;
         }
-        match self.peers.get(&voter.name) {
-            Some(p) if p.info.incarnation == voter.incarnation => {
-                p.leaving || p.last_seen.is_some_and(|t| t.elapsed() >= ALIVE_FOR)
-            }
-            _ => false,
+        let leaving = self.peers.get(&voter.name).is_some_and(|p| p.leaving && p.info.incarnation == voter.incarnation);
+        leaving || self.swim_state(&voter.name, voter.incarnation) == Some(foca::State::Down)
+    }
+
+    /// Peers SWIM holds up (alive or suspect), or that greeted us lately.
+    fn peer_up(&self, p: &Peer) -> bool {
+        if p.leaving {
+            return false;
+        }
+        match self.swim_state(&p.info.name, p.info.incarnation) {
+            Some(foca::State::Alive) | Some(foca::State::Suspect) => true,
+            Some(foca::State::Down) => false,
+            None => p.last_seen.is_some_and(|t| t.elapsed() < ALIVE_FOR),
         }
     }
 
     fn alive_peers(&self) -> impl Iterator<Item = &Peer> {
-        self.peers.values().filter(|p| !p.leaving && p.last_seen.is_some_and(|t| t.elapsed() < ALIVE_FOR))
+        self.peers.values().filter(|p| self.peer_up(p))
     }
 
     /// Periodic: gossip, the alive set, bootstrap, admission.
     fn tick(&mut self) {
+        self.ticks += 1;
         self.announce(false);
         let mut alive: Vec<NodeId> = self.alive_peers().map(|p| NodeId::new(p.info.name.clone(), p.info.incarnation)).collect();
         alive.push(self.node.id().clone());
@@ -388,11 +464,16 @@ impl Runtime {
             voter: voter(&self.me.name, self.me.incarnation),
         }];
         for p in self.peers.values() {
-            let state = match (p.leaving, p.last_seen) {
-                (true, _) => "left",
-                (false, Some(t)) if t.elapsed() < ALIVE_FOR => "alive",
-                (false, Some(t)) if t.elapsed() < ALIVE_FOR * 4 => "suspect",
-                _ => "down",
+            let state = if p.leaving {
+                "left"
+            } else {
+                match self.swim_state(&p.info.name, p.info.incarnation) {
+                    Some(foca::State::Alive) => "alive",
+                    Some(foca::State::Suspect) => "suspect",
+                    Some(foca::State::Down) => "down",
+                    None if self.peer_up(p) => "alive",
+                    None => "down",
+                }
             };
             members.push(MemberView {
                 name: p.info.name.clone(),

@@ -12,13 +12,24 @@ use tokio::sync::mpsc;
 use super::tls::{self, Identity, TlsError};
 use super::wire::{self, Frame, MAX_FRAME};
 
-/// A frame from a peer, with the node name its certificate was checked for.
+/// A frame or a membership datagram from a peer, with the node name its certificate was
+/// checked for.
 #[derive(Debug)]
 pub struct Inbound {
     pub peer: String,
     pub remote: SocketAddr,
-    pub frame: Frame,
+    pub payload: Payload,
 }
+
+#[derive(Debug)]
+pub enum Payload {
+    Frame(Frame),
+    /// A SWIM packet (QUIC datagram).
+    Datagram(bytes::Bytes),
+}
+
+/// Reads the sender's name a datagram claims, so it can be checked against the certificate.
+pub type DatagramSender = fn(&[u8]) -> Option<String>;
 
 /// Stream error codes.
 const BAD_FRAME: u32 = 1;
@@ -28,6 +39,7 @@ pub struct Mesh {
     endpoint: quinn::Endpoint,
     connections: Mutex<HashMap<SocketAddr, quinn::Connection>>,
     inbound: mpsc::Sender<Inbound>,
+    datagram_sender: DatagramSender,
 }
 
 fn transport() -> Arc<quinn::TransportConfig> {
@@ -41,14 +53,19 @@ fn transport() -> Arc<quinn::TransportConfig> {
 
 impl Mesh {
     /// Binds the endpoint and starts accepting peers; their frames go to `inbound`.
-    pub fn bind(addr: SocketAddr, identity: &Identity, inbound: mpsc::Sender<Inbound>) -> Result<Arc<Mesh>, MeshError> {
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &Identity,
+        inbound: mpsc::Sender<Inbound>,
+        datagram_sender: DatagramSender,
+    ) -> Result<Arc<Mesh>, MeshError> {
         let mut server = tls::server_config(identity)?;
         server.transport_config(transport());
         let mut client = tls::client_config(identity)?;
         client.transport_config(transport());
         let mut endpoint = quinn::Endpoint::server(server, addr).map_err(|e| MeshError::Bind(addr, e))?;
         endpoint.set_default_client_config(client);
-        let mesh = Arc::new(Mesh { endpoint, connections: Mutex::new(HashMap::new()), inbound });
+        let mesh = Arc::new(Mesh { endpoint, connections: Mutex::new(HashMap::new()), inbound, datagram_sender });
         tokio::spawn(mesh.clone().accept_loop());
         Ok(mesh)
     }
@@ -84,6 +101,24 @@ impl Mesh {
             if let Err(e) = mesh.send_bytes(addr, &bytes).await {
                 tracing::debug!(%addr, error = %e, "mesh: send failed");
                 mesh.forget(addr);
+            }
+        });
+    }
+
+    /// Sends one datagram to `addr` (dialing if needed); lost if anything fails, as datagrams are.
+    pub fn send_datagram(self: &Arc<Self>, addr: SocketAddr, packet: bytes::Bytes) {
+        let mesh = self.clone();
+        tokio::spawn(async move {
+            match mesh.connection(addr).await {
+                Ok(connection) => {
+                    if let Err(e) = connection.send_datagram(packet) {
+                        tracing::debug!(%addr, error = %e, "mesh: datagram not sent");
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "mesh: no connection for a datagram");
+                    mesh.forget(addr);
+                }
             }
         });
     }
@@ -124,6 +159,7 @@ impl Mesh {
     /// big, or claims a sender other than the certificate's name closes its stream with an
     /// error and is dropped; nothing panics.
     async fn read_frames(self: Arc<Self>, connection: quinn::Connection) {
+        tokio::spawn(self.clone().read_datagrams(connection.clone()));
         let remote = connection.remote_address();
         let mut names: HashMap<String, bool> = HashMap::new();
         loop {
@@ -159,8 +195,27 @@ impl Mesh {
                 connection.close(quinn::VarInt::from_u32(WRONG_NAME), b"name does not match certificate");
                 return;
             }
-            if self.inbound.send(Inbound { peer: claimed, remote, frame }).await.is_err() {
+            if self.inbound.send(Inbound { peer: claimed, remote, payload: Payload::Frame(frame) }).await.is_err() {
                 return;
+            }
+        }
+    }
+
+    /// Reads datagrams from one connection until it closes; a datagram whose claimed sender
+    /// the certificate does not carry is dropped.
+    async fn read_datagrams(self: Arc<Self>, connection: quinn::Connection) {
+        let remote = connection.remote_address();
+        let mut names: HashMap<String, bool> = HashMap::new();
+        while let Ok(packet) = connection.read_datagram().await {
+            let Some(claimed) = (self.datagram_sender)(&packet) else { continue };
+            let allowed = *names.entry(claimed.clone()).or_insert_with(|| tls::verify_peer_name(&connection, &claimed));
+            if !allowed {
+                tracing::warn!(%remote, %claimed, "mesh: datagram for a name the certificate does not carry");
+                continue;
+            }
+            if self.inbound.try_send(Inbound { peer: claimed, remote, payload: Payload::Datagram(packet) }).is_err() {
+                // Full or closed: membership datagrams may be lost; SWIM copes.
+                continue;
             }
         }
     }

@@ -18,6 +18,8 @@ pub struct PeerInfo {
     pub incarnation: u64,
     pub mesh_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Which life of the process this is (SWIM tells restarts apart by it).
+    pub bump: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +63,7 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_garbage_is_an_error_not_a_panic() {
-        let me = PeerInfo { name: "a".into(), incarnation: 7, mesh_addr: "127.0.0.1:1".parse().unwrap(), http_addr: "127.0.0.1:2".parse().unwrap() };
+        let me = PeerInfo { name: "a".into(), incarnation: 7, mesh_addr: "127.0.0.1:1".parse().unwrap(), http_addr: "127.0.0.1:2".parse().unwrap(), bump: 1 };
         let frame = Frame::Hello { me, cluster_id: Some(3), peers: vec![], leaving: false };
         let bytes = encode(&frame).unwrap();
         assert_eq!(decode(&bytes).unwrap(), frame);

@@ -39,6 +39,9 @@ pub fn run(nodes: usize) -> ExitCode {
 fn start(dir: &Path, nodes: usize) -> Result<Vec<Child>, String> {
     let certs = dir.join("certs");
     lockmesh::certs::make_ca(&certs).map_err(|e| e.to_string())?;
+    let users = dir.join("users.toml");
+    let password = random_password()?;
+    let token = lockmesh::auth::Users::add(&users, "admin", lockmesh::auth::Role::Admin, &password)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let mut children = Vec::new();
     for i in 0..nodes {
@@ -55,7 +58,8 @@ fn start(dir: &Path, nodes: usize) -> Result<Vec<Child>, String> {
             .arg("--certs")
             .arg(&certs)
             .args(["--join", &mesh_addr(0).to_string()])
-            .arg("--no-auth")
+            .arg("--users")
+            .arg(&users)
             .stdout(Stdio::null())
             .stderr(log);
         // The nodes die with this process, however it ends.
@@ -83,22 +87,28 @@ fn start(dir: &Path, nodes: usize) -> Result<Vec<Child>, String> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    print_welcome(nodes, dir);
+    print_welcome(nodes, dir, &password, &token);
     Ok(children)
 }
 
-fn print_welcome(nodes: usize, dir: &Path) {
+fn random_password() -> Result<String, String> {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn print_welcome(nodes: usize, dir: &Path, password: &str, token: &str) {
     let api = http_addr(0);
     println!("lockmesh dev: {nodes} nodes are up (logs in {}).", dir.display());
     for i in 0..nodes {
         println!("  node-{}  http://{}  mesh {}", i + 1, http_addr(i), mesh_addr(i));
     }
     println!();
-    println!("Try:");
-    println!("  curl -s -X POST http://{api}/api/v1.0/lock -d '{{\"scope\": \"db-migration\", \"action\": \"lock\"}}'");
-    println!("  curl -s http://{api}/api/v1.0/lock/db-migration");
-    println!("  curl -s -X POST http://{api}/api/v1.0/lock -d '{{\"scope\": \"db-migration\", \"action\": \"unlock\"}}'");
-    println!("  curl -s http://{api}/api/v1.0/members");
+    println!("User admin, password {password} (bearer token {token}). Try:");
+    println!("  curl -s -u admin:{password} -X POST http://{api}/api/v1.0/lock -d '{{\"scope\": \"db-migration\", \"action\": \"lock\"}}'");
+    println!("  curl -s -u admin:{password} http://{api}/api/v1.0/lock/db-migration");
+    println!("  curl -s -u admin:{password} -X POST http://{api}/api/v1.0/lock -d '{{\"scope\": \"db-migration\", \"action\": \"unlock\"}}'");
+    println!("  curl -s -H 'Authorization: Bearer {token}' http://{api}/api/v1.0/members");
     println!();
     println!("Ctrl-C stops the cluster and removes its files.");
 }

@@ -33,6 +33,28 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Manage the users file of the HTTP API.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user (or replace one of that name); prints the user's bearer token.
+    Add {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// admin, operator or viewer.
+        #[arg(long)]
+        role: String,
+        /// Read the password from this environment variable instead of standard input.
+        #[arg(long)]
+        password_env: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -81,6 +103,30 @@ fn main() -> ExitCode {
             }
         }
         Command::Dev { nodes } => dev::run(nodes),
+        Command::Users { command: UsersCommand::Add { file, name, role, password_env } } => {
+            let result = (|| {
+                let role = lockmesh::auth::Role::parse(&role)?;
+                let password = match password_env {
+                    Some(var) => std::env::var(&var).map_err(|_| format!("environment variable {var} is not set"))?,
+                    None => {
+                        let mut line = String::new();
+                        std::io::stdin().read_line(&mut line).map_err(|e| format!("cannot read the password: {e}"))?;
+                        line.trim_end_matches(['\n', '\r']).to_string()
+                    }
+                };
+                lockmesh::auth::Users::add(&file, &name, role, &password)
+            })();
+            match result {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("lockmesh users: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Certs { command } => {
             let result = match command {
                 CertsCommand::Ca { dir } => lockmesh::certs::make_ca(&dir),

@@ -176,3 +176,57 @@ fn swim_sees_a_killed_node_down_everywhere_and_up_again_after_restart() {
     wait_for("node-3 alive again", Duration::from_secs(30), || (0..2).all(|i| state_of(&c, i, "node-3") == "alive"));
     assert!(c.log(0).contains("member up"), "SWIM reported members");
 }
+
+#[test]
+fn users_and_roles_guard_the_api() {
+    use base64::Engine;
+    use support::{lockmesh, request_as};
+    let mut c = Cluster::new("auth", 3);
+    let users = c.dir.join("users.toml");
+    let add = |name: &str, role: &str, password: &str| -> String {
+        let out = std::process::Command::new(support::BIN)
+            .args(["users", "add", "--file", users.to_str().unwrap(), "--name", name, "--role", role, "--password-env", "PW"])
+            .env("PW", password)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    add("admin", "admin", "admin-secret");
+    let ops_token = add("ops", "operator", "ops-secret");
+    add("view", "viewer", "view-secret");
+    let basic = |u: &str, p: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
+
+    // Without --users or --no-auth the agent refuses to start, with one line and exit code 2.
+    let out = lockmesh(&["agent", "--name", "x", "--data-dir", "/nonexistent", "--certs", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1, "{}", String::from_utf8_lossy(&out.stderr));
+
+    let users_arg = users.to_str().unwrap().to_string();
+    c.start_all(&["--bootstrap-expect", "3", "--users", &users_arg]);
+    let api = c.http(0);
+    wait_for("the cluster to form", Duration::from_secs(60), || {
+        matches!(request_as(api, &basic("view", "view-secret"), "GET", "/api/v1.0/members", None), Ok((200, v)) if v["roster_size"] == 3)
+    });
+    let lock = r#"{"scope": "guarded", "action": "lock"}"#;
+    assert_eq!(post(api, lock).unwrap().0, 401, "no credentials");
+    assert_eq!(request_as(api, &basic("ops", "wrong"), "POST", "/api/v1.0/lock", Some(lock)).unwrap().0, 401);
+    assert_eq!(request_as(api, &basic("view", "view-secret"), "POST", "/api/v1.0/lock", Some(lock)).unwrap().0, 403);
+    let (status, body) = request_as(api, &basic("ops", "ops-secret"), "POST", "/api/v1.0/lock", Some(lock)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["holder"], "ops@127.0.0.1");
+    let (status, body) = request_as(api, &basic("view", "view-secret"), "GET", "/api/v1.0/lock/guarded", None).unwrap();
+    assert_eq!((status, body["status"].as_str()), (200, Some("locked")), "{body}");
+    // An operator cannot act for someone else's holder, nor force.
+    let as_admin = r#"{"scope": "guarded", "action": "unlock", "holder": "admin@127.0.0.1"}"#;
+    assert_eq!(request_as(api, &format!("Bearer {ops_token}"), "POST", "/api/v1.0/lock", Some(as_admin)).unwrap().0, 403);
+    let force = r#"{"scope": "guarded", "action": "unlock", "holder": "ops@127.0.0.1", "force": true}"#;
+    assert_eq!(request_as(api, &format!("Bearer {ops_token}"), "POST", "/api/v1.0/lock", Some(force)).unwrap().0, 403);
+    let (status, body) = request_as(api, &basic("admin", "admin-secret"), "POST", "/api/v1.0/lock", Some(force)).unwrap();
+    assert_eq!((status, body["status"].as_str()), (200, Some("revoked")), "{body}");
+    // The bearer token unlocks the operator's own lock.
+    let unlock = r#"{"scope": "guarded", "action": "unlock"}"#;
+    let (status, body) = request_as(api, &format!("Bearer {ops_token}"), "POST", "/api/v1.0/lock", Some(unlock)).unwrap();
+    assert_eq!((status, body["status"].as_str()), (200, Some("unlocked")), "{body}");
+    assert_eq!(request_as(api, &basic("ops", "ops-secret"), "POST", "/api/v1.0/members/remove", Some(r#"{"name": "node-3"}"#)).unwrap().0, 403);
+}

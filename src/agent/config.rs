@@ -35,7 +35,7 @@ pub struct AgentArgs {
     /// Form a new one-node cluster.
     #[arg(long)]
     pub bootstrap: bool,
-    /// Users file (not supported yet).
+    /// Users file (`lockmesh users add`): HTTP Basic and bearer tokens, with roles.
     #[arg(long)]
     pub users: Option<PathBuf>,
     /// Serve the API without authentication.
@@ -77,6 +77,7 @@ pub struct AgentConfig {
     pub bootstrap_expect: Option<usize>,
     pub bootstrap: bool,
     pub no_auth: bool,
+    pub users: Option<PathBuf>,
     pub request_timeout_ms: u64,
 }
 
@@ -106,10 +107,11 @@ impl AgentConfig {
             return Err(ConfigError("--bootstrap-expect must be at least 1".into()));
         }
         let no_auth = args.no_auth || file.no_auth.unwrap_or(false);
-        if args.users.or(file.users).is_some() {
-            return Err(ConfigError("--users is not supported yet; run with --no-auth".into()));
+        let users = args.users.or(file.users);
+        if users.is_some() && no_auth {
+            return Err(ConfigError("--users and --no-auth exclude each other".into()));
         }
-        if !no_auth {
+        if users.is_none() && !no_auth {
             return Err(ConfigError("refusing to serve without authentication: give --users FILE or --no-auth".into()));
         }
         let request_timeout_ms = args.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(5_000);
@@ -126,6 +128,7 @@ impl AgentConfig {
             bootstrap_expect,
             bootstrap,
             no_auth,
+            users,
             request_timeout_ms,
         })
     }

@@ -22,7 +22,8 @@ use crate::store::Store;
 pub struct Handle {
     pub name: String,
     pub calls: mpsc::Sender<Input>,
-    pub no_auth: bool,
+    /// `None` with `--no-auth`: everyone is an admin.
+    pub users: Option<std::sync::Arc<crate::auth::Users>>,
     pub request_timeout_us: u64,
 }
 
@@ -36,10 +37,16 @@ pub enum AgentError {
     Mesh(#[from] crate::mesh::endpoint::MeshError),
     #[error("cannot serve HTTP on {0}: {1}")]
     Http(std::net::SocketAddr, std::io::Error),
+    #[error("{0}")]
+    Users(String),
 }
 
 /// Runs the agent until SIGTERM or SIGINT, then leaves the roster gracefully.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let users = match &config.users {
+        Some(path) => Some(std::sync::Arc::new(crate::auth::Users::load(path).map_err(AgentError::Users)?)),
+        None => None,
+    };
     let opened = Store::open(&config.data_dir)?;
     let identity = Identity::load(&config.certs, &config.name)?;
     let id = NodeId::new(config.name.clone(), opened.incarnation);
@@ -60,7 +67,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let handle = Handle {
         name: config.name.clone(),
         calls: input_tx.clone(),
-        no_auth: config.no_auth,
+        users,
         request_timeout_us: config.request_timeout_ms * 1_000,
     };
     let listener = tokio::net::TcpListener::bind(config.http).await.map_err(|e| AgentError::Http(config.http, e))?;

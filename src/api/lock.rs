@@ -11,7 +11,8 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::input::{self, MAX_BODY};
-use super::{call, failure, quorum_text, ApiError};
+use super::{authorize, call, failure, quorum_text, ApiError};
+use crate::auth::Role;
 use crate::agent::Handle;
 use crate::core::{Acquire, Answer, GrantRef, Key, LockOp, LockResult, LockType, Op, Priority, Reply, RequestId};
 
@@ -41,7 +42,7 @@ fn field<'a>(body: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>
     }
 }
 
-fn parse(bytes: &[u8], peer: SocketAddr) -> Result<LockRequest, String> {
+fn parse(bytes: &[u8], peer: SocketAddr, user: &str) -> Result<LockRequest, String> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
     let Value::Object(body) = value else { return Err("the body must be a JSON object".into()) };
     const KNOWN: &[&str] =
@@ -52,7 +53,7 @@ fn parse(bytes: &[u8], peer: SocketAddr) -> Result<LockRequest, String> {
     let scope = input::scope(field(&body, "scope")?.ok_or("scope is required")?)?;
     let holder = match field(&body, "holder")? {
         Some(h) => input::name("holder", h)?,
-        None => format!("anonymous@{}", peer.ip()),
+        None => format!("{user}@{}", peer.ip()),
     };
     let request_id = match field(&body, "request_id")? {
         Some(r) => input::name("request_id", r)?,
@@ -106,15 +107,31 @@ fn fresh_request_id() -> String {
     format!("req-{:x}-{}", t, bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-pub async fn post(State(handle): State<Handle>, ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Body) -> Response {
+pub async fn post(
+    State(handle): State<Handle>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Response {
+    let principal = match authorize(&handle, &headers, Role::Operator).await {
+        Ok(p) => p,
+        Err(response) => return response,
+    };
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(bytes) => bytes,
         Err(_) => return ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("body over {} KiB", MAX_BODY / 1024)).into_response(),
     };
-    let request = match parse(&bytes, peer) {
+    let request = match parse(&bytes, peer, &principal.name) {
         Ok(r) => r,
         Err(e) => return ApiError(StatusCode::BAD_REQUEST, e).into_response(),
     };
+    if !principal.owns(&request.holder) {
+        let text = format!("user {:?} may only act for holders named {0:?}, \"{0}@...\" or \"{0}/...\"", principal.name);
+        return ApiError(StatusCode::FORBIDDEN, text).into_response();
+    }
+    if matches!(request.action, Action::Unlock { force: true, .. }) && principal.role != Role::Admin {
+        return ApiError(StatusCode::FORBIDDEN, "force (revoke) needs the admin role".into()).into_response();
+    }
     match request.action {
         Action::Lock { lock_type, lease_us, wait_us, priority, reason } => {
             lock(&handle, request.scope, request.holder, request.request_id, lock_type, lease_us, wait_us, priority, reason).await
@@ -277,7 +294,7 @@ mod tests {
 
     #[test]
     fn the_seed_request_parses_with_a_holder_from_the_address() {
-        let r = parse(br#"{"scope": "db-migration", "action": "lock"}"#, peer()).unwrap();
+        let r = parse(br#"{"scope": "db-migration", "action": "lock"}"#, peer(), "anonymous").unwrap();
         assert_eq!(r.scope, "db-migration");
         assert_eq!(r.holder, "anonymous@10.0.0.5");
         assert!(matches!(r.action, Action::Lock { lease_us: DEFAULT_LEASE_US, wait_us: 0, .. }));
@@ -298,7 +315,7 @@ mod tests {
             (br#"{"scope": 7}"#, "must be a string"),
             (br#"{"scope": "s", "action": "unlock", "fencing_token": -1}"#, "fencing_token"),
         ] {
-            let e = parse(body, peer()).err().unwrap_or_default();
+            let e = parse(body, peer(), "anonymous").err().unwrap_or_default();
             assert!(e.contains(expect), "{}: {e}", String::from_utf8_lossy(body));
             assert!(!e.contains('\n'));
         }

@@ -12,15 +12,24 @@ use tokio::sync::oneshot;
 
 use super::input::MAX_BODY;
 use super::{call, failure, members_view, unavailable, ApiError};
-use crate::agent::{ApiCall, Handle, Input, MembersView};
+use crate::agent::{ApiCall, Handle, Input};
 use crate::core::{Answer, Key, Op, RosterChange, RosterOp, RosterRefusal, RosterResult};
 use crate::core::roster::ChangeError;
 
-pub async fn get(State(handle): State<Handle>) -> Result<Json<MembersView>, ApiError> {
-    Ok(Json(members_view(&handle).await?))
+pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap) -> Response {
+    if let Err(response) = super::authorize(&handle, &headers, crate::auth::Role::Viewer).await {
+        return response;
+    }
+    match members_view(&handle).await {
+        Ok(view) => Json(view).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
-pub async fn remove(State(handle): State<Handle>, body: Body) -> Response {
+pub async fn remove(State(handle): State<Handle>, headers: axum::http::HeaderMap, body: Body) -> Response {
+    if let Err(response) = super::authorize(&handle, &headers, crate::auth::Role::Admin).await {
+        return response;
+    }
     let name = match parse_name(body).await {
         Ok(name) => name,
         Err(e) => return e.into_response(),

@@ -15,7 +15,29 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::agent::{ApiCall, Handle, Input, MembersView};
+use crate::auth::{AuthError, Principal, Role};
 use crate::core::{Key, Op, Reply};
+
+/// Who is asking, if they may do what needs `need`: 401 without valid credentials, 403 with
+/// a role below `need`. With `--no-auth` everyone is an admin named "anonymous".
+async fn authorize(handle: &Handle, headers: &axum::http::HeaderMap, need: Role) -> Result<Principal, Response> {
+    let Some(users) = handle.users.clone() else {
+        return Ok(Principal { name: "anonymous".into(), role: Role::Admin });
+    };
+    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    // argon2 is slow on purpose: keep it off the async workers.
+    let checked = tokio::task::spawn_blocking(move || users.authenticate(header.as_deref())).await;
+    match checked {
+        Ok(Ok(p)) if p.role >= need => Ok(p),
+        Ok(Ok(p)) => Err(ApiError(StatusCode::FORBIDDEN, format!("user {:?} ({:?}) may not do this", p.name, p.role)).into_response()),
+        Ok(Err(AuthError::Unauthenticated(why))) => {
+            let mut response = ApiError(StatusCode::UNAUTHORIZED, why).into_response();
+            response.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Basic realm=\"lockmesh\""));
+            Err(response)
+        }
+        Err(_) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, "authentication failed to run".into()).into_response()),
+    }
+}
 
 pub fn router(handle: Handle) -> Router {
     Router::new()

@@ -11,7 +11,10 @@ use super::{call, failure, quorum_text, ApiError};
 use crate::agent::Handle;
 use crate::core::{Answer, Key, LockOp, LockResult, Op};
 
-pub async fn get(State(handle): State<Handle>, Path(scope): Path<String>) -> Response {
+pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap, Path(scope): Path<String>) -> Response {
+    if let Err(response) = super::authorize(&handle, &headers, crate::auth::Role::Viewer).await {
+        return response;
+    }
     let scope = match input::scope(&scope) {
         Ok(s) => s,
         Err(e) => return ApiError(StatusCode::BAD_REQUEST, e).into_response(),

@@ -79,7 +79,8 @@ impl Cluster {
             .arg(&a.data_dir)
             .arg("--certs")
             .arg(&certs)
-            .args(["--join", &join, "--no-auth", "--request-timeout-ms", "3000"])
+            .args(["--join", &join, "--request-timeout-ms", "3000"])
+            .args(if extra.contains(&"--users") { &[][..] } else { &["--no-auth"][..] })
             .args(extra)
             .env("RUST_LOG", std::env::var("LOCKMESH_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
@@ -163,12 +164,17 @@ pub fn wait_for(what: &str, bound: Duration, mut condition: impl FnMut() -> bool
 
 /// One HTTP/1.1 request; returns the status code and the JSON body.
 pub fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Value), String> {
+    request_with(addr, None, method, path, body)
+}
+
+fn request_with(addr: SocketAddr, auth: Option<&str>, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Value), String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
     let body = body.unwrap_or("");
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
+        body.len(),
+        auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default()
     );
     stream.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
     stream.write_all(body.as_bytes()).map_err(|e| e.to_string())?;
@@ -179,6 +185,11 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -
     let payload = text.split("\r\n\r\n").nth(1).unwrap_or("");
     let json = serde_json::from_str(payload).unwrap_or(Value::Null);
     Ok((status, json))
+}
+
+/// One HTTP/1.1 request with an `Authorization` header.
+pub fn request_as(addr: SocketAddr, auth: &str, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Value), String> {
+    request_with(addr, Some(auth), method, path, body)
 }
 
 pub fn post(addr: SocketAddr, body: &str) -> Result<(u16, Value), String> {

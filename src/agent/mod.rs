@@ -10,7 +10,7 @@ pub mod swim;
 use tokio::sync::mpsc;
 
 pub use config::{AgentArgs, AgentConfig, ConfigError};
-pub use runtime::{ApiCall, Input, MemberView, MembersView};
+pub use runtime::{ApiCall, Input, MemberView, MembersView, NodeMetrics};
 
 use crate::core::{Config, Node, NodeId};
 use crate::mesh::endpoint::Mesh;
@@ -25,6 +25,7 @@ pub struct Handle {
     /// `None` with `--no-auth`: everyone is an admin.
     pub users: Option<std::sync::Arc<crate::auth::Users>>,
     pub request_timeout_us: u64,
+    pub metrics: std::sync::Arc<crate::api::HttpMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         name: config.name.clone(),
         calls: input_tx.clone(),
         users,
+        metrics: Default::default(),
         request_timeout_us: config.request_timeout_ms * 1_000,
     };
     let listener = tokio::net::TcpListener::bind(config.http).await.map_err(|e| AgentError::Http(config.http, e))?;

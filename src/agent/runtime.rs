@@ -33,6 +33,17 @@ pub enum ApiCall {
     Members(oneshot::Sender<MembersView>),
     /// The installed roster.
     Roster(oneshot::Sender<Option<crate::core::Roster>>),
+    /// Counters and gauges for /metrics.
+    Metrics(oneshot::Sender<NodeMetrics>),
+    /// Scopes this node holds as a voter.
+    Scopes(oneshot::Sender<Vec<String>>),
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeMetrics {
+    pub stats: crate::core::Stats,
+    pub members: MembersView,
+    pub in_flight: usize,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -233,6 +244,12 @@ impl Runtime {
             }
             Input::Api(ApiCall::Roster(reply)) => {
                 let _ = reply.send(self.node.roster().cloned());
+            }
+            Input::Api(ApiCall::Metrics(reply)) => {
+                let _ = reply.send(NodeMetrics { stats: self.node.stats(), members: self.members(), in_flight: self.node.in_flight() });
+            }
+            Input::Api(ApiCall::Scopes(reply)) => {
+                let _ = reply.send(self.node.local_scopes());
             }
             Input::Committed(group) => {
                 for out in group {

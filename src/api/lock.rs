@@ -113,32 +113,51 @@ pub async fn post(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Response {
-    let principal = match authorize(&handle, &headers, Role::Operator).await {
+    let started = std::time::Instant::now();
+    let (response, unlocking) = serve(&handle, peer, headers, body).await;
+    let outcome = match (response.status().as_u16(), unlocking) {
+        (200, false) => "locked",
+        (200, true) => "unlocked",
+        (409, false) => "busy",
+        (409, true) => "not_holder",
+        (503, _) => "no_quorum",
+        (400 | 401 | 403 | 413, _) => "bad_request",
+        _ => "other",
+    };
+    handle.metrics.observe(outcome, started.elapsed());
+    response
+}
+
+/// The response, and whether the request was an unlock (for the metrics label).
+async fn serve(handle: &Handle, peer: SocketAddr, headers: axum::http::HeaderMap, body: Body) -> (Response, bool) {
+    let principal = match authorize(handle, &headers, Role::Operator).await {
         Ok(p) => p,
-        Err(response) => return response,
+        Err(response) => return (response, false),
     };
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(bytes) => bytes,
-        Err(_) => return ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("body over {} KiB", MAX_BODY / 1024)).into_response(),
+        Err(_) => return (ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("body over {} KiB", MAX_BODY / 1024)).into_response(), false),
     };
     let request = match parse(&bytes, peer, &principal.name) {
         Ok(r) => r,
-        Err(e) => return ApiError(StatusCode::BAD_REQUEST, e).into_response(),
+        Err(e) => return (ApiError(StatusCode::BAD_REQUEST, e).into_response(), false),
     };
+    let unlocking = matches!(request.action, Action::Unlock { .. });
     if !principal.owns(&request.holder) {
         let text = format!("user {:?} may only act for holders named {0:?}, \"{0}@...\" or \"{0}/...\"", principal.name);
-        return ApiError(StatusCode::FORBIDDEN, text).into_response();
+        return (ApiError(StatusCode::FORBIDDEN, text).into_response(), unlocking);
     }
     if matches!(request.action, Action::Unlock { force: true, .. }) && principal.role != Role::Admin {
-        return ApiError(StatusCode::FORBIDDEN, "force (revoke) needs the admin role".into()).into_response();
+        return (ApiError(StatusCode::FORBIDDEN, "force (revoke) needs the admin role".into()).into_response(), unlocking);
     }
-    match request.action {
+    let response = match request.action {
         Action::Lock { lock_type, lease_us, wait_us, priority, reason } => {
-            lock(&handle, request.scope, request.holder, request.request_id, lock_type, lease_us, wait_us, priority, reason).await
+            lock(handle, request.scope, request.holder, request.request_id, lock_type, lease_us, wait_us, priority, reason).await
         }
-        Action::Unlock { token, force } => unlock(&handle, request.scope, request.holder, request.request_id, token, force).await,
-        Action::Renew { token, lease_us } => renew(&handle, request.scope, request.holder, token, lease_us).await,
-    }
+        Action::Unlock { token, force } => unlock(handle, request.scope, request.holder, request.request_id, token, force).await,
+        Action::Renew { token, lease_us } => renew(handle, request.scope, request.holder, token, lease_us).await,
+    };
+    (response, unlocking)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -4,8 +4,12 @@
 mod health;
 mod input;
 mod lock;
+mod locks;
 mod members;
+mod metrics;
 mod status;
+
+pub use metrics::HttpMetrics;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -43,6 +47,8 @@ pub fn router(handle: Handle) -> Router {
     Router::new()
         .route("/api/v1.0/lock", post(lock::post))
         .route("/api/v1.0/lock/{scope}", get(status::get))
+        .route("/api/v1.0/locks", get(locks::get))
+        .route("/metrics", get(metrics::get))
         .route("/api/v1.0/members", get(members::get))
         .route("/api/v1.0/members/remove", post(members::remove))
         .route("/healthz", get(health::get))

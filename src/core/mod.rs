@@ -29,7 +29,7 @@ pub use broken::Broken;
 pub use durable::{Durable, Write};
 pub use lease::Drift;
 pub use message::{Ballot, Body, Envelope, Key, Value};
-pub use node::{Answer, Failure, Node, Op, Outputs, Reply, Request, RosterOp, RosterRefusal, RosterResult};
+pub use node::{Answer, Failure, Node, Op, Outputs, Reply, Request, RosterOp, RosterRefusal, RosterResult, Stats};
 pub use record::{Acquire, GrantRef, Limits, LockOp, LockRecord, LockResult, LockType, Priority, RequestId};
 pub use roster::{NodeId, Roster, RosterChange, RosterId};
 pub use time::Time;

@@ -109,6 +109,19 @@ pub struct Outputs {
     pub replies: Vec<Reply>,
 }
 
+/// Counters for metrics, plain numbers the runtime reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Ballots started (first attempts and retries).
+    pub ballots: u64,
+    /// Attempts that failed and were retried with a higher ballot.
+    pub retries: u64,
+    /// Answers decided from a chosen value without an Accept.
+    pub answered_without_write: u64,
+    /// Operations answered (decided or failed).
+    pub answered: u64,
+}
+
 /// Who is waiting for an operation's answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Client {
@@ -157,6 +170,7 @@ pub struct Node {
     pub(super) alive: Option<BTreeSet<NodeId>>,
     loopback: VecDeque<Envelope>,
     pub(super) out: Outputs,
+    pub(super) stats: Stats,
 }
 
 impl Node {
@@ -197,6 +211,7 @@ impl Node {
             alive: None,
             loopback: VecDeque::new(),
             out: Outputs::default(),
+            stats: Stats::default(),
         };
         let first_check = node.rng.between(node.config.sweep_check_us / 2, node.config.sweep_check_us);
         node.set_timer(now.plus_micros(first_check), Timer::SweepCheck);
@@ -226,6 +241,15 @@ impl Node {
     /// `NoQuorum` when too few voters are alive; quorums are always counted over the roster.
     pub fn set_alive(&mut self, alive: impl IntoIterator<Item = NodeId>) {
         self.alive = Some(alive.into_iter().collect());
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Scopes this node holds a value for as a voter (its own view, not a linearizable list).
+    pub fn local_scopes(&self) -> Vec<String> {
+        self.acceptor.scopes()
     }
 
     /// When `handle_timeout` should next be called.
@@ -518,6 +542,7 @@ impl Node {
         agreed: usize,
         ballot: Option<Ballot>,
     ) {
+        self.stats.answered += 1;
         match client {
             Client::External(client) => {
                 let voters = self.roster.as_ref().map_or(0, |r| r.voters.len());

@@ -151,6 +151,7 @@ impl Node {
             ops
         };
         let ballot = self.next_ballot();
+        self.stats.ballots += 1;
         let id = self.next_id();
         let phase = Phase::Preparing { promises: BTreeMap::new(), refused: BTreeSet::new() };
         for voter in roster.voters.clone() {
@@ -278,6 +279,7 @@ impl Node {
         if !changed && read.chosen && !may_have_taken_effect {
             let ops = std::mem::take(&mut p.ops);
             let ballot = read.highest.unwrap_or(p.ballot);
+            self.stats.answered_without_write += 1;
             self.finish(now, &key, value, ops, answers, promises.len(), ballot);
             return;
         }
@@ -321,6 +323,7 @@ impl Node {
             self.after_ballot(now, &key);
             return;
         }
+        self.stats.retries += 1;
         let exp = p.attempt.min(16);
         let cap = self.config.backoff_base_us.saturating_mul(1 << exp).min(self.config.backoff_max_us);
         let wait = self.rng.between(cap / 2, cap);

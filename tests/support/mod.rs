@@ -168,6 +168,16 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -
 }
 
 fn request_with(addr: SocketAddr, auth: Option<&str>, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Value), String> {
+    let (status, payload) = raw(addr, auth, method, path, body)?;
+    Ok((status, serde_json::from_str(&payload).unwrap_or(Value::Null)))
+}
+
+/// GET returning the body as text (for /metrics).
+pub fn get_text(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    raw(addr, None, "GET", path, None)
+}
+
+fn raw(addr: SocketAddr, auth: Option<&str>, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
     let body = body.unwrap_or("");
@@ -182,9 +192,8 @@ fn request_with(addr: SocketAddr, auth: Option<&str>, method: &str, path: &str, 
     stream.read_to_end(&mut response).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&response);
     let status: u16 = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no status line")?;
-    let payload = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    let json = serde_json::from_str(payload).unwrap_or(Value::Null);
-    Ok((status, json))
+    let payload = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    Ok((status, payload.to_string()))
 }
 
 /// One HTTP/1.1 request with an `Authorization` header.

@@ -1,0 +1,95 @@
+//! `GET /metrics`: Prometheus text format. The API counts requests and their latency; the
+//! core counts ballots; membership gives members by state and the roster.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::oneshot;
+
+use super::{authorize, unavailable};
+use crate::agent::{ApiCall, Handle, Input};
+use crate::auth::Role;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
+/// Outcomes of lock-API requests, as labels.
+pub const OUTCOMES: [&str; 8] = ["locked", "unlocked", "busy", "not_holder", "no_quorum", "timeout", "bad_request", "other"];
+
+/// Counters of the HTTP API; lock-free, shared by every request.
+#[derive(Default)]
+pub struct HttpMetrics {
+    outcomes: [AtomicU64; OUTCOMES.len()],
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl HttpMetrics {
+    /// Counts one lock-API request with its outcome (one of `OUTCOMES`) and latency.
+    pub fn observe(&self, outcome: &str, took: Duration) {
+        let at = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(OUTCOMES.len() - 1);
+        self.outcomes[at].fetch_add(1, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
+            if secs <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap) -> Response {
+    if let Err(response) = authorize(&handle, &headers, Role::Viewer).await {
+        return response;
+    }
+    let (tx, rx) = oneshot::channel();
+    if handle.calls.send(Input::Api(ApiCall::Metrics(tx))).await.is_err() {
+        return unavailable().into_response();
+    }
+    let Ok(node) = rx.await else { return unavailable().into_response() };
+    let m = &handle.metrics;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP lockmesh_lock_requests_total Lock API requests by outcome.");
+    let _ = writeln!(out, "# TYPE lockmesh_lock_requests_total counter");
+    for (name, value) in OUTCOMES.iter().zip(&m.outcomes) {
+        let _ = writeln!(out, "lockmesh_lock_requests_total{{outcome=\"{name}\"}} {}", value.load(Ordering::Relaxed));
+    }
+    let _ = writeln!(out, "# HELP lockmesh_lock_request_seconds Latency of lock API requests.");
+    let _ = writeln!(out, "# TYPE lockmesh_lock_request_seconds histogram");
+    for (bound, value) in BUCKETS.iter().zip(&m.buckets) {
+        let _ = writeln!(out, "lockmesh_lock_request_seconds_bucket{{le=\"{bound}\"}} {}", value.load(Ordering::Relaxed));
+    }
+    let count = m.count.load(Ordering::Relaxed);
+    let _ = writeln!(out, "lockmesh_lock_request_seconds_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "lockmesh_lock_request_seconds_sum {}", m.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+    let _ = writeln!(out, "lockmesh_lock_request_seconds_count {count}");
+    let counters = [
+        ("lockmesh_ballots_total", "Ballots started by this node.", node.stats.ballots),
+        ("lockmesh_ballot_retries_total", "Ballot attempts retried with a higher ballot (conflicts, losses).", node.stats.retries),
+        ("lockmesh_answers_without_write_total", "Answers decided from a chosen value without an Accept.", node.stats.answered_without_write),
+        ("lockmesh_answers_total", "Operations answered by this node.", node.stats.answered),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+    let _ = writeln!(out, "# HELP lockmesh_members Members this node knows, by state.\n# TYPE lockmesh_members gauge");
+    for state in ["alive", "suspect", "down", "left"] {
+        let n = node.members.members.iter().filter(|mv| mv.state == state).count();
+        let _ = writeln!(out, "lockmesh_members{{state=\"{state}\"}} {n}");
+    }
+    let gauges = [
+        ("lockmesh_roster_version", "Version of the installed roster.", node.members.roster_version as u64),
+        ("lockmesh_roster_voters", "Voters in the installed roster.", node.members.roster_size as u64),
+        ("lockmesh_requests_in_flight", "Operations waiting for a ballot at this node.", node.in_flight as u64),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    }
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

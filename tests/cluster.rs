@@ -242,3 +242,80 @@ fn users_and_roles_guard_the_api() {
     assert_eq!((status, body["status"].as_str()), (200, Some("unlocked")), "{body}");
     assert_eq!(request_as(api, &basic("ops", "ops-secret"), "POST", "/api/v1.0/members/remove", Some(r#"{"name": "node-3"}"#)).unwrap().0, 403);
 }
+
+#[test]
+fn a_voter_down_longer_than_reap_after_is_removed() {
+    let mut c = Cluster::new("reap", 3);
+    c.start_all(&["--bootstrap-expect", "3", "--reap-after-secs", "2"]);
+    c.wait_for_roster(&[0, 1, 2], 3);
+    c.kill(2);
+    c.wait_for_roster(&[0, 1], 2);
+    let (status, body) = post(c.http(1), &lock_body("after-reap", "x")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(c.log(0).contains("reaping") || c.log(1).contains("reaping"), "the reap is logged");
+}
+
+#[test]
+fn five_nodes_survive_two_crashes_but_not_three() {
+    let mut c = Cluster::new("five", 5);
+    c.start_all(&["--bootstrap-expect", "5"]);
+    c.wait_for_roster(&[0, 1, 2, 3, 4], 5);
+    c.kill(3);
+    c.kill(4);
+    let (status, body) = post(c.http(0), &lock_body("five", "a")).unwrap();
+    assert_eq!(status, 200, "two of five down: {body}");
+    assert!(body["quorum"].as_str().unwrap().ends_with("/5 nodes agreed"), "{body}");
+    post(c.http(0), &unlock_body("five", "a")).unwrap();
+    c.kill(2);
+    let started = std::time::Instant::now();
+    let (status, body) = post(c.http(1), &lock_body("five", "b")).unwrap();
+    assert_eq!(status, 503, "three of five down: {body}");
+    // Within the request timeout (3 s here), with room for a slow machine.
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn malformed_peer_input_closes_streams_and_changes_nothing() {
+    let mut c = Cluster::new("garbage", 3);
+    c.start_all(&["--bootstrap-expect", "3"]);
+    c.wait_for_roster(&[0, 1, 2], 3);
+    // A peer with a valid certificate (signed by the cluster CA) that speaks nonsense.
+    let rogue = c.add_agent();
+    let certs = c.certs.clone();
+    let name = c.agents[rogue].name.clone();
+    let target = c.agents[0].mesh;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let id = lockmesh::mesh::tls::Identity::load(&certs, &name).unwrap();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(lockmesh::mesh::tls::client_config(&id).unwrap());
+        let connection = endpoint.connect(target, lockmesh::mesh::tls::dial_name()).unwrap().await.unwrap();
+        let oversized = vec![0u8; lockmesh::mesh::wire::MAX_FRAME + 1];
+        for payload in [&b"\xff\xff\xff\xff garbage"[..], &[][..], &oversized[..]] {
+            if let Ok(mut stream) = connection.open_uni().await {
+                let _ = stream.write_all(payload).await;
+                let _ = stream.finish();
+            }
+        }
+        for junk in [&b"junk"[..], &[0u8; 900][..]] {
+            let _ = connection.send_datagram(bytes::Bytes::copy_from_slice(junk));
+        }
+        // A frame that speaks for another node than the certificate's is refused too.
+        let hello = lockmesh::mesh::wire::Frame::Hello {
+            me: lockmesh::mesh::wire::PeerInfo { name: "node-1".into(), incarnation: 1, mesh_addr: target, http_addr: target, bump: 1 },
+            cluster_id: None,
+            peers: vec![],
+            leaving: false,
+        };
+        if let Ok(mut stream) = connection.open_uni().await {
+            let _ = stream.write_all(&lockmesh::mesh::wire::encode(&hello).unwrap()).await;
+            let _ = stream.finish();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    });
+    let (status, body) = post(c.http(0), &lock_body("still-fine", "x")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(c.log(0).contains("malformed") || c.log(0).contains("unreadable"), "bad frames are logged");
+    assert!(c.log(0).contains("certificate does not carry"), "the impostor is logged");
+}

@@ -44,6 +44,9 @@ pub struct AgentArgs {
     /// How long a request may take before it is answered "timeout" or "no quorum", in ms.
     #[arg(long)]
     pub request_timeout_ms: Option<u64>,
+    /// Remove a voter that has been down this long from the roster [default: 259200 = 72h].
+    #[arg(long)]
+    pub reap_after_secs: Option<u64>,
     /// A TOML file with any of the settings above.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -63,6 +66,7 @@ struct FileConfig {
     users: Option<PathBuf>,
     no_auth: Option<bool>,
     request_timeout_ms: Option<u64>,
+    reap_after_secs: Option<u64>,
 }
 
 /// Settings after merging flags, file and defaults, and checking them.
@@ -79,6 +83,7 @@ pub struct AgentConfig {
     pub no_auth: bool,
     pub users: Option<PathBuf>,
     pub request_timeout_ms: u64,
+    pub reap_after_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +135,7 @@ impl AgentConfig {
             no_auth,
             users,
             request_timeout_ms,
+            reap_after_secs: args.reap_after_secs.or(file.reap_after_secs).unwrap_or(72 * 3600),
         })
     }
 }

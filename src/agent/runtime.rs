@@ -88,6 +88,8 @@ pub struct Runtime {
     leaving: Option<oneshot::Sender<()>>,
     swim: Swim,
     ticks: u64,
+    /// Since when SWIM has held each member down (for reaping).
+    down_since: HashMap<(String, u64), Instant>,
 }
 
 fn swim_id(info: &PeerInfo) -> SwimId {
@@ -121,6 +123,7 @@ impl Runtime {
             leaving: None,
             swim,
             ticks: 0,
+            down_since: HashMap::new(),
         }
     }
 
@@ -183,9 +186,13 @@ impl Runtime {
             match n {
                 foca::OwnedNotification::MemberUp(id) | foca::OwnedNotification::Rename(_, id) => {
                     tracing::info!(member = %id.name, "member up");
+                    self.down_since.remove(&(id.name.clone(), id.incarnation));
                     self.upsert_peer(&id);
                 }
-                foca::OwnedNotification::MemberDown(id) => tracing::warn!(member = %id.name, "member down"),
+                foca::OwnedNotification::MemberDown(id) => {
+                    tracing::warn!(member = %id.name, "member down");
+                    self.down_since.entry((id.name.clone(), id.incarnation)).or_insert_with(Instant::now);
+                }
                 foca::OwnedNotification::Defunct => tracing::warn!("swim: this node was declared down"),
                 _ => {}
             }
@@ -429,7 +436,17 @@ impl Runtime {
             return;
         }
         let mut change = None;
-        for peer in &alive {
+        // A voter down for longer than reap_after leaves the roster: a roster ballot, so only
+        // a side with a majority can do it.
+        let reap_after = Duration::from_secs(self.config.reap_after_secs);
+        if let Some(gone) = roster.voters.iter().find(|v| {
+            self.swim_state(&v.name, v.incarnation) == Some(foca::State::Down)
+                && self.down_since.get(&(v.name.clone(), v.incarnation)).is_some_and(|t| t.elapsed() >= reap_after)
+        }) {
+            tracing::warn!(voter = %gone, "reaping a voter down for longer than reap_after");
+            change = Some(RosterChange::Remove(gone.clone()));
+        }
+        for peer in alive.iter().filter(|_| change.is_none()) {
             let current = NodeId::new(peer.info.name.clone(), peer.info.incarnation);
             if let Some(old) = roster.voters.iter().find(|v| v.name == current.name && v.incarnation != current.incarnation) {
                 change = Some(RosterChange::Remove(old.clone()));

@@ -36,7 +36,8 @@ pub enum CertError {
 
 /// Whether `name` can be a node name: a DNS label, since it is a name in the certificate.
 pub fn valid_node_name(name: &str) -> bool {
-    !name.is_empty()
+    name != SHARED_NAME
+        && !name.is_empty()
         && name.len() <= 63
         && !name.starts_with('-')
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -77,6 +78,10 @@ pub fn make_node(dir: &Path, name: &str, ips: &[IpAddr], dns: &[String]) -> Resu
     // subject, same key identifier, so the signature chains to ca.pem.
     let issuer = Issuer::new(ca_params()?, ca_key);
 
+    if let Some(clash) = dns.iter().find(|d| valid_node_name(d) || d.as_str() == SHARED_NAME) {
+        // A certificate valid for another node's name could speak for that node.
+        return Err(CertError::BadName(format!("--dns {clash}: looks like a node name; use a dotted DNS name")));
+    }
     let mut names = vec![name.to_string(), SHARED_NAME.to_string()];
     names.extend(dns.iter().cloned());
     let mut params = CertificateParams::new(names)?;
@@ -119,6 +124,7 @@ mod tests {
         assert!(!valid_node_name("Node"));
         assert!(!valid_node_name("a.b"));
         assert!(!valid_node_name(&"a".repeat(64)));
+        assert!(!valid_node_name(SHARED_NAME), "the shared dial name is no node's name");
     }
 
     #[test]

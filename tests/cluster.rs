@@ -42,13 +42,19 @@ fn three_nodes_form_a_cluster_and_serve_the_seed_requests_on_every_node() {
         let (status, body) = post(c.http(i), r#"{"scope": "db-migration", "action": "unlock"}"#).unwrap();
         assert_eq!((status, body["status"].as_str()), (200, Some("unlocked")), "{body}");
     }
+    // A request id names one holder's request: another holder borrowing it gets nothing.
+    let alice = r#"{"scope": "ids", "action": "lock", "holder": "alice", "request_id": "migrate-42"}"#;
+    let eve = r#"{"scope": "ids", "action": "lock", "holder": "eve", "request_id": "migrate-42"}"#;
+    assert_eq!(post(c.http(0), alice).unwrap().0, 200);
+    let (status, body) = post(c.http(1), eve).unwrap();
+    assert_eq!((status, body["status"].as_str()), (409, Some("busy")), "{body}");
     // Held scopes are listed; metrics count what happened.
     let (status, body) = post(c.http(0), &lock_body("listed", "lister")).unwrap();
     assert_eq!(status, 200, "{body}");
     let (status, body) = get(c.http(1), "/api/v1.0/locks").unwrap();
     assert_eq!(status, 200);
     let listed: Vec<&str> = body["locks"].as_array().unwrap().iter().map(|l| l["scope"].as_str().unwrap()).collect();
-    assert_eq!(listed, vec!["listed"], "{body}");
+    assert_eq!(listed, vec!["ids", "listed"], "{body}");
     let (status, metrics) = support::get_text(c.http(0), "/metrics").unwrap();
     assert_eq!(status, 200);
     for line in ["lockmesh_lock_requests_total{outcome=\"locked\"}", "lockmesh_ballots_total", "lockmesh_members{state=\"alive\"} 3", "lockmesh_roster_voters 3"] {

@@ -1,5 +1,7 @@
 //! The disk thread: it takes output batches in order, commits all waiting ones in one
-//! synced transaction (group commit), then hands them back to the runtime to send.
+//! synced transaction (group commit), then hands them back to the runtime to send. The
+//! runtime stops taking new input while too many batches wait here (backpressure), so neither
+//! queue grows without bound when the disk is slow.
 
 use std::sync::mpsc as std_mpsc;
 
@@ -9,7 +11,7 @@ use super::runtime::Input;
 use crate::core::Outputs;
 use crate::store::Store;
 
-pub fn start(store: Store, back: mpsc::Sender<Input>) -> std_mpsc::Sender<Outputs> {
+pub fn start(store: Store, back: mpsc::UnboundedSender<Input>) -> std_mpsc::Sender<Outputs> {
     let (tx, rx) = std_mpsc::channel::<Outputs>();
     std::thread::Builder::new()
         .name("lockmesh-flush".into())
@@ -22,7 +24,7 @@ pub fn start(store: Store, back: mpsc::Sender<Input>) -> std_mpsc::Sender<Output
                     tracing::error!(error = %e, "cannot persist voter state; stopping");
                     std::process::exit(1);
                 }
-                if back.blocking_send(Input::Committed(group)).is_err() {
+                if back.send(Input::Committed(group)).is_err() {
                     return;
                 }
             }

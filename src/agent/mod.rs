@@ -26,6 +26,8 @@ pub struct Handle {
     pub users: Option<std::sync::Arc<crate::auth::Users>>,
     pub request_timeout_us: u64,
     pub metrics: std::sync::Arc<crate::api::HttpMetrics>,
+    /// Password checks (argon2) allowed at once.
+    pub auth_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,13 +65,15 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             }
         }
     });
-    let flush = flush::start(opened.store, input_tx.clone());
+    let (committed_tx, committed_rx) = mpsc::unbounded_channel();
+    let flush = flush::start(opened.store, committed_tx);
     let node = Node::new(Config::default(), id, opened.durable, crate::clock::now(), opened.incarnation);
     let handle = Handle {
         name: config.name.clone(),
         calls: input_tx.clone(),
         users,
         metrics: Default::default(),
+        auth_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
         request_timeout_us: config.request_timeout_ms * 1_000,
     };
     let listener = tokio::net::TcpListener::bind(config.http).await.map_err(|e| AgentError::Http(config.http, e))?;
@@ -80,7 +84,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         }
     });
     let runtime = runtime::Runtime::new(config, node, mesh.clone(), flush);
-    runtime.run(input_rx, input_tx).await;
+    runtime.run(input_rx, committed_rx, input_tx).await;
     mesh.close();
     Ok(())
 }

@@ -17,6 +17,8 @@ use crate::core::{Answer, Key, Node, NodeId, Op, Outputs, Reply, Request, Roster
 use crate::mesh::endpoint::{Inbound, Mesh, Payload};
 use crate::mesh::wire::{Frame, PeerInfo};
 
+/// Output batches waiting for the disk beyond which no new input is taken.
+const MAX_UNFLUSHED: usize = 1024;
 /// A peer not heard from for this long is not alive.
 const ALIVE_FOR: Duration = Duration::from_millis(2_500);
 const TICK: Duration = Duration::from_millis(300);
@@ -90,6 +92,8 @@ pub struct Runtime {
     ticks: u64,
     /// Since when SWIM has held each member down (for reaping).
     down_since: HashMap<(String, u64), Instant>,
+    /// Batches handed to the disk thread and not back yet.
+    unflushed: usize,
 }
 
 fn swim_id(info: &PeerInfo) -> SwimId {
@@ -124,10 +128,11 @@ impl Runtime {
             swim,
             ticks: 0,
             down_since: HashMap::new(),
+            unflushed: 0,
         }
     }
 
-    pub async fn run(mut self, mut inputs: mpsc::Receiver<Input>, _keep: mpsc::Sender<Input>) {
+    pub async fn run(mut self, mut inputs: mpsc::Receiver<Input>, mut committed: mpsc::UnboundedReceiver<Input>, _keep: mpsc::Sender<Input>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = std::pin::pin!(shutdown_signal());
@@ -139,7 +144,11 @@ impl Runtime {
                 tokio::time::Instant::now() + Duration::from_micros(wait)
             });
             tokio::select! {
-                input = inputs.recv() => match input {
+                done = committed.recv() => match done {
+                    Some(done) => self.handle(done),
+                    None => return,
+                },
+                input = inputs.recv(), if self.unflushed < MAX_UNFLUSHED => match input {
                     Some(input) => self.handle(input),
                     None => return,
                 },
@@ -230,10 +239,14 @@ impl Runtime {
     fn pump(&mut self) {
         self.refresh_alive();
         let out = self.node.drain();
-        if !(out.writes.is_empty() && out.messages.is_empty() && out.replies.is_empty()) && self.flush.send(out).is_err() {
+        if out.writes.is_empty() && out.messages.is_empty() && out.replies.is_empty() {
+            return;
+        }
+        if self.flush.send(out).is_err() {
             tracing::error!("the disk thread is gone; stopping");
             std::process::exit(1);
         }
+        self.unflushed += 1;
     }
 
     fn handle(&mut self, input: Input) {
@@ -259,8 +272,12 @@ impl Runtime {
                 let _ = reply.send(self.node.local_scopes());
             }
             Input::Committed(group) => {
+                self.unflushed = self.unflushed.saturating_sub(group.len());
                 for out in group {
                     for envelope in out.messages {
+                        if self.known_down(&envelope.to) {
+                            continue; // it would only wait for a timeout, holding memory
+                        }
                         match self.peers.get(&envelope.to.name) {
                             Some(peer) => self.mesh.send(peer.info.mesh_addr, &Frame::Core(envelope)),
                             None => tracing::debug!(to = %envelope.to, "no address for a peer; message dropped"),
@@ -325,6 +342,9 @@ impl Runtime {
                 }
             }
             Frame::Core(envelope) => {
+                if envelope.to != *self.node.id() {
+                    return; // meant for another node or another life of this one
+                }
                 if let Some(peer) = self.peers.get(&inbound.peer) {
                     if let (Some(a), Some(b)) = (mine, peer.cluster_id) {
                         if a != b {
@@ -368,6 +388,13 @@ impl Runtime {
         leaving || self.swim_state(&voter.name, voter.incarnation) == Some(foca::State::Down)
     }
 
+    /// Peers that may join our cluster: up, greeted us themselves (so their cluster id is
+    /// theirs, not gossip), and of our cluster or of none yet.
+    fn candidates(&self) -> impl Iterator<Item = &Peer> {
+        let ours = self.node.roster().map(|r| r.cluster_id);
+        self.alive_peers().filter(move |p| p.last_seen.is_some() && (p.cluster_id.is_none() || p.cluster_id == ours))
+    }
+
     /// Peers SWIM holds up (alive or suspect), or that greeted us lately.
     fn peer_up(&self, p: &Peer) -> bool {
         if p.leaving {
@@ -388,7 +415,7 @@ impl Runtime {
     fn tick(&mut self) {
         self.ticks += 1;
         self.announce(false);
-        let mut alive: Vec<NodeId> = self.alive_peers().map(|p| NodeId::new(p.info.name.clone(), p.info.incarnation)).collect();
+        let mut alive: Vec<NodeId> = self.candidates().map(|p| NodeId::new(p.info.name.clone(), p.info.incarnation)).collect();
         alive.push(self.node.id().clone());
         if self.node.roster().is_none() {
             self.try_bootstrap(alive);
@@ -402,6 +429,13 @@ impl Runtime {
             vec![self.node.id().clone()]
         } else if let Some(expect) = self.config.bootstrap_expect {
             if alive.len() < expect {
+                return;
+            }
+            if alive.len() > expect {
+                // Nodes could pick different sets and each acknowledge one: a deadlock.
+                if self.ticks % 30 == 1 {
+                    tracing::error!(seen = alive.len(), expect, "more cluster-less nodes than --bootstrap-expect are up; not forming a cluster");
+                }
                 return;
             }
             alive.sort_by(|a, b| a.name.cmp(&b.name));
@@ -429,7 +463,7 @@ impl Runtime {
         if !roster.sweep_done || self.admin_in_flight.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
             return;
         }
-        let alive: Vec<&Peer> = self.alive_peers().collect();
+        let alive: Vec<&Peer> = self.candidates().collect();
         let me = self.node.id().clone();
         let alive_voters = roster.voters.iter().filter(|v| **v == me || alive.iter().any(|p| p.info.name == v.name && p.info.incarnation == v.incarnation));
         if alive_voters.min_by(|a, b| a.name.cmp(&b.name)) != Some(&me) {
@@ -440,7 +474,7 @@ impl Runtime {
         // a side with a majority can do it.
         let reap_after = Duration::from_secs(self.config.reap_after_secs);
         if let Some(gone) = roster.voters.iter().find(|v| {
-            self.swim_state(&v.name, v.incarnation) == Some(foca::State::Down)
+            !matches!(self.swim_state(&v.name, v.incarnation), Some(foca::State::Alive) | Some(foca::State::Suspect))
                 && self.down_since.get(&(v.name.clone(), v.incarnation)).is_some_and(|t| t.elapsed() >= reap_after)
         }) {
             tracing::warn!(voter = %gone, "reaping a voter down for longer than reap_after");

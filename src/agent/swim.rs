@@ -144,6 +144,9 @@ impl Swim {
         config.probe_period = Duration::from_millis(500);
         config.probe_rtt = Duration::from_millis(200);
         config.suspect_to_down_after = Duration::from_secs(2);
+        // Remember down members for as long as the process lives: the runtime reaps voters
+        // only after `reap_after` (72 h by default), and fails fast for known-down voters.
+        config.remove_down_after = None;
         let foca = Foca::new(me, config, SmallRng::seed_from_u64(seed), SwimCodec);
         Swim { foca, runtime: AccumulatingRuntime::new(), timers: BinaryHeap::new(), seq: 0 }
     }

@@ -14,7 +14,7 @@ use super::input::{self, MAX_BODY};
 use super::{authorize, call, failure, quorum_text, ApiError};
 use crate::auth::Role;
 use crate::agent::Handle;
-use crate::core::{Acquire, Answer, GrantRef, Key, LockOp, LockResult, LockType, Op, Priority, Reply, RequestId};
+use crate::core::{Acquire, Answer, Failure, GrantRef, Key, LockOp, LockResult, LockType, Op, Priority, Reply, RequestId};
 
 const DEFAULT_LEASE_US: u64 = 60_000_000;
 /// How long a waiter's place is kept between two polls.
@@ -30,8 +30,15 @@ enum Action {
 struct LockRequest {
     scope: String,
     holder: String,
+    /// As the client gave it (echoed back).
     request_id: String,
     action: Action,
+}
+
+/// The request id the core sees: scoped by holder, so two clients that pick the same id (or
+/// one that borrows another's) never share a grant, a place in the queue, or a retry.
+fn scoped(holder: &str, request_id: &str) -> RequestId {
+    RequestId(format!("{holder}\u{0}{request_id}"))
 }
 
 fn field<'a>(body: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
@@ -174,7 +181,7 @@ async fn lock(
 ) -> Response {
     let key = Key::Scope(scope.clone());
     let acquire = LockOp::Acquire(Acquire {
-        request_id: RequestId(request_id.clone()),
+        request_id: scoped(&holder, &request_id),
         holder: holder.clone(),
         lock_type,
         lease_us,
@@ -185,6 +192,7 @@ async fn lock(
         node: handle.name.clone(),
     });
     let deadline = tokio::time::Instant::now() + Duration::from_micros(wait_us);
+    let mut queued = false;
     loop {
         let reply = match call(handle, key.clone(), Op::Lock(acquire.clone())).await {
             Ok(reply) => reply,
@@ -201,15 +209,21 @@ async fn lock(
                 return (StatusCode::OK, Json(body)).into_response();
             }
             Ok(Answer::Lock(LockResult::Queued { position })) => {
+                queued = true;
                 if tokio::time::Instant::now() + POLL < deadline {
                     tokio::time::sleep(POLL).await;
                     continue;
                 }
                 // Waited long enough: give up the place (a grant handed to us meanwhile is
                 // released by the cancel, as we never told the client about it).
-                let cancel = LockOp::Cancel { request_id: RequestId(request_id.clone()) };
-                let _ = call(handle, key.clone(), Op::Lock(cancel)).await;
-                return busy(handle, &scope, Some(position)).await;
+                let cancel = LockOp::Cancel { request_id: scoped(&holder, &request_id) };
+                match call(handle, key.clone(), Op::Lock(cancel)).await {
+                    Ok(Reply { result: Ok(Answer::Lock(LockResult::Cancelled)), .. }) => {
+                        return busy(handle, &scope, Some(position)).await;
+                    }
+                    // Our place may still be there, and may yet become a grant: unknown.
+                    _ => return failure(handle, Failure::Timeout).await,
+                }
             }
             Ok(Answer::Lock(LockResult::Busy { holders, .. })) => {
                 let body = json!({"status": "busy", "scope": scope, "holders": holders});
@@ -224,6 +238,8 @@ async fn lock(
                 return (StatusCode::CONFLICT, Json(body)).into_response();
             }
             Ok(other) => return ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected answer {other:?}")).into_response(),
+            // Once queued, an Accept carrying this request went out: nothing is definite.
+            Err(Failure::NoQuorum) if queued => return failure(handle, Failure::Timeout).await,
             Err(f) => return failure(handle, f).await,
         }
     }
@@ -249,7 +265,7 @@ async fn unlock(handle: &Handle, scope: String, holder: String, request_id: Stri
     let op = if force {
         LockOp::Revoke { token }
     } else {
-        LockOp::Release { request_id: RequestId(request_id), grant: GrantRef { holder: holder.clone(), token, acquired_by: None } }
+        LockOp::Release { request_id: scoped(&holder, &request_id), grant: GrantRef { holder: holder.clone(), token, acquired_by: None } }
     };
     let reply = match call(handle, key.clone(), Op::Lock(op)).await {
         Ok(reply) => reply,
@@ -317,6 +333,13 @@ mod tests {
         assert_eq!(r.scope, "db-migration");
         assert_eq!(r.holder, "anonymous@10.0.0.5");
         assert!(matches!(r.action, Action::Lock { lease_us: DEFAULT_LEASE_US, wait_us: 0, .. }));
+    }
+
+    #[test]
+    fn request_ids_are_scoped_by_holder() {
+        assert_ne!(scoped("alice", "migrate-42"), scoped("eve", "migrate-42"));
+        // Holders and ids are printable, so the separator cannot be forged through the API.
+        assert!(parse(br#"{"scope": "s", "holder": "a\u0000b"}"#, peer(), "anonymous").is_err());
     }
 
     #[test]

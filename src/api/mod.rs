@@ -29,8 +29,23 @@ async fn authorize(handle: &Handle, headers: &axum::http::HeaderMap, need: Role)
         return Ok(Principal { name: "anonymous".into(), role: Role::Admin });
     };
     let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-    // argon2 is slow on purpose: keep it off the async workers.
-    let checked = tokio::task::spawn_blocking(move || users.authenticate(header.as_deref())).await;
+    let checked = match users.cached(header.as_deref()) {
+        Some(p) => Ok(Ok(p)),
+        None => {
+            // argon2 is slow and memory-hungry on purpose: keep it off the async workers, and
+            // run few at once, so a flood of wrong passwords cannot exhaust the node.
+            let Ok(permit) = handle.auth_slots.clone().try_acquire_owned() else {
+                let mut response = ApiError(StatusCode::TOO_MANY_REQUESTS, "too many logins in progress; retry shortly".into()).into_response();
+                response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+                return Err(response);
+            };
+            tokio::task::spawn_blocking(move || {
+                let _held = permit;
+                users.authenticate(header.as_deref())
+            })
+            .await
+        }
+    };
     match checked {
         Ok(Ok(p)) if p.role >= need => Ok(p),
         Ok(Ok(p)) => Err(ApiError(StatusCode::FORBIDDEN, format!("user {:?} ({:?}) may not do this", p.name, p.role)).into_response()),

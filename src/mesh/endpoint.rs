@@ -35,7 +35,12 @@ pub type DatagramSender = fn(&[u8]) -> Option<String>;
 const BAD_FRAME: u32 = 1;
 const WRONG_NAME: u32 = 2;
 
+/// Sends (frames and datagrams) in flight at once; more are dropped, as a lossy network
+/// would, and the protocol retries. Bounds memory when a peer is slow or dead.
+const MAX_SENDS_IN_FLIGHT: usize = 4096;
+
 pub struct Mesh {
+    send_slots: Arc<tokio::sync::Semaphore>,
     endpoint: quinn::Endpoint,
     connections: Mutex<HashMap<SocketAddr, quinn::Connection>>,
     inbound: mpsc::Sender<Inbound>,
@@ -65,7 +70,7 @@ impl Mesh {
         client.transport_config(transport());
         let mut endpoint = quinn::Endpoint::server(server, addr).map_err(|e| MeshError::Bind(addr, e))?;
         endpoint.set_default_client_config(client);
-        let mesh = Arc::new(Mesh { endpoint, connections: Mutex::new(HashMap::new()), inbound, datagram_sender });
+        let mesh = Arc::new(Mesh { send_slots: Arc::new(tokio::sync::Semaphore::new(MAX_SENDS_IN_FLIGHT)), endpoint, connections: Mutex::new(HashMap::new()), inbound, datagram_sender });
         tokio::spawn(mesh.clone().accept_loop());
         Ok(mesh)
     }
@@ -96,8 +101,13 @@ impl Mesh {
                 return;
             }
         };
+        let Ok(permit) = self.send_slots.clone().try_acquire_owned() else {
+            tracing::debug!(%addr, "mesh: too many sends in flight; frame dropped");
+            return;
+        };
         let mesh = self.clone();
         tokio::spawn(async move {
+            let _held = permit;
             if let Err(e) = mesh.send_bytes(addr, &bytes).await {
                 tracing::debug!(%addr, error = %e, "mesh: send failed");
                 mesh.forget(addr);
@@ -107,8 +117,10 @@ impl Mesh {
 
     /// Sends one datagram to `addr` (dialing if needed); lost if anything fails, as datagrams are.
     pub fn send_datagram(self: &Arc<Self>, addr: SocketAddr, packet: bytes::Bytes) {
+        let Ok(permit) = self.send_slots.clone().try_acquire_owned() else { return };
         let mesh = self.clone();
         tokio::spawn(async move {
+            let _held = permit;
             match mesh.connection(addr).await {
                 Ok(connection) => {
                     if let Err(e) = connection.send_datagram(packet) {

@@ -325,3 +325,22 @@ fn malformed_peer_input_closes_streams_and_changes_nothing() {
     assert!(c.log(0).contains("malformed") || c.log(0).contains("unreadable"), "bad frames are logged");
     assert!(c.log(0).contains("certificate does not carry"), "the impostor is logged");
 }
+
+#[test]
+fn a_data_dir_of_another_cluster_is_refused() {
+    let mut a = Cluster::new("cluster-a", 1);
+    a.start(0, &["--bootstrap"]);
+    a.wait_for_roster(&[0], 1);
+    a.kill(0);
+    let mut b = Cluster::new("cluster-b", 3);
+    b.start_all(&["--bootstrap-expect", "3"]);
+    b.wait_for_roster(&[0, 1, 2], 3);
+    // Cluster A's node restarts with its data dir, certified by B's CA, pointed at B.
+    let four = b.add_agent();
+    b.agents[four].data_dir = a.agents[0].data_dir.clone();
+    b.start(four, &[]);
+    wait_for("B to notice the foreign cluster", Duration::from_secs(30), || b.log(0).contains("another cluster") || b.log(four).contains("another cluster"));
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, body) = get(b.http(0), "/api/v1.0/members").unwrap();
+    assert_eq!(body["roster_size"], 3, "the foreign node was admitted: {body}");
+}

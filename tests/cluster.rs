@@ -344,3 +344,27 @@ fn a_data_dir_of_another_cluster_is_refused() {
     let (_, body) = get(b.http(0), "/api/v1.0/members").unwrap();
     assert_eq!(body["roster_size"], 3, "the foreign node was admitted: {body}");
 }
+
+#[test]
+fn bad_flags_and_settings_get_one_line_and_exit_code_2() {
+    use support::lockmesh;
+    let dir = std::env::temp_dir().join(format!("lockmesh-badflags-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("bad.toml");
+    std::fs::write(&config, "name = \"n1\"\ncolour = \"blue\"\n").unwrap();
+    let cases: Vec<Vec<String>> = vec![
+        vec!["agent".into(), "--bogus".into()],
+        vec!["agent".into(), "--name".into(), "n1".into(), "--http".into(), "not-an-address".into()],
+        vec!["agent".into(), "--name".into(), "Bad_Name".into(), "--data-dir".into(), "/x".into(), "--certs".into(), "/x".into(), "--no-auth".into()],
+        vec!["agent".into(), "--config".into(), config.to_string_lossy().into_owned(), "--no-auth".into()],
+        vec!["certs".into(), "node".into(), dir.to_string_lossy().into_owned(), "n1".into()],
+    ];
+    for args in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = lockmesh(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -68,6 +68,14 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let (committed_tx, committed_rx) = mpsc::unbounded_channel();
     let flush = flush::start(opened.store, committed_tx);
     let node = Node::new(Config::default(), id, opened.durable, crate::clock::now(), opened.incarnation);
+    match (node.roster(), config.bootstrap, config.bootstrap_expect) {
+        (Some(r), _, _) => tracing::info!(version = r.version, voters = r.voters.len(), "member of a cluster (persisted roster)"),
+        (None, true, _) => tracing::info!("forming a one-node cluster (--bootstrap)"),
+        (None, false, Some(k)) => tracing::info!(expect = k, "waiting for the expected nodes to form a cluster"),
+        (None, false, None) => tracing::warn!(
+            "not part of a cluster and neither --bootstrap nor --bootstrap-expect given: serving no locks until a cluster reached through --join admits this node"
+        ),
+    }
     let handle = Handle {
         name: config.name.clone(),
         calls: input_tx.clone(),

@@ -132,7 +132,14 @@ impl Runtime {
         }
     }
 
-    pub async fn run(mut self, mut inputs: mpsc::Receiver<Input>, mut committed: mpsc::UnboundedReceiver<Input>, _keep: mpsc::Sender<Input>) {
+    /// Runs until shutdown. `_keep_open` is a sender of `inputs` held for the task's life, so
+    /// the channel never reports closed while the node runs.
+    pub async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<Input>,
+        mut committed: mpsc::UnboundedReceiver<Input>,
+        _keep_open: mpsc::Sender<Input>,
+    ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = std::pin::pin!(shutdown_signal());

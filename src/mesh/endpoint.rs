@@ -31,6 +31,8 @@ pub enum Payload {
 /// Reads the sender's name a datagram claims, so it can be checked against the certificate.
 pub type DatagramSender = fn(&[u8]) -> Option<String>;
 
+/// Frames read at once from one connection.
+const STREAMS_PER_CONNECTION: usize = 256;
 /// Stream error codes.
 const BAD_FRAME: u32 = 1;
 const WRONG_NAME: u32 = 2;
@@ -167,61 +169,70 @@ impl Mesh {
         Ok(connection)
     }
 
-    /// Reads frames from one connection until it closes. A frame that does not decode, is too
-    /// big, or claims a sender other than the certificate's name closes its stream with an
-    /// error and is dropped; nothing panics.
+    /// Reads frames from one connection until it closes, up to `STREAMS_PER_CONNECTION`
+    /// streams at once (a slow stream does not hold up the others; beyond that, the peer
+    /// waits, as QUIC flow control makes it). A frame that does not decode, is too big, or
+    /// claims a sender other than the certificate's name is dropped with an error; nothing
+    /// panics.
     async fn read_frames(self: Arc<Self>, connection: quinn::Connection) {
         tokio::spawn(self.clone().read_datagrams(connection.clone()));
         let remote = connection.remote_address();
-        let mut names: HashMap<String, bool> = HashMap::new();
+        let names = Arc::new(Mutex::new(HashMap::new()));
+        let slots = Arc::new(tokio::sync::Semaphore::new(STREAMS_PER_CONNECTION));
         loop {
-            let mut stream = match connection.accept_uni().await {
+            let stream = match connection.accept_uni().await {
                 Ok(stream) => stream,
                 Err(e) => {
                     tracing::debug!(%remote, error = %e, "mesh: connection ended");
                     return;
                 }
             };
-            let bytes = match stream.read_to_end(MAX_FRAME).await {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    tracing::warn!(%remote, error = %e, "mesh: dropped an unreadable or oversized frame");
-                    let _ = stream.stop(quinn::VarInt::from_u32(BAD_FRAME));
-                    continue;
-                }
-            };
-            let frame = match wire::decode(&bytes) {
-                Ok(frame) => frame,
-                Err(e) => {
-                    tracing::warn!(%remote, error = %e, "mesh: dropped a malformed frame");
-                    continue;
-                }
-            };
-            let claimed = match &frame {
-                Frame::Hello { me, .. } => me.name.clone(),
-                Frame::Core(envelope) => envelope.from.name.clone(),
-            };
-            let allowed = *names.entry(claimed.clone()).or_insert_with(|| tls::verify_peer_name(&connection, &claimed));
-            if !allowed {
-                tracing::warn!(%remote, %claimed, "mesh: peer spoke for a name its certificate does not carry");
-                connection.close(quinn::VarInt::from_u32(WRONG_NAME), b"name does not match certificate");
-                return;
-            }
-            if self.inbound.send(Inbound { peer: claimed, remote, payload: Payload::Frame(frame) }).await.is_err() {
-                return;
-            }
+            let Ok(permit) = slots.clone().acquire_owned().await else { return };
+            let (mesh, connection, names) = (self.clone(), connection.clone(), names.clone());
+            tokio::spawn(async move {
+                let _held = permit;
+                mesh.read_frame(stream, &connection, &names).await;
+            });
         }
+    }
+
+    async fn read_frame(&self, mut stream: quinn::RecvStream, connection: &quinn::Connection, names: &Mutex<HashMap<String, bool>>) {
+        let remote = connection.remote_address();
+        let bytes = match stream.read_to_end(MAX_FRAME).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(%remote, error = %e, "mesh: dropped an unreadable or oversized frame");
+                let _ = stream.stop(quinn::VarInt::from_u32(BAD_FRAME));
+                return;
+            }
+        };
+        let frame = match wire::decode(&bytes) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::warn!(%remote, error = %e, "mesh: dropped a malformed frame");
+                return;
+            }
+        };
+        let claimed = match &frame {
+            Frame::Hello { me, .. } => me.name.clone(),
+            Frame::Core(envelope) => envelope.from.name.clone(),
+        };
+        if !allowed(names, connection, &claimed) {
+            tracing::warn!(%remote, %claimed, "mesh: peer spoke for a name its certificate does not carry");
+            connection.close(quinn::VarInt::from_u32(WRONG_NAME), b"name does not match certificate");
+            return;
+        }
+        let _ = self.inbound.send(Inbound { peer: claimed, remote, payload: Payload::Frame(frame) }).await;
     }
 
     /// Reads datagrams from one connection until it closes; a datagram whose claimed sender
     /// the certificate does not carry is dropped.
     async fn read_datagrams(self: Arc<Self>, connection: quinn::Connection) {
         let remote = connection.remote_address();
-        let mut names: HashMap<String, bool> = HashMap::new();
+        let names = Mutex::new(HashMap::new());
         while let Ok(packet) = connection.read_datagram().await {
             let Some(claimed) = (self.datagram_sender)(&packet) else { continue };
-            let allowed = *names.entry(claimed.clone()).or_insert_with(|| tls::verify_peer_name(&connection, &claimed));
-            if !allowed {
+            if !allowed(&names, &connection, &claimed) {
                 tracing::warn!(%remote, %claimed, "mesh: datagram for a name the certificate does not carry");
                 continue;
             }
@@ -235,6 +246,22 @@ impl Mesh {
     pub fn close(&self) {
         self.endpoint.close(quinn::VarInt::from_u32(0), b"bye");
     }
+}
+
+/// Whether the connection's certificate carries `name`, remembering answers (at most a few
+/// dozen names: a peer speaking for many names is wrong anyway).
+fn allowed(names: &Mutex<HashMap<String, bool>>, connection: &quinn::Connection, name: &str) -> bool {
+    if let Some(known) = names.lock().ok().and_then(|n| n.get(name).copied()) {
+        return known;
+    }
+    let ok = tls::verify_peer_name(connection, name);
+    if let Ok(mut names) = names.lock() {
+        if names.len() >= 64 {
+            names.clear();
+        }
+        names.insert(name.to_string(), ok);
+    }
+    ok
 }
 
 #[derive(Debug, thiserror::Error)]

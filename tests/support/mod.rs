@@ -26,6 +26,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub certs: PathBuf,
     pub agents: Vec<Agent>,
+    /// Nodes live on 127.0.0.N inside this process's own network namespace.
+    pub private_network: bool,
 }
 
 fn free_port_pair() -> (SocketAddr, SocketAddr) {
@@ -48,7 +50,7 @@ impl Cluster {
         let certs = dir.join("certs");
         let out = lockmesh(&["certs", "ca", certs.to_str().unwrap()]);
         assert!(out.status.success(), "certs ca: {}", String::from_utf8_lossy(&out.stderr));
-        let mut cluster = Cluster { dir, certs, agents: Vec::new() };
+        let mut cluster = Cluster { dir, certs, agents: Vec::new(), private_network: false };
         for _ in 0..n {
             cluster.add_agent();
         }
@@ -61,7 +63,14 @@ impl Cluster {
         let name = format!("node-{}", i + 1);
         let out = lockmesh(&["certs", "node", self.certs.to_str().unwrap(), &name, "--ip", "127.0.0.1"]);
         assert!(out.status.success(), "certs node: {}", String::from_utf8_lossy(&out.stderr));
-        let (http, mesh) = free_port_pair();
+        let (http, mesh) = if self.private_network {
+            // In a private network namespace: one loopback address per node (127.0.0.11 and
+            // up; the test's own client keeps 127.0.0.1), fixed ports.
+            let ip = std::net::Ipv4Addr::new(127, 0, 0, i as u8 + 11);
+            (SocketAddr::from((ip, 20194)), SocketAddr::from((ip, 20195)))
+        } else {
+            free_port_pair()
+        };
         self.agents.push(Agent { name, http, mesh, data_dir: self.dir.join(format!("data-{i}")), child: None });
         i
     }
@@ -150,6 +159,61 @@ impl Drop for Cluster {
         } else {
             eprintln!("test cluster files kept in {}", self.dir.display());
         }
+    }
+}
+
+impl Cluster {
+    /// Like `new`, but in a fresh network namespace of this test's thread (root only), where
+    /// links between nodes can be cut with nftables. Returns `None` without root or `nft`.
+    pub fn in_private_network(test: &str, n: usize) -> Option<Cluster> {
+        // SAFETY: unshare(2) only changes this thread's namespaces; children it spawns inherit.
+        if unsafe { libc::geteuid() } != 0 || Command::new("nft").arg("--version").output().is_err() {
+            return None;
+        }
+        // SAFETY: as above.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        let up = Command::new("ip").args(["link", "set", "lo", "up"]).status().ok()?;
+        assert!(up.success(), "cannot bring up the namespace's loopback");
+        let nft = Command::new("nft").args(["add table inet lockmesh_test"]).status().ok()?;
+        assert!(nft.success());
+        for (chain, hook) in [("out", "output"), ("in", "input")] {
+            let rule = format!("add chain inet lockmesh_test {chain} {{ type filter hook {hook} priority 0; }}");
+            assert!(Command::new("nft").arg(rule).status().ok()?.success());
+        }
+        let mut cluster = Cluster::new(test, 0);
+        cluster.private_network = true;
+        for _ in 0..n {
+            cluster.add_agent();
+        }
+        Some(cluster)
+    }
+
+    fn ip(&self, i: usize) -> String {
+        self.agents[i].mesh.ip().to_string()
+    }
+
+    /// Drops every mesh packet (UDP) from node `a` to node `b` (one direction). The HTTP API
+    /// (TCP) stays reachable, so the test can ask each side.
+    pub fn cut_one_way(&self, a: usize, b: usize) {
+        let rule = format!("add rule inet lockmesh_test out ip saddr {} ip daddr {} meta l4proto udp drop", self.ip(a), self.ip(b));
+        assert!(Command::new("nft").arg(rule).status().unwrap().success());
+    }
+
+    /// Cuts every link between the two groups, both ways.
+    pub fn split(&self, left: &[usize], right: &[usize]) {
+        for &a in left {
+            for &b in right {
+                self.cut_one_way(a, b);
+                self.cut_one_way(b, a);
+            }
+        }
+    }
+
+    /// Removes every cut.
+    pub fn heal(&self) {
+        assert!(Command::new("nft").arg("flush chain inet lockmesh_test out").status().unwrap().success());
     }
 }
 

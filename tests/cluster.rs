@@ -368,3 +368,52 @@ fn bad_flags_and_settings_get_one_line_and_exit_code_2() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_wiped_node_comes_back_as_a_new_voter_replacing_its_old_self() {
+    let mut c = Cluster::new("wipe", 3);
+    c.start_all(&["--bootstrap-expect", "3"]);
+    c.wait_for_roster(&[0, 1, 2], 3);
+    let (_, body) = post(c.http(0), &lock_body("amnesia", "a")).unwrap();
+    let first = body["fencing_token"].as_u64().unwrap();
+    post(c.http(0), &unlock_body("amnesia", "a")).unwrap();
+    c.kill(2);
+    std::fs::remove_dir_all(&c.agents[2].data_dir).unwrap();
+    c.start(2, &[]);
+    // The old incarnation is removed and the new one added, one change at a time.
+    wait_for("node-3 to vote again with its new disk", Duration::from_secs(60), || {
+        get(c.http(0), "/api/v1.0/members")
+            .map(|(_, v)| {
+                v["roster_size"] == 3
+                    && v["sweep_done"] == true
+                    && v["roster_version"].as_u64().unwrap_or(0) >= 3
+                    && v["members"].as_array().unwrap().iter().any(|m| m["name"] == "node-3" && m["voter"] == true)
+            })
+            .unwrap_or(false)
+    });
+    // Tokens never go back, whatever quorum answers.
+    for node in [2, 1, 0] {
+        let (status, body) = post(c.http(node), &lock_body("amnesia", "b")).unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body["fencing_token"].as_u64().unwrap() > first, "{body}");
+        post(c.http(node), &unlock_body("amnesia", "b")).unwrap();
+    }
+}
+
+#[test]
+fn a_paused_node_is_outvoted_and_rejoins_when_resumed() {
+    let mut c = Cluster::new("pause", 3);
+    c.start_all(&["--bootstrap-expect", "3"]);
+    c.wait_for_roster(&[0, 1, 2], 3);
+    let pid = c.agents[2].child.as_ref().unwrap().id() as i32;
+    // SAFETY: kill(2) with SIGSTOP/SIGCONT on our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let (status, body) = post(c.http(0), &lock_body("paused", "a")).unwrap();
+    assert_eq!(status, 200, "with node-3 paused: {body}");
+    post(c.http(0), &unlock_body("paused", "a")).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    wait_for("the resumed node to serve", Duration::from_secs(30), || {
+        matches!(post(c.http(2), &lock_body("paused", "c")), Ok((200, _)))
+    });
+}

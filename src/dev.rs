@@ -132,20 +132,7 @@ fn wait_for_ctrl_c(mut children: Vec<Child>) -> ExitCode {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
     if let Ok(runtime) = runtime {
         std::thread::spawn(move || {
-            runtime.block_on(async {
-                let term = async {
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                        Ok(mut s) => {
-                            s.recv().await;
-                        }
-                        Err(_) => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term => {}
-                }
-            });
+            runtime.block_on(lockmesh::agent::shutdown_signal());
             flag.store(true, Ordering::SeqCst);
         });
     }

@@ -311,6 +311,7 @@ fn malformed_peer_input_closes_streams_and_changes_nothing() {
         let hello = lockmesh::mesh::wire::Frame::Hello {
             me: lockmesh::mesh::wire::PeerInfo { name: "node-1".into(), incarnation: 1, mesh_addr: target, http_addr: target, bump: 1 },
             cluster_id: None,
+            roster_version: 0,
             peers: vec![],
             leaving: false,
         };
@@ -391,6 +392,8 @@ fn a_wiped_node_comes_back_as_a_new_voter_replacing_its_old_self() {
             })
             .unwrap_or(false)
     });
+    // The new node learns the roster too (it is told of the change after it is decided).
+    c.wait_for_roster(&[0, 1, 2], 3);
     // Tokens never go back, whatever quorum answers.
     for node in [2, 1, 0] {
         let (status, body) = post(c.http(node), &lock_body("amnesia", "b")).unwrap();

@@ -10,7 +10,7 @@ pub mod swim;
 use tokio::sync::mpsc;
 
 pub use config::{AgentArgs, AgentConfig, ConfigError};
-pub use runtime::{ApiCall, Input, MemberView, MembersView, NodeMetrics};
+pub use runtime::{shutdown_signal, ApiCall, Input, MemberView, MembersView, NodeMetrics};
 
 use crate::core::{Config, Node, NodeId};
 use crate::mesh::endpoint::Mesh;

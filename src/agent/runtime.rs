@@ -324,7 +324,20 @@ impl Runtime {
         let mine = self.node.roster().map(|r| r.cluster_id);
         let Payload::Frame(frame) = inbound.payload else { return };
         match frame {
-            Frame::Hello { me, cluster_id, peers, leaving } => {
+            Frame::Hello { me, cluster_id, roster_version, peers, leaving } => {
+                // Anti-entropy: a node that missed a roster change (or was added while it
+                // could not hear) pulls the roster from a peer that has a newer one.
+                let my_version = self.node.roster().map_or(0, |r| r.version);
+                let same_cluster = mine.is_none() || mine == cluster_id;
+                if roster_version > my_version && same_cluster && !leaving {
+                    let pull = crate::core::Envelope {
+                        from: self.node.id().clone(),
+                        to: NodeId::new(me.name.clone(), me.incarnation),
+                        roster: self.node.roster().map(|r| r.id()),
+                        body: crate::core::Body::RosterPull,
+                    };
+                    self.mesh.send(me.mesh_addr, &Frame::Core(pull));
+                }
                 if me.name == self.me.name {
                     return;
                 }
@@ -366,7 +379,8 @@ impl Runtime {
 
     fn hello(&self, leaving: bool) -> Frame {
         let peers = self.peers.values().filter(|p| p.last_seen.is_some()).map(|p| p.info.clone()).collect();
-        Frame::Hello { me: self.me.clone(), cluster_id: self.node.roster().map(|r| r.cluster_id), peers, leaving }
+        let roster_version = self.node.roster().map_or(0, |r| r.version);
+        Frame::Hello { me: self.me.clone(), cluster_id: self.node.roster().map(|r| r.cluster_id), roster_version, peers, leaving }
     }
 
     /// Hellos: to the join addresses at every tick until this node belongs to a cluster; to
@@ -568,7 +582,8 @@ impl Runtime {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

@@ -6,11 +6,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use tokio::sync::oneshot;
 
 use super::input::lock_type_name;
-use super::{authorize, call, unavailable};
-use crate::agent::{ApiCall, Handle, Input};
+use super::{ask, authorize, call};
+use crate::agent::{ApiCall, Handle};
 use crate::auth::Role;
 use crate::core::{Answer, Key, LockOp, LockResult, Op};
 
@@ -20,11 +19,10 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap) -
     if let Err(response) = authorize(&handle, &headers, Role::Viewer).await {
         return response;
     }
-    let (tx, rx) = oneshot::channel();
-    if handle.calls.send(Input::Api(ApiCall::Scopes(tx))).await.is_err() {
-        return unavailable().into_response();
-    }
-    let Ok(mut scopes) = rx.await else { return unavailable().into_response() };
+    let mut scopes = match ask(&handle, ApiCall::Scopes).await {
+        Ok(scopes) => scopes,
+        Err(e) => return e.into_response(),
+    };
     let truncated = scopes.len() > MAX_SCOPES;
     scopes.truncate(MAX_SCOPES);
     let reads = scopes.into_iter().map(|scope| {

@@ -8,11 +8,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
 use super::input::MAX_BODY;
-use super::{call, failure, members_view, unavailable, ApiError};
-use crate::agent::{ApiCall, Handle, Input};
+use super::{ask, call, failure, members_view, ApiError};
+use crate::agent::{ApiCall, Handle};
 use crate::core::{Answer, Key, Op, RosterChange, RosterOp, RosterRefusal, RosterResult};
 use crate::core::roster::ChangeError;
 
@@ -34,11 +33,10 @@ pub async fn remove(State(handle): State<Handle>, headers: axum::http::HeaderMap
         Ok(name) => name,
         Err(e) => return e.into_response(),
     };
-    let (tx, rx) = oneshot::channel();
-    if handle.calls.send(Input::Api(ApiCall::Roster(tx))).await.is_err() {
-        return unavailable().into_response();
-    }
-    let Ok(roster) = rx.await else { return unavailable().into_response() };
+    let roster = match ask(&handle, ApiCall::Roster).await {
+        Ok(roster) => roster,
+        Err(e) => return e.into_response(),
+    };
     let Some(roster) = roster else {
         return ApiError(StatusCode::SERVICE_UNAVAILABLE, "this node is not part of a cluster yet".into()).into_response();
     };

@@ -8,10 +8,9 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::oneshot;
 
-use super::{authorize, unavailable};
-use crate::agent::{ApiCall, Handle, Input};
+use super::{ask, authorize};
+use crate::agent::{ApiCall, Handle};
 use crate::auth::Role;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -48,11 +47,10 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap) -
     if let Err(response) = authorize(&handle, &headers, Role::Viewer).await {
         return response;
     }
-    let (tx, rx) = oneshot::channel();
-    if handle.calls.send(Input::Api(ApiCall::Metrics(tx))).await.is_err() {
-        return unavailable().into_response();
-    }
-    let Ok(node) = rx.await else { return unavailable().into_response() };
+    let node = match ask(&handle, ApiCall::Metrics).await {
+        Ok(node) => node,
+        Err(e) => return e.into_response(),
+    };
     let m = &handle.metrics;
     let mut out = String::new();
     let _ = writeln!(out, "# HELP lockmesh_lock_requests_total Lock API requests by outcome.");

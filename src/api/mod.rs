@@ -91,10 +91,15 @@ async fn call(handle: &Handle, key: Key, op: Op) -> Result<Reply, ApiError> {
     rx.await.map_err(|_| unavailable())
 }
 
-async fn members_view(handle: &Handle) -> Result<MembersView, ApiError> {
+/// Asks the node task something that is not a ballot (members, roster, metrics, scopes).
+async fn ask<T>(handle: &Handle, call: impl FnOnce(oneshot::Sender<T>) -> ApiCall) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
-    handle.calls.send(Input::Api(ApiCall::Members(tx))).await.map_err(|_| unavailable())?;
+    handle.calls.send(Input::Api(call(tx))).await.map_err(|_| unavailable())?;
     rx.await.map_err(|_| unavailable())
+}
+
+async fn members_view(handle: &Handle) -> Result<MembersView, ApiError> {
+    ask(handle, ApiCall::Members).await
 }
 
 /// The response for a request the cluster did not decide.

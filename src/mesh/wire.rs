@@ -25,7 +25,7 @@ pub struct PeerInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
     /// The sender, the cluster it belongs to (if any), and the peers it knows.
-    Hello { me: PeerInfo, cluster_id: Option<u64>, peers: Vec<PeerInfo>, leaving: bool },
+    Hello { me: PeerInfo, cluster_id: Option<u64>, roster_version: u64, peers: Vec<PeerInfo>, leaving: bool },
     /// A protocol message of the core.
     Core(Envelope),
 }
@@ -64,7 +64,7 @@ mod tests {
     #[test]
     fn frames_round_trip_and_garbage_is_an_error_not_a_panic() {
         let me = PeerInfo { name: "a".into(), incarnation: 7, mesh_addr: "127.0.0.1:1".parse().unwrap(), http_addr: "127.0.0.1:2".parse().unwrap(), bump: 1 };
-        let frame = Frame::Hello { me, cluster_id: Some(3), peers: vec![], leaving: false };
+        let frame = Frame::Hello { me, cluster_id: Some(3), roster_version: 1, peers: vec![], leaving: false };
         let bytes = encode(&frame).unwrap();
         assert_eq!(decode(&bytes).unwrap(), frame);
         let mut longer = bytes.clone();

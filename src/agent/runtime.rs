@@ -349,8 +349,11 @@ impl Runtime {
                 }
                 let name = me.name.clone();
                 let known = self.peers.get(&name).is_some_and(|p| p.info == me && p.last_seen.is_some());
-                if !known && !leaving {
-                    // First word from this life of the peer: make SWIM probe it too.
+                let held_down = self.swim_state(&me.name, me.incarnation) == Some(foca::State::Down);
+                if (!known || held_down) && !leaving {
+                    // First word from this life of the peer, or a peer SWIM holds down that is
+                    // plainly up: make SWIM probe it (it then learns it was declared down,
+                    // renews its identity and rejoins).
                     self.swim.announce(swim_id(&me));
                 }
                 self.peers.insert(name, Peer { info: me, cluster_id, last_seen: Some(Instant::now()), leaving });
@@ -400,13 +403,20 @@ impl Runtime {
         }
     }
 
-    /// A voter whose peer said it is leaving, or that SWIM declared down.
+    /// A voter whose peer said it is leaving, or that SWIM declared down and that has not
+    /// greeted us lately (a greeting proves it is up, whatever SWIM concluded under load).
     fn known_down(&self, voter: &NodeId) -> bool {
         if *voter == *self.node.id() {
             return false;
         }
-        let leaving = self.peers.get(&voter.name).is_some_and(|p| p.leaving && p.info.incarnation == voter.incarnation);
-        leaving || self.swim_state(&voter.name, voter.incarnation) == Some(foca::State::Down)
+        let peer = self.peers.get(&voter.name).filter(|p| p.info.incarnation == voter.incarnation);
+        if peer.is_some_and(|p| p.leaving) {
+            return true;
+        }
+        if peer.is_some_and(|p| p.last_seen.is_some_and(|t| t.elapsed() < ALIVE_FOR)) {
+            return false;
+        }
+        self.swim_state(&voter.name, voter.incarnation) == Some(foca::State::Down)
     }
 
     /// Peers that may join our cluster: up, greeted us themselves (so their cluster id is
@@ -416,10 +426,13 @@ impl Runtime {
         self.alive_peers().filter(move |p| p.last_seen.is_some() && (p.cluster_id.is_none() || p.cluster_id == ours))
     }
 
-    /// Peers SWIM holds up (alive or suspect), or that greeted us lately.
+    /// Peers that greeted us lately, or that SWIM holds up (alive or suspect).
     fn peer_up(&self, p: &Peer) -> bool {
         if p.leaving {
             return false;
+        }
+        if p.last_seen.is_some_and(|t| t.elapsed() < ALIVE_FOR) {
+            return true;
         }
         match self.swim_state(&p.info.name, p.info.incarnation) {
             Some(foca::State::Alive) | Some(foca::State::Suspect) => true,

@@ -143,7 +143,7 @@ impl Swim {
         // Faster than the LAN preset's probing, so a dead voter is known within seconds.
         config.probe_period = Duration::from_millis(500);
         config.probe_rtt = Duration::from_millis(200);
-        config.suspect_to_down_after = Duration::from_secs(2);
+        config.suspect_to_down_after = Duration::from_secs(3);
         // Remember down members for as long as the process lives: the runtime reaps voters
         // only after `reap_after` (72 h by default), and fails fast for known-down voters.
         config.remove_down_after = None;

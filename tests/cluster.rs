@@ -408,14 +408,12 @@ fn a_paused_node_is_outvoted_and_rejoins_when_resumed() {
     let mut c = Cluster::new("pause", 3);
     c.start_all(&["--bootstrap-expect", "3"]);
     c.wait_for_roster(&[0, 1, 2], 3);
-    let pid = c.agents[2].child.as_ref().unwrap().id() as i32;
-    // SAFETY: kill(2) with SIGSTOP/SIGCONT on our own child.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    c.pause(2, true);
     let (status, body) = post(c.http(0), &lock_body("paused", "a")).unwrap();
     assert_eq!(status, 200, "with node-3 paused: {body}");
     post(c.http(0), &unlock_body("paused", "a")).unwrap();
     std::thread::sleep(Duration::from_secs(4));
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    c.pause(2, false);
     wait_for("the resumed node to serve", Duration::from_secs(30), || {
         matches!(post(c.http(2), &lock_body("paused", "c")), Ok((200, _)))
     });

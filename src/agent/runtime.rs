@@ -314,7 +314,7 @@ impl Runtime {
             }
             return;
         }
-        tracing::debug!(client = reply.client, key = ?reply.key, result = ?reply.result, agreed = reply.agreed, "reply");
+        tracing::debug!(client = reply.client, key = ?reply.key, result = ?reply.result, agreed = reply.agreed.len(), "reply");
         if let Some(tx) = self.pending.remove(&reply.client) {
             let _ = tx.send(reply);
         }

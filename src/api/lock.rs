@@ -11,7 +11,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::input::{self, MAX_BODY};
-use super::{authorize, call, failure, quorum_text, ApiError};
+use super::{agreed_by, authorize, call, failure, quorum_text, ApiError};
 use crate::auth::Role;
 use crate::agent::Handle;
 use crate::core::{Acquire, Answer, Failure, GrantRef, Key, LockOp, LockResult, LockType, Op, Priority, Reply, RequestId};
@@ -198,12 +198,12 @@ async fn lock(
             Ok(reply) => reply,
             Err(e) => return e.into_response(),
         };
-        let quorum = quorum_text(&reply);
+        let (quorum, agreed) = (quorum_text(&reply), agreed_by(&reply));
         match reply.result {
             Ok(Answer::Lock(LockResult::Locked { token, lease_us, lock_type, .. })) => {
                 let body = json!({
                     "status": "locked", "scope": scope, "holder": holder, "fencing_token": token,
-                    "lock_type": input::lock_type_name(lock_type), "quorum": quorum,
+                    "lock_type": input::lock_type_name(lock_type), "quorum": quorum, "agreed_by": agreed,
                     "timeout": input::format_duration(lease_us), "request_id": request_id,
                 });
                 return (StatusCode::OK, Json(body)).into_response();
@@ -271,9 +271,12 @@ async fn unlock(handle: &Handle, scope: String, holder: String, request_id: Stri
         Ok(reply) => reply,
         Err(e) => return e.into_response(),
     };
-    let quorum = quorum_text(&reply);
+    let (quorum, agreed) = (quorum_text(&reply), agreed_by(&reply));
     match reply.result {
-        Ok(Answer::Lock(LockResult::Released)) => (StatusCode::OK, Json(json!({"status": "unlocked", "scope": scope, "quorum": quorum}))).into_response(),
+        Ok(Answer::Lock(LockResult::Released)) => {
+            let body = json!({"status": "unlocked", "scope": scope, "quorum": quorum, "agreed_by": agreed});
+            (StatusCode::OK, Json(body)).into_response()
+        }
         Ok(Answer::Lock(LockResult::Revoked)) => {
             let body = json!({"status": "revoked", "scope": scope, "quorum": quorum,
                 "note": "renewals are refused; the grant ends when its lease runs out"});
@@ -282,8 +285,10 @@ async fn unlock(handle: &Handle, scope: String, holder: String, request_id: Stri
         Ok(Answer::Lock(LockResult::NotHolder)) => {
             // Idempotent on a free scope; a conflict if someone else holds it.
             match call(handle, key, Op::Lock(LockOp::Read)).await {
-                Ok(Reply { result: Ok(Answer::Lock(LockResult::Record(record))), .. }) if record.holders.is_empty() => {
-                    (StatusCode::OK, Json(json!({"status": "unlocked", "scope": scope, "quorum": quorum}))).into_response()
+                Ok(read @ Reply { result: Ok(Answer::Lock(LockResult::Record(_))), .. }) if read_is_free(&read) => {
+                    // Already free: the read that found it so is the decision to report.
+                    let body = json!({"status": "unlocked", "scope": scope, "quorum": quorum_text(&read), "agreed_by": agreed_by(&read)});
+                    (StatusCode::OK, Json(body)).into_response()
                 }
                 Ok(Reply { result: Ok(Answer::Lock(LockResult::Record(record))), .. }) => {
                     let holders: Vec<&str> = record.holders.iter().map(|g| g.holder.as_str()).collect();
@@ -299,17 +304,22 @@ async fn unlock(handle: &Handle, scope: String, holder: String, request_id: Stri
     }
 }
 
+fn read_is_free(reply: &Reply) -> bool {
+    matches!(&reply.result, Ok(Answer::Lock(LockResult::Record(record))) if record.holders.is_empty())
+}
+
 async fn renew(handle: &Handle, scope: String, holder: String, token: Option<u64>, lease_us: u64) -> Response {
     let op = LockOp::Renew { grant: GrantRef { holder: holder.clone(), token, acquired_by: None }, lease_us };
     let reply = match call(handle, Key::Scope(scope.clone()), Op::Lock(op)).await {
         Ok(reply) => reply,
         Err(e) => return e.into_response(),
     };
-    let quorum = quorum_text(&reply);
+    let (quorum, agreed) = (quorum_text(&reply), agreed_by(&reply));
     match reply.result {
         Ok(Answer::Lock(LockResult::Locked { token, lease_us, lock_type, .. })) => {
             let body = json!({"status": "locked", "scope": scope, "holder": holder, "fencing_token": token,
-                "lock_type": input::lock_type_name(lock_type), "quorum": quorum, "timeout": input::format_duration(lease_us)});
+                "lock_type": input::lock_type_name(lock_type), "quorum": quorum, "agreed_by": agreed,
+                "timeout": input::format_duration(lease_us)});
             (StatusCode::OK, Json(body)).into_response()
         }
         Ok(Answer::Lock(LockResult::Revoked)) => (StatusCode::CONFLICT, Json(json!({"status": "revoked", "scope": scope}))).into_response(),

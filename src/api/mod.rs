@@ -131,5 +131,10 @@ async fn failure(handle: &Handle, failure: crate::core::Failure) -> Response {
 }
 
 fn quorum_text(reply: &Reply) -> String {
-    format!("{}/{} nodes agreed", reply.agreed, reply.voters)
+    format!("{}/{} nodes agreed", reply.agreed.len(), reply.voters)
+}
+
+/// The names of the voters that agreed to a decision (for clients and outside checkers).
+fn agreed_by(reply: &Reply) -> Vec<String> {
+    reply.agreed.iter().map(|id| id.name.clone()).collect()
 }

@@ -93,11 +93,20 @@ pub struct Reply {
     pub client: u64,
     pub key: Key,
     pub result: Result<Answer, Failure>,
-    /// Voters that agreed to the decision, out of `voters`.
-    pub agreed: usize,
+    /// The voters that agreed to the decision (accepted it, or promised on a chosen value
+    /// it left unchanged), out of `voters` in the ballot's roster; empty for failures.
+    pub agreed: Vec<NodeId>,
     pub voters: usize,
     /// The ballot the answer was decided at.
     pub ballot: Option<Ballot>,
+}
+
+/// Who decided an answer: the ballot, the voters that agreed, and the roster's size.
+#[derive(Clone, Debug)]
+pub(super) struct Agreement {
+    pub ballot: Ballot,
+    pub agreed: Vec<NodeId>,
+    pub voters: usize,
 }
 
 /// What the node asks its runtime to do. Persist `writes` (durably) first, then send
@@ -267,7 +276,7 @@ impl Node {
         match (&request.key, &request.op) {
             (Key::Roster, Op::Roster(_)) | (Key::Scope(_), Op::Lock(_)) => {}
             _ => {
-                self.reply(now, &request.key, client, Err(Failure::Invalid("operation does not fit the key")), 0, None);
+                self.reply(now, &request.key, client, Err(Failure::Invalid("operation does not fit the key")), None);
                 return;
             }
         }
@@ -539,14 +548,19 @@ impl Node {
         key: &Key,
         client: Client,
         result: Result<Answer, Failure>,
-        agreed: usize,
-        ballot: Option<Ballot>,
+        agreement: Option<Agreement>,
     ) {
         self.stats.answered += 1;
         match client {
             Client::External(client) => {
-                let voters = self.roster.as_ref().map_or(0, |r| r.voters.len());
-                self.out.replies.push(Reply { client, key: key.clone(), result, agreed, voters, ballot });
+                let reply = match agreement {
+                    Some(a) => Reply { client, key: key.clone(), result, agreed: a.agreed, voters: a.voters, ballot: Some(a.ballot) },
+                    None => {
+                        let voters = self.roster.as_ref().map_or(0, |r| r.voters.len());
+                        Reply { client, key: key.clone(), result, agreed: Vec::new(), voters, ballot: None }
+                    }
+                };
+                self.out.replies.push(reply);
             }
             Client::Sweep(version) => {
                 if self.sweep.as_ref().is_some_and(|s| s.version == version) {

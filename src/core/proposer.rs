@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::broken::broken;
 use super::lease::Drift;
 use super::message::{AcceptedValue, Ballot, Body, Key, Value};
-use super::node::{apply_lock_ops, apply_roster_ops, Answer, Failure, Node, PendingOp, Timer};
+use super::node::{apply_lock_ops, apply_roster_ops, Agreement, Answer, Failure, Node, PendingOp, Timer};
 use super::quorum::{self, Decision};
 use super::record::LockRecord;
 use super::roster::{NodeId, Roster};
@@ -96,7 +96,7 @@ impl Node {
     pub(super) fn enqueue(&mut self, now: Time, key: Key, op: PendingOp) {
         let waiting = self.waiting.entry(key.clone()).or_default();
         if waiting.len() >= self.config.max_queued_per_key {
-            self.reply(now, &key, op.client, Err(Failure::Overloaded), 0, None);
+            self.reply(now, &key, op.client, Err(Failure::Overloaded), None);
             return;
         }
         waiting.push(op);
@@ -127,7 +127,7 @@ impl Node {
         let ops = self.fail_overdue(now, &key, ops);
         let Some(roster) = self.roster.clone() else {
             for op in ops {
-                self.reply(now, &key, op.client, Err(Failure::NoRoster), 0, None);
+                self.reply(now, &key, op.client, Err(Failure::NoRoster), None);
             }
             return;
         };
@@ -141,7 +141,7 @@ impl Node {
             // Fail fast what is still definite; what may have taken effect keeps trying.
             let (unsure, definite): (Vec<_>, Vec<_>) = ops.into_iter().partition(|op| op.accept_sent);
             for op in definite {
-                self.reply(now, &key, op.client, Err(Failure::NoQuorum), 0, None);
+                self.reply(now, &key, op.client, Err(Failure::NoQuorum), None);
             }
             if unsure.is_empty() {
                 return;
@@ -166,7 +166,7 @@ impl Node {
         let (overdue, live): (Vec<_>, Vec<_>) = ops.into_iter().partition(|op| op.deadline <= now);
         for op in overdue {
             let failure = if op.accept_sent { Failure::Timeout } else { Failure::NoQuorum };
-            self.reply(now, key, op.client, Err(failure), 0, None);
+            self.reply(now, key, op.client, Err(failure), None);
         }
         live
     }
@@ -235,7 +235,8 @@ impl Node {
                 Phase::Preparing { promises, .. } => self.decide(now, key, p, promises, voters),
                 Phase::Accepting { value, answers, agreed, .. } => {
                     let ops = std::mem::take(&mut p.ops);
-                    self.finish(now, &key, value, ops, answers, agreed.len(), p.ballot);
+                    let agreement = Agreement { ballot: p.ballot, agreed: agreed.into_iter().collect(), voters: p.roster.voters.len() };
+                    self.finish(now, &key, value, ops, answers, agreement);
                 }
                 Phase::Backoff => {}
             },
@@ -245,6 +246,7 @@ impl Node {
     /// A majority promised: read the register, apply the ops, and either answer at once (the
     /// value is chosen and unchanged) or send the new value in Accepts.
     fn decide(&mut self, now: Time, key: Key, mut p: Proposal, promises: BTreeMap<NodeId, Promise>, voters: usize) {
+        let promisers: Vec<NodeId> = promises.keys().cloned().collect();
         let promises: Vec<Promise> = promises.into_values().collect();
         let rules = ReadRules {
             ages_from_stale_promises: broken!(self.config, AgesFromStalePromises),
@@ -267,7 +269,7 @@ impl Node {
             // this quorum holds: nothing can be decided here.
             for op in std::mem::take(&mut p.ops) {
                 let failure = if op.accept_sent { Failure::Timeout } else { Failure::Invalid("register holds no usable value") };
-                self.reply(now, &key, op.client, Err(failure), 0, None);
+                self.reply(now, &key, op.client, Err(failure), None);
             }
             self.after_ballot(now, &key);
             return;
@@ -280,7 +282,8 @@ impl Node {
             let ops = std::mem::take(&mut p.ops);
             let ballot = read.highest.unwrap_or(p.ballot);
             self.stats.answered_without_write += 1;
-            self.finish(now, &key, value, ops, answers, promises.len(), ballot);
+            let agreed = promisers.into_iter().collect();
+            self.finish(now, &key, value, ops, answers, Agreement { ballot, agreed, voters: p.roster.voters.len() });
             return;
         }
         for op in &mut p.ops {
@@ -297,14 +300,13 @@ impl Node {
     }
 
     /// The value is chosen: answer every op, act on a chosen roster, start the next ballot.
-    #[allow(clippy::too_many_arguments)]
-    fn finish(&mut self, now: Time, key: &Key, value: Value, ops: Vec<PendingOp>, answers: Vec<Answer>, agreed: usize, ballot: Ballot) {
+    fn finish(&mut self, now: Time, key: &Key, value: Value, ops: Vec<PendingOp>, answers: Vec<Answer>, agreement: Agreement) {
         if let Value::Roster(roster) = value {
             self.learn_roster(now, roster, true);
         }
         self.after_ballot(now, key);
         for (op, answer) in ops.into_iter().zip(answers) {
-            self.reply(now, key, op.client, Ok(answer), agreed, Some(ballot));
+            self.reply(now, key, op.client, Ok(answer), Some(agreement.clone()));
         }
     }
 

@@ -1,6 +1,8 @@
-//! The chaos checker's history and verdict: clients record when they trusted a grant and every
-//! use of the fenced resource; the checker says whether exclusion and fencing held. Kept apart
-//! from the run so a test can feed it a history with a known violation (proof of teeth).
+//! The chaos checker's history and verdict. Clients record every request with its outcome,
+//! when they trusted a grant, and every use of the fenced resource; an observer records
+//! linearizable reads of the hot scopes; the fault injector records which node was down or cut
+//! off from which, and when. The checker reads it all afterwards. Kept apart from the run so a
+//! test can feed it a history with known violations (proof of teeth).
 
 #![allow(dead_code)]
 
@@ -11,6 +13,7 @@ use std::time::Instant;
 #[derive(Clone, Debug)]
 pub struct Trust {
     pub client: usize,
+    pub holder: String,
     pub scope: String,
     pub token: u64,
     pub write: bool,
@@ -30,12 +33,81 @@ pub struct Use {
     pub believed_valid: bool,
 }
 
+/// How an acquire ended, as the client was told.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Acked { token: u64 },
+    /// A definite "no" (busy, no quorum, overloaded). `queued`: it waited in the queue first,
+    /// so a grant may have been handed to it and taken back before the answer.
+    Failed { why: String, queued: bool },
+    /// Timed out or lost with the connection: it may or may not have taken effect.
+    Unknown { why: String },
+}
+
+/// One acquire request. Every attempt uses a holder name of its own.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub holder: String,
+    pub scope: String,
+    pub sent: Instant,
+    pub done: Instant,
+    pub outcome: Outcome,
+}
+
+/// An acknowledged decision (grant, renewal or release) and who the serving node said agreed.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub what: String,
+    /// Index of the node that served it.
+    pub node: usize,
+    pub sent: Instant,
+    pub told: Instant,
+    /// Node indexes named in `agreed_by` (None for a name the cluster never had).
+    pub agreed: Vec<Option<usize>>,
+    pub voters: usize,
+}
+
+/// A linearizable read of one scope: its holders (name, token, write) and queue.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    pub node: usize,
+    pub scope: String,
+    pub start: Instant,
+    pub end: Instant,
+    pub holders: Vec<(String, u64, bool)>,
+    pub queue: Vec<String>,
+}
+
+/// What a fault did, as far as a vote can tell.
+#[derive(Clone, Debug)]
+pub enum Impairment {
+    /// The node's process was dead or stopped.
+    Down { node: usize, from: Instant, to: Instant },
+    /// Every mesh packet from `src` to `dst` was dropped.
+    Cut { src: usize, dst: usize, from: Instant, to: Instant },
+}
+
+/// One fault episode of the schedule.
+#[derive(Clone, Debug)]
+pub struct Episode {
+    pub kind: String,
+    pub start: Instant,
+    pub end: Instant,
+    /// Whether it left no healthy, connected majority (then no grant is expected during it).
+    pub majority_lost: bool,
+}
+
 #[derive(Default, Debug)]
 pub struct History {
     pub trusts: Vec<Trust>,
     pub uses: Vec<Use>,
     /// When each successful grant was told to its client.
     pub grants: Vec<Instant>,
+    pub attempts: Vec<Attempt>,
+    pub decisions: Vec<Decision>,
+    pub observations: Vec<Observation>,
+    pub impairments: Vec<Impairment>,
+    pub episodes: Vec<Episode>,
 }
 
 /// A storage system that fences: it rejects a token lower than the highest it has seen.
@@ -58,6 +130,15 @@ impl Resource {
 /// Every violation in the history, one line each.
 pub fn check(history: &History) -> Vec<String> {
     let mut found = Vec::new();
+    exclusion_and_fencing(history, &mut found);
+    majorities(history, &mut found);
+    reads(history, &mut found);
+    found
+}
+
+/// No two conflicting trusted leases overlap; tokens rise; the resource never rejected a
+/// client that still believed its lease valid.
+fn exclusion_and_fencing(history: &History, found: &mut Vec<String>) {
     let mut by_scope: HashMap<&str, Vec<&Trust>> = HashMap::new();
     for t in &history.trusts {
         by_scope.entry(t.scope.as_str()).or_default().push(t);
@@ -86,14 +167,143 @@ pub fn check(history: &History) -> Vec<String> {
             found.push(format!("fencing: {}: the resource rejected token {} from client {} that believed its lease valid", u.scope, u.token, u.client));
         }
     }
-    found
 }
 
-/// The longest stretch without a successful grant, in seconds.
+/// Every acknowledged decision names a majority of its roster, of nodes that could have voted
+/// while it was being decided: none dead or stopped, none cut off from the serving node, for
+/// the whole time between the request and its answer.
+fn majorities(history: &History, found: &mut Vec<String>) {
+    for d in &history.decisions {
+        let mut names: Vec<Option<usize>> = d.agreed.clone();
+        names.sort();
+        names.dedup();
+        if names.len() * 2 <= d.voters || names.len() != d.agreed.len() {
+            found.push(format!("majority: a {} at node {} was acknowledged with {:?} of {} voters", d.what, d.node, d.agreed, d.voters));
+            continue;
+        }
+        for voter in &d.agreed {
+            let Some(v) = *voter else {
+                found.push(format!("majority: a {} at node {} names a voter the cluster never had", d.what, d.node));
+                continue;
+            };
+            let covers = |from: Instant, to: Instant| from <= d.sent && d.told <= to;
+            let impossible = history.impairments.iter().find(|i| match **i {
+                Impairment::Down { node, from, to } => node == v && covers(from, to),
+                Impairment::Cut { src, dst, from, to } => v != d.node && ((src, dst) == (d.node, v) || (src, dst) == (v, d.node)) && covers(from, to),
+            });
+            if let Some(why) = impossible {
+                found.push(format!("majority: a {} at node {} counted node {v}, which could not vote then ({why:?})", d.what, d.node));
+            }
+        }
+    }
+}
+
+/// What linearizable reads saw agrees with what clients were told: never two conflicting
+/// holders; an acknowledged grant shows with its token while trusted (nothing acknowledged was
+/// lost); a definitely failed acquire never shows (or, if it had queued, not after its answer).
+fn reads(history: &History, found: &mut Vec<String>) {
+    let attempts: HashMap<&str, &Attempt> = history.attempts.iter().map(|a| (a.holder.as_str(), a)).collect();
+    for o in &history.observations {
+        let writers = o.holders.iter().filter(|h| h.2).count();
+        if writers > 0 && o.holders.len() > 1 {
+            found.push(format!("exclusion: a read of {} at node {} showed {:?}", o.scope, o.node, o.holders));
+        }
+        let seen = o.holders.iter().map(|h| (h.0.as_str(), Some(h.1))).chain(o.queue.iter().map(|q| (q.as_str(), None)));
+        for (holder, token) in seen {
+            let Some(a) = attempts.get(holder) else { continue };
+            match &a.outcome {
+                Outcome::Acked { token: acked } => {
+                    if token.is_some_and(|t| t != *acked) {
+                        found.push(format!("read: {holder} was told token {acked}, a read showed {token:?}"));
+                    }
+                }
+                Outcome::Failed { why, queued } => {
+                    if !queued || o.start > a.done {
+                        found.push(format!(
+                            "read: {holder} was told {why} (asked {:?} after its send), yet a read of {} at node {} {:?} after that answer showed it (held: {})",
+                            a.done - a.sent,
+                            o.scope,
+                            o.node,
+                            o.start.saturating_duration_since(a.done),
+                            token.is_some()
+                        ));
+                    }
+                }
+                Outcome::Unknown { .. } => {}
+            }
+        }
+    }
+    for t in &history.trusts {
+        for o in history.observations.iter().filter(|o| o.scope == t.scope && o.start >= t.start && o.end <= t.end) {
+            if !o.holders.iter().any(|h| h.0 == t.holder && h.1 == t.token) {
+                found.push(format!("lost: {} held {} (token {}), but a read at node {} did not show it: {:?}", t.holder, t.scope, t.token, o.node, o.holders));
+            }
+        }
+    }
+}
+
+/// Acquires whose outcome is unknown, and how many of them reads later showed as granted.
+pub fn unknown_outcomes(history: &History) -> (usize, usize) {
+    let unknown: Vec<&Attempt> = history.attempts.iter().filter(|a| matches!(a.outcome, Outcome::Unknown { .. })).collect();
+    let granted = unknown.iter().filter(|a| history.observations.iter().any(|o| o.holders.iter().any(|h| h.0 == a.holder))).count();
+    (unknown.len(), granted)
+}
+
+/// The longest stretch without a successful grant while a healthy majority existed (time
+/// inside episodes that left none does not count), in seconds.
 pub fn max_unavailability(history: &History, start: Instant, end: Instant) -> f64 {
     let mut times: Vec<Instant> = history.grants.clone();
     times.push(start);
     times.push(end);
     times.sort();
-    times.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).fold(0.0, f64::max)
+    times.windows(2).map(|w| gap_with_majority(history, w[0], w[1])).fold(0.0, f64::max)
+}
+
+fn gap_with_majority(history: &History, a: Instant, b: Instant) -> f64 {
+    let mut gap = (b - a).as_secs_f64();
+    for e in history.episodes.iter().filter(|e| e.majority_lost) {
+        let (from, to) = (e.start.max(a), e.end.min(b));
+        if from < to {
+            gap -= (to - from).as_secs_f64();
+        }
+    }
+    gap.max(0.0)
+}
+
+/// Per episode: how long after it healed the first grant came (None if the next episode began
+/// first, or the run ended).
+pub fn recoveries(history: &History, end: Instant) -> Vec<(String, Option<f64>)> {
+    let mut grants = history.grants.clone();
+    grants.sort();
+    history
+        .episodes
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let next = history.episodes.get(i + 1).map_or(end, |n| n.start);
+            let first = grants.iter().find(|&&g| g >= e.end && g <= next);
+            (e.kind.clone(), first.map(|g| (*g - e.end).as_secs_f64()))
+        })
+        .collect()
+}
+
+/// The gaps without a grant longer than `over` seconds, with the episodes around them.
+pub fn long_gaps(history: &History, start: Instant, end: Instant, over: f64) -> Vec<String> {
+    let mut times: Vec<Instant> = history.grants.clone();
+    times.push(start);
+    times.push(end);
+    times.sort();
+    times
+        .windows(2)
+        .filter(|w| gap_with_majority(history, w[0], w[1]) > over)
+        .map(|w| {
+            let around: Vec<String> = history
+                .episodes
+                .iter()
+                .filter(|e| e.start < w[1] && e.end + std::time::Duration::from_secs(5) > w[0])
+                .map(|e| format!("{} {:.1}-{:.1}s", e.kind, (e.start - start).as_secs_f64(), (e.end - start).as_secs_f64()))
+                .collect();
+            format!("{:.1} s without a grant from {:.1}s; faults around: {}", (w[1] - w[0]).as_secs_f64(), (w[0] - start).as_secs_f64(), around.join(", "))
+        })
+        .collect()
 }

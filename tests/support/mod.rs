@@ -30,6 +30,8 @@ pub struct Cluster {
     pub agents: Vec<Agent>,
     /// Nodes live on 127.0.0.N inside this process's own network namespace.
     pub private_network: bool,
+    /// Keep the logs and data directories when dropped (a test that found something).
+    pub keep_files: bool,
 }
 
 fn free_port_pair() -> (SocketAddr, SocketAddr) {
@@ -52,7 +54,7 @@ impl Cluster {
         let certs = dir.join("certs");
         let out = lockmesh(&["certs", "ca", certs.to_str().unwrap()]);
         assert!(out.status.success(), "certs ca: {}", String::from_utf8_lossy(&out.stderr));
-        let mut cluster = Cluster { dir, certs, agents: Vec::new(), private_network: false };
+        let mut cluster = Cluster { dir, certs, agents: Vec::new(), private_network: false, keep_files: false };
         for _ in 0..n {
             cluster.add_agent();
         }
@@ -77,9 +79,10 @@ impl Cluster {
         i
     }
 
-    /// Starts node `i`, joining node 0, with extra flags (e.g. `--bootstrap-expect 3`).
+    /// Starts node `i`, joining every other node, with extra flags (e.g. `--bootstrap-expect 3`).
     pub fn start(&mut self, i: usize, extra: &[&str]) {
-        let join = self.agents[0].mesh.to_string();
+        let others: Vec<String> = self.agents.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, a)| a.mesh.to_string()).collect();
+        let join = if others.is_empty() { self.agents[0].mesh.to_string() } else { others.join(",") };
         let certs = self.certs.clone();
         let log = std::fs::File::create(self.dir.join(format!("node-{}.log", i + 1))).unwrap();
         let a = &mut self.agents[i];
@@ -112,6 +115,25 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The process id of node `i`, if it runs.
+    pub fn pid(&self, i: usize) -> Option<i32> {
+        self.agents[i].child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`) to node `i`.
+    pub fn pause(&self, i: usize, stop: bool) {
+        if let Some(pid) = self.pid(i) {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(pid, if stop { libc::SIGSTOP } else { libc::SIGCONT }) };
+        }
+    }
+
+    /// Kills node `i` and deletes its data directory (a node that lost its disk).
+    pub fn wipe(&mut self, i: usize) {
+        self.kill(i);
+        let _ = std::fs::remove_dir_all(&self.agents[i].data_dir);
     }
 
     /// SIGTERM, then wait (up to `bound`) for the process to exit.
@@ -156,7 +178,7 @@ impl Drop for Cluster {
         for i in 0..self.agents.len() {
             self.kill(i);
         }
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && !self.keep_files {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {
             eprintln!("test cluster files kept in {}", self.dir.display());

@@ -110,6 +110,11 @@ fn print_welcome(nodes: usize, dir: &Path, password: &str, token: &str) {
     println!("  curl -s -u admin:{password} -X POST http://{api}/api/v1.0/lock -d '{{\"scope\": \"db-migration\", \"action\": \"unlock\"}}'");
     println!("  curl -s -H 'Authorization: Bearer {token}' http://{api}/api/v1.0/members");
     println!();
+    println!("Or with dshell (after `export DSHELL_PASSWORD={password}`):");
+    println!("  cargo run --release --bin dshell -- -u admin                  # the interactive shell");
+    println!("  cargo run --release --bin dshell -- -u admin manager lock acquire --scope db-migration --timeout 5m");
+    println!("  cargo run --release --bin dshell -- -u admin manager lock run --scope db-migration -- echo migrating");
+    println!();
     println!("Ctrl-C stops the cluster and removes its files.");
 }
 

@@ -9,5 +9,6 @@ pub mod auth;
 pub mod certs;
 pub mod clock;
 pub mod core;
+pub mod dshell;
 pub mod mesh;
 pub mod store;

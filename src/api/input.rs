@@ -46,6 +46,11 @@ pub fn format_duration(us: u64) -> String {
     }
 }
 
+/// A duration for people, to a tenth of a second: `"0.3s"`, `"29.9s"`, `"299.9s"`.
+pub fn format_seconds(us: u64) -> String {
+    format!("{:.1}s", us as f64 / 1e6)
+}
+
 pub fn lock_type(value: &str) -> Result<LockType, String> {
     match value {
         "write" => Ok(LockType::Write),

@@ -2,7 +2,7 @@
 //! into typed values first (bad input is a 4xx that changes nothing), then calls the node.
 
 mod health;
-mod input;
+pub mod input;
 mod lock;
 mod locks;
 mod members;

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::input::{self, format_duration, lock_type_name, priority_name};
+use super::input::{self, lock_type_name, priority_name};
 use super::{call, failure, quorum_text, ApiError};
 use crate::agent::Handle;
 use crate::core::{Answer, Key, LockOp, LockResult, Op};
@@ -32,8 +32,8 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap, P
                 .map(|g| {
                     json!({
                         "holder": g.holder, "fencing_token": g.token, "lock_type": lock_type_name(g.lock_type),
-                        "held_for": format_duration(g.elapsed_floor_us / 1000 * 1000),
-                        "expires_in": format_duration(g.lease_us.saturating_sub(g.elapsed_floor_us) / 1000 * 1000),
+                        "held_for": input::format_seconds(g.elapsed_floor_us),
+                        "expires_in": input::format_seconds(g.lease_us.saturating_sub(g.elapsed_floor_us)),
                         "priority": priority_name(g.priority), "reason": g.reason, "revoked": g.revoked,
                     })
                 })

@@ -1,0 +1,232 @@
+//! What each dshell command does and prints. The same code serves batch mode (one command,
+//! then exit) and the interactive shell (where a session holds and renews what it acquires).
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::client::{check, seconds, LockOptions};
+use super::session::{batch_holder, Held, Keeper};
+use super::{orch, run, AcquireArgs, Command, Failure, Identity, LockCommand, Manager, MemberCommand, Orch, Output};
+
+/// An interactive shell's session: its holder name and the locks it holds.
+pub struct Session {
+    pub holder: String,
+    pub keeper: Keeper,
+}
+
+/// Runs one command in batch mode; the exit code.
+pub fn batch(me: &Identity, command: Command, out: Output) -> Result<u8, Failure> {
+    execute(me, None, command, out)
+}
+
+/// Runs one command, printing its result; the exit code (failures as `Err`).
+pub fn execute(me: &Identity, session: Option<&Session>, command: Command, out: Output) -> Result<u8, Failure> {
+    match command {
+        Command::Manager { what: Manager::Lock { what } } => match what {
+            LockCommand::Acquire(args) => acquire(me, session, args, out),
+            LockCommand::Status { scope } => status(me, &scope, out),
+            LockCommand::Release { scope, holder, force } => release(me, session, &scope, holder, force, out),
+            LockCommand::List => list(me, out),
+            LockCommand::Run(args) => run::run(me, args),
+        },
+        Command::Manager { what: Manager::Member { what } } => match what {
+            MemberCommand::List => members(me, out),
+            MemberCommand::Remove { name } => remove_member(me, &name, out),
+        },
+        Command::Orch { what: Orch::Run { file, vars } } => orch::run_file(me, &file, &vars),
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// "2/3 nodes agreed" → "2/3 nodes".
+fn nodes(v: &Value) -> String {
+    v["quorum"].as_str().map(|q| q.trim_end_matches(" agreed").to_string()).unwrap_or_default()
+}
+
+/// A scope as one path segment.
+fn path_segment(scope: &str) -> String {
+    scope.replace('%', "%25").replace('/', "%2F")
+}
+
+fn acquire(me: &Identity, session: Option<&Session>, args: AcquireArgs, out: Output) -> Result<u8, Failure> {
+    let holder = args.holder.clone().or_else(|| session.map(|s| s.holder.clone())).unwrap_or_else(|| batch_holder(&me.user, &me.host));
+    if let Some(held) = session.and_then(|s| s.keeper.get(&args.scope)).filter(|h| h.holder == holder) {
+        println!("Already held by this session (fencing token {})", held.token);
+        return Ok(0);
+    }
+    let lease = seconds(&args.timeout).ok_or_else(|| Failure::Usage(format!("invalid --timeout {:?}: use e.g. 30s, 5m", args.timeout)))?;
+    let options = LockOptions {
+        lock_type: Some(args.lock_type.clone()),
+        timeout: Some(args.timeout.clone()),
+        wait: args.wait.clone(),
+        priority: args.priority.clone(),
+        reason: args.reason.clone(),
+    };
+    let sent = Instant::now();
+    let (code, v) = me.client.lock(&args.scope, &holder, &options)?;
+    if out.json {
+        print_json(&v);
+    }
+    if let Err(Failure::Busy(why)) = check(code, &v) {
+        let queued = v["queue_position"].as_u64().map(|p| format!(" (waited {}, number {p} in the queue)", args.wait.as_deref().unwrap_or("0s")));
+        return Err(Failure::Busy(format!("{why}{}", queued.unwrap_or_default())));
+    }
+    check(code, &v)?;
+    let token = v["fencing_token"].as_u64().ok_or_else(|| Failure::Other(format!("a grant without a fencing token: {v}")))?;
+    if let Some(s) = session {
+        let held = Held { holder: holder.clone(), token, timeout: args.timeout.clone(), lease: Duration::from_secs_f64(lease), renewed: sent };
+        s.keeper.add(&args.scope, held);
+    }
+    if !out.json {
+        println!("Lock acquired. Holder: {holder} (fencing token {token}, {})", v["quorum"].as_str().unwrap_or(""));
+    }
+    Ok(0)
+}
+
+fn status(me: &Identity, scope: &str, out: Output) -> Result<u8, Failure> {
+    let (code, v) = me.client.get(&format!("/api/v1.0/lock/{}", path_segment(scope)))?;
+    if out.json {
+        print_json(&v);
+        return check(code, &v).map(|_| 0);
+    }
+    check(code, &v)?;
+    let holders = v["holders"].as_array().cloned().unwrap_or_default();
+    if holders.is_empty() {
+        println!("FREE ({})", nodes(&v));
+    } else {
+        let names: Vec<&str> = holders.iter().filter_map(|h| h["holder"].as_str()).collect();
+        let kind = if v["lock_type"] == "read" { " (read)" } else { "" };
+        println!("LOCKED{kind} by {} ({})", names.join(", "), nodes(&v));
+        for h in &holders {
+            let revoked = if h["revoked"] == true { ", revoked" } else { "" };
+            let reason = h["reason"].as_str().map(|r| format!(", reason {r}")).unwrap_or_default();
+            println!(
+                "  {}: fencing token {}, held for {}, expires in {}, priority {}{reason}{revoked}",
+                h["holder"].as_str().unwrap_or("?"),
+                h["fencing_token"],
+                h["held_for"].as_str().unwrap_or("?"),
+                h["expires_in"].as_str().unwrap_or("?"),
+                h["priority"].as_str().unwrap_or("normal")
+            );
+        }
+    }
+    let queue = v["queue"].as_array().cloned().unwrap_or_default();
+    if !queue.is_empty() {
+        let waiting: Vec<String> = queue
+            .iter()
+            .map(|w| format!("{}. {} ({}, {})", w["position"], w["holder"].as_str().unwrap_or("?"), w["lock_type"].as_str().unwrap_or("?"), w["priority"].as_str().unwrap_or("?")))
+            .collect();
+        println!("Queue: {}", waiting.join(", "));
+    }
+    if let Some(c) = v.get("contention").filter(|c| c.is_object()) {
+        println!(
+            "Contention: {} waiting, hold duration {}, conflict rate {}",
+            c["waiters"],
+            c["hold_duration"].as_str().unwrap_or("?"),
+            c["conflict_rate"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(0)
+}
+
+fn release(me: &Identity, session: Option<&Session>, scope: &str, holder: Option<String>, force: bool, out: Output) -> Result<u8, Failure> {
+    let held = session.and_then(|s| s.keeper.get(scope));
+    let (holder, token) = match (&holder, &held) {
+        (Some(h), _) => (h.clone(), held.as_ref().filter(|x| &x.holder == h).map(|x| x.token)),
+        (None, Some(x)) => (x.holder.clone(), Some(x.token)),
+        (None, None) => (session.map(|s| s.holder.clone()).unwrap_or_else(|| batch_holder(&me.user, &me.host)), None),
+    };
+    let (code, v) = if force { me.client.unlock(scope, None, None, true)? } else { me.client.unlock(scope, Some(&holder), token, false)? };
+    if out.json {
+        print_json(&v);
+    }
+    check(code, &v)?;
+    if let Some(s) = session {
+        if force || held.as_ref().is_some_and(|x| x.holder == holder) {
+            s.keeper.remove(scope);
+        }
+    }
+    if !out.json {
+        if v["status"] == "revoked" {
+            println!("Lock revoked: renewals are refused, and it ends when its lease runs out");
+        } else {
+            println!("Lock released");
+        }
+    }
+    Ok(0)
+}
+
+fn list(me: &Identity, out: Output) -> Result<u8, Failure> {
+    let (code, v) = me.client.get("/api/v1.0/locks")?;
+    if out.json {
+        print_json(&v);
+        return check(code, &v).map(|_| 0);
+    }
+    check(code, &v)?;
+    let locks = v["locks"].as_array().cloned().unwrap_or_default();
+    if locks.is_empty() {
+        println!("No locks held");
+    } else {
+        println!("{:<32} {:<6} {:>7} {:>7}  HOLDERS", "SCOPE", "TYPE", "TOKEN", "WAITING");
+        for l in &locks {
+            let holders: Vec<&str> = l["holders"].as_array().map(|h| h.iter().filter_map(|x| x["holder"].as_str()).collect()).unwrap_or_default();
+            let token = l["holders"][0]["fencing_token"].as_u64().unwrap_or(0);
+            let waiting = l["waiters"].as_u64().unwrap_or(0);
+            println!("{:<32} {:<6} {:>7} {:>7}  {}", l["scope"].as_str().unwrap_or("?"), l["lock_type"].as_str().unwrap_or("?"), token, waiting, holders.join(", "));
+        }
+    }
+    if v["unread"].as_u64().unwrap_or(0) > 0 || v["truncated"] == true {
+        println!("(incomplete: {} scopes could not be read{})", v["unread"], if v["truncated"] == true { ", list truncated" } else { "" });
+    }
+    Ok(0)
+}
+
+fn members(me: &Identity, out: Output) -> Result<u8, Failure> {
+    let (code, v) = me.client.get("/api/v1.0/members")?;
+    if out.json {
+        print_json(&v);
+        return check(code, &v).map(|_| 0);
+    }
+    check(code, &v)?;
+    println!("{:<20} {:<8} {:<6} {:<22} MESH", "NAME", "STATE", "VOTER", "HTTP");
+    for m in v["members"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:<20} {:<8} {:<6} {:<22} {}",
+            m["name"].as_str().unwrap_or("?"),
+            m["state"].as_str().unwrap_or("?"),
+            if m["voter"] == true { "yes" } else { "no" },
+            m["http_addr"].as_str().unwrap_or("?"),
+            m["mesh_addr"].as_str().unwrap_or("?")
+        );
+    }
+    println!("Roster version {}: {} voters, quorum {}{}", v["roster_version"], v["roster_size"], v["quorum_size"], if v["sweep_done"] == true { "" } else { " (change in progress)" });
+    Ok(0)
+}
+
+fn remove_member(me: &Identity, name: &str, out: Output) -> Result<u8, Failure> {
+    let body = serde_json::json!({"name": name});
+    let (code, v) = me.client.call("POST", "/api/v1.0/members/remove", Some(&body), Duration::from_secs(30))?;
+    if out.json {
+        print_json(&v);
+    }
+    check(code, &v)?;
+    if !out.json {
+        println!("Removed {name}: roster version {}, {} voters", v["roster_version"], v["roster_size"]);
+    }
+    Ok(0)
+}
+
+/// Releases what a session still holds, saying what could not be released.
+pub fn end_session(me: &Identity, mut session: Session) {
+    let super::session::Released { released, failed } = session.keeper.release_all(&me.client);
+    for (scope, token) in released {
+        println!("Released {scope} (token {token})");
+    }
+    for (scope, why) in failed {
+        eprintln!("dshell: could not release {scope}: {why} (its lease will run out)");
+    }
+}

@@ -244,6 +244,20 @@ fn recorded(file: &Path, what: &str) -> Option<u128> {
 }
 
 #[test]
+fn signals_to_a_lock_run_go_to_its_command_and_the_lock_is_released() {
+    let c = cluster("dshell-signal");
+    let file = c.dir.join("marks");
+    let run = dshell_cmd(&c, 2, &["manager", "lock", "run", "--scope", "job", "--", "sh", "-c", &stoppable(&file)]).spawn().unwrap();
+    wait_for("the command to start", Duration::from_secs(30), || recorded(&file, "started").is_some());
+    // SAFETY: kill(2) on our own child (dshell).
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    let o = run.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(143), "the command's own exit code: {}", text(&o));
+    assert!(recorded(&file, "stopped").is_some(), "the command did not get the signal");
+    assert!(stdout(&dshell(&c, 0, &["manager", "lock", "status", "--scope", "job"])).starts_with("FREE"));
+}
+
+#[test]
 fn a_lock_run_whose_renewal_is_refused_stops_its_command() {
     let c = cluster("dshell-revoked");
     let file = c.dir.join("marks");
@@ -320,7 +334,8 @@ fn the_seed_orchestration_runs_as_written_against_a_node() {
 fn a_failing_step_skips_the_rest_releases_the_lock_and_names_the_step() {
     let c = cluster("dshell-orch-fail");
     let marks = c.dir.join("marks");
-    let url = format!("http://{}/api/v1.0/lock", c.http(2));
+    // The URL comes from --var: the lock is still recognised, held and renewed.
+    let url = "{{node}}/api/v1.0/lock";
     let json = format!(
         r#"{{"name": "fails", "steps": [
           {{"name": "lock", "action_type": "http", "method": "POST", "url": "{url}", "body": {{"scope": "db", "action": "lock", "timeout": "3s"}}}},
@@ -332,7 +347,8 @@ fn a_failing_step_skips_the_rest_releases_the_lock_and_names_the_step() {
         m = marks.display()
     );
     let file = orchestration(&c, "fails.json", &json);
-    let o = dshell(&c, 0, &["orch", "run", file.to_str().unwrap()]);
+    let node = format!("node=http://{}", c.http(2));
+    let o = dshell(&c, 0, &["orch", "run", file.to_str().unwrap(), "--var", &node]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("failed at step \"boom\""), "{}", text(&o));
     assert!(stdout(&o).contains("[4/6] never: skipped") && stdout(&o).contains("[6/6] unlock: skipped"), "{}", text(&o));

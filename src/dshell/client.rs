@@ -111,7 +111,7 @@ pub fn check(status: u16, v: &Value) -> Result<(), Failure> {
                 (None, _) => text(),
             }))
         }
-        429 | 503 => Err(Failure::Unavailable(text())),
+        429 | 502..=504 => Err(Failure::Unavailable(text())),
         _ => Err(Failure::Other(format!("HTTP {status}: {}", text()))),
     }
 }

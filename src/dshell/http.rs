@@ -136,7 +136,7 @@ fn read_response(mut r: impl BufRead) -> Result<Response, String> {
             if size == 0 {
                 break;
             }
-            if body.len() + size > MAX_RESPONSE {
+            if size > MAX_RESPONSE - body.len() {
                 return Err("response too large".into());
             }
             let start = body.len();

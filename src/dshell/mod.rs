@@ -73,8 +73,8 @@ struct Cli {
     #[arg(short = 'p', long)]
     port: Option<u16>,
     /// User name [env: DSHELL_USER; ~/.dshell `user`]. The password comes from DSHELL_PASSWORD
-    /// or ~/.dshell `password`, or is asked for on a terminal; DSHELL_TOKEN gives a bearer
-    /// token instead.
+    /// or ~/.dshell `password`, or is asked for on a terminal. Without -u, a bearer token from
+    /// DSHELL_TOKEN or ~/.dshell `token` is used if set.
     #[arg(short = 'u', long)]
     user: Option<String>,
     #[command(flatten)]
@@ -255,7 +255,8 @@ fn connect(cli: &Cli, interactive: bool) -> Result<Identity, Failure> {
         },
     };
     let named = cli.user.clone().or_else(|| env("DSHELL_USER")).or(file.user);
-    let token = env("DSHELL_TOKEN").or(file.token);
+    // `-u` on the command line means that user, with a password, whatever token is set.
+    let token = if cli.user.is_some() { None } else { env("DSHELL_TOKEN").or(file.token) };
     let auth = match (&named, token) {
         (_, Some(token)) => Some(format!("Bearer {token}")),
         (Some(user), None) => match env("DSHELL_PASSWORD").or(file.password) {

@@ -8,7 +8,6 @@
 //! runs.
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -17,8 +16,8 @@ use serde_json::{json, Map, Value};
 
 use super::client::{check, seconds, Client};
 use super::http::{self, Url};
-use super::run::{catch_signals, signal_group, DRIFT, PENDING};
-use super::session::{Held, Keeper};
+use super::run::{catch_signals, restore_signals, signal_group, Job, DRIFT, PENDING};
+use super::session::{Held, Keeper, Lost};
 use super::{Failure, Identity};
 
 const LOCK_PATH: &str = "/api/v1.0/lock";
@@ -86,7 +85,7 @@ fn parse(text: &str, vars: &BTreeMap<String, String>) -> Result<Plan, Vec<String
         }
         match parse_step(raw) {
             Ok(step) => {
-                if let Some((scope, "lock")) = lock_call(&step) {
+                if let Some((scope, "lock")) = step_lock_call(&step, vars) {
                     locked_scopes.push(scope);
                 }
                 steps.push(step);
@@ -246,11 +245,11 @@ fn placeholders(raw: &Value) -> Vec<String> {
     found
 }
 
-/// If the step calls the lock API: its scope and action.
-fn lock_call(step: &Step) -> Option<(String, &'static str)> {
-    let Action::Http { method, url, body: Some(Value::Object(body)), .. } = &step.action else { return None };
+/// If a request is a call of the lock API: its scope and action.
+fn lock_call(method: &str, url: &str, body: Option<&Value>) -> Option<(String, &'static str)> {
+    let Some(Value::Object(body)) = body else { return None };
     let path = url.split_once("://").map(|(_, r)| r).and_then(|r| r.find('/').map(|i| &r[i..])).unwrap_or("");
-    if method != "POST" || path.trim_end_matches('/') != LOCK_PATH {
+    if !method.eq_ignore_ascii_case("POST") || path.trim_end_matches('/') != LOCK_PATH {
         return None;
     }
     let scope = body.get("scope")?.as_str()?.to_string();
@@ -263,23 +262,39 @@ fn lock_call(step: &Step) -> Option<(String, &'static str)> {
     Some((scope, action))
 }
 
+/// The lock call a step makes, once the values known so far are put in.
+fn step_lock_call(step: &Step, vars: &BTreeMap<String, String>) -> Option<(String, &'static str)> {
+    let Action::Http { method, url, body, .. } = &step.action else { return None };
+    lock_call(method, &substitute(url, vars), body.as_ref().map(|b| substitute_json(b, vars)).as_ref())
+}
+
+/// Puts values in for `{{ name }}` (spaces inside the braces allowed); unknown names stay.
 fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {
-    let mut out = text.to_string();
-    for (k, v) in vars {
-        out = out.replace(&format!("{{{{{k}}}}}", k = k), v);
+    let (mut out, mut rest) = (String::new(), text);
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start + 2..].find("}}") else { break };
+        let name = rest[start + 2..start + 2 + len].trim();
+        out.push_str(&rest[..start]);
+        match vars.get(name) {
+            Some(v) => out.push_str(v),
+            None => out.push_str(&rest[start..start + 2 + len + 2]),
+        }
+        rest = &rest[start + 2 + len + 2..];
     }
+    out.push_str(rest);
     out
 }
 
-/// Substitutes in every string of a JSON value; a string that is one numeric placeholder
-/// becomes a number (so `"fencing_token": "{{db.fencing_token}}"` sends an integer).
+/// Substitutes in every string of a JSON value; a string that is exactly one fencing-token
+/// placeholder becomes a number (so `"fencing_token": "{{db.fencing_token}}"` is an integer).
 fn substitute_json(v: &Value, vars: &BTreeMap<String, String>) -> Value {
     match v {
         Value::String(s) => {
+            let t = s.trim();
+            let token = t.starts_with("{{") && t.ends_with("}}") && t.matches("{{").count() == 1 && t.trim_end_matches("}}").trim().ends_with(".fencing_token");
             let replaced = substitute(s, vars);
-            let whole = s.trim().starts_with("{{") && s.trim().ends_with("}}") && s.matches("{{").count() == 1;
             match replaced.parse::<u64>() {
-                Ok(n) if whole => json!(n),
+                Ok(n) if token => json!(n),
                 _ => Value::String(replaced),
             }
         }
@@ -297,6 +312,8 @@ struct Runner<'a> {
     keepers: Vec<(Client, Keeper)>,
     /// Locks held, in the order taken.
     locks: Vec<RunLock>,
+    /// Locks lost during the run, with until when they were trusted.
+    lost: Vec<Lost>,
 }
 
 impl Runner<'_> {
@@ -311,21 +328,26 @@ impl Runner<'_> {
         &self.keepers[i].1
     }
 
-    fn lost(&self) -> Option<String> {
+    /// Collects locks the keepers lost; the first reason, if any was lost since last asked.
+    fn collect_lost(&mut self) -> Option<String> {
+        let mut first = None;
         for (_, k) in &self.keepers {
-            if let Some((scope, why)) = k.take_lost().into_iter().next() {
-                return Some(format!("the lock on {scope} was lost: {why}"));
+            for l in k.take_lost() {
+                first.get_or_insert(format!("the lock on {} was lost: {}", l.scope, l.why));
+                self.locks.retain(|x| x.scope != l.scope);
+                self.lost.push(l);
             }
         }
-        None
+        first
     }
 
-    /// The earliest time a held lock could run out (from the last renewal's send).
+    /// The earliest trusted end among the locks held or lost during the run.
     fn deadline(&self) -> Option<(String, Instant, Duration)> {
-        self.keepers
-            .iter()
-            .flat_map(|(_, k)| k.held.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(s, h)| (s.clone(), h.renewed + h.lease.mul_f64(1.0 - DRIFT), h.lease)).collect::<Vec<_>>())
-            .min_by_key(|(_, d, _)| *d)
+        let held = self.keepers.iter().flat_map(|(_, k)| {
+            k.held.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(s, h)| (s.clone(), h.trusted_until(), h.lease)).collect::<Vec<_>>()
+        });
+        let lost = self.lost.iter().map(|l| (l.scope.clone(), l.trusted_until, Duration::ZERO));
+        held.chain(lost).min_by_key(|(_, d, _)| *d)
     }
 
     fn http(&mut self, step: &Step) -> Result<String, String> {
@@ -334,7 +356,7 @@ impl Runner<'_> {
         let url = Url::parse(&url_text).map_err(|e| e.to_string())?;
         let mut headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.clone(), substitute(v, &self.vars))).collect();
         let mut body = body.as_ref().map(|b| substitute_json(b, &self.vars));
-        let call = lock_call(step);
+        let call = lock_call(method, &url_text, body.as_ref());
         if call.is_some() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
             if let Some(auth) = &self.me.client.auth {
                 headers.push(("Authorization".into(), auth.clone()));
@@ -362,25 +384,33 @@ impl Runner<'_> {
             let why = check(answer.status, &v).err().map(|f| f.text().to_string()).unwrap_or_else(|| answer.body.trim().chars().take(200).collect());
             return Err(format!("HTTP {}: {why}", answer.status));
         }
-        if let (Some((scope, action)), Some(body)) = (call, body) {
-            let client = Client { host: url.host.clone(), port: url.port, auth: headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.clone()) };
-            match (action, v["fencing_token"].as_u64()) {
-                ("lock", Some(token)) if answer.status == 200 => {
-                    let holder = v["holder"].as_str().or(body["holder"].as_str()).unwrap_or(&self.holder).to_string();
-                    let timeout = v["timeout"].as_str().unwrap_or("60s").to_string();
-                    let lease = Duration::from_secs_f64(seconds(&timeout).unwrap_or(60.0));
-                    self.keeper(&client).add(&scope, Held { holder: holder.clone(), token, timeout, lease, renewed: sent });
-                    self.vars.insert(format!("{scope}.fencing_token"), token.to_string());
-                    self.vars.insert(format!("{scope}.holder"), holder.clone());
-                    self.locks.retain(|l| l.scope != scope);
-                    self.locks.push(RunLock { scope, holder, token });
-                }
-                ("unlock", _) if answer.status == 200 => {
-                    self.keeper(&client).remove(&scope);
-                    self.locks.retain(|l| l.scope != scope);
-                }
-                _ => {}
+        let Some((scope, action)) = call else { return Ok(format!("HTTP {}", answer.status)) };
+        let auth = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.clone());
+        let client = Client { host: url.host.clone(), port: url.port, auth };
+        match (action, v["fencing_token"].as_u64()) {
+            ("lock", Some(token)) if answer.status == 200 => {
+                let holder = v["holder"].as_str().or(body.as_ref().and_then(|b| b["holder"].as_str())).unwrap_or(&self.holder).to_string();
+                let requested = body.as_ref().and_then(|b| b["timeout"].as_str()).unwrap_or("60s");
+                let timeout = v["timeout"].as_str().unwrap_or(requested).to_string();
+                let lease = Duration::from_secs_f64(seconds(&timeout).unwrap_or(0.0));
+                // A grant that came after a wait is confirmed by a renewal before it is used.
+                let trusted_until = super::run::confirm(&client, &scope, &holder, token, &timeout, lease, sent).map_err(|f| f.text().to_string());
+                let renewed = trusted_until.map(|t| t - lease.mul_f64(1.0 - DRIFT));
+                let held = Held { holder: holder.clone(), token, timeout, lease, renewed: renewed.clone().unwrap_or(sent) };
+                self.keeper(&client).add(&scope, held);
+                self.vars.insert(format!("{scope}.fencing_token"), token.to_string());
+                self.vars.insert(format!("{scope}.holder"), holder.clone());
+                self.locks.retain(|l| l.scope != scope);
+                self.locks.push(RunLock { scope, holder, token });
+                renewed?;
             }
+            ("unlock", _) if answer.status == 200 => {
+                for (_, k) in &self.keepers {
+                    k.remove(&scope);
+                }
+                self.locks.retain(|l| l.scope != scope);
+            }
+            _ => {}
         }
         Ok(format!("HTTP {}", answer.status))
     }
@@ -388,19 +418,22 @@ impl Runner<'_> {
     fn shell(&mut self, step: &Step) -> Result<String, String> {
         let Action::Shell { code, timeout } = &step.action else { return Err("not a shell step".into()) };
         let mut command = std::process::Command::new("sh");
-        command.arg("-c").arg(substitute(code, &self.vars)).process_group(0);
+        command.arg("-c").arg(substitute(code, &self.vars));
         if let Some(l) = self.locks.last() {
             command.env("LOCKMESH_SCOPE", &l.scope).env("LOCKMESH_HOLDER", &l.holder).env("LOCKMESH_FENCING_TOKEN", l.token.to_string());
         }
         let started = Instant::now();
-        let mut child = command.spawn().map_err(|e| format!("cannot start sh: {e}"))?;
-        let pgid = child.id() as i32;
+        let mut job = Job::spawn(&mut command).map_err(|e| format!("cannot start sh: {e}"))?;
         let mut stopping: Option<(Instant, String)> = None;
         loop {
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            if let Some(status) = job.poll().map_err(|e| e.to_string())? {
                 if let Some((_, why)) = stopping {
-                    signal_group(pgid, libc::SIGKILL);
+                    job.kill();
                     return Err(why);
+                }
+                if job.group_alive() {
+                    eprintln!("dshell: step {:?} left processes running; stopping them", step.name);
+                    job.stop_group(STEP_GRACE);
                 }
                 return match status.code() {
                     Some(0) => Ok("exit 0".into()),
@@ -409,32 +442,37 @@ impl Runner<'_> {
                 };
             }
             let signal = PENDING.swap(0, Ordering::SeqCst);
-            if signal != 0 {
-                signal_group(pgid, signal);
+            if signal != 0 && signal != libc::SIGTSTP {
+                signal_group(job.pgid, signal);
                 stopping.get_or_insert((Instant::now(), format!("interrupted by signal {signal}")));
             }
             let now = Instant::now();
             if timeout.is_some_and(|t| now - started >= t) && stopping.is_none() {
                 stopping = Some((now, format!("timed out after {:.0?}", timeout.unwrap_or_default())));
-                signal_group(pgid, libc::SIGTERM);
+                signal_group(job.pgid, libc::SIGTERM);
             }
             // A lock lost, or about to run out unrenewed: stop the step before anyone else
-            // can be granted it.
-            let lost = self.lost().or_else(|| {
-                self.deadline().and_then(|(scope, d, lease)| {
-                    let guard = (lease / 3).min(Duration::from_secs(5)) + (lease / 20).max(Duration::from_millis(200));
-                    (d.saturating_duration_since(now) <= guard).then(|| format!("the lock on {scope} could not be renewed in time"))
-                })
+            // can be granted it, SIGKILL at the latest just before its trusted end.
+            let lost = self.collect_lost();
+            let deadline = self.deadline();
+            let (grace, margin, left) = match &deadline {
+                Some((_, d, lease)) => ((*lease / 3).min(STEP_GRACE), (*lease / 20).max(Duration::from_millis(200)), Some(d.saturating_duration_since(now))),
+                None => (STEP_GRACE, Duration::ZERO, None),
+            };
+            let due = lost.or_else(|| {
+                let (scope, _, _) = deadline.as_ref()?;
+                left.filter(|l| *l <= grace + margin).map(|_| format!("the lock on {scope} could not be renewed in time"))
             });
-            match (&stopping, lost) {
-                (None, Some(why)) => {
-                    signal_group(pgid, libc::SIGTERM);
-                    stopping = Some((now, why));
-                }
-                (Some((at, _)), _) if now - *at >= Duration::from_secs(5) => signal_group(pgid, libc::SIGKILL),
-                _ => {}
+            if let (None, Some(why)) = (&stopping, due) {
+                signal_group(job.pgid, libc::SIGTERM);
+                stopping = Some((now, why));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            if let Some((at, _)) = &stopping {
+                if now - *at >= STEP_GRACE || left.is_some_and(|l| l <= margin) {
+                    job.kill();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -453,6 +491,9 @@ impl Runner<'_> {
     }
 }
 
+/// How long a step gets between SIGTERM and SIGKILL (less if a lock would run out first).
+const STEP_GRACE: Duration = Duration::from_secs(5);
+
 pub fn run_file(me: &Identity, file: &Path, vars: &[String]) -> Result<u8, Failure> {
     let text = std::fs::read_to_string(file).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
     let mut given = BTreeMap::new();
@@ -462,7 +503,7 @@ pub fn run_file(me: &Identity, file: &Path, vars: &[String]) -> Result<u8, Failu
     }
     let plan = parse(&text, &given).map_err(|errors| Failure::Usage(format!("invalid orchestration {}:\n  {}", file.display(), errors.join("\n  "))))?;
     let holder = format!("{}@{}/orch-{}-{}", me.user, me.host, plan.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"), std::process::id());
-    let mut runner = Runner { me, holder, vars: given, keepers: Vec::new(), locks: Vec::new() };
+    let mut runner = Runner { me, holder, vars: given, keepers: Vec::new(), locks: Vec::new(), lost: Vec::new() };
     catch_signals();
     let started = Instant::now();
     let total = plan.steps.len();
@@ -493,12 +534,18 @@ pub fn run_file(me: &Identity, file: &Path, vars: &[String]) -> Result<u8, Failu
             }
         }
         if failed.is_none() {
-            if let Some(why) = runner.lost() {
+            if let Some(why) = runner.collect_lost() {
                 failed = Some((step.name.clone(), why));
             }
         }
+        // A signal between steps (or during an http step) ends the run like a failure.
+        let signal = PENDING.swap(0, Ordering::SeqCst);
+        if signal != 0 && signal != libc::SIGTSTP && failed.is_none() {
+            failed = Some((step.name.clone(), format!("interrupted by signal {signal}")));
+        }
     }
     runner.release_all();
+    restore_signals();
     let took = started.elapsed().as_secs_f64();
     match failed {
         None => {
@@ -528,9 +575,10 @@ mod tests {
         let plan = parse(SEED, &BTreeMap::new()).unwrap();
         assert_eq!(plan.name, "safe-db-migration");
         assert_eq!(plan.steps.len(), 3);
-        assert_eq!(lock_call(&plan.steps[0]), Some(("db-migration".into(), "lock")));
-        assert_eq!(lock_call(&plan.steps[2]), Some(("db-migration".into(), "unlock")));
-        assert_eq!(lock_call(&plan.steps[1]), None);
+        let none = BTreeMap::new();
+        assert_eq!(step_lock_call(&plan.steps[0], &none), Some(("db-migration".into(), "lock")));
+        assert_eq!(step_lock_call(&plan.steps[2], &none), Some(("db-migration".into(), "unlock")));
+        assert_eq!(step_lock_call(&plan.steps[1], &none), None);
     }
 
     #[test]

@@ -1,20 +1,24 @@
 //! `dshell manager lock run --scope S -- CMD ARGS...`: acquire, run CMD in its own process
 //! group with `LOCKMESH_SCOPE`, `LOCKMESH_HOLDER` and `LOCKMESH_FENCING_TOKEN`, renew every third
-//! of the lease, release when it exits, and exit with its code. If the lease is lost (a renewal
-//! refused, or none succeeded in time), CMD gets SIGTERM, then SIGKILL, so that it is stopped
-//! before the lease can run out (and the lock be granted to anyone else). Signals dshell gets
-//! are passed on to CMD.
+//! of the lease (on a thread of its own), release when it exits, and exit with its code. The
+//! main loop never blocks on the network: if the lease is lost (a renewal refused, or none
+//! succeeded in time) CMD gets SIGTERM, then SIGKILL, timed from the lease's trusted end, so
+//! that it is stopped before the lease can run out and the lock be granted to anyone else.
+//! Signals dshell gets are passed on to CMD; on a terminal, CMD is the foreground job.
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::client::{check, seconds, LockOptions};
+use super::client::{check, seconds, Client, LockOptions};
 use super::{Failure, Identity, RunArgs};
 
 /// The drift bound the cluster assumes: a grant is trusted for `lease × (1 − DRIFT)` from the
 /// request's send.
 pub(super) const DRIFT: f64 = 0.01;
+/// Shorter leases leave no room to renew and to stop a command in time.
+const SHORTEST_LEASE: Duration = Duration::from_secs(1);
 
 /// The last signal dshell received and has not passed on yet (0: none).
 pub(super) static PENDING: AtomicI32 = AtomicI32::new(0);
@@ -23,8 +27,10 @@ extern "C" fn remember(signal: libc::c_int) {
     PENDING.store(signal, Ordering::SeqCst);
 }
 
+/// Signals that would end or stop dshell are caught, to be passed on to the command.
 pub(super) fn catch_signals() {
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2] {
+    PENDING.store(0, Ordering::SeqCst);
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGTSTP] {
         // SAFETY: installs an async-signal-safe handler (one atomic store).
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
@@ -34,6 +40,17 @@ pub(super) fn catch_signals() {
             libc::sigaction(signal, &action, std::ptr::null_mut());
         }
     }
+    // SAFETY: ignoring SIGTTOU lets dshell hand the terminal to its command and take it back.
+    unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
+}
+
+/// Back to the default dispositions (the interactive shell, after a command).
+pub(super) fn restore_signals() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGTSTP, libc::SIGTTOU] {
+        // SAFETY: resets a disposition to its default.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+    PENDING.store(0, Ordering::SeqCst);
 }
 
 pub(super) fn signal_group(pgid: i32, signal: i32) {
@@ -41,12 +58,180 @@ pub(super) fn signal_group(pgid: i32, signal: i32) {
     unsafe { libc::kill(-pgid, signal) };
 }
 
+/// A command in its own process group: the foreground job if dshell has the terminal, killed
+/// with dshell if dshell dies, and the whole group killed if dropped while running.
+pub(super) struct Job {
+    pub pgid: i32,
+    terminal: bool,
+    done: bool,
+}
+
+impl Job {
+    pub fn spawn(command: &mut std::process::Command) -> std::io::Result<Job> {
+        // SAFETY: getpgrp/tcgetpgrp only read process state.
+        let terminal = unsafe { libc::isatty(libc::STDIN_FILENO) == 1 && libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp() };
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                libc::setpgid(0, 0);
+                if terminal {
+                    libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+                    libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
+                    libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+                }
+                for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGTSTP] {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn()?;
+        let pgid = child.id() as i32;
+        if terminal {
+            // SAFETY: as in the child; both sides set it, whichever runs first.
+            unsafe { libc::tcsetpgrp(libc::STDIN_FILENO, pgid) };
+        }
+        // The status is collected with waitpid below; `child` owns nothing else.
+        drop(child);
+        Ok(Job { pgid, terminal, done: false })
+    }
+
+    /// The exit status if the command ended. A stopped command (Ctrl-Z) is resumed: it may
+    /// not sit holding a lock that nobody watches.
+    pub fn poll(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child, non-blocking.
+        let pid = unsafe { libc::waitpid(self.pgid, &mut status, libc::WNOHANG | libc::WUNTRACED) };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            return Ok(None);
+        }
+        if libc::WIFSTOPPED(status) {
+            eprintln!("dshell: the command was stopped; it holds a lock, so it is resumed (end it instead)");
+            signal_group(self.pgid, libc::SIGCONT);
+            return Ok(None);
+        }
+        self.done = true;
+        self.take_terminal();
+        Ok(Some(std::process::ExitStatus::from_raw(status)))
+    }
+
+    fn take_terminal(&mut self) {
+        if self.terminal {
+            // SAFETY: SIGTTOU is ignored while a job runs (catch_signals).
+            unsafe { libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp()) };
+            self.terminal = false;
+        }
+    }
+
+    pub fn kill(&mut self) {
+        signal_group(self.pgid, libc::SIGKILL);
+    }
+
+    /// Whether any process is left in the command's group.
+    pub fn group_alive(&self) -> bool {
+        // SAFETY: signal 0 only checks that the group exists.
+        unsafe { libc::kill(-self.pgid, 0) == 0 }
+    }
+
+    /// SIGTERM to what is left of the group, SIGKILL after `grace`.
+    pub fn stop_group(&mut self, grace: Duration) {
+        signal_group(self.pgid, libc::SIGTERM);
+        let until = Instant::now() + grace;
+        while self.group_alive() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if !self.done {
+            self.kill();
+            let mut status = 0;
+            // SAFETY: reaps our own killed child.
+            unsafe { libc::waitpid(self.pgid, &mut status, 0) };
+        }
+        self.take_terminal();
+    }
+}
+
+/// What the renewal thread knows: until when the lease is trusted, and why it was lost.
+struct Lease {
+    trusted_until: Instant,
+    lost: Option<String>,
+    last_error: Option<String>,
+}
+
+/// The grant a renewal thread keeps alive.
+struct Renewal {
+    client: Client,
+    scope: String,
+    holder: String,
+    token: u64,
+    timeout: String,
+    lease: Duration,
+}
+
+/// Renews every third of the lease until told to stop; a refusal ends it.
+fn renew_loop(r: Renewal, state: Arc<Mutex<Lease>>, stop: Arc<AtomicBool>) {
+    let lease = r.lease;
+    let mut next = Instant::now() + lease / 3;
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let sent = Instant::now();
+        let answer = r.client.renew(&r.scope, &r.holder, r.token, &r.timeout, (lease / 3).max(Duration::from_millis(300)));
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        match answer {
+            Ok((200, _)) => {
+                s.trusted_until = s.trusted_until.max(sent + lease.mul_f64(1.0 - DRIFT));
+                s.last_error = None;
+                next = sent + lease / 3;
+            }
+            Ok((409, v)) => {
+                s.lost = Some(format!("renewal refused ({})", v["status"].as_str().unwrap_or("conflict").replace('_', " ")));
+                return;
+            }
+            Ok((status, v)) => {
+                s.last_error = Some(check(status, &v).err().map(|f| f.text().to_string()).unwrap_or_else(|| format!("HTTP {status}")));
+                next = Instant::now() + Duration::from_millis(300);
+            }
+            Err(f) => {
+                s.last_error = Some(f.text().to_string());
+                next = Instant::now() + Duration::from_millis(300);
+            }
+        }
+    }
+}
+
+/// A grant whose answer came late (after a wait) is confirmed by a renewal before it is
+/// used: trust counts from the renewal's send. Returns the trusted end.
+pub(super) fn confirm(client: &Client, scope: &str, holder: &str, token: u64, timeout: &str, lease: Duration, sent: Instant) -> Result<Instant, Failure> {
+    if sent.elapsed() < lease / 3 {
+        return Ok(sent + lease.mul_f64(1.0 - DRIFT));
+    }
+    let renew_sent = Instant::now();
+    let (status, v) = client.renew(scope, holder, token, timeout, (lease / 3).max(Duration::from_millis(300)))?;
+    check(status, &v).map_err(|f| Failure::Unavailable(format!("granted after a wait, but could not confirm it in time: {}", f.text())))?;
+    Ok(renew_sent + lease.mul_f64(1.0 - DRIFT))
+}
+
 pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
     let lease = seconds(&args.timeout).ok_or_else(|| Failure::Usage(format!("invalid --timeout {:?}: use e.g. 30s, 5m", args.timeout)))?;
     let grace = seconds(&args.grace).ok_or_else(|| Failure::Usage(format!("invalid --grace {:?}: use e.g. 5s", args.grace)))?;
     let lease = Duration::from_secs_f64(lease);
+    if lease < SHORTEST_LEASE {
+        return Err(Failure::Usage(format!("--timeout {} is too short to renew and stop a command in time: use at least 1s", args.timeout)));
+    }
     // Room kept at the end of the lease for SIGKILL to land; the grace fits before it.
-    let margin = (lease / 20).max(Duration::from_millis(200)).min(lease / 4);
+    let margin = (lease / 20).max(Duration::from_millis(200));
     let grace = Duration::from_secs_f64(grace).min(lease / 3);
     let holder = args.holder.clone().unwrap_or_else(|| format!("{}@{}/run-{}", me.user, me.host, std::process::id()));
     let options = LockOptions { lock_type: Some(args.lock_type.clone()), timeout: Some(args.timeout.clone()), wait: args.wait.clone(), ..LockOptions::default() };
@@ -54,80 +239,99 @@ pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
     let (code, v) = me.client.lock(&args.scope, &holder, &options)?;
     check(code, &v)?;
     let token = v["fencing_token"].as_u64().ok_or_else(|| Failure::Other(format!("a grant without a fencing token: {v}")))?;
-    let mut trusted_until = sent + lease.mul_f64(1.0 - DRIFT);
+    let release = || {
+        if let Err(f) = me.client.unlock(&args.scope, Some(&holder), Some(token), false).and_then(|(s, v)| check(s, &v)) {
+            eprintln!("dshell: could not release {}: {} (its lease will run out)", args.scope, f.text());
+        }
+    };
+    let trusted_until = match confirm(&me.client, &args.scope, &holder, token, &args.timeout, lease, sent) {
+        Ok(t) => t,
+        Err(f) => {
+            release();
+            return Err(f);
+        }
+    };
 
     catch_signals();
-    let spawned = std::process::Command::new(&args.command[0])
+    let mut command = std::process::Command::new(&args.command[0]);
+    command
         .args(&args.command[1..])
         .env("LOCKMESH_SCOPE", &args.scope)
         .env("LOCKMESH_HOLDER", &holder)
-        .env("LOCKMESH_FENCING_TOKEN", token.to_string())
-        .process_group(0)
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
+        .env("LOCKMESH_FENCING_TOKEN", token.to_string());
+    let mut job = match Job::spawn(&mut command) {
+        Ok(job) => job,
         Err(e) => {
-            let _ = me.client.unlock(&args.scope, Some(&holder), Some(token), false);
+            restore_signals();
+            release();
             eprintln!("dshell: cannot run {:?}: {e}", args.command[0]);
             return Ok(127);
         }
     };
-    let pgid = child.id() as i32;
-    let mut next_renewal = sent + lease / 3;
+    let state = Arc::new(Mutex::new(Lease { trusted_until, lost: None, last_error: None }));
+    let stop = Arc::new(AtomicBool::new(false));
+    let renewer = {
+        let r = Renewal { client: me.client.clone(), scope: args.scope.clone(), holder: holder.clone(), token, timeout: args.timeout.clone(), lease };
+        let (state, stop) = (state.clone(), stop.clone());
+        std::thread::spawn(move || renew_loop(r, state, stop))
+    };
     let mut lost: Option<String> = None;
     let mut terminated: Option<Instant> = None;
     let status = loop {
-        match child.try_wait() {
+        match job.poll() {
             Ok(Some(status)) => break status,
             Ok(None) => {}
-            Err(e) => return Err(Failure::Other(format!("cannot wait for the command: {e}"))),
+            Err(e) => {
+                lost.get_or_insert(format!("cannot wait for the command: {e}"));
+                job.kill();
+                break std::process::ExitStatus::from_raw(1 << 8);
+            }
         }
         let signal = PENDING.swap(0, Ordering::SeqCst);
-        if signal != 0 {
-            signal_group(pgid, signal);
+        if signal != 0 && signal != libc::SIGTSTP {
+            signal_group(job.pgid, signal);
         }
         let now = Instant::now();
-        if lost.is_none() && now >= next_renewal {
-            // Bounded so that a hung renewal cannot eat the time needed to stop the command.
-            let room = trusted_until.saturating_duration_since(now).saturating_sub(grace + margin);
-            let within = room.clamp(Duration::from_millis(200), (lease / 6).max(Duration::from_millis(200)));
-            let renew_sent = Instant::now();
-            match me.client.renew(&args.scope, &holder, token, &args.timeout, within) {
-                Ok((200, _)) => {
-                    trusted_until = renew_sent + lease.mul_f64(1.0 - DRIFT);
-                    next_renewal = renew_sent + lease / 3;
-                }
-                Ok((409, v)) => lost = Some(format!("renewal refused ({})", v["status"].as_str().unwrap_or("conflict").replace('_', " "))),
-                _ => next_renewal = Instant::now() + Duration::from_millis(500),
-            }
-        }
-        let now = Instant::now();
-        let left = trusted_until.saturating_duration_since(now);
-        if lost.is_none() && left <= grace + margin {
-            lost = Some(format!("no renewal succeeded; the lease would run out in {:.1}s", left.as_secs_f64()));
+        let (left, why) = {
+            let s = state.lock().unwrap_or_else(|e| e.into_inner());
+            let left = s.trusted_until.saturating_duration_since(now);
+            let why = s.lost.clone().or_else(|| {
+                (left <= grace + margin).then(|| {
+                    let cause = s.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+                    format!("no renewal succeeded in time{cause}")
+                })
+            });
+            (left, why)
+        };
+        if lost.is_none() {
+            lost = why;
         }
         if lost.is_some() {
-            match terminated {
-                None => {
-                    signal_group(pgid, libc::SIGTERM);
-                    terminated = Some(now);
-                }
-                Some(at) if now - at >= grace || left <= margin => signal_group(pgid, libc::SIGKILL),
-                Some(_) => {}
+            if terminated.is_none() {
+                signal_group(job.pgid, libc::SIGTERM);
+                terminated = Some(now);
+            }
+            if terminated.is_some_and(|at| now - at >= grace) || left <= margin {
+                job.kill();
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     };
+    if lost.is_none() && job.group_alive() {
+        // The command left processes behind in its group: they may still be using what the
+        // lock protects, so they end before the lock is released.
+        eprintln!("dshell: {:?} exited but left processes running; stopping them before releasing", args.command[0]);
+        job.stop_group(grace);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = renewer.join();
+    restore_signals();
     if let Some(why) = lost {
         // Whatever else the command left in its group goes too.
-        signal_group(pgid, libc::SIGKILL);
-        let _ = me.client.unlock(&args.scope, Some(&holder), Some(token), false);
+        job.kill();
+        release();
         return Err(Failure::LeaseLost(format!("lost the lock on {}: {why}; stopped {:?}", args.scope, args.command[0])));
     }
-    match me.client.unlock(&args.scope, Some(&holder), Some(token), false) {
-        Ok((status, v)) if check(status, &v).is_ok() => {}
-        Ok((status, v)) => eprintln!("dshell: could not release {}: {} (its lease will run out)", args.scope, check(status, &v).err().map(|f| f.text().to_string()).unwrap_or_default()),
-        Err(f) => eprintln!("dshell: could not release {}: {} (its lease will run out)", args.scope, f.text()),
-    }
+    release();
     Ok(status.code().map(|c| c as u8).unwrap_or_else(|| 128u8.wrapping_add(status.signal().unwrap_or(0) as u8)))
 }

@@ -62,11 +62,27 @@ pub struct Held {
     pub renewed: Instant,
 }
 
+/// A lock the keeper stopped holding: why, and until when it was still trusted (a command
+/// using it must be stopped by then).
+#[derive(Clone, Debug)]
+pub struct Lost {
+    pub scope: String,
+    pub why: String,
+    pub trusted_until: Instant,
+}
+
+impl Held {
+    /// Until when this grant is trusted: from the last successful renewal's send.
+    pub fn trusted_until(&self) -> Instant {
+        self.renewed + self.lease.mul_f64(1.0 - super::run::DRIFT)
+    }
+}
+
 /// The locks held, by scope, renewed in the background until dropped.
 pub struct Keeper {
     pub held: Arc<Mutex<BTreeMap<String, Held>>>,
-    /// Renewals that were refused: (scope, why), for the owner to report.
-    pub lost: Arc<Mutex<Vec<(String, String)>>>,
+    /// Locks lost (a renewal refused, or none in time), for the owner to act on.
+    pub lost: Arc<Mutex<Vec<Lost>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -74,7 +90,7 @@ pub struct Keeper {
 impl Keeper {
     pub fn new(client: Client) -> Keeper {
         let held: Arc<Mutex<BTreeMap<String, Held>>> = Arc::default();
-        let lost: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let lost: Arc<Mutex<Vec<Lost>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (h, l, s) = (held.clone(), lost.clone(), stop.clone());
         let thread = std::thread::spawn(move || renew_loop(client, h, l, s));
@@ -93,7 +109,7 @@ impl Keeper {
         self.held.lock().unwrap_or_else(|e| e.into_inner()).get(scope).cloned()
     }
 
-    pub fn take_lost(&self) -> Vec<(String, String)> {
+    pub fn take_lost(&self) -> Vec<Lost> {
         std::mem::take(&mut *self.lost.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -128,7 +144,7 @@ impl Drop for Keeper {
     }
 }
 
-fn renew_loop(client: Client, held: Arc<Mutex<BTreeMap<String, Held>>>, lost: Arc<Mutex<Vec<(String, String)>>>, stop: Arc<AtomicBool>) {
+fn renew_loop(client: Client, held: Arc<Mutex<BTreeMap<String, Held>>>, lost: Arc<Mutex<Vec<Lost>>>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         let due: Vec<(String, Held)> = held
@@ -140,26 +156,24 @@ fn renew_loop(client: Client, held: Arc<Mutex<BTreeMap<String, Held>>>, lost: Ar
             .collect();
         for (scope, h) in due {
             let sent = Instant::now();
-            let answer = client.renew(&scope, &h.holder, h.token, &h.timeout, h.lease / 3);
+            let answer = client.renew(&scope, &h.holder, h.token, &h.timeout, (h.lease / 3).max(Duration::from_millis(300)));
             let mut map = held.lock().unwrap_or_else(|e| e.into_inner());
-            match answer {
+            // Released or re-taken meanwhile: this answer is about a grant no longer held.
+            let Some(entry) = map.get_mut(&scope).filter(|e| e.token == h.token && e.holder == h.holder) else { continue };
+            let gone = match answer {
                 Ok((200, _)) => {
-                    if let Some(entry) = map.get_mut(&scope) {
-                        entry.renewed = sent;
-                    }
+                    entry.renewed = entry.renewed.max(sent);
+                    None
                 }
-                Ok((409, v)) => {
-                    map.remove(&scope);
-                    let why = v["status"].as_str().unwrap_or("refused").replace('_', " ");
-                    lost.lock().unwrap_or_else(|e| e.into_inner()).push((scope, format!("renewal refused ({why})")));
-                }
+                Ok((409, v)) => Some(format!("renewal refused ({})", v["status"].as_str().unwrap_or("refused").replace('_', " "))),
                 // Unavailable for now: try again shortly; the lease may still run out.
-                _ => {
-                    if h.renewed.elapsed() >= h.lease {
-                        map.remove(&scope);
-                        lost.lock().unwrap_or_else(|e| e.into_inner()).push((scope, "could not renew before the lease ran out".into()));
-                    }
-                }
+                _ if Instant::now() >= entry.trusted_until() => Some("could not renew before the lease ran out".to_string()),
+                _ => None,
+            };
+            if let Some(why) = gone {
+                let trusted_until = entry.trusted_until();
+                map.remove(&scope);
+                lost.lock().unwrap_or_else(|e| e.into_inner()).push(Lost { scope, why, trusted_until });
             }
         }
     }

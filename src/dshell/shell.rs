@@ -122,8 +122,8 @@ pub fn run(me: Identity) -> Result<u8, Failure> {
     );
     let mut last = 0;
     loop {
-        for (scope, why) in session.keeper.take_lost() {
-            eprintln!("dshell: lost the lock on {scope}: {why}");
+        for lost in session.keeper.take_lost() {
+            eprintln!("dshell: lost the lock on {}: {}", lost.scope, lost.why);
         }
         let line = match editor.readline("dshell> ") {
             Ok(line) => line,

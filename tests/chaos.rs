@@ -344,9 +344,10 @@ impl Injector {
             }
             _ => {
                 // leave-rejoin: a graceful leave, then the same name back with an empty disk.
+                // The node votes while it leaves: it is down only once its process has exited.
                 let v = self.pick(1)[0];
-                let from = Instant::now();
                 let _ = self.c.terminate(v, Duration::from_secs(20));
+                let from = Instant::now();
                 self.c.wipe(v);
                 self.hold(500, 1_500);
                 self.record(Impairment::Down { node: v, from, to: Instant::now() });

@@ -192,7 +192,18 @@ fn majorities(history: &History, found: &mut Vec<String>) {
                 Impairment::Cut { src, dst, from, to } => v != d.node && ((src, dst) == (d.node, v) || (src, dst) == (v, d.node)) && covers(from, to),
             });
             if let Some(why) = impossible {
-                found.push(format!("majority: a {} at node {} counted node {v}, which could not vote then ({why:?})", d.what, d.node));
+                let (what, from, to) = match *why {
+                    Impairment::Down { from, to, .. } => ("down", from, to),
+                    Impairment::Cut { from, to, .. } => ("cut off from it", from, to),
+                };
+                found.push(format!(
+                    "majority: a {} at node {} counted node {v}, which was {what} for {:.2} s from {:.2} s before the request until {:.2} s after its answer",
+                    d.what,
+                    d.node,
+                    (to - from).as_secs_f64(),
+                    (d.sent - from).as_secs_f64(),
+                    (to - d.told).as_secs_f64()
+                ));
             }
         }
     }

@@ -84,7 +84,8 @@ impl Cluster {
         let others: Vec<String> = self.agents.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, a)| a.mesh.to_string()).collect();
         let join = if others.is_empty() { self.agents[0].mesh.to_string() } else { others.join(",") };
         let certs = self.certs.clone();
-        let log = std::fs::File::create(self.dir.join(format!("node-{}.log", i + 1))).unwrap();
+        // Appended, so a restarted node's log follows its earlier lives.
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("node-{}.log", i + 1))).unwrap();
         let a = &mut self.agents[i];
         let child = Command::new(BIN)
             .arg("agent")

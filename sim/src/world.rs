@@ -142,6 +142,8 @@ impl World {
             ..Config::default()
         };
         config.limits.log_ttl_us = 30_000_000;
+        // Short, so that aging reorders queues within a run's waits.
+        config.limits.aging_us = 300_000;
         config.broken = options.broken;
 
         let hostility = Hostility::choose(&mut rng, p);

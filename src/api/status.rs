@@ -42,13 +42,22 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap, P
                 .queue
                 .iter()
                 .enumerate()
-                .map(|(i, w)| json!({"holder": w.holder, "position": i + 1, "lock_type": lock_type_name(w.lock_type), "priority": priority_name(w.priority)}))
+                .map(|(i, w)| {
+                    json!({"holder": w.holder, "position": i + 1, "lock_type": lock_type_name(w.lock_type),
+                        "priority": priority_name(w.priority), "reason": w.reason, "waited": input::format_seconds(w.waited_floor_us)})
+                })
+                .collect();
+            let high: Vec<_> = record
+                .high_log
+                .iter()
+                .rev()
+                .map(|h| json!({"holder": h.holder, "reason": h.reason, "ago": input::format_seconds(h.age_floor_us)}))
                 .collect();
             let status = if record.holders.is_empty() { "free" } else { "locked" };
             let lock_type = record.holders.first().map(|g| lock_type_name(g.lock_type));
             let body = json!({
                 "scope": scope, "status": status, "lock_type": lock_type, "holders": holders, "queue": queue,
-                "last_token": record.last_token, "quorum": quorum,
+                "last_token": record.last_token, "quorum": quorum, "high_priority_requests": high,
             });
             (StatusCode::OK, Json(body)).into_response()
         }

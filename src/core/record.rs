@@ -21,7 +21,8 @@ pub enum LockType {
     Read,
 }
 
-/// Queue order: `High` before `Normal` before `Low`, then by arrival.
+/// Queue order: `High` before `Normal` before `Low`, then by arrival; a waiter moves up one
+/// level for every `Limits::aging_us` it has waited (aging), so none waits forever.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Priority {
     High,
@@ -68,7 +69,23 @@ pub struct Waiter {
     /// Bumped by every poll, so that a poll is a change the ballot must write: a poll that
     /// wrote nothing would not reset the place's lease on the voters.
     pub poll_seq: u64,
+    /// Since the last poll (the place's lease).
     pub elapsed_floor_us: u64,
+    /// Since the request joined the queue (for aging); never reset by polls.
+    pub waited_floor_us: u64,
+}
+
+impl Waiter {
+    /// Its place in the queue: the priority level after aging (0 = high), then arrival.
+    fn rank(&self, aging_us: u64) -> (u64, u64) {
+        let base = match self.priority {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        };
+        let aged = self.waited_floor_us.checked_div(aging_us).unwrap_or(0);
+        (base - aged.min(base), self.arrival)
+    }
 }
 
 /// What became of a request that is no longer a holder or waiter, for answering retries.
@@ -99,11 +116,13 @@ pub struct Limits {
     pub log_capacity: usize,
     /// How long (true time, lower bound) a finished request is remembered for retries.
     pub log_ttl_us: u64,
+    /// A waiter moves up one priority level per this much waiting (0: no aging).
+    pub aging_us: u64,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_waiters: 1024, max_readers: 1024, log_capacity: 256, log_ttl_us: 600_000_000 }
+        Limits { max_waiters: 1024, max_readers: 1024, log_capacity: 256, log_ttl_us: 600_000_000, aging_us: 60_000_000 }
     }
 }
 
@@ -120,7 +139,22 @@ pub struct LockRecord {
     pub next_lease_seq: u64,
     /// Recently finished requests, oldest first.
     pub log: Vec<LogEntry>,
+    /// The latest high-priority requests (who, why, how long ago), newest last: an emergency
+    /// that skipped the queue stays visible for a while.
+    pub high_log: Vec<HighRequest>,
 }
+
+/// A high-priority acquire, as remembered in `LockRecord::high_log`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HighRequest {
+    pub holder: String,
+    pub reason: Option<String>,
+    pub age_floor_us: u64,
+}
+
+/// How many high-priority requests a record remembers, and for how long.
+const HIGH_LOG_CAPACITY: usize = 16;
+const HIGH_LOG_TTL_US: u64 = 7 * 86_400_000_000;
 
 /// An acquire request as the core sees it (validated at the edge).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,6 +248,7 @@ impl LockRecord {
         });
         self.queue.retain_mut(|w| {
             w.elapsed_floor_us = w.elapsed_floor_us.saturating_add(elapsed_us);
+            w.waited_floor_us = w.waited_floor_us.saturating_add(elapsed_us);
             let keep = !lease::is_expired(w.elapsed_floor_us, w.wait_lease_us);
             if !keep {
                 ended.push(w.request_id.clone());
@@ -224,9 +259,14 @@ impl LockRecord {
             e.elapsed_floor_us = e.elapsed_floor_us.saturating_add(elapsed_us);
             e.elapsed_floor_us <= limits.log_ttl_us
         });
+        self.high_log.retain_mut(|h| {
+            h.age_floor_us = h.age_floor_us.saturating_add(elapsed_us);
+            h.age_floor_us <= HIGH_LOG_TTL_US
+        });
         for request_id in ended {
             self.remember(request_id, Outcome::Ended, limits);
         }
+        self.queue.sort_by_key(|w| w.rank(limits.aging_us));
         self.promote(limits);
     }
 
@@ -315,6 +355,12 @@ impl LockRecord {
             }
             Some(Outcome::Released) | None => {}
         }
+        let will_queue = a.wait && self.queue.len() < limits.max_waiters;
+        if a.priority == Priority::High && (will_queue || self.compatible(a.lock_type, limits)) {
+            self.high_log.push(HighRequest { holder: a.holder.clone(), reason: a.reason.clone(), age_floor_us: 0 });
+            let excess = self.high_log.len().saturating_sub(HIGH_LOG_CAPACITY);
+            self.high_log.drain(..excess);
+        }
         if self.compatible(a.lock_type, limits) {
             let token = match (a.lock_type, self.holders.first()) {
                 (LockType::Read, Some(reader)) => reader.token,
@@ -343,23 +389,22 @@ impl LockRecord {
         }
         let arrival = self.next_arrival;
         self.next_arrival += 1;
-        let at = self.queue.iter().position(|w| w.priority > a.priority).unwrap_or(self.queue.len());
-        self.queue.insert(
-            at,
-            Waiter {
-                holder: a.holder.clone(),
-                request_id: a.request_id.clone(),
-                lock_type: a.lock_type,
-                lease_us: a.lease_us,
-                wait_lease_us: a.wait_lease_us,
-                node: a.node.clone(),
-                priority: a.priority,
-                reason: a.reason.clone(),
-                arrival,
-                poll_seq: 0,
-                elapsed_floor_us: 0,
-            },
-        );
+        self.queue.push(Waiter {
+            holder: a.holder.clone(),
+            request_id: a.request_id.clone(),
+            lock_type: a.lock_type,
+            lease_us: a.lease_us,
+            wait_lease_us: a.wait_lease_us,
+            node: a.node.clone(),
+            priority: a.priority,
+            reason: a.reason.clone(),
+            arrival,
+            poll_seq: 0,
+            elapsed_floor_us: 0,
+            waited_floor_us: 0,
+        });
+        self.queue.sort_by_key(|w| w.rank(limits.aging_us));
+        let at = self.queue.iter().position(|w| w.request_id == a.request_id).unwrap_or(0);
         LockResult::Queued { position: at + 1 }
     }
 
@@ -454,8 +499,12 @@ impl LockRecord {
         fn without_floors(r: &LockRecord) -> LockRecord {
             let mut r = r.clone();
             r.holders.iter_mut().for_each(|g| g.elapsed_floor_us = 0);
-            r.queue.iter_mut().for_each(|w| w.elapsed_floor_us = 0);
+            r.queue.iter_mut().for_each(|w| {
+                w.elapsed_floor_us = 0;
+                w.waited_floor_us = 0;
+            });
             r.log.iter_mut().for_each(|e| e.elapsed_floor_us = 0);
+            r.high_log.iter_mut().for_each(|h| h.age_floor_us = 0);
             r
         }
         without_floors(self) == without_floors(other)
@@ -486,7 +535,7 @@ impl LockRecord {
 mod tests {
     use super::*;
 
-    const L: Limits = Limits { max_waiters: 4, max_readers: 8, log_capacity: 8, log_ttl_us: 1_000_000 };
+    const L: Limits = Limits { max_waiters: 4, max_readers: 8, log_capacity: 8, log_ttl_us: 1_000_000, aging_us: 1_000 };
 
     fn acquire(id: &str, lock_type: LockType, wait: bool, priority: Priority) -> LockOp {
         LockOp::Acquire(Acquire {
@@ -566,6 +615,37 @@ mod tests {
         let order: Vec<_> = rec.queue.iter().map(|w| w.holder.as_str()).collect();
         assert_eq!(order, vec!["hi", "n1", "n2", "low"]);
         assert_eq!(rec.apply(&w("x"), &L), LockResult::Busy { holders: vec!["h".into()], queue_full: true });
+    }
+
+    #[test]
+    fn waiting_ages_a_request_up_one_level_per_aging_period() {
+        let limits = Limits { aging_us: 100, ..L };
+        let mut rec = LockRecord::default();
+        rec.apply(&acquire("h", LockType::Write, false, Priority::Normal), &limits);
+        rec.apply(&acquire("low", LockType::Write, true, Priority::Low), &limits);
+        // The holder renews (lease 100 µs) and waiters poll (wait lease 50 µs) as time passes.
+        let wait = |rec: &mut LockRecord, us: u64| {
+            for _ in 0..us / 40 {
+                rec.advance(40, &limits);
+                rec.apply(&acquire("h", LockType::Write, false, Priority::Normal), &limits);
+                let polls: Vec<LockOp> = rec.queue.iter().map(|w| acquire(&w.holder, LockType::Write, true, w.priority)).collect();
+                for p in polls {
+                    rec.apply(&p, &limits);
+                }
+            }
+        };
+        wait(&mut rec, 120);
+        rec.apply(&w("n1"), &limits);
+        // After 120 µs the low request ranks as normal, ahead of a later normal one.
+        let order: Vec<_> = rec.queue.iter().map(|w| w.holder.as_str()).collect();
+        assert_eq!(order, vec!["low", "n1"]);
+        wait(&mut rec, 120);
+        // Now low (240 µs) and n1 (120 µs) both rank as high: a high request that comes now
+        // goes after them, and still ahead of a fresh normal one.
+        assert_eq!(rec.apply(&acquire("hi", LockType::Write, true, Priority::High), &limits), LockResult::Queued { position: 3 });
+        rec.apply(&w("n2"), &limits);
+        let order: Vec<_> = rec.queue.iter().map(|w| w.holder.as_str()).collect();
+        assert_eq!(order, vec!["low", "n1", "hi", "n2"]);
     }
 
     #[test]

@@ -118,9 +118,21 @@ fn status(me: &Identity, scope: &str, out: Output) -> Result<u8, Failure> {
     if !queue.is_empty() {
         let waiting: Vec<String> = queue
             .iter()
-            .map(|w| format!("{}. {} ({}, {})", w["position"], w["holder"].as_str().unwrap_or("?"), w["lock_type"].as_str().unwrap_or("?"), w["priority"].as_str().unwrap_or("?")))
+            .map(|w| {
+                let reason = w["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default();
+                let waited = w["waited"].as_str().map(|t| format!(", waited {t}")).unwrap_or_default();
+                format!("{}. {} ({}, {}{reason}{waited})", w["position"], w["holder"].as_str().unwrap_or("?"), w["lock_type"].as_str().unwrap_or("?"), w["priority"].as_str().unwrap_or("?"))
+            })
             .collect();
         println!("Queue: {}", waiting.join(", "));
+    }
+    let high = v["high_priority_requests"].as_array().cloned().unwrap_or_default();
+    if !high.is_empty() {
+        let recent: Vec<String> = high
+            .iter()
+            .map(|h| format!("{} ({}) {} ago", h["holder"].as_str().unwrap_or("?"), h["reason"].as_str().unwrap_or("no reason"), h["ago"].as_str().unwrap_or("?")))
+            .collect();
+        println!("High priority: {}", recent.join(", "));
     }
     if let Some(c) = v.get("contention").filter(|c| c.is_object()) {
         println!(

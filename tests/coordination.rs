@@ -1,0 +1,59 @@
+//! Smart coordination against real agents: priorities (a high-priority request jumps a queue
+//! of normal ones and is granted next, and stays visible in status).
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{get, post, wait_for, Cluster};
+
+fn cluster(test: &str) -> Cluster {
+    let mut c = Cluster::new(test, 3);
+    c.start_all(&["--bootstrap-expect", "3"]);
+    c.wait_for_roster(&[0, 1, 2], 3);
+    c
+}
+
+fn queue(c: &Cluster, scope: &str) -> Vec<(String, String)> {
+    let (_, v) = get(c.http(0), &format!("/api/v1.0/lock/{scope}")).unwrap();
+    v["queue"]
+        .as_array()
+        .map(|q| q.iter().map(|w| (w["holder"].as_str().unwrap_or("").to_string(), w["priority"].as_str().unwrap_or("").to_string())).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_high_priority_request_jumps_the_queue_and_is_granted_next() {
+    let c = cluster("priority");
+    let (status, v) = post(c.http(0), r#"{"scope": "db", "holder": "first", "timeout": "60s"}"#).unwrap();
+    assert_eq!(status, 200, "{v}");
+    let first = v["fencing_token"].as_u64().unwrap();
+    // Two normal waiters, on two nodes, then an emergency on the third.
+    let waiter = |node: usize, body: &'static str| {
+        let addr = c.http(node);
+        std::thread::spawn(move || post(addr, body).unwrap_or((0, Value::Null)))
+    };
+    let n1 = waiter(1, r#"{"scope": "db", "holder": "normal-1", "wait": "60s", "timeout": "1s"}"#);
+    wait_for("normal-1 to queue", Duration::from_secs(30), || queue(&c, "db").len() == 1);
+    let n2 = waiter(2, r#"{"scope": "db", "holder": "normal-2", "wait": "60s", "timeout": "1s"}"#);
+    wait_for("normal-2 to queue", Duration::from_secs(30), || queue(&c, "db").len() == 2);
+    let high = waiter(0, r#"{"scope": "db", "holder": "oncall", "wait": "60s", "timeout": "1s", "priority": "high", "reason": "incident_recovery"}"#);
+    wait_for("the high request to queue first", Duration::from_secs(30), || queue(&c, "db").first().is_some_and(|w| w.0 == "oncall" && w.1 == "high"));
+    assert_eq!(queue(&c, "db").iter().map(|w| w.0.as_str()).collect::<Vec<_>>(), ["oncall", "normal-1", "normal-2"]);
+    let (_, v) = get(c.http(1), "/api/v1.0/lock/db").unwrap();
+    assert_eq!(v["high_priority_requests"][0]["holder"], "oncall", "{v}");
+    assert_eq!(v["high_priority_requests"][0]["reason"], "incident_recovery", "{v}");
+
+    let (status, v) = post(c.http(0), r#"{"scope": "db", "action": "unlock", "holder": "first"}"#).unwrap();
+    assert_eq!(status, 200, "{v}");
+    // Each takes its turn (1 s leases, never released): the emergency first.
+    let (status, h) = high.join().unwrap();
+    assert_eq!(status, 200, "{h}");
+    let (s1, v1) = n1.join().unwrap();
+    let (s2, v2) = n2.join().unwrap();
+    assert_eq!((s1, s2), (200, 200), "{v1} {v2}");
+    let token = |v: &Value| v["fencing_token"].as_u64().unwrap();
+    assert_eq!(token(&h), first + 1, "the high request was granted next");
+    assert!(token(&h) < token(&v1) && token(&v1) < token(&v2), "then the normal ones in arrival order: {h} {v1} {v2}");
+}

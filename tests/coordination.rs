@@ -1,5 +1,6 @@
 //! Smart coordination against real agents: priorities (a high-priority request jumps a queue
-//! of normal ones and is granted next, and stays visible in status).
+//! of normal ones and is granted next, and stays visible in status) and lock-delay (after an
+//! expiry, not after a release).
 
 mod support;
 
@@ -56,4 +57,31 @@ fn a_high_priority_request_jumps_the_queue_and_is_granted_next() {
     let token = |v: &Value| v["fencing_token"].as_u64().unwrap();
     assert_eq!(token(&h), first + 1, "the high request was granted next");
     assert!(token(&h) < token(&v1) && token(&v1) < token(&v2), "then the normal ones in arrival order: {h} {v1} {v2}");
+}
+
+#[test]
+fn an_expired_lease_closes_the_scope_for_its_lock_delay_and_a_release_does_not() {
+    let c = cluster("lock-delay");
+    // Expiry: a 1 s lease with a 3 s lock-delay, never renewed; a waiter on another node.
+    let sent = std::time::Instant::now();
+    let (status, v) = post(c.http(0), r#"{"scope": "job", "holder": "crashed", "timeout": "1s", "lock_delay": "3s"}"#).unwrap();
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = post(c.http(1), r#"{"scope": "job", "holder": "next", "wait": "30s"}"#).unwrap();
+    assert_eq!(status, 200, "{v}");
+    // The grant was decided after `sent`: it expired 1 s later at the earliest, and the scope
+    // stayed closed 3 s more.
+    assert!(sent.elapsed() >= Duration::from_secs(4), "granted {:?} after the first request", sent.elapsed());
+
+    // Release: handed on at once, by the releasing ballot itself.
+    let (status, v) = post(c.http(1), r#"{"scope": "rel", "holder": "a", "timeout": "30s", "lock_delay": "30s"}"#).unwrap();
+    assert_eq!(status, 200, "{v}");
+    let addr = c.http(2);
+    let waiter = std::thread::spawn(move || post(addr, r#"{"scope": "rel", "holder": "b", "wait": "60s"}"#).unwrap_or((0, Value::Null)));
+    wait_for("b to queue", Duration::from_secs(30), || queue(&c, "rel").len() == 1);
+    let (status, v) = post(c.http(0), r#"{"scope": "rel", "action": "unlock", "holder": "a"}"#).unwrap();
+    assert_eq!(status, 200, "{v}");
+    let (_, v) = get(c.http(0), "/api/v1.0/lock/rel").unwrap();
+    assert_eq!(v["holders"][0]["holder"], "b", "{v}");
+    assert!(v["lock_delay_remaining"].is_null(), "{v}");
+    assert_eq!(waiter.join().unwrap().0, 200);
 }

@@ -23,6 +23,7 @@ pub(crate) struct Wanted {
     request_id: RequestId,
     lock_type: LockType,
     lease_us: u64,
+    lock_delay_us: u64,
     wait: bool,
     priority: Priority,
     /// Give up waiting (cancel) after this, on the client's clock.
@@ -146,6 +147,7 @@ impl World {
             holder: self.clients[c].holder.clone(),
             lock_type: wanted.lock_type,
             lease_us: wanted.lease_us,
+            lock_delay_us: wanted.lock_delay_us,
             wait: wanted.wait,
             wait_lease_us: WAIT_LEASE_US,
             priority: wanted.priority,
@@ -276,12 +278,14 @@ impl World {
         let wait = probe || self.rng.chance(0.5);
         let priority = [Priority::High, Priority::Normal, Priority::Normal, Priority::Low][self.rng.index(4)];
         let lease_us = self.rng.between(100_000, 1_500_000);
+        let lock_delay_us = if self.rng.chance(0.5) { 0 } else { self.rng.between(10_000, 500_000) };
         let patience = if probe { 60_000_000 } else { self.rng.between(100_000, 3_000_000) };
         let wanted = Wanted {
             scope,
             request_id: self.new_request_id(c),
             lock_type,
             lease_us,
+            lock_delay_us,
             wait,
             priority,
             wait_until: self.local(c).plus_micros(patience),

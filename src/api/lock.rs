@@ -17,12 +17,14 @@ use crate::agent::Handle;
 use crate::core::{Acquire, Answer, Failure, GrantRef, Key, LockOp, LockResult, LockType, Op, Priority, Reply, RequestId};
 
 const DEFAULT_LEASE_US: u64 = 60_000_000;
+/// After a grant expires (not after a release) its scope stays closed this long by default.
+const DEFAULT_LOCK_DELAY_US: u64 = 1_000_000;
 /// How long a waiter's place is kept between two polls.
 const WAIT_LEASE_US: u64 = 3_000_000;
 const POLL: Duration = Duration::from_millis(100);
 
 enum Action {
-    Lock { lock_type: LockType, lease_us: u64, wait_us: u64, priority: Priority, reason: Option<String> },
+    Lock { lock_type: LockType, lease_us: u64, lock_delay_us: u64, wait_us: u64, priority: Priority, reason: Option<String> },
     Unlock { token: Option<u64>, force: bool },
     Renew { token: Option<u64>, lease_us: u64 },
 }
@@ -53,7 +55,7 @@ fn parse(bytes: &[u8], peer: SocketAddr, user: &str) -> Result<LockRequest, Stri
     let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
     let Value::Object(body) = value else { return Err("the body must be a JSON object".into()) };
     const KNOWN: &[&str] =
-        &["scope", "action", "lock_type", "holder", "timeout", "wait", "priority", "reason", "request_id", "fencing_token", "force"];
+        &["scope", "action", "lock_type", "holder", "timeout", "wait", "priority", "reason", "request_id", "fencing_token", "force", "lock_delay"];
     if let Some(unknown) = body.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(format!("unknown field {unknown:?}"));
     }
@@ -89,7 +91,11 @@ fn parse(bytes: &[u8], peer: SocketAddr, user: &str) -> Result<LockRequest, Stri
             if priority == Priority::High && reason.is_none() {
                 return Err("priority \"high\" requires a reason".into());
             }
-            Action::Lock { lock_type, lease_us, wait_us, priority, reason }
+            let lock_delay_us = match field(&body, "lock_delay")? {
+                Some(d) => input::duration_us("lock_delay", d)?,
+                None => DEFAULT_LOCK_DELAY_US,
+            };
+            Action::Lock { lock_type, lease_us, lock_delay_us, wait_us, priority, reason }
         }
         "unlock" => {
             let force = match body.get("force") {
@@ -158,8 +164,9 @@ async fn serve(handle: &Handle, peer: SocketAddr, headers: axum::http::HeaderMap
         return (ApiError(StatusCode::FORBIDDEN, "force (revoke) needs the admin role".into()).into_response(), unlocking);
     }
     let response = match request.action {
-        Action::Lock { lock_type, lease_us, wait_us, priority, reason } => {
-            lock(handle, request.scope, request.holder, request.request_id, lock_type, lease_us, wait_us, priority, reason).await
+        Action::Lock { lock_type, lease_us, lock_delay_us, wait_us, priority, reason } => {
+            let options = LockOptions { lock_type, lease_us, lock_delay_us, wait_us, priority, reason };
+            lock(handle, request.scope, request.holder, request.request_id, options).await
         }
         Action::Unlock { token, force } => unlock(handle, request.scope, request.holder, request.request_id, token, force).await,
         Action::Renew { token, lease_us } => renew(handle, request.scope, request.holder, token, lease_us).await,
@@ -167,24 +174,25 @@ async fn serve(handle: &Handle, peer: SocketAddr, headers: axum::http::HeaderMap
     (response, unlocking)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn lock(
-    handle: &Handle,
-    scope: String,
-    holder: String,
-    request_id: String,
+/// What a lock request asks for besides scope, holder and request id.
+struct LockOptions {
     lock_type: LockType,
     lease_us: u64,
+    lock_delay_us: u64,
     wait_us: u64,
     priority: Priority,
     reason: Option<String>,
-) -> Response {
+}
+
+async fn lock(handle: &Handle, scope: String, holder: String, request_id: String, o: LockOptions) -> Response {
+    let LockOptions { lock_type, lease_us, lock_delay_us, wait_us, priority, reason } = o;
     let key = Key::Scope(scope.clone());
     let acquire = LockOp::Acquire(Acquire {
         request_id: scoped(&holder, &request_id),
         holder: holder.clone(),
         lock_type,
         lease_us,
+        lock_delay_us,
         wait: wait_us > 0,
         wait_lease_us: WAIT_LEASE_US,
         priority,
@@ -362,6 +370,7 @@ mod tests {
             (br#"{"scope": "s", "action": "grab"}"#, "unknown action"),
             (br#"{"scope": "s", "lock_type": "exclusive"}"#, "invalid lock_type"),
             (br#"{"scope": "s", "timeout": "soon"}"#, "invalid timeout"),
+            (br#"{"scope": "s", "lock_delay": "later"}"#, "invalid lock_delay"),
             (br#"{"scope": "s", "priority": "high"}"#, "requires a reason"),
             (br#"{"scope": "s", "colour": "red"}"#, "unknown field"),
             (br#"{"scope": 7}"#, "must be a string"),

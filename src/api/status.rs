@@ -58,6 +58,7 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap, P
             let body = json!({
                 "scope": scope, "status": status, "lock_type": lock_type, "holders": holders, "queue": queue,
                 "last_token": record.last_token, "quorum": quorum, "high_priority_requests": high,
+                "lock_delay_remaining": (record.delay_remaining_us > 0).then(|| input::format_seconds(record.delay_remaining_us)),
             });
             (StatusCode::OK, Json(body)).into_response()
         }

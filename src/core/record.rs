@@ -50,6 +50,8 @@ pub struct Grant {
     pub elapsed_floor_us: u64,
     /// An admin revoked it: it can no longer be renewed and ends by the expiry rule.
     pub revoked: bool,
+    /// If this grant expires (rather than being released), the scope stays closed this long.
+    pub lock_delay_us: u64,
 }
 
 /// A request waiting in the scope's queue. It keeps its place while it polls: its own lease
@@ -61,6 +63,7 @@ pub struct Waiter {
     pub lock_type: LockType,
     /// The lease the grant will get when the lock is handed to this waiter.
     pub lease_us: u64,
+    pub lock_delay_us: u64,
     pub wait_lease_us: u64,
     pub node: String,
     pub priority: Priority,
@@ -142,6 +145,9 @@ pub struct LockRecord {
     /// The latest high-priority requests (who, why, how long ago), newest last: an emergency
     /// that skipped the queue stays visible for a while.
     pub high_log: Vec<HighRequest>,
+    /// Lock-delay left after a grant expired: nobody is granted the scope until it is 0. It
+    /// counts down by lower bounds of the time passed, so it lasts at least as long as set.
+    pub delay_remaining_us: u64,
 }
 
 /// A high-priority acquire, as remembered in `LockRecord::high_log`.
@@ -163,6 +169,8 @@ pub struct Acquire {
     pub holder: String,
     pub lock_type: LockType,
     pub lease_us: u64,
+    /// How long the scope stays closed if this grant expires instead of being released.
+    pub lock_delay_us: u64,
     /// Queue if the lock is taken, keeping the place for `wait_lease_us` between polls.
     pub wait: bool,
     pub wait_lease_us: u64,
@@ -238,14 +246,19 @@ impl LockRecord {
     /// bound), drops what expired, and hands the lock to the head of the queue.
     pub fn advance(&mut self, elapsed_us: u64, limits: &Limits) {
         let mut ended = Vec::new();
+        self.delay_remaining_us = self.delay_remaining_us.saturating_sub(elapsed_us);
+        let mut delay = 0;
         self.holders.retain_mut(|g| {
             g.elapsed_floor_us = g.elapsed_floor_us.saturating_add(elapsed_us);
             let keep = !lease::is_expired(g.elapsed_floor_us, g.lease_us);
             if !keep {
                 ended.push(g.request_id.clone());
+                // Counted from now, not from the (earlier) moment it expired: longer, never shorter.
+                delay = delay.max(g.lock_delay_us);
             }
             keep
         });
+        self.delay_remaining_us = self.delay_remaining_us.max(delay);
         self.queue.retain_mut(|w| {
             w.elapsed_floor_us = w.elapsed_floor_us.saturating_add(elapsed_us);
             w.waited_floor_us = w.waited_floor_us.saturating_add(elapsed_us);
@@ -379,6 +392,7 @@ impl LockRecord {
                 lease_seq,
                 elapsed_floor_us: 0,
                 revoked: false,
+                lock_delay_us: a.lock_delay_us,
             });
             return LockResult::Locked { token, lease_us: a.lease_us, lock_type: a.lock_type, lease_seq };
         }
@@ -394,6 +408,7 @@ impl LockRecord {
             request_id: a.request_id.clone(),
             lock_type: a.lock_type,
             lease_us: a.lease_us,
+            lock_delay_us: a.lock_delay_us,
             wait_lease_us: a.wait_lease_us,
             node: a.node.clone(),
             priority: a.priority,
@@ -411,7 +426,7 @@ impl LockRecord {
     /// Whether a new request of this type may be granted now, ahead of nobody: the queue
     /// must be empty (a queued writer stops new readers), and the holders compatible.
     fn compatible(&self, lock_type: LockType, limits: &Limits) -> bool {
-        self.queue.is_empty() && self.fits(lock_type, limits)
+        self.queue.is_empty() && self.delay_remaining_us == 0 && self.fits(lock_type, limits)
     }
 
     /// Whether a grant of this type fits beside the current holders.
@@ -441,6 +456,9 @@ impl LockRecord {
     /// Hands the lock to the head of the queue while it is compatible with the holders:
     /// one writer, or a run of readers sharing one token.
     fn promote(&mut self, limits: &Limits) {
+        if self.delay_remaining_us > 0 {
+            return;
+        }
         while let Some(head) = self.queue.first() {
             if !self.fits(head.lock_type, limits) {
                 break;
@@ -464,6 +482,7 @@ impl LockRecord {
                 lease_seq,
                 elapsed_floor_us: 0,
                 revoked: false,
+                lock_delay_us: w.lock_delay_us,
             });
             if is_write {
                 break;
@@ -505,6 +524,7 @@ impl LockRecord {
             });
             r.log.iter_mut().for_each(|e| e.elapsed_floor_us = 0);
             r.high_log.iter_mut().for_each(|h| h.age_floor_us = 0);
+            r.delay_remaining_us = 0;
             r
         }
         without_floors(self) == without_floors(other)
@@ -524,7 +544,7 @@ impl LockRecord {
                 return Err("a grant's token is above last_token".into());
             }
         }
-        if self.holders.is_empty() && !self.queue.is_empty() {
+        if self.holders.is_empty() && !self.queue.is_empty() && self.delay_remaining_us == 0 {
             return Err("the lock is free while requests wait".into());
         }
         Ok(())
@@ -543,6 +563,7 @@ mod tests {
             holder: id.into(),
             lock_type,
             lease_us: 100,
+            lock_delay_us: 0,
             wait,
             wait_lease_us: 50,
             priority,
@@ -646,6 +667,39 @@ mod tests {
         rec.apply(&w("n2"), &limits);
         let order: Vec<_> = rec.queue.iter().map(|w| w.holder.as_str()).collect();
         assert_eq!(order, vec!["low", "n1", "hi", "n2"]);
+    }
+
+    #[test]
+    fn an_expired_grant_closes_the_scope_for_its_lock_delay_and_a_release_does_not() {
+        let with_delay = |id: &str, delay| {
+            let LockOp::Acquire(mut a) = w(id) else { unreachable!() };
+            a.lock_delay_us = delay;
+            LockOp::Acquire(a)
+        };
+        let mut rec = LockRecord::default();
+        rec.apply(&with_delay("a", 300), &L);
+        rec.apply(&w("b"), &L);
+        // a's lease (100 µs) runs out unrenewed while b keeps polling.
+        for _ in 0..3 {
+            rec.advance(40, &L);
+            rec.apply(&w("b"), &L);
+        }
+        assert!(rec.holders.is_empty(), "{:?}", rec.holders);
+        assert_eq!(rec.delay_remaining_us, 300);
+        rec.check_invariants().unwrap();
+        assert_eq!(rec.apply(&acquire("c", LockType::Write, false, Priority::High), &L), LockResult::Busy { holders: vec![], queue_full: false });
+        for _ in 0..7 {
+            rec.advance(40, &L);
+            rec.apply(&w("b"), &L);
+        }
+        assert!(rec.holders.is_empty(), "still closed after 280 µs of the 300");
+        rec.advance(40, &L);
+        assert_eq!(holders(&rec), vec![("b", 2)], "handed on once the delay passed");
+        // A clean release hands on at once, whatever the delay.
+        rec.apply(&w("d"), &L);
+        rec.apply(&release("b", 2), &L);
+        assert_eq!(holders(&rec), vec![("d", 3)]);
+        assert_eq!(rec.delay_remaining_us, 0);
     }
 
     #[test]

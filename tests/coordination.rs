@@ -85,3 +85,28 @@ fn an_expired_lease_closes_the_scope_for_its_lock_delay_and_a_release_does_not()
     assert!(v["lock_delay_remaining"].is_null(), "{v}");
     assert_eq!(waiter.join().unwrap().0, 200);
 }
+
+#[test]
+fn contention_figures_match_a_scripted_workload() {
+    let c = cluster("contention");
+    let lock = |node: usize, body: &str| post(c.http(node), body).unwrap().0;
+    assert_eq!(lock(0, r#"{"scope": "hot", "holder": "a", "timeout": "60s"}"#), 200);
+    // Three refused attempts on three nodes, a retry of one of them (not a new attempt).
+    assert_eq!(lock(1, r#"{"scope": "hot", "holder": "b", "request_id": "r1"}"#), 409);
+    assert_eq!(lock(1, r#"{"scope": "hot", "holder": "b", "request_id": "r1"}"#), 409);
+    assert_eq!(lock(2, r#"{"scope": "hot", "holder": "c"}"#), 409);
+    assert_eq!(lock(0, r#"{"scope": "hot", "holder": "d"}"#), 409);
+    // One waiter.
+    let addr = c.http(2);
+    let waiter = std::thread::spawn(move || post(addr, r#"{"scope": "hot", "holder": "e", "wait": "60s"}"#).unwrap_or((0, Value::Null)));
+    wait_for("e to queue", Duration::from_secs(30), || queue(&c, "hot").len() == 1);
+    let (_, v) = get(c.http(1), "/api/v1.0/lock/hot").unwrap();
+    let k = &v["contention"];
+    assert_eq!((k["attempts"].as_u64(), k["conflicts"].as_u64(), k["waiters"].as_u64()), (Some(5), Some(4), Some(1)), "{v}");
+    assert_eq!(k["conflict_rate"], "80%", "{v}");
+    assert!(k["hold_duration"].as_str().is_some_and(|d| d.ends_with('s')), "{v}");
+    assert_eq!(lock(0, r#"{"scope": "hot", "action": "unlock", "holder": "a"}"#), 200);
+    assert_eq!(waiter.join().unwrap().0, 200);
+    let (_, v) = get(c.http(2), "/api/v1.0/lock/hot").unwrap();
+    assert_eq!(v["contention"]["holds"], 1, "{v}");
+}

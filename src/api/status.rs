@@ -53,12 +53,26 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap, P
                 .rev()
                 .map(|h| json!({"holder": h.holder, "reason": h.reason, "ago": input::format_seconds(h.age_floor_us)}))
                 .collect();
+            let c = record.contention();
+            // Current hold if held, else the typical (mean) hold of the recent windows.
+            let hold_us = match record.holders.iter().map(|g| g.held_floor_us).max() {
+                Some(current) => Some(current),
+                None => c.hold_total_us.checked_div(c.holds),
+            };
+            let contention = json!({
+                "waiters": record.queue.len(),
+                "hold_duration": hold_us.map(input::format_seconds),
+                "conflict_rate": (c.attempts > 0).then(|| format!("{}%", (c.conflicts * 100 + c.attempts / 2) / c.attempts)),
+                "attempts": c.attempts, "conflicts": c.conflicts, "holds": c.holds,
+                "window": "10m",
+            });
             let status = if record.holders.is_empty() { "free" } else { "locked" };
             let lock_type = record.holders.first().map(|g| lock_type_name(g.lock_type));
             let body = json!({
                 "scope": scope, "status": status, "lock_type": lock_type, "holders": holders, "queue": queue,
                 "last_token": record.last_token, "quorum": quorum, "high_priority_requests": high,
                 "lock_delay_remaining": (record.delay_remaining_us > 0).then(|| input::format_seconds(record.delay_remaining_us)),
+                "contention": contention,
             });
             (StatusCode::OK, Json(body)).into_response()
         }

@@ -52,6 +52,8 @@ pub struct Grant {
     pub revoked: bool,
     /// If this grant expires (rather than being released), the scope stays closed this long.
     pub lock_delay_us: u64,
+    /// Proven lower bound of the time since it was granted (renewals do not reset it).
+    pub held_floor_us: u64,
 }
 
 /// A request waiting in the scope's queue. It keeps its place while it polls: its own lease
@@ -148,6 +150,35 @@ pub struct LockRecord {
     /// Lock-delay left after a grant expired: nobody is granted the scope until it is 0. It
     /// counts down by lower bounds of the time passed, so it lasts at least as long as set.
     pub delay_remaining_us: u64,
+    /// Contention in the last `WINDOWS` windows of `WINDOW_US`, newest last.
+    pub recent: Vec<Window>,
+}
+
+/// Contention counted over one window of time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// Lower bound of the time since the window opened.
+    pub age_floor_us: u64,
+    /// New acquire requests (retries and polls are not counted again).
+    pub attempts: u32,
+    /// Those that found the lock taken (refused or queued).
+    pub conflicts: u32,
+    /// Grants that ended (released, expired or cancelled), and their total time held.
+    pub holds: u32,
+    pub hold_total_us: u64,
+}
+
+/// Contention is counted in windows of a minute, over the last ten.
+pub const WINDOW_US: u64 = 60_000_000;
+pub const WINDOWS: usize = 10;
+
+/// Contention figures over the recent windows, as status reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contention {
+    pub attempts: u64,
+    pub conflicts: u64,
+    pub holds: u64,
+    pub hold_total_us: u64,
 }
 
 /// A high-priority acquire, as remembered in `LockRecord::high_log`.
@@ -247,18 +278,28 @@ impl LockRecord {
     pub fn advance(&mut self, elapsed_us: u64, limits: &Limits) {
         let mut ended = Vec::new();
         self.delay_remaining_us = self.delay_remaining_us.saturating_sub(elapsed_us);
+        for w in &mut self.recent {
+            w.age_floor_us = w.age_floor_us.saturating_add(elapsed_us);
+        }
+        self.recent.retain(|w| w.age_floor_us < WINDOW_US * WINDOWS as u64);
         let mut delay = 0;
+        let mut held = Vec::new();
         self.holders.retain_mut(|g| {
             g.elapsed_floor_us = g.elapsed_floor_us.saturating_add(elapsed_us);
+            g.held_floor_us = g.held_floor_us.saturating_add(elapsed_us);
             let keep = !lease::is_expired(g.elapsed_floor_us, g.lease_us);
             if !keep {
                 ended.push(g.request_id.clone());
+                held.push(g.held_floor_us);
                 // Counted from now, not from the (earlier) moment it expired: longer, never shorter.
                 delay = delay.max(g.lock_delay_us);
             }
             keep
         });
         self.delay_remaining_us = self.delay_remaining_us.max(delay);
+        for h in held {
+            self.count_hold(h);
+        }
         self.queue.retain_mut(|w| {
             w.elapsed_floor_us = w.elapsed_floor_us.saturating_add(elapsed_us);
             w.waited_floor_us = w.waited_floor_us.saturating_add(elapsed_us);
@@ -296,6 +337,7 @@ impl LockRecord {
                 }
                 if let Some(at) = self.holders.iter().position(|g| grant.matches(g)) {
                     let grant = self.holders.remove(at);
+                    self.count_hold(grant.held_floor_us);
                     self.remember(grant.request_id, Outcome::Ended, limits);
                     self.remember(request_id.clone(), Outcome::Released, limits);
                     self.promote(limits);
@@ -317,7 +359,8 @@ impl LockRecord {
                 } else if let Some(at) = self.holders.iter().position(|g| g.request_id == *request_id) {
                     // Granted by handoff before the waiter gave up; it never learnt of the
                     // grant, so it never trusted it, and freeing it at once is safe.
-                    self.holders.remove(at);
+                    let grant = self.holders.remove(at);
+                    self.count_hold(grant.held_floor_us);
                 } else if self.logged(request_id).is_some() {
                     return LockResult::Cancelled;
                 }
@@ -368,6 +411,12 @@ impl LockRecord {
             }
             Some(Outcome::Released) | None => {}
         }
+        let free = self.compatible(a.lock_type, limits);
+        let window = self.window();
+        window.attempts = window.attempts.saturating_add(1);
+        if !free {
+            window.conflicts = window.conflicts.saturating_add(1);
+        }
         let will_queue = a.wait && self.queue.len() < limits.max_waiters;
         if a.priority == Priority::High && (will_queue || self.compatible(a.lock_type, limits)) {
             self.high_log.push(HighRequest { holder: a.holder.clone(), reason: a.reason.clone(), age_floor_us: 0 });
@@ -393,6 +442,7 @@ impl LockRecord {
                 elapsed_floor_us: 0,
                 revoked: false,
                 lock_delay_us: a.lock_delay_us,
+                held_floor_us: 0,
             });
             return LockResult::Locked { token, lease_us: a.lease_us, lock_type: a.lock_type, lease_seq };
         }
@@ -483,11 +533,41 @@ impl LockRecord {
                 elapsed_floor_us: 0,
                 revoked: false,
                 lock_delay_us: w.lock_delay_us,
+                held_floor_us: 0,
             });
             if is_write {
                 break;
             }
         }
+    }
+
+    /// The window now being counted (a new one each `WINDOW_US`).
+    fn window(&mut self) -> &mut Window {
+        if self.recent.last().is_none_or(|w| w.age_floor_us >= WINDOW_US) {
+            self.recent.push(Window::default());
+            let excess = self.recent.len().saturating_sub(WINDOWS);
+            self.recent.drain(..excess);
+        }
+        let last = self.recent.len() - 1;
+        &mut self.recent[last]
+    }
+
+    fn count_hold(&mut self, held_us: u64) {
+        let window = self.window();
+        window.holds = window.holds.saturating_add(1);
+        window.hold_total_us = window.hold_total_us.saturating_add(held_us);
+    }
+
+    /// Contention over the recent windows (about the last ten minutes).
+    pub fn contention(&self) -> Contention {
+        let mut c = Contention { attempts: 0, conflicts: 0, holds: 0, hold_total_us: 0 };
+        for w in &self.recent {
+            c.attempts += u64::from(w.attempts);
+            c.conflicts += u64::from(w.conflicts);
+            c.holds += u64::from(w.holds);
+            c.hold_total_us = c.hold_total_us.saturating_add(w.hold_total_us);
+        }
+        c
     }
 
     fn next_token(&mut self) -> u64 {
@@ -525,6 +605,9 @@ impl LockRecord {
             r.log.iter_mut().for_each(|e| e.elapsed_floor_us = 0);
             r.high_log.iter_mut().for_each(|h| h.age_floor_us = 0);
             r.delay_remaining_us = 0;
+            r.holders.iter_mut().for_each(|g| g.held_floor_us = 0);
+            // Counting an event always comes with another change; aging alone is no news.
+            r.recent.clear();
             r
         }
         without_floors(self) == without_floors(other)
@@ -700,6 +783,24 @@ mod tests {
         rec.apply(&release("b", 2), &L);
         assert_eq!(holders(&rec), vec![("d", 3)]);
         assert_eq!(rec.delay_remaining_us, 0);
+    }
+
+    #[test]
+    fn contention_counts_new_attempts_conflicts_and_holds_in_recent_windows() {
+        let mut rec = LockRecord::default();
+        rec.apply(&w("a"), &L);
+        rec.apply(&acquire("b", LockType::Write, false, Priority::Normal), &L);
+        rec.apply(&acquire("b", LockType::Write, false, Priority::Normal), &L); // a retry
+        rec.apply(&w("c"), &L);
+        rec.apply(&w("c"), &L); // a poll
+        rec.advance(30, &L);
+        rec.apply(&w("c"), &L);
+        rec.apply(&release("a", 1), &L);
+        let c = rec.contention();
+        assert_eq!((c.attempts, c.conflicts, c.holds, c.hold_total_us), (3, 2, 1, 30));
+        // Windows age out after ten minutes.
+        rec.advance(WINDOW_US * WINDOWS as u64, &L);
+        assert_eq!(rec.contention().attempts, 0);
     }
 
     #[test]

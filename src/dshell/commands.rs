@@ -134,9 +134,10 @@ fn status(me: &Identity, scope: &str, out: Output) -> Result<u8, Failure> {
             .collect();
         println!("High priority: {}", recent.join(", "));
     }
-    if let Some(c) = v.get("contention").filter(|c| c.is_object()) {
+    if let Some(c) = v.get("contention").filter(|c| c["attempts"].as_u64().unwrap_or(0) > 0) {
         println!(
-            "Contention: {} waiting, hold duration {}, conflict rate {}",
+            "Contention (last {}): {} waiting, hold duration {}, conflict rate {}",
+            c["window"].as_str().unwrap_or("10m"),
             c["waiters"],
             c["hold_duration"].as_str().unwrap_or("?"),
             c["conflict_rate"].as_str().unwrap_or("?")

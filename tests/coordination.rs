@@ -105,6 +105,14 @@ fn contention_figures_match_a_scripted_workload() {
     assert_eq!((k["attempts"].as_u64(), k["conflicts"].as_u64(), k["waiters"].as_u64()), (Some(5), Some(4), Some(1)), "{v}");
     assert_eq!(k["conflict_rate"], "80%", "{v}");
     assert!(k["hold_duration"].as_str().is_some_and(|d| d.ends_with('s')), "{v}");
+    // The same figures in /metrics, from a voter's own copy (which may lag a little).
+    wait_for("the metrics to show the waiter", Duration::from_secs(30), || {
+        (0..3).any(|i| {
+            support::get_text(c.http(i), "/metrics")
+                .map(|(_, t)| t.contains("lockmesh_scope_waiters{scope=\"hot\"} 1") && t.contains("lockmesh_scope_conflict_ratio{scope=\"hot\"} 0.8"))
+                .unwrap_or(false)
+        })
+    });
     assert_eq!(lock(0, r#"{"scope": "hot", "action": "unlock", "holder": "a"}"#), 200);
     assert_eq!(waiter.join().unwrap().0, 200);
     let (_, v) = get(c.http(2), "/api/v1.0/lock/hot").unwrap();

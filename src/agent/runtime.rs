@@ -22,6 +22,10 @@ const MAX_UNFLUSHED: usize = 1024;
 /// A peer not heard from for this long is not alive.
 const ALIVE_FOR: Duration = Duration::from_millis(2_500);
 const TICK: Duration = Duration::from_millis(300);
+/// Metrics look at this many of the node's scopes at most (a scrape must not stall the node),
+/// and name the most contended of them.
+const METRICS_SCAN: usize = 10_000;
+const METRICS_TOP_SCOPES: usize = 10;
 
 pub enum Input {
     Mesh(Inbound),
@@ -46,6 +50,7 @@ pub struct NodeMetrics {
     pub stats: crate::core::Stats,
     pub members: MembersView,
     pub in_flight: usize,
+    pub contention: crate::core::node::LocalContention,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -273,7 +278,8 @@ impl Runtime {
                 let _ = reply.send(self.node.roster().cloned());
             }
             Input::Api(ApiCall::Metrics(reply)) => {
-                let _ = reply.send(NodeMetrics { stats: self.node.stats(), members: self.members(), in_flight: self.node.in_flight() });
+                let contention = self.node.local_contention(METRICS_SCAN, METRICS_TOP_SCOPES);
+                let _ = reply.send(NodeMetrics { stats: self.node.stats(), members: self.members(), in_flight: self.node.in_flight(), contention });
             }
             Input::Api(ApiCall::Scopes(reply)) => {
                 let _ = reply.send(self.node.local_scopes());

@@ -89,5 +89,30 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap) -
     for (name, help, value) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     }
+    let c = &node.contention;
+    let contention = [
+        ("lockmesh_contention_scopes_scanned", "Scopes whose records this node's copy was read for the contention figures (at most 10000).", c.scanned as f64),
+        ("lockmesh_contention_waiters", "Requests waiting, over the scanned scopes.", c.waiters as f64),
+        ("lockmesh_contention_attempts", "New acquire requests in the last ten minutes, over the scanned scopes.", c.attempts as f64),
+        ("lockmesh_contention_conflicts", "Of those, the ones that found the lock taken.", c.conflicts as f64),
+    ];
+    for (name, help, value) in contention {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    }
+    let per_scope: [(&str, &str, fn(&crate::core::node::ScopeContention) -> f64); 3] = [
+        ("lockmesh_scope_waiters", "Requests waiting, for the most contended scopes.", |s| s.waiters as f64),
+        ("lockmesh_scope_conflict_ratio", "Share of new acquire requests in the last ten minutes that found the lock taken.", |s| {
+            s.contention.conflicts as f64 / s.contention.attempts.max(1) as f64
+        }),
+        ("lockmesh_scope_hold_seconds", "Mean time held of the grants that ended in the last ten minutes.", |s| {
+            s.contention.hold_total_us as f64 / 1e6 / s.contention.holds.max(1) as f64
+        }),
+    ];
+    for (name, help, value) in per_scope {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for s in &c.top {
+            let _ = writeln!(out, "{name}{{scope=\"{}\"}} {}", s.scope, value(s));
+        }
+    }
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -103,6 +103,18 @@ impl Acceptor {
             .collect()
     }
 
+    /// The lock records this voter holds, in scope order, up to `limit` of them (for metrics:
+    /// its own copies, which may be a little behind the chosen values).
+    pub fn records(&self, limit: usize) -> impl Iterator<Item = (&str, &super::record::LockRecord)> {
+        self.slots
+            .iter()
+            .filter_map(|(k, s)| match (k, s.slot.accepted.as_ref().map(|a| &a.value)) {
+                (Key::Scope(name), Some(super::message::Value::Lock(record))) => Some((name.as_str(), record)),
+                _ => None,
+            })
+            .take(limit)
+    }
+
     /// Test-only amnesia: forget every promise that went beyond the accepted ballot.
     #[cfg(feature = "broken-variants")]
     pub fn forget_promises(&mut self) {

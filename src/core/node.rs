@@ -118,6 +118,24 @@ pub struct Outputs {
     pub replies: Vec<Reply>,
 }
 
+/// Contention of one scope, from this voter's copy of its record.
+#[derive(Clone, Debug)]
+pub struct ScopeContention {
+    pub scope: String,
+    pub waiters: u64,
+    pub contention: super::record::Contention,
+}
+
+/// Contention over the scopes this voter holds (see `Node::local_contention`).
+#[derive(Clone, Debug, Default)]
+pub struct LocalContention {
+    pub scanned: u64,
+    pub waiters: u64,
+    pub attempts: u64,
+    pub conflicts: u64,
+    pub top: Vec<ScopeContention>,
+}
+
 /// Counters for metrics, plain numbers the runtime reads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -259,6 +277,26 @@ impl Node {
     /// Scopes this node holds a value for as a voter (its own view, not a linearizable list).
     pub fn local_scopes(&self) -> Vec<String> {
         self.acceptor.scopes()
+    }
+
+    /// Contention in this voter's copies of up to `scan` scopes: the totals, and the `top`
+    /// scopes by waiters, then conflicts.
+    pub fn local_contention(&self, scan: usize, top: usize) -> LocalContention {
+        let mut all = LocalContention::default();
+        for (scope, record) in self.acceptor.records(scan) {
+            let c = record.contention();
+            let one = ScopeContention { scope: scope.to_string(), waiters: record.queue.len() as u64, contention: c };
+            all.scanned += 1;
+            all.waiters += one.waiters;
+            all.attempts += one.contention.attempts;
+            all.conflicts += one.contention.conflicts;
+            if one.waiters > 0 || one.contention.conflicts > 0 {
+                all.top.push(one);
+            }
+        }
+        all.top.sort_by(|a, b| (b.waiters, b.contention.conflicts).cmp(&(a.waiters, a.contention.conflicts)));
+        all.top.truncate(top);
+        all
     }
 
     /// When `handle_timeout` should next be called.

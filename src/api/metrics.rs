@@ -13,6 +13,9 @@ use super::{ask, authorize};
 use crate::agent::{ApiCall, Handle};
 use crate::auth::Role;
 
+/// One per-scope figure of the contention metrics.
+type ScopeFigure = fn(&crate::core::node::ScopeContention) -> f64;
+
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
 /// Outcomes of lock-API requests, as labels.
@@ -99,7 +102,7 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap) -
     for (name, help, value) in contention {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     }
-    let per_scope: [(&str, &str, fn(&crate::core::node::ScopeContention) -> f64); 3] = [
+    let per_scope: [(&str, &str, ScopeFigure); 3] = [
         ("lockmesh_scope_waiters", "Requests waiting, for the most contended scopes.", |s| s.waiters as f64),
         ("lockmesh_scope_conflict_ratio", "Share of new acquire requests in the last ten minutes that found the lock taken.", |s| {
             s.contention.conflicts as f64 / s.contention.attempts.max(1) as f64

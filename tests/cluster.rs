@@ -18,9 +18,7 @@ fn unlock_body(scope: &str, holder: &str) -> String {
 
 #[test]
 fn three_nodes_form_a_cluster_and_serve_the_seed_requests_on_every_node() {
-    let mut c = Cluster::new("seed", 3);
-    c.start_all(&["--bootstrap-expect", "3"]);
-    c.wait_for_roster(&[0, 1, 2], 3);
+    let c = Cluster::started("seed", 3);
     let mut last_token = 0;
     for i in 0..3 {
         // The seed's bare pair: no holder given, so it is derived from the client's address.
@@ -71,9 +69,7 @@ fn three_nodes_form_a_cluster_and_serve_the_seed_requests_on_every_node() {
 
 #[test]
 fn a_minority_may_crash_a_majority_may_not_and_restarts_keep_tokens_rising() {
-    let mut c = Cluster::new("crash", 3);
-    c.start_all(&["--bootstrap-expect", "3"]);
-    c.wait_for_roster(&[0, 1, 2], 3);
+    let mut c = Cluster::started("crash", 3);
     let (_, body) = post(c.http(0), &lock_body("jobs", "a")).unwrap();
     let first = body["fencing_token"].as_u64().unwrap();
     post(c.http(0), &unlock_body("jobs", "a")).unwrap();
@@ -103,9 +99,7 @@ fn a_minority_may_crash_a_majority_may_not_and_restarts_keep_tokens_rising() {
 
 #[test]
 fn a_new_node_becomes_a_voter_and_a_leaving_node_shrinks_the_roster() {
-    let mut c = Cluster::new("join", 3);
-    c.start_all(&["--bootstrap-expect", "3"]);
-    c.wait_for_roster(&[0, 1, 2], 3);
+    let mut c = Cluster::started("join", 3);
     let four = c.add_agent();
     c.start(four, &[]);
     c.wait_for_roster(&[0, 1, 2, 3], 4);
@@ -122,9 +116,7 @@ fn a_new_node_becomes_a_voter_and_a_leaving_node_shrinks_the_roster() {
 
 #[test]
 fn an_unrenewed_lease_expires_and_the_next_holder_gets_a_higher_token() {
-    let mut c = Cluster::new("lease", 3);
-    c.start_all(&["--bootstrap-expect", "3"]);
-    c.wait_for_roster(&[0, 1, 2], 3);
+    let c = Cluster::started("lease", 3);
     let (status, body) = post(c.http(0), r#"{"scope": "cron", "action": "lock", "holder": "dies", "timeout": "1s"}"#).unwrap();
     assert_eq!(status, 200, "{body}");
     let first = body["fencing_token"].as_u64().unwrap();
@@ -139,9 +131,7 @@ fn an_unrenewed_lease_expires_and_the_next_holder_gets_a_higher_token() {
 
 #[test]
 fn a_node_with_a_foreign_certificate_is_kept_out() {
-    let mut c = Cluster::new("stranger", 3);
-    c.start_all(&["--bootstrap-expect", "3"]);
-    c.wait_for_roster(&[0, 1, 2], 3);
+    let c = Cluster::started("stranger", 3);
     // A stranger with its own CA, claiming a name, joining node 0.
     let mut s = Cluster::new("stranger-ca", 4);
     s.agents[3].name = "node-4".into();
@@ -159,9 +149,7 @@ fn a_node_with_a_foreign_certificate_is_kept_out() {
 
 #[test]
 fn an_admin_removes_a_crashed_voter() {
-    let mut c = Cluster::new("remove", 3);
-    c.start_all(&["--bootstrap-expect", "3"]);
-    c.wait_for_roster(&[0, 1, 2], 3);
+    let mut c = Cluster::started("remove", 3);
     c.kill(2);
     let (status, body) = support::request(c.http(0), "POST", "/api/v1.0/members/remove", Some(r#"{"name": "node-3"}"#)).unwrap();
     assert_eq!(status, 200, "{body}");
@@ -176,9 +164,7 @@ fn an_admin_removes_a_crashed_voter() {
 
 #[test]
 fn swim_sees_a_killed_node_down_everywhere_and_up_again_after_restart() {
-    let mut c = Cluster::new("swim", 3);
-    c.start_all(&["--bootstrap-expect", "3"]);
-    c.wait_for_roster(&[0, 1, 2], 3);
+    let mut c = Cluster::started("swim", 3);
     let state_of = |c: &Cluster, at: usize, name: &str| -> String {
         get(c.http(at), "/api/v1.0/members")
             .ok()
@@ -282,9 +268,7 @@ fn five_nodes_survive_two_crashes_but_not_three() {
 
 #[test]
 fn malformed_peer_input_closes_streams_and_changes_nothing() {
-    let mut c = Cluster::new("garbage", 3);
-    c.start_all(&["--bootstrap-expect", "3"]);
-    c.wait_for_roster(&[0, 1, 2], 3);
+    let mut c = Cluster::started("garbage", 3);
     // A peer with a valid certificate (signed by the cluster CA) that speaks nonsense.
     let rogue = c.add_agent();
     let certs = c.certs.clone();
@@ -372,14 +356,11 @@ fn bad_flags_and_settings_get_one_line_and_exit_code_2() {
 
 #[test]
 fn a_wiped_node_comes_back_as_a_new_voter_replacing_its_old_self() {
-    let mut c = Cluster::new("wipe", 3);
-    c.start_all(&["--bootstrap-expect", "3"]);
-    c.wait_for_roster(&[0, 1, 2], 3);
+    let mut c = Cluster::started("wipe", 3);
     let (_, body) = post(c.http(0), &lock_body("amnesia", "a")).unwrap();
     let first = body["fencing_token"].as_u64().unwrap();
     post(c.http(0), &unlock_body("amnesia", "a")).unwrap();
-    c.kill(2);
-    std::fs::remove_dir_all(&c.agents[2].data_dir).unwrap();
+    c.wipe(2);
     c.start(2, &[]);
     // The old incarnation is removed and the new one added, one change at a time.
     wait_for("node-3 to vote again with its new disk", Duration::from_secs(60), || {
@@ -405,9 +386,7 @@ fn a_wiped_node_comes_back_as_a_new_voter_replacing_its_old_self() {
 
 #[test]
 fn a_paused_node_is_outvoted_and_rejoins_when_resumed() {
-    let mut c = Cluster::new("pause", 3);
-    c.start_all(&["--bootstrap-expect", "3"]);
-    c.wait_for_roster(&[0, 1, 2], 3);
+    let c = Cluster::started("pause", 3);
     c.pause(2, true);
     let (status, body) = post(c.http(0), &lock_body("paused", "a")).unwrap();
     assert_eq!(status, 200, "with node-3 paused: {body}");

@@ -9,13 +9,6 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{get, post, wait_for, Cluster};
 
-fn cluster(test: &str) -> Cluster {
-    let mut c = Cluster::new(test, 3);
-    c.start_all(&["--bootstrap-expect", "3"]);
-    c.wait_for_roster(&[0, 1, 2], 3);
-    c
-}
-
 fn queue(c: &Cluster, scope: &str) -> Vec<(String, String)> {
     let (_, v) = get(c.http(0), &format!("/api/v1.0/lock/{scope}")).unwrap();
     v["queue"]
@@ -26,7 +19,7 @@ fn queue(c: &Cluster, scope: &str) -> Vec<(String, String)> {
 
 #[test]
 fn a_high_priority_request_jumps_the_queue_and_is_granted_next() {
-    let c = cluster("priority");
+    let c = Cluster::started("priority", 3);
     let (status, v) = post(c.http(0), r#"{"scope": "db", "holder": "first", "timeout": "60s"}"#).unwrap();
     assert_eq!(status, 200, "{v}");
     let first = v["fencing_token"].as_u64().unwrap();
@@ -61,7 +54,7 @@ fn a_high_priority_request_jumps_the_queue_and_is_granted_next() {
 
 #[test]
 fn an_expired_lease_closes_the_scope_for_its_lock_delay_and_a_release_does_not() {
-    let c = cluster("lock-delay");
+    let c = Cluster::started("lock-delay", 3);
     // Expiry: a 1 s lease with a 3 s lock-delay, never renewed; a waiter on another node.
     let sent = std::time::Instant::now();
     let (status, v) = post(c.http(0), r#"{"scope": "job", "holder": "crashed", "timeout": "1s", "lock_delay": "3s"}"#).unwrap();
@@ -88,7 +81,7 @@ fn an_expired_lease_closes_the_scope_for_its_lock_delay_and_a_release_does_not()
 
 #[test]
 fn contention_figures_match_a_scripted_workload() {
-    let c = cluster("contention");
+    let c = Cluster::started("contention", 3);
     let lock = |node: usize, body: &str| post(c.http(node), body).unwrap().0;
     assert_eq!(lock(0, r#"{"scope": "hot", "holder": "a", "timeout": "60s"}"#), 200);
     // Three refused attempts on three nodes, a retry of one of them (not a new attempt).

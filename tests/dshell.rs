@@ -42,20 +42,13 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn cluster(test: &str) -> Cluster {
-    let mut c = Cluster::new(test, 3);
-    c.start_all(&["--bootstrap-expect", "3"]);
-    c.wait_for_roster(&[0, 1, 2], 3);
-    c
-}
-
 fn now_ns() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
 }
 
 #[test]
 fn batch_commands_lock_report_and_release_with_distinct_exit_codes() {
-    let c = cluster("dshell-batch");
+    let c = Cluster::started("dshell-batch", 3);
     let o = dshell(&c, 0, &["manager", "lock", "acquire", "--scope", "db-migration", "--timeout", "5m"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(stdout(&o).starts_with("Lock acquired. Holder: ops@"), "{}", text(&o));
@@ -138,7 +131,7 @@ fn expect_line(rx: &std::sync::mpsc::Receiver<String>, what: &str) -> String {
 
 #[test]
 fn an_interactive_session_holds_and_renews_its_locks_and_releases_them_on_exit() {
-    let c = cluster("dshell-shell");
+    let c = Cluster::started("dshell-shell", 3);
     let mut shell = dshell_cmd(&c, 0, &[]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut input = shell.stdin.take().unwrap();
     let rx = lines_of(&mut shell);
@@ -172,7 +165,7 @@ fn an_interactive_session_holds_and_renews_its_locks_and_releases_them_on_exit()
 
 #[test]
 fn lock_run_gives_the_command_its_token_and_returns_its_exit_code() {
-    let c = cluster("dshell-run");
+    let c = Cluster::started("dshell-run", 3);
     let file = c.dir.join("seen");
     let script = format!("echo \"$LOCKMESH_SCOPE $LOCKMESH_FENCING_TOKEN $LOCKMESH_HOLDER\" > {}; exit 3", file.display());
     let o = dshell(&c, 1, &["manager", "lock", "run", "--scope", "job", "--timeout", "2s", "--", "sh", "-c", &script]);
@@ -192,7 +185,7 @@ fn lock_run_gives_the_command_its_token_and_returns_its_exit_code() {
 
 #[test]
 fn ten_concurrent_lock_runs_on_different_nodes_never_overlap_and_see_rising_tokens() {
-    let c = cluster("dshell-ten");
+    let c = Cluster::started("dshell-ten", 3);
     let log = c.dir.join("log");
     let script = format!(
         "echo \"start $LOCKMESH_FENCING_TOKEN $(date +%s%N)\" >> {0}; sleep 0.3; echo \"end $LOCKMESH_FENCING_TOKEN $(date +%s%N)\" >> {0}",
@@ -238,6 +231,16 @@ fn stoppable(file: &Path) -> String {
     )
 }
 
+/// `lock run` through node 0 of a command that marks `file` (see `stoppable`), once started.
+fn run_stoppable(c: &Cluster, lease: &str, file: &Path) -> Child {
+    let run = dshell_cmd(c, 0, &["manager", "lock", "run", "--scope", "job", "--timeout", lease, "--", "sh", "-c", &stoppable(file)])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the command to start", Duration::from_secs(30), || recorded(file, "started").is_some());
+    run
+}
+
 fn recorded(file: &Path, what: &str) -> Option<u128> {
     let text = std::fs::read_to_string(file).ok()?;
     text.lines().find_map(|l| l.strip_prefix(what)?.trim().parse().ok())
@@ -245,7 +248,7 @@ fn recorded(file: &Path, what: &str) -> Option<u128> {
 
 #[test]
 fn signals_to_a_lock_run_go_to_its_command_and_the_lock_is_released() {
-    let c = cluster("dshell-signal");
+    let c = Cluster::started("dshell-signal", 3);
     let file = c.dir.join("marks");
     let run = dshell_cmd(&c, 2, &["manager", "lock", "run", "--scope", "job", "--", "sh", "-c", &stoppable(&file)]).spawn().unwrap();
     wait_for("the command to start", Duration::from_secs(30), || recorded(&file, "started").is_some());
@@ -259,13 +262,9 @@ fn signals_to_a_lock_run_go_to_its_command_and_the_lock_is_released() {
 
 #[test]
 fn a_lock_run_whose_renewal_is_refused_stops_its_command() {
-    let c = cluster("dshell-revoked");
+    let c = Cluster::started("dshell-revoked", 3);
     let file = c.dir.join("marks");
-    let run = dshell_cmd(&c, 0, &["manager", "lock", "run", "--scope", "job", "--timeout", "30s", "--", "sh", "-c", &stoppable(&file)])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("the command to start", Duration::from_secs(30), || recorded(&file, "started").is_some());
+    let run = run_stoppable(&c, "30s", &file);
     let o = dshell(&c, 1, &["manager", "lock", "release", "--scope", "job", "--force"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let o = run.wait_with_output().unwrap();
@@ -276,13 +275,9 @@ fn a_lock_run_whose_renewal_is_refused_stops_its_command() {
 
 #[test]
 fn a_lock_run_that_cannot_renew_stops_its_command_before_anyone_else_is_granted() {
-    let c = cluster("dshell-lost");
+    let c = Cluster::started("dshell-lost", 3);
     let file = c.dir.join("marks");
-    let run = dshell_cmd(&c, 0, &["manager", "lock", "run", "--scope", "job", "--timeout", "4s", "--", "sh", "-c", &stoppable(&file)])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("the command to start", Duration::from_secs(30), || recorded(&file, "started").is_some());
+    let run = run_stoppable(&c, "4s", &file);
     // node-1 alone cannot renew: its peers are stopped, for longer than the lease.
     c.pause(1, true);
     c.pause(2, true);
@@ -310,7 +305,7 @@ fn orchestration(c: &Cluster, name: &str, json: &str) -> PathBuf {
 
 #[test]
 fn the_seed_orchestration_runs_as_written_against_a_node() {
-    let c = cluster("dshell-orch");
+    let c = Cluster::started("dshell-orch", 3);
     // A stand-in `alembic` that records what it was run with.
     let bin = c.dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -332,7 +327,7 @@ fn the_seed_orchestration_runs_as_written_against_a_node() {
 
 #[test]
 fn a_failing_step_skips_the_rest_releases_the_lock_and_names_the_step() {
-    let c = cluster("dshell-orch-fail");
+    let c = Cluster::started("dshell-orch-fail", 3);
     let marks = c.dir.join("marks");
     // The URL comes from --var: the lock is still recognised, held and renewed.
     let url = "{{node}}/api/v1.0/lock";
@@ -360,7 +355,7 @@ fn a_failing_step_skips_the_rest_releases_the_lock_and_names_the_step() {
 
 #[test]
 fn an_invalid_orchestration_is_refused_before_any_step_runs() {
-    let c = cluster("dshell-orch-invalid");
+    let c = Cluster::started("dshell-orch-invalid", 3);
     let marks = c.dir.join("marks");
     let json = format!(
         r#"{{"name": "bad", "steps": [

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use lockmesh::core::message::AcceptedValue;
-use lockmesh::core::{quorum, Ballot, Key, LockType, NodeId, RequestId, Roster, RosterId, Value};
+use lockmesh::core::{quorum, Ballot, Key, LockType, NodeId, Reply, RequestId, Roster, RosterId, Value};
 
 /// Durable acceptances of one (register, ballot).
 #[derive(Default)]
@@ -139,6 +139,18 @@ impl Checker {
         let other = self.chosen_rosters.iter().find(|c| c.version == id.version && **c != id).copied();
         if let Some(other) = other {
             self.violation(now_us, format!("roster: two rosters chosen as v{}: {id:?} and {other:?}", id.version));
+        }
+    }
+
+    /// Every decided answer names who agreed to it (`agreed_by` in the API): a majority of
+    /// distinct voters of its ballot's roster.
+    pub fn agreement(&mut self, now_us: u64, reply: &Reply) {
+        if reply.result.is_err() {
+            return;
+        }
+        let distinct: BTreeSet<&NodeId> = reply.agreed.iter().collect();
+        if distinct.len() != reply.agreed.len() || distinct.len() < quorum::majority(reply.voters) {
+            self.violation(now_us, format!("majority: an answer on {:?} names {:?} as agreeing, of {} voters", reply.key, reply.agreed, reply.voters));
         }
     }
 

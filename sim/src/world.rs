@@ -401,6 +401,7 @@ impl World {
             }
         }
         for reply in batch.replies {
+            self.checker.agreement(self.now, &reply);
             let client = (reply.client >> 32) as usize;
             if let Some(delay) = self.net.client_delivery(&mut self.rng) {
                 self.schedule(self.now + delay, Event::Reply { client, reply });

@@ -78,6 +78,13 @@ struct Peer {
     leaving: bool,
 }
 
+impl Peer {
+    /// It greeted us lately: it is up, whatever SWIM concluded.
+    fn greeted_lately(&self) -> bool {
+        self.last_seen.is_some_and(|t| t.elapsed() < ALIVE_FOR)
+    }
+}
+
 /// Internal client ids for the runtime's own requests (admission, leave).
 const ADMIN_CLIENT: u64 = u64::MAX - 1;
 
@@ -419,7 +426,7 @@ impl Runtime {
         if peer.is_some_and(|p| p.leaving) {
             return true;
         }
-        if peer.is_some_and(|p| p.last_seen.is_some_and(|t| t.elapsed() < ALIVE_FOR)) {
+        if peer.is_some_and(Peer::greeted_lately) {
             return false;
         }
         self.swim_state(&voter.name, voter.incarnation) == Some(foca::State::Down)
@@ -437,14 +444,7 @@ impl Runtime {
         if p.leaving {
             return false;
         }
-        if p.last_seen.is_some_and(|t| t.elapsed() < ALIVE_FOR) {
-            return true;
-        }
-        match self.swim_state(&p.info.name, p.info.incarnation) {
-            Some(foca::State::Alive) | Some(foca::State::Suspect) => true,
-            Some(foca::State::Down) => false,
-            None => p.last_seen.is_some_and(|t| t.elapsed() < ALIVE_FOR),
-        }
+        p.greeted_lately() || matches!(self.swim_state(&p.info.name, p.info.incarnation), Some(foca::State::Alive | foca::State::Suspect))
     }
 
     fn alive_peers(&self) -> impl Iterator<Item = &Peer> {

@@ -128,7 +128,8 @@ pub async fn post(
 ) -> Response {
     let started = std::time::Instant::now();
     let (response, unlocking) = serve(&handle, peer, headers, body).await;
-    let outcome = match (response.status().as_u16(), unlocking) {
+    let labelled = response.extensions().get::<super::metrics::Outcome>().map(|o| o.0);
+    let outcome = labelled.unwrap_or(match (response.status().as_u16(), unlocking) {
         (200, false) => "locked",
         (200, true) => "unlocked",
         (409, false) => "busy",
@@ -136,7 +137,7 @@ pub async fn post(
         (503, _) => "no_quorum",
         (400 | 401 | 403 | 413, _) => "bad_request",
         _ => "other",
-    };
+    });
     handle.metrics.observe(outcome, started.elapsed());
     response
 }

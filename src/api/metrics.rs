@@ -21,6 +21,10 @@ const BUCKETS: [f64; 12] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5
 /// Outcomes of lock-API requests, as labels.
 pub const OUTCOMES: [&str; 8] = ["locked", "unlocked", "busy", "not_holder", "no_quorum", "timeout", "bad_request", "other"];
 
+/// An outcome label a response carries when its status code alone does not tell it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Outcome(pub &'static str);
+
 /// Counters of the HTTP API; lock-free, shared by every request.
 #[derive(Default)]
 pub struct HttpMetrics {

@@ -116,7 +116,10 @@ async fn failure(handle: &Handle, failure: crate::core::Failure) -> Response {
         }
         Failure::Timeout => {
             let body = json!({"status": "timeout", "error": "outcome unknown: retry with the same request_id"});
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+            // Told apart from `no_quorum` in the metrics, which see only the status code.
+            response.extensions_mut().insert(metrics::Outcome("timeout"));
+            response
         }
         Failure::NoRoster => {
             let body = json!({"status": "no_cluster", "error": "this node is not part of a cluster yet: start it with --join and --bootstrap-expect, or --bootstrap"});

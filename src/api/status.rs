@@ -9,6 +9,7 @@ use serde_json::json;
 use super::input::{self, lock_type_name, priority_name};
 use super::{call, failure, quorum_text, ApiError};
 use crate::agent::Handle;
+use crate::core::record::{WINDOWS, WINDOW_US};
 use crate::core::{Answer, Key, LockOp, LockResult, Op};
 
 pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap, Path(scope): Path<String>) -> Response {
@@ -32,7 +33,7 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap, P
                 .map(|g| {
                     json!({
                         "holder": g.holder, "fencing_token": g.token, "lock_type": lock_type_name(g.lock_type),
-                        "held_for": input::format_seconds(g.elapsed_floor_us),
+                        "held_for": input::format_seconds(g.held_floor_us),
                         "expires_in": input::format_seconds(g.lease_us.saturating_sub(g.elapsed_floor_us)),
                         "priority": priority_name(g.priority), "reason": g.reason, "revoked": g.revoked,
                     })
@@ -64,7 +65,7 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap, P
                 "hold_duration": hold_us.map(input::format_seconds),
                 "conflict_rate": (c.attempts > 0).then(|| format!("{}%", (c.conflicts * 100 + c.attempts / 2) / c.attempts)),
                 "attempts": c.attempts, "conflicts": c.conflicts, "holds": c.holds,
-                "window": "10m",
+                "window": format!("{}m", WINDOW_US * WINDOWS as u64 / 60_000_000),
             });
             let status = if record.holders.is_empty() { "free" } else { "locked" };
             let lock_type = record.holders.first().map(|g| lock_type_name(g.lock_type));

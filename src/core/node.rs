@@ -284,17 +284,16 @@ impl Node {
     pub fn local_contention(&self, scan: usize, top: usize) -> LocalContention {
         let mut all = LocalContention::default();
         for (scope, record) in self.acceptor.records(scan) {
-            let c = record.contention();
-            let one = ScopeContention { scope: scope.to_string(), waiters: record.queue.len() as u64, contention: c };
+            let (waiters, contention) = (record.queue.len() as u64, record.contention());
             all.scanned += 1;
-            all.waiters += one.waiters;
-            all.attempts += one.contention.attempts;
-            all.conflicts += one.contention.conflicts;
-            if one.waiters > 0 || one.contention.conflicts > 0 {
-                all.top.push(one);
+            all.waiters += waiters;
+            all.attempts += contention.attempts;
+            all.conflicts += contention.conflicts;
+            if waiters > 0 || contention.conflicts > 0 {
+                all.top.push(ScopeContention { scope: scope.to_string(), waiters, contention });
             }
         }
-        all.top.sort_by(|a, b| (b.waiters, b.contention.conflicts).cmp(&(a.waiters, a.contention.conflicts)));
+        all.top.sort_by_key(|s| std::cmp::Reverse((s.waiters, s.contention.conflicts)));
         all.top.truncate(top);
         all
     }

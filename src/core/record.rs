@@ -418,12 +418,12 @@ impl LockRecord {
             window.conflicts = window.conflicts.saturating_add(1);
         }
         let will_queue = a.wait && self.queue.len() < limits.max_waiters;
-        if a.priority == Priority::High && (will_queue || self.compatible(a.lock_type, limits)) {
+        if a.priority == Priority::High && (will_queue || free) {
             self.high_log.push(HighRequest { holder: a.holder.clone(), reason: a.reason.clone(), age_floor_us: 0 });
             let excess = self.high_log.len().saturating_sub(HIGH_LOG_CAPACITY);
             self.high_log.drain(..excess);
         }
-        if self.compatible(a.lock_type, limits) {
+        if free {
             let token = match (a.lock_type, self.holders.first()) {
                 (LockType::Read, Some(reader)) => reader.token,
                 _ => self.next_token(),

@@ -42,6 +42,16 @@ fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// Prints the API's answer as JSON if asked (and then it is done: `None`), or returns it for
+/// the text output; a failure either way.
+fn text_or_json((code, v): (u16, Value), out: Output) -> Result<Option<Value>, Failure> {
+    if out.json {
+        print_json(&v);
+    }
+    check(code, &v)?;
+    Ok((!out.json).then_some(v))
+}
+
 /// "2/3 nodes agreed" → "2/3 nodes".
 fn nodes(v: &Value) -> String {
     v["quorum"].as_str().map(|q| q.trim_end_matches(" agreed").to_string()).unwrap_or_default()
@@ -78,7 +88,7 @@ fn acquire(me: &Identity, session: Option<&Session>, args: AcquireArgs, out: Out
     check(code, &v)?;
     let token = v["fencing_token"].as_u64().ok_or_else(|| Failure::Other(format!("a grant without a fencing token: {v}")))?;
     if let Some(s) = session {
-        let held = Held { holder: holder.clone(), token, timeout: args.timeout.clone(), lease: Duration::from_secs_f64(lease), renewed: sent };
+        let held = Held { holder: holder.clone(), token, timeout: args.timeout.clone(), lease: Duration::from_secs_f64(lease), renewed: sent, last_error: None };
         s.keeper.add(&args.scope, held);
     }
     if !out.json {
@@ -88,12 +98,7 @@ fn acquire(me: &Identity, session: Option<&Session>, args: AcquireArgs, out: Out
 }
 
 fn status(me: &Identity, scope: &str, out: Output) -> Result<u8, Failure> {
-    let (code, v) = me.client.get(&format!("/api/v1.0/lock/{}", path_segment(scope)))?;
-    if out.json {
-        print_json(&v);
-        return check(code, &v).map(|_| 0);
-    }
-    check(code, &v)?;
+    let Some(v) = text_or_json(me.client.get(&format!("/api/v1.0/lock/{}", path_segment(scope)))?, out)? else { return Ok(0) };
     let holders = v["holders"].as_array().cloned().unwrap_or_default();
     if holders.is_empty() {
         println!("FREE ({})", nodes(&v));
@@ -153,17 +158,14 @@ fn release(me: &Identity, session: Option<&Session>, scope: &str, holder: Option
         (None, Some(x)) => (x.holder.clone(), Some(x.token)),
         (None, None) => (session.map(|s| s.holder.clone()).unwrap_or_else(|| batch_holder(&me.user, &me.host)), None),
     };
-    let (code, v) = if force { me.client.unlock(scope, None, None, true)? } else { me.client.unlock(scope, Some(&holder), token, false)? };
-    if out.json {
-        print_json(&v);
-    }
-    check(code, &v)?;
+    let answer = if force { me.client.unlock(scope, None, None, true)? } else { me.client.unlock(scope, Some(&holder), token, false)? };
+    let text = text_or_json(answer, out)?;
     if let Some(s) = session {
         if force || held.as_ref().is_some_and(|x| x.holder == holder) {
             s.keeper.remove(scope);
         }
     }
-    if !out.json {
+    if let Some(v) = text {
         if v["status"] == "revoked" {
             println!("Lock revoked: renewals are refused, and it ends when its lease runs out");
         } else {
@@ -174,12 +176,7 @@ fn release(me: &Identity, session: Option<&Session>, scope: &str, holder: Option
 }
 
 fn list(me: &Identity, out: Output) -> Result<u8, Failure> {
-    let (code, v) = me.client.get("/api/v1.0/locks")?;
-    if out.json {
-        print_json(&v);
-        return check(code, &v).map(|_| 0);
-    }
-    check(code, &v)?;
+    let Some(v) = text_or_json(me.client.get("/api/v1.0/locks")?, out)? else { return Ok(0) };
     let locks = v["locks"].as_array().cloned().unwrap_or_default();
     if locks.is_empty() {
         println!("No locks held");
@@ -199,12 +196,7 @@ fn list(me: &Identity, out: Output) -> Result<u8, Failure> {
 }
 
 fn members(me: &Identity, out: Output) -> Result<u8, Failure> {
-    let (code, v) = me.client.get("/api/v1.0/members")?;
-    if out.json {
-        print_json(&v);
-        return check(code, &v).map(|_| 0);
-    }
-    check(code, &v)?;
+    let Some(v) = text_or_json(me.client.get("/api/v1.0/members")?, out)? else { return Ok(0) };
     println!("{:<20} {:<8} {:<6} {:<22} MESH", "NAME", "STATE", "VOTER", "HTTP");
     for m in v["members"].as_array().cloned().unwrap_or_default() {
         println!(
@@ -222,12 +214,8 @@ fn members(me: &Identity, out: Output) -> Result<u8, Failure> {
 
 fn remove_member(me: &Identity, name: &str, out: Output) -> Result<u8, Failure> {
     let body = serde_json::json!({"name": name});
-    let (code, v) = me.client.call("POST", "/api/v1.0/members/remove", Some(&body), Duration::from_secs(30))?;
-    if out.json {
-        print_json(&v);
-    }
-    check(code, &v)?;
-    if !out.json {
+    let answer = me.client.call("POST", "/api/v1.0/members/remove", Some(&body), Duration::from_secs(30))?;
+    if let Some(v) = text_or_json(answer, out)? {
         println!("Removed {name}: roster version {}, {} voters", v["roster_version"], v["roster_size"]);
     }
     Ok(0)

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use super::client::{check, seconds, Client};
 use super::http::{self, Url};
-use super::run::{catch_signals, restore_signals, signal_group, Job, DRIFT, PENDING};
+use super::run::{catch_signals, restore_signals, signal_group, Job, PENDING};
 use super::session::{Held, Keeper, Lost};
 use super::{Failure, Identity};
 
@@ -394,9 +394,8 @@ impl Runner<'_> {
                 let timeout = v["timeout"].as_str().unwrap_or(requested).to_string();
                 let lease = Duration::from_secs_f64(seconds(&timeout).unwrap_or(0.0));
                 // A grant that came after a wait is confirmed by a renewal before it is used.
-                let trusted_until = super::run::confirm(&client, &scope, &holder, token, &timeout, lease, sent).map_err(|f| f.text().to_string());
-                let renewed = trusted_until.map(|t| t - lease.mul_f64(1.0 - DRIFT));
-                let held = Held { holder: holder.clone(), token, timeout, lease, renewed: renewed.clone().unwrap_or(sent) };
+                let renewed = super::run::confirm(&client, &scope, &holder, token, &timeout, lease, sent).map_err(|f| f.text().to_string());
+                let held = Held { holder: holder.clone(), token, timeout, lease, renewed: renewed.clone().unwrap_or(sent), last_error: None };
                 self.keeper(&client).add(&scope, held);
                 self.vars.insert(format!("{scope}.fencing_token"), token.to_string());
                 self.vars.insert(format!("{scope}.holder"), holder.clone());

@@ -1,17 +1,17 @@
 //! `dshell manager lock run --scope S -- CMD ARGS...`: acquire, run CMD in its own process
 //! group with `LOCKMESH_SCOPE`, `LOCKMESH_HOLDER` and `LOCKMESH_FENCING_TOKEN`, renew every third
-//! of the lease (on a thread of its own), release when it exits, and exit with its code. The
+//! of the lease (on the session keeper's thread), release when it exits, and exit with its code. The
 //! main loop never blocks on the network: if the lease is lost (a renewal refused, or none
 //! succeeded in time) CMD gets SIGTERM, then SIGKILL, timed from the lease's trusted end, so
 //! that it is stopped before the lease can run out and the lock be granted to anyone else.
 //! Signals dshell gets are passed on to CMD; on a terminal, CMD is the foreground job.
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::client::{check, seconds, Client, LockOptions};
+use super::session::{Held, Keeper};
 use super::{Failure, Identity, RunArgs};
 
 /// The drift bound the cluster assumes: a grant is trusted for `lease × (1 − DRIFT)` from the
@@ -160,67 +160,16 @@ impl Drop for Job {
     }
 }
 
-/// What the renewal thread knows: until when the lease is trusted, and why it was lost.
-struct Lease {
-    trusted_until: Instant,
-    lost: Option<String>,
-    last_error: Option<String>,
-}
-
-/// The grant a renewal thread keeps alive.
-struct Renewal {
-    client: Client,
-    scope: String,
-    holder: String,
-    token: u64,
-    timeout: String,
-    lease: Duration,
-}
-
-/// Renews every third of the lease until told to stop; a refusal ends it.
-fn renew_loop(r: Renewal, state: Arc<Mutex<Lease>>, stop: Arc<AtomicBool>) {
-    let lease = r.lease;
-    let mut next = Instant::now() + lease / 3;
-    while !stop.load(Ordering::Relaxed) {
-        if Instant::now() < next {
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
-        }
-        let sent = Instant::now();
-        let answer = r.client.renew(&r.scope, &r.holder, r.token, &r.timeout, (lease / 3).max(Duration::from_millis(300)));
-        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-        match answer {
-            Ok((200, _)) => {
-                s.trusted_until = s.trusted_until.max(sent + lease.mul_f64(1.0 - DRIFT));
-                s.last_error = None;
-                next = sent + lease / 3;
-            }
-            Ok((409, v)) => {
-                s.lost = Some(format!("renewal refused ({})", v["status"].as_str().unwrap_or("conflict").replace('_', " ")));
-                return;
-            }
-            Ok((status, v)) => {
-                s.last_error = Some(check(status, &v).err().map(|f| f.text().to_string()).unwrap_or_else(|| format!("HTTP {status}")));
-                next = Instant::now() + Duration::from_millis(300);
-            }
-            Err(f) => {
-                s.last_error = Some(f.text().to_string());
-                next = Instant::now() + Duration::from_millis(300);
-            }
-        }
-    }
-}
-
 /// A grant whose answer came late (after a wait) is confirmed by a renewal before it is
-/// used: trust counts from the renewal's send. Returns the trusted end.
+/// used: trust counts from the renewal's send. Returns the send time trust counts from.
 pub(super) fn confirm(client: &Client, scope: &str, holder: &str, token: u64, timeout: &str, lease: Duration, sent: Instant) -> Result<Instant, Failure> {
     if sent.elapsed() < lease / 3 {
-        return Ok(sent + lease.mul_f64(1.0 - DRIFT));
+        return Ok(sent);
     }
     let renew_sent = Instant::now();
     let (status, v) = client.renew(scope, holder, token, timeout, (lease / 3).max(Duration::from_millis(300)))?;
     check(status, &v).map_err(|f| Failure::Unavailable(format!("granted after a wait, but could not confirm it in time: {}", f.text())))?;
-    Ok(renew_sent + lease.mul_f64(1.0 - DRIFT))
+    Ok(renew_sent)
 }
 
 pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
@@ -244,7 +193,7 @@ pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
             eprintln!("dshell: could not release {}: {} (its lease will run out)", args.scope, f.text());
         }
     };
-    let trusted_until = match confirm(&me.client, &args.scope, &holder, token, &args.timeout, lease, sent) {
+    let renewed = match confirm(&me.client, &args.scope, &holder, token, &args.timeout, lease, sent) {
         Ok(t) => t,
         Err(f) => {
             release();
@@ -268,14 +217,11 @@ pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
             return Ok(127);
         }
     };
-    let state = Arc::new(Mutex::new(Lease { trusted_until, lost: None, last_error: None }));
-    let stop = Arc::new(AtomicBool::new(false));
-    let renewer = {
-        let r = Renewal { client: me.client.clone(), scope: args.scope.clone(), holder: holder.clone(), token, timeout: args.timeout.clone(), lease };
-        let (state, stop) = (state.clone(), stop.clone());
-        std::thread::spawn(move || renew_loop(r, state, stop))
-    };
+    // Renewals on the keeper's thread: this loop never waits for the network.
+    let mut keeper = Keeper::new(me.client.clone());
+    keeper.add(&args.scope, Held { holder: holder.clone(), token, timeout: args.timeout.clone(), lease, renewed, last_error: None });
     let mut lost: Option<String> = None;
+    let mut lost_until: Option<Instant> = None;
     let mut terminated: Option<Instant> = None;
     let status = loop {
         match job.poll() {
@@ -292,20 +238,17 @@ pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
             signal_group(job.pgid, signal);
         }
         let now = Instant::now();
-        let (left, why) = {
-            let s = state.lock().unwrap_or_else(|e| e.into_inner());
-            let left = s.trusted_until.saturating_duration_since(now);
-            let why = s.lost.clone().or_else(|| {
-                (left <= grace + margin).then(|| {
-                    let cause = s.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
-                    format!("no renewal succeeded in time{cause}")
-                })
-            });
-            (left, why)
-        };
         if lost.is_none() {
-            lost = why;
+            if let Some(l) = keeper.take_lost().into_iter().next() {
+                lost = Some(l.why);
+                lost_until = Some(l.trusted_until);
+            } else if let Some(h) = keeper.get(&args.scope).filter(|h| h.trusted_until().saturating_duration_since(now) <= grace + margin) {
+                let cause = h.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+                lost = Some(format!("no renewal succeeded in time{cause}"));
+            }
         }
+        let trusted_until = lost_until.or_else(|| keeper.get(&args.scope).map(|h| h.trusted_until())).unwrap_or(now);
+        let left = trusted_until.saturating_duration_since(now);
         if lost.is_some() {
             if terminated.is_none() {
                 signal_group(job.pgid, libc::SIGTERM);
@@ -323,8 +266,7 @@ pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
         eprintln!("dshell: {:?} exited but left processes running; stopping them before releasing", args.command[0]);
         job.stop_group(grace);
     }
-    stop.store(true, Ordering::Relaxed);
-    let _ = renewer.join();
+    keeper.stop();
     restore_signals();
     if let Some(why) = lost {
         // Whatever else the command left in its group goes too.

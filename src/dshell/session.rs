@@ -59,7 +59,10 @@ pub struct Held {
     pub token: u64,
     pub timeout: String,
     pub lease: Duration,
+    /// Send time of the last successful acquire or renewal: the trust counts from it.
     pub renewed: Instant,
+    /// Why the renewals since then failed, if they did.
+    pub last_error: Option<String>,
 }
 
 /// A lock the keeper stopped holding: why, and until when it was still trusted (a command
@@ -113,13 +116,18 @@ impl Keeper {
         std::mem::take(&mut *self.lost.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Stops renewing and releases everything still held: what was released (scope, token)
-    /// and what could not be (scope, why).
-    pub fn release_all(&mut self, client: &Client) -> Released {
+    /// Stops renewing (waits for a renewal in flight).
+    pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+
+    /// Stops renewing and releases everything still held: what was released (scope, token)
+    /// and what could not be (scope, why).
+    pub fn release_all(&mut self, client: &Client) -> Released {
+        self.stop();
         let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
         let (mut released, mut failed) = (Vec::new(), Vec::new());
         for (scope, h) in held {
@@ -163,12 +171,18 @@ fn renew_loop(client: Client, held: Arc<Mutex<BTreeMap<String, Held>>>, lost: Ar
             let gone = match answer {
                 Ok((200, _)) => {
                     entry.renewed = entry.renewed.max(sent);
+                    entry.last_error = None;
                     None
                 }
                 Ok((409, v)) => Some(format!("renewal refused ({})", v["status"].as_str().unwrap_or("refused").replace('_', " "))),
                 // Unavailable for now: try again shortly; the lease may still run out.
-                _ if Instant::now() >= entry.trusted_until() => Some("could not renew before the lease ran out".to_string()),
-                _ => None,
+                failed => {
+                    entry.last_error = Some(match failed {
+                        Ok((status, v)) => client::check(status, &v).err().map_or_else(|| format!("HTTP {status}"), |f| f.text().to_string()),
+                        Err(f) => f.text().to_string(),
+                    });
+                    (Instant::now() >= entry.trusted_until()).then(|| "could not renew before the lease ran out".to_string())
+                }
             };
             if let Some(why) = gone {
                 let trusted_until = entry.trusted_until();

@@ -61,6 +61,14 @@ impl Cluster {
         cluster
     }
 
+    /// `n` nodes started with `--bootstrap-expect n`, once all of them agree on the roster.
+    pub fn started(test: &str, n: usize) -> Cluster {
+        let mut c = Cluster::new(test, n);
+        c.start_all(&["--bootstrap-expect", &n.to_string()]);
+        c.wait_for_roster(&(0..n).collect::<Vec<_>>(), n);
+        c
+    }
+
     /// Makes a certificate and addresses for one more node.
     pub fn add_agent(&mut self) -> usize {
         let i = self.agents.len();
@@ -73,7 +81,14 @@ impl Cluster {
             let ip = std::net::Ipv4Addr::new(127, 0, 0, i as u8 + 11);
             (SocketAddr::from((ip, 20194)), SocketAddr::from((ip, 20195)))
         } else {
-            free_port_pair()
+            // The OS may hand a port just released back again: never twice in one cluster.
+            let taken = |a: &SocketAddr| self.agents.iter().any(|x| x.http.port() == a.port() || x.mesh.port() == a.port());
+            loop {
+                let (http, mesh) = free_port_pair();
+                if !taken(&http) && !taken(&mesh) && http.port() != mesh.port() {
+                    break (http, mesh);
+                }
+            }
         };
         self.agents.push(Agent { name, http, mesh, data_dir: self.dir.join(format!("data-{i}")), child: None });
         i

@@ -1,6 +1,6 @@
 //! Smart coordination against real agents: priorities (a high-priority request jumps a queue
 //! of normal ones and is granted next, and stays visible in status) and lock-delay (after an
-//! expiry, not after a release).
+//! expiry, not after a release), contention figures, and auto timeouts learnt from the holds.
 
 mod support;
 
@@ -8,6 +8,15 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{get, post, wait_for, Cluster};
+
+/// An API duration ("650ms", "2s") in seconds.
+fn seconds(v: &Value) -> f64 {
+    let text = v.as_str().unwrap_or_default();
+    match text.strip_suffix("ms") {
+        Some(ms) => ms.parse::<f64>().unwrap() / 1000.0,
+        None => text.strip_suffix('s').unwrap().parse().unwrap(),
+    }
+}
 
 fn queue(c: &Cluster, scope: &str) -> Vec<(String, String)> {
     let (_, v) = get(c.http(0), &format!("/api/v1.0/lock/{scope}")).unwrap();
@@ -110,4 +119,44 @@ fn contention_figures_match_a_scripted_workload() {
     assert_eq!(waiter.join().unwrap().0, 200);
     let (_, v) = get(c.http(2), "/api/v1.0/lock/hot").unwrap();
     assert_eq!(v["contention"]["holds"], 1, "{v}");
+}
+
+#[test]
+fn an_auto_timeout_converges_to_the_observed_holds_within_its_bounds() {
+    let c = Cluster::started("auto-timeout", 3);
+    let auto = r#"{"scope": "job", "holder": "probe", "timeout": "auto", "min_timeout": "100ms", "max_timeout": "20s"}"#;
+    // No history yet: the maximum.
+    let (status, v) = post(c.http(0), auto).unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["timeout"], "20s", "{v}");
+    assert_eq!(v["timeout_source"], "auto: max_timeout, as 0 holds in 7d are fewer than 10", "{v}");
+    let (status, v) = post(c.http(0), r#"{"scope": "job", "action": "unlock", "holder": "probe"}"#).unwrap();
+    assert_eq!(status, 200, "{v}");
+
+    // Ten holds of at least 300 ms, through different nodes. Each one's length as the
+    // cluster measures it lies between 300 ms and what the client saw from its lock's send
+    // to its unlock's answer.
+    let mut longest = Duration::ZERO;
+    for i in 0..10 {
+        let started = std::time::Instant::now();
+        let (status, v) = post(c.http(i % 3), r#"{"scope": "job", "holder": "worker", "timeout": "30s"}"#).unwrap();
+        assert_eq!(status, 200, "{v}");
+        std::thread::sleep(Duration::from_millis(300));
+        let (status, v) = post(c.http((i + 1) % 3), r#"{"scope": "job", "action": "unlock", "holder": "worker"}"#).unwrap();
+        assert_eq!(status, 200, "{v}");
+        longest = longest.max(started.elapsed());
+    }
+
+    // Eleven holds now (the probe's was short): the 99th percentile is the slowest of them.
+    let (status, v) = post(c.http(2), auto).unwrap();
+    assert_eq!(status, 200, "{v}");
+    let lease = seconds(&v["timeout"]);
+    // 1.5 × a bucket bound at most 19 % above the hold, rounded up to a second from 1 s on.
+    let most = (1.5 * 1.19 * longest.as_secs_f64()).max(1.0).ceil();
+    assert!((0.44..=most).contains(&lease), "lease {lease}s, holds of 0.3 s to {longest:?}: {v}");
+    let source = v["timeout_source"].as_str().unwrap_or("");
+    assert!(source.starts_with("auto: p99 of 11 holds in 7d ("), "{v}");
+    // Every node computes the same: a retry of this request through another node says so.
+    let (_, status_view) = get(c.http(1), "/api/v1.0/lock/job").unwrap();
+    assert_eq!(status_view["holders"][0]["timeout"], v["timeout"], "{status_view}");
 }

@@ -181,6 +181,16 @@ fn lock_run_gives_the_command_its_token_and_returns_its_exit_code() {
     let o = dshell(&c, 0, &["manager", "lock", "run", "--scope", "job", "--", "/nonexistent/tool"]);
     assert_eq!(o.status.code(), Some(127), "{}", text(&o));
     assert!(stdout(&dshell(&c, 0, &["manager", "lock", "status", "--scope", "job"])).starts_with("FREE"));
+
+    // --timeout auto: with no history the lease is --max-timeout (2s); the command runs for
+    // longer, kept by renewals of the lease the cluster chose.
+    let o = dshell(&c, 2, &["manager", "lock", "run", "--scope", "auto", "--timeout", "auto", "--max-timeout", "2s", "--", "sleep", "4"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = dshell(&c, 0, &["manager", "lock", "acquire", "--scope", "auto", "--timeout", "auto", "--min-timeout", "1s"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(stdout(&o).contains("Lease 300s: auto: max_timeout, as 1 holds in 7d are fewer than 10"), "{}", text(&o));
+    let o = dshell(&c, 0, &["manager", "lock", "acquire", "--scope", "other", "--timeout", "soon"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
 #[test]

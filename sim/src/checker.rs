@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use lockmesh::core::message::AcceptedValue;
-use lockmesh::core::{quorum, Ballot, Key, LockType, NodeId, Reply, RequestId, Roster, RosterId, Value};
+use lockmesh::core::history::MIN_HOLDS;
+use lockmesh::core::{quorum, AutoChoice, AutoLease, Ballot, Key, LockType, NodeId, Reply, RequestId, Roster, RosterId, Value};
 
 /// Durable acceptances of one (register, ballot).
 #[derive(Default)]
@@ -42,6 +43,8 @@ pub struct Checker {
     refused: Vec<(String, RequestId, u64)>,
     intervals: BTreeMap<String, Vec<Interval>>,
     pub grants_trusted: u64,
+    /// Auto leases granted, and how many of them were chosen from a percentile.
+    pub auto_leases: (u64, u64),
     pub latest_roster: Option<Roster>,
 }
 
@@ -155,8 +158,9 @@ impl Checker {
     }
 
     /// Contract 5 and 6: a `locked` answer only after a majority of a roster in force (a chosen
-    /// one) durably accepted a record that holds this grant.
-    pub fn locked_reply(&mut self, now_us: u64, scope: &str, ballot: Option<Ballot>, holder: &str, token: u64) {
+    /// one) durably accepted a record that holds this grant, with the lease the answer names
+    /// (the holder trusts that one; an auto lease is computed by the record).
+    pub fn locked_reply(&mut self, now_us: u64, scope: &str, ballot: Option<Ballot>, holder: &str, token: u64, lease_us: u64) {
         let Some(ballot) = ballot else {
             self.violation(now_us, format!("honesty: {holder} told locked on {scope} without a ballot"));
             return;
@@ -165,7 +169,8 @@ impl Checker {
             self.violation(now_us, format!("majority: {holder} told locked on {scope} at {ballot:?}, which no voter accepted"));
             return;
         };
-        let has_grant = matches!(&a.value, Some(Value::Lock(r)) if r.holders.iter().any(|g| g.holder == holder && g.token == token));
+        let has_grant = matches!(&a.value, Some(Value::Lock(r))
+            if r.holders.iter().any(|g| g.holder == holder && g.token == token && g.lease_us == lease_us));
         let tag_chosen = a.tag.is_some_and(|t| self.chosen_rosters.contains(&t));
         let majority = self.majority_of_tag(a);
         let voters = a.voters.len();
@@ -174,7 +179,19 @@ impl Checker {
         } else if !tag_chosen {
             self.violation(now_us, format!("roster: {holder} locked {scope} (token {token}) under roster {:?}, never chosen", a.tag));
         } else if !has_grant {
-            self.violation(now_us, format!("honesty: {holder} told locked on {scope} (token {token}) but the accepted record lacks that grant"));
+            self.violation(now_us, format!("honesty: {holder} told locked on {scope} (token {token}, lease {lease_us} µs) but the accepted record lacks that grant"));
+        }
+    }
+
+    /// An auto lease lies within the request's bounds, and is the maximum when the history
+    /// held too few holds to say anything.
+    pub fn auto_lease(&mut self, now_us: u64, scope: &str, rule: &AutoLease, lease_us: u64, choice: &AutoChoice) {
+        self.auto_leases.0 += 1;
+        self.auto_leases.1 += u64::from(choice.p99_us.is_some());
+        let within = (rule.min_us..=rule.max_us).contains(&lease_us);
+        let few = choice.holds < MIN_HOLDS;
+        if !within || few != choice.p99_us.is_none() || (few && lease_us != rule.max_us) {
+            self.violation(now_us, format!("auto lease on {scope}: {lease_us} µs from {choice:?} under {rule:?}"));
         }
     }
 

@@ -4,7 +4,8 @@
 //! obtained or renewed it, for `lease * (1 - drift)` on its own clock.
 
 use lockmesh::core::{
-    Acquire, Answer, Failure, GrantRef, Key, LockOp, LockResult, LockType, Op, Priority, Reply, Request, RequestId, Time,
+    Acquire, Answer, AutoLease, Failure, GrantRef, Key, LeaseRule, LockOp, LockResult, LockType, Op, Priority, Reply, Request,
+    RequestId, Time,
 };
 
 use crate::clock::Clock;
@@ -16,13 +17,15 @@ const REPLY_WAIT_US: u64 = 600_000;
 const MAX_ATTEMPTS: u32 = 4;
 const WAIT_LEASE_US: u64 = 300_000;
 const POLL_US: u64 = 80_000;
+/// Auto leases of simulated clients: from 0.1 s to 1.5 s, learnt over a day.
+const AUTO: AutoLease = AutoLease { min_us: 100_000, max_us: 1_500_000, window_days: 1 };
 
 #[derive(Clone, Debug)]
 pub(crate) struct Wanted {
     scope: String,
     request_id: RequestId,
     lock_type: LockType,
-    lease_us: u64,
+    lease: LeaseRule,
     lock_delay_us: u64,
     wait: bool,
     priority: Priority,
@@ -53,7 +56,7 @@ pub(crate) enum State {
     Idle,
     Acquiring(Wanted),
     Holding(Held),
-    Renewing { held: Held, sent: Time, lease_us: u64 },
+    Renewing { held: Held, sent: Time },
     Releasing { held: Held, request_id: RequestId, attempts: u32 },
     Cancelling { scope: String, request_id: RequestId, attempts: u32 },
     /// A status read: exercises reads that write back only when needed.
@@ -146,7 +149,7 @@ impl World {
             request_id: wanted.request_id.clone(),
             holder: self.clients[c].holder.clone(),
             lock_type: wanted.lock_type,
-            lease_us: wanted.lease_us,
+            lease: wanted.lease,
             lock_delay_us: wanted.lock_delay_us,
             wait: wanted.wait,
             wait_lease_us: WAIT_LEASE_US,
@@ -222,10 +225,15 @@ impl World {
                 if healed || roll < 50 {
                     self.send_release(c, held, None, 0);
                 } else if roll < 85 {
-                    let lease_us = self.rng.between(100_000, 1_200_000);
+                    // A fixed lease, or the one the grant has (what an auto grant renews with).
+                    let lease = if self.rng.chance(0.3) {
+                        LeaseRule::Auto(AUTO)
+                    } else {
+                        LeaseRule::Fixed(self.rng.between(100_000, 1_200_000))
+                    };
                     let sent = self.local(c);
-                    self.clients[c].state = State::Renewing { held: held.clone(), sent, lease_us };
-                    let op = LockOp::Renew { grant: self.grant_ref(c, &held), lease_us };
+                    self.clients[c].state = State::Renewing { held: held.clone(), sent };
+                    let op = LockOp::Renew { grant: self.grant_ref(c, &held), lease };
                     self.send_request(c, Key::Scope(held.scope), op);
                 } else if roll < 90 && !self.clients[c].probe {
                     // Crash while holding: it trusts until its lease ends, and never releases.
@@ -277,14 +285,15 @@ impl World {
         let lock_type = if !probe && self.rng.chance(0.25) { LockType::Read } else { LockType::Write };
         let wait = probe || self.rng.chance(0.5);
         let priority = [Priority::High, Priority::Normal, Priority::Normal, Priority::Low][self.rng.index(4)];
-        let lease_us = self.rng.between(100_000, 1_500_000);
+        // Sometimes "auto": chosen by the record from the scope's history of holds.
+        let lease = if self.rng.chance(0.3) { LeaseRule::Auto(AUTO) } else { LeaseRule::Fixed(self.rng.between(100_000, 1_500_000)) };
         let lock_delay_us = if self.rng.chance(0.5) { 0 } else { self.rng.between(10_000, 500_000) };
         let patience = if probe { 60_000_000 } else { self.rng.between(100_000, 3_000_000) };
         let wanted = Wanted {
             scope,
             request_id: self.new_request_id(c),
             lock_type,
-            lease_us,
+            lease,
             lock_delay_us,
             wait,
             priority,
@@ -349,9 +358,12 @@ impl World {
             State::Acquiring(mut wanted) if wanted.awaiting_reply => {
                 wanted.awaiting_reply = false;
                 match reply.result {
-                    Ok(Answer::Lock(LockResult::Locked { token, lease_us, lock_type, .. })) => {
+                    Ok(Answer::Lock(LockResult::Locked { token, lease_us, lock_type, auto, .. })) => {
                         let holder = self.clients[c].holder.clone();
-                        self.checker.locked_reply(self.now, &scope, reply.ballot, &holder, token);
+                        self.checker.locked_reply(self.now, &scope, reply.ballot, &holder, token, lease_us);
+                        if let (LeaseRule::Auto(rule), Some(choice)) = (wanted.lease, auto) {
+                            self.checker.auto_lease(self.now, &scope, &rule, lease_us, &choice);
+                        }
                         let trust_end = wanted.sent.plus_micros(self.config.drift.holder_trust(lease_us));
                         if now_local >= trust_end {
                             // Granted, but the answer came too late to trust; let it expire.
@@ -382,10 +394,11 @@ impl World {
                     Err(_) => self.retry_acquire(c, wanted),
                 }
             }
-            State::Renewing { held, sent, lease_us } => {
-                if let Ok(Answer::Lock(LockResult::Locked { token, .. })) = reply.result {
+            State::Renewing { held, sent } => {
+                // Trusted for the lease the answer names (at least what was asked for).
+                if let Ok(Answer::Lock(LockResult::Locked { token, lease_us, .. })) = reply.result {
                     let holder = self.clients[c].holder.clone();
-                    self.checker.locked_reply(self.now, &scope, reply.ballot, &holder, token);
+                    self.checker.locked_reply(self.now, &scope, reply.ballot, &holder, token, lease_us);
                     let trust_end = sent.plus_micros(self.config.drift.holder_trust(lease_us));
                     if now_local < trust_end {
                         let end = self.clients[c].clock.true_at(trust_end);

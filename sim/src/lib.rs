@@ -84,6 +84,8 @@ pub struct Report {
     pub violations: Vec<String>,
     /// Grants that clients trusted (a measure of how much the run exercised).
     pub grants: u64,
+    /// Auto leases granted, and how many were chosen from the history's percentile.
+    pub auto_leases: (u64, u64),
     pub events: u64,
     pub roster_version: u64,
     pub crashes: u64,

@@ -66,9 +66,12 @@ fn main() -> ExitCode {
     }
     let results = run_many(&options, first, seeds, threads);
     let mut violations = 0usize;
+    let (mut auto, mut learnt) = (0u64, 0u64);
     let (mut grants, mut events, mut sim_us, mut crashes, mut wipes, mut pauses, mut partitions, mut rosters) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     for (seed, report) in &results {
         grants += report.grants;
+        auto += report.auto_leases.0;
+        learnt += report.auto_leases.1;
         events += report.events;
         sim_us += report.simulated_us;
         crashes += report.crashes;
@@ -83,7 +86,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "covered: {:.0} simulated minutes, {events} events, {grants} trusted grants, {crashes} crashes ({wipes} wiped disks), {pauses} pauses, {partitions} partitions, {rosters} roster changes",
+        "covered: {:.0} simulated minutes, {events} events, {grants} trusted grants, {crashes} crashes ({wipes} wiped disks), {pauses} pauses, {partitions} partitions, {rosters} roster changes, {auto} auto leases ({learnt} from a percentile)",
         sim_us as f64 / 60e6
     );
     println!("sim: {seeds} seeds, {violations} violations");

@@ -264,6 +264,7 @@ impl World {
         Report {
             violations: std::mem::take(&mut self.checker.violations),
             grants: self.checker.grants_trusted,
+            auto_leases: self.checker.auto_leases,
             events: self.events,
             roster_version: self.checker.latest_roster.as_ref().map_or(0, |r| r.version),
             crashes: self.faults[0],

@@ -1,6 +1,7 @@
 //! Parsing of API input: scopes, durations, enums. Every error is one line for the client.
 
-use crate::core::{LockType, Priority};
+use crate::core::history::{self, MIN_HOLDS};
+use crate::core::{AutoChoice, LockType, Priority};
 
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -38,6 +39,14 @@ pub fn duration_us(field: &str, value: &str) -> Result<u64, String> {
     Ok(us)
 }
 
+/// `"7d"` → 7: a whole number of days from 1 to `max`.
+pub fn days(field: &str, value: &str, max: u8) -> Result<u8, String> {
+    match value.strip_suffix('d').and_then(|d| d.parse::<u8>().ok()) {
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("invalid {field} {value:?}: use whole days from 1d to {max}d, e.g. \"7d\"")),
+    }
+}
+
 pub fn format_duration(us: u64) -> String {
     if us % 1_000_000 == 0 {
         format!("{}s", us / 1_000_000)
@@ -49,6 +58,22 @@ pub fn format_duration(us: u64) -> String {
 /// A duration for people, to a tenth of a second: `"0.3s"`, `"29.9s"`, `"299.9s"`.
 pub fn format_seconds(us: u64) -> String {
     format!("{:.1}s", us as f64 / 1e6)
+}
+
+/// Why an auto lease is what it is: `"auto: p99 of 130 holds in 7d"`.
+pub fn timeout_source(choice: &AutoChoice, lease_us: u64) -> String {
+    let AutoChoice { holds, p99_us, window_days } = *choice;
+    match p99_us {
+        None => format!("auto: max_timeout, as {holds} holds in {window_days}d are fewer than {MIN_HOLDS}"),
+        Some(p99) => {
+            let bound = match lease_us.cmp(&history::headroom(p99)) {
+                std::cmp::Ordering::Greater => ", raised to min_timeout",
+                std::cmp::Ordering::Less => ", lowered to max_timeout",
+                std::cmp::Ordering::Equal => "",
+            };
+            format!("auto: p99 of {holds} holds in {window_days}d ({}) + 50%{bound}", format_seconds(p99))
+        }
+    }
 }
 
 pub fn lock_type(value: &str) -> Result<LockType, String> {
@@ -116,5 +141,15 @@ mod tests {
         assert!(duration_us("timeout", "25h").is_err());
         assert_eq!(format_duration(60_000_000), "60s");
         assert_eq!(format_duration(1_500_000), "1500ms");
+    }
+
+    #[test]
+    fn the_timeout_source_says_what_the_lease_came_from() {
+        let few = AutoChoice { holds: 3, p99_us: None, window_days: 7 };
+        assert_eq!(timeout_source(&few, 300_000_000), "auto: max_timeout, as 3 holds in 7d are fewer than 10");
+        let some = AutoChoice { holds: 130, p99_us: Some(27_000_000), window_days: 7 };
+        assert_eq!(timeout_source(&some, 41_000_000), "auto: p99 of 130 holds in 7d (27.0s) + 50%");
+        assert_eq!(timeout_source(&some, 30_000_000), "auto: p99 of 130 holds in 7d (27.0s) + 50%, lowered to max_timeout");
+        assert_eq!(timeout_source(&some, 60_000_000), "auto: p99 of 130 holds in 7d (27.0s) + 50%, raised to min_timeout");
     }
 }

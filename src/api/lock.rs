@@ -11,12 +11,15 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::input::{self, MAX_BODY};
+use crate::core::history::MAX_WINDOW_DAYS;
 use super::{agreed_by, authorize, call, failure, quorum_text, ApiError};
 use crate::auth::Role;
 use crate::agent::Handle;
-use crate::core::{Acquire, Answer, Failure, GrantRef, Key, LockOp, LockResult, LockType, Op, Priority, Reply, RequestId};
+use crate::core::{Acquire, Answer, AutoLease, Failure, GrantRef, Key, LeaseRule, LockOp, LockResult, LockType, Op, Priority, Reply, RequestId};
 
 const DEFAULT_LEASE_US: u64 = 60_000_000;
+/// The bounds and learning window of `"timeout": "auto"` when the request gives none.
+const DEFAULT_AUTO: AutoLease = AutoLease { min_us: 5_000_000, max_us: 300_000_000, window_days: 7 };
 /// After a grant expires (not after a release) its scope stays closed this long by default.
 const DEFAULT_LOCK_DELAY_US: u64 = 1_000_000;
 /// How long a waiter's place is kept between two polls.
@@ -24,9 +27,10 @@ const WAIT_LEASE_US: u64 = 3_000_000;
 const POLL: Duration = Duration::from_millis(100);
 
 enum Action {
-    Lock { lock_type: LockType, lease_us: u64, lock_delay_us: u64, wait_us: u64, priority: Priority, reason: Option<String> },
+    Lock { lock_type: LockType, lease: LeaseRule, lock_delay_us: u64, wait_us: u64, priority: Priority, reason: Option<String> },
     Unlock { token: Option<u64>, force: bool },
-    Renew { token: Option<u64>, lease_us: u64 },
+    /// `Auto`: renew for the grant's current lease (an auto grant keeps its chosen one).
+    Renew { token: Option<u64>, lease: LeaseRule },
 }
 
 struct LockRequest {
@@ -55,7 +59,8 @@ fn parse(bytes: &[u8], peer: SocketAddr, user: &str) -> Result<LockRequest, Stri
     let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
     let Value::Object(body) = value else { return Err("the body must be a JSON object".into()) };
     const KNOWN: &[&str] =
-        &["scope", "action", "lock_type", "holder", "timeout", "wait", "priority", "reason", "request_id", "fencing_token", "force", "lock_delay"];
+        &["scope", "action", "lock_type", "holder", "timeout", "min_timeout", "max_timeout", "learning_window", "wait", "priority", "reason",
+          "request_id", "fencing_token", "force", "lock_delay"];
     if let Some(unknown) = body.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(format!("unknown field {unknown:?}"));
     }
@@ -68,13 +73,7 @@ fn parse(bytes: &[u8], peer: SocketAddr, user: &str) -> Result<LockRequest, Stri
         Some(r) => input::name("request_id", r)?,
         None => fresh_request_id(),
     };
-    let lease_us = match field(&body, "timeout")? {
-        Some(t) => input::duration_us("timeout", t)?,
-        None => DEFAULT_LEASE_US,
-    };
-    if lease_us == 0 {
-        return Err("timeout must be positive".into());
-    }
+    let lease = lease_rule(&body)?;
     let token = match body.get("fencing_token") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_u64().ok_or("fencing_token must be a non-negative integer")?),
@@ -95,7 +94,7 @@ fn parse(bytes: &[u8], peer: SocketAddr, user: &str) -> Result<LockRequest, Stri
                 Some(d) => input::duration_us("lock_delay", d)?,
                 None => DEFAULT_LOCK_DELAY_US,
             };
-            Action::Lock { lock_type, lease_us, lock_delay_us, wait_us, priority, reason }
+            Action::Lock { lock_type, lease: lease.unwrap_or(LeaseRule::Fixed(DEFAULT_LEASE_US)), lock_delay_us, wait_us, priority, reason }
         }
         "unlock" => {
             let force = match body.get("force") {
@@ -105,10 +104,47 @@ fn parse(bytes: &[u8], peer: SocketAddr, user: &str) -> Result<LockRequest, Stri
             };
             Action::Unlock { token, force }
         }
-        "renew" => Action::Renew { token, lease_us },
+        "renew" => Action::Renew { token, lease: lease.unwrap_or(LeaseRule::Auto(DEFAULT_AUTO)) },
         other => return Err(format!("unknown action {other:?}: use \"lock\", \"unlock\" or \"renew\"")),
     };
     Ok(LockRequest { scope, holder, request_id, action })
+}
+
+/// `timeout` (a duration or `"auto"`) and the bounds of an auto lease; `None` if not given.
+fn lease_rule(body: &Map<String, Value>) -> Result<Option<LeaseRule>, String> {
+    let min = field(body, "min_timeout")?.map(|t| input::duration_us("min_timeout", t)).transpose()?;
+    let max = field(body, "max_timeout")?.map(|t| input::duration_us("max_timeout", t)).transpose()?;
+    let window = field(body, "learning_window")?.map(|w| input::days("learning_window", w, MAX_WINDOW_DAYS)).transpose()?;
+    let timeout = field(body, "timeout")?;
+    if timeout != Some("auto") && (min.is_some() || max.is_some() || window.is_some()) {
+        return Err("min_timeout, max_timeout and learning_window go with \"timeout\": \"auto\"".into());
+    }
+    match timeout {
+        None => Ok(None),
+        Some("auto") => {
+            // A default bound gives way to the other one given explicitly.
+            let auto = AutoLease {
+                min_us: min.unwrap_or(DEFAULT_AUTO.min_us.min(max.unwrap_or(u64::MAX))),
+                max_us: max.unwrap_or(DEFAULT_AUTO.max_us.max(min.unwrap_or(0))),
+                window_days: window.unwrap_or(DEFAULT_AUTO.window_days),
+            };
+            if auto.min_us == 0 {
+                return Err("min_timeout must be positive".into());
+            }
+            if auto.min_us > auto.max_us {
+                return Err(format!(
+                    "min_timeout {} is above max_timeout {}",
+                    input::format_duration(auto.min_us),
+                    input::format_duration(auto.max_us)
+                ));
+            }
+            Ok(Some(LeaseRule::Auto(auto)))
+        }
+        Some(t) => match input::duration_us("timeout", t)? {
+            0 => Err("timeout must be positive".into()),
+            us => Ok(Some(LeaseRule::Fixed(us))),
+        },
+    }
 }
 
 fn fresh_request_id() -> String {
@@ -165,12 +201,12 @@ async fn serve(handle: &Handle, peer: SocketAddr, headers: axum::http::HeaderMap
         return (ApiError(StatusCode::FORBIDDEN, "force (revoke) needs the admin role".into()).into_response(), unlocking);
     }
     let response = match request.action {
-        Action::Lock { lock_type, lease_us, lock_delay_us, wait_us, priority, reason } => {
-            let options = LockOptions { lock_type, lease_us, lock_delay_us, wait_us, priority, reason };
+        Action::Lock { lock_type, lease, lock_delay_us, wait_us, priority, reason } => {
+            let options = LockOptions { lock_type, lease, lock_delay_us, wait_us, priority, reason };
             lock(handle, request.scope, request.holder, request.request_id, options).await
         }
         Action::Unlock { token, force } => unlock(handle, request.scope, request.holder, request.request_id, token, force).await,
-        Action::Renew { token, lease_us } => renew(handle, request.scope, request.holder, token, lease_us).await,
+        Action::Renew { token, lease } => renew(handle, request.scope, request.holder, token, lease).await,
     };
     (response, unlocking)
 }
@@ -178,7 +214,7 @@ async fn serve(handle: &Handle, peer: SocketAddr, headers: axum::http::HeaderMap
 /// What a lock request asks for besides scope, holder and request id.
 struct LockOptions {
     lock_type: LockType,
-    lease_us: u64,
+    lease: LeaseRule,
     lock_delay_us: u64,
     wait_us: u64,
     priority: Priority,
@@ -186,13 +222,13 @@ struct LockOptions {
 }
 
 async fn lock(handle: &Handle, scope: String, holder: String, request_id: String, o: LockOptions) -> Response {
-    let LockOptions { lock_type, lease_us, lock_delay_us, wait_us, priority, reason } = o;
+    let LockOptions { lock_type, lease, lock_delay_us, wait_us, priority, reason } = o;
     let key = Key::Scope(scope.clone());
     let acquire = LockOp::Acquire(Acquire {
         request_id: scoped(&holder, &request_id),
         holder: holder.clone(),
         lock_type,
-        lease_us,
+        lease,
         lock_delay_us,
         wait: wait_us > 0,
         wait_lease_us: WAIT_LEASE_US,
@@ -209,12 +245,15 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
         };
         let (quorum, agreed) = (quorum_text(&reply), agreed_by(&reply));
         match reply.result {
-            Ok(Answer::Lock(LockResult::Locked { token, lease_us, lock_type, .. })) => {
-                let body = json!({
+            Ok(Answer::Lock(LockResult::Locked { token, lease_us, lock_type, auto, .. })) => {
+                let mut body = json!({
                     "status": "locked", "scope": scope, "holder": holder, "fencing_token": token,
                     "lock_type": input::lock_type_name(lock_type), "quorum": quorum, "agreed_by": agreed,
                     "timeout": input::format_duration(lease_us), "request_id": request_id,
                 });
+                if let Some(choice) = auto {
+                    body["timeout_source"] = json!(input::timeout_source(&choice, lease_us));
+                }
                 return (StatusCode::OK, Json(body)).into_response();
             }
             Ok(Answer::Lock(LockResult::Queued { position })) => {
@@ -317,18 +356,21 @@ fn read_is_free(reply: &Reply) -> bool {
     matches!(&reply.result, Ok(Answer::Lock(LockResult::Record(record))) if record.holders.is_empty())
 }
 
-async fn renew(handle: &Handle, scope: String, holder: String, token: Option<u64>, lease_us: u64) -> Response {
-    let op = LockOp::Renew { grant: GrantRef { holder: holder.clone(), token, acquired_by: None }, lease_us };
+async fn renew(handle: &Handle, scope: String, holder: String, token: Option<u64>, lease: LeaseRule) -> Response {
+    let op = LockOp::Renew { grant: GrantRef { holder: holder.clone(), token, acquired_by: None }, lease };
     let reply = match call(handle, Key::Scope(scope.clone()), Op::Lock(op)).await {
         Ok(reply) => reply,
         Err(e) => return e.into_response(),
     };
     let (quorum, agreed) = (quorum_text(&reply), agreed_by(&reply));
     match reply.result {
-        Ok(Answer::Lock(LockResult::Locked { token, lease_us, lock_type, .. })) => {
-            let body = json!({"status": "locked", "scope": scope, "holder": holder, "fencing_token": token,
+        Ok(Answer::Lock(LockResult::Locked { token, lease_us, lock_type, auto, .. })) => {
+            let mut body = json!({"status": "locked", "scope": scope, "holder": holder, "fencing_token": token,
                 "lock_type": input::lock_type_name(lock_type), "quorum": quorum, "agreed_by": agreed,
                 "timeout": input::format_duration(lease_us)});
+            if let Some(choice) = auto {
+                body["timeout_source"] = json!(input::timeout_source(&choice, lease_us));
+            }
             (StatusCode::OK, Json(body)).into_response()
         }
         Ok(Answer::Lock(LockResult::Revoked)) => (StatusCode::CONFLICT, Json(json!({"status": "revoked", "scope": scope}))).into_response(),
@@ -351,7 +393,25 @@ mod tests {
         let r = parse(br#"{"scope": "db-migration", "action": "lock"}"#, peer(), "anonymous").unwrap();
         assert_eq!(r.scope, "db-migration");
         assert_eq!(r.holder, "anonymous@10.0.0.5");
-        assert!(matches!(r.action, Action::Lock { lease_us: DEFAULT_LEASE_US, wait_us: 0, .. }));
+        assert!(matches!(r.action, Action::Lock { lease: LeaseRule::Fixed(DEFAULT_LEASE_US), wait_us: 0, .. }));
+    }
+
+    #[test]
+    fn auto_timeouts_take_bounds_and_a_window() {
+        let body = br#"{"scope": "s", "timeout": "auto", "min_timeout": "2s", "max_timeout": "10m", "learning_window": "3d"}"#;
+        let r = parse(body, peer(), "anonymous").unwrap();
+        let auto = AutoLease { min_us: 2_000_000, max_us: 600_000_000, window_days: 3 };
+        assert!(matches!(r.action, Action::Lock { lease: LeaseRule::Auto(a), .. } if a == auto));
+        let r = parse(br#"{"scope": "s", "timeout": "auto"}"#, peer(), "anonymous").unwrap();
+        assert!(matches!(r.action, Action::Lock { lease: LeaseRule::Auto(DEFAULT_AUTO), .. }));
+        // A default bound gives way to an explicit other one.
+        let r = parse(br#"{"scope": "s", "timeout": "auto", "max_timeout": "2s"}"#, peer(), "anonymous").unwrap();
+        assert!(matches!(r.action, Action::Lock { lease: LeaseRule::Auto(AutoLease { min_us: 2_000_000, max_us: 2_000_000, .. }), .. }));
+        let r = parse(br#"{"scope": "s", "timeout": "auto", "min_timeout": "10m"}"#, peer(), "anonymous").unwrap();
+        assert!(matches!(r.action, Action::Lock { lease: LeaseRule::Auto(AutoLease { min_us: 600_000_000, max_us: 600_000_000, .. }), .. }));
+        // A renewal without a timeout keeps the grant's lease.
+        let r = parse(br#"{"scope": "s", "action": "renew"}"#, peer(), "anonymous").unwrap();
+        assert!(matches!(r.action, Action::Renew { lease: LeaseRule::Auto(_), .. }));
     }
 
     #[test]
@@ -372,6 +432,11 @@ mod tests {
             (br#"{"scope": "s", "lock_type": "exclusive"}"#, "invalid lock_type"),
             (br#"{"scope": "s", "timeout": "soon"}"#, "invalid timeout"),
             (br#"{"scope": "s", "lock_delay": "later"}"#, "invalid lock_delay"),
+            (br#"{"scope": "s", "timeout": "auto", "min_timeout": "9s", "max_timeout": "5s"}"#, "above max_timeout"),
+            (br#"{"scope": "s", "timeout": "auto", "min_timeout": "0s"}"#, "must be positive"),
+            (br#"{"scope": "s", "timeout": "auto", "learning_window": "40d"}"#, "learning_window"),
+            (br#"{"scope": "s", "timeout": "auto", "learning_window": "1h"}"#, "learning_window"),
+            (br#"{"scope": "s", "timeout": "30s", "max_timeout": "60s"}"#, "go with"),
             (br#"{"scope": "s", "priority": "high"}"#, "requires a reason"),
             (br#"{"scope": "s", "colour": "red"}"#, "unknown field"),
             (br#"{"scope": 7}"#, "must be a string"),

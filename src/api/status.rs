@@ -33,7 +33,8 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap, P
                 .map(|g| {
                     json!({
                         "holder": g.holder, "fencing_token": g.token, "lock_type": lock_type_name(g.lock_type),
-                        "held_for": input::format_seconds(g.held_floor_us),
+                        "held_for": input::format_seconds(g.held_floor_us), "timeout": input::format_duration(g.lease_us),
+                        "timeout_source": g.auto.map(|choice| input::timeout_source(&choice, g.lease_us)),
                         "expires_in": input::format_seconds(g.lease_us.saturating_sub(g.elapsed_floor_us)),
                         "priority": priority_name(g.priority), "reason": g.reason, "revoked": g.revoked,
                     })

@@ -11,6 +11,7 @@ pub mod acceptor;
 mod bootstrap;
 mod broken;
 pub mod durable;
+pub mod history;
 pub mod lease;
 pub mod message;
 pub mod node;
@@ -30,7 +31,8 @@ pub use durable::{Durable, Write};
 pub use lease::Drift;
 pub use message::{Ballot, Body, Envelope, Key, Value};
 pub use node::{Answer, Failure, Node, Op, Outputs, Reply, Request, RosterOp, RosterRefusal, RosterResult, Stats};
-pub use record::{Acquire, GrantRef, Limits, LockOp, LockRecord, LockResult, LockType, Priority, RequestId};
+pub use history::{AutoChoice, AutoLease};
+pub use record::{Acquire, GrantRef, LeaseRule, Limits, LockOp, LockRecord, LockResult, LockType, Priority, RequestId};
 pub use roster::{NodeId, Roster, RosterChange, RosterId};
 pub use time::Time;
 

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::history::{AutoChoice, AutoLease, HoldHistory};
 use super::lease;
 
 /// A client-chosen id that makes a request safe to retry: it is remembered in the record.
@@ -38,6 +39,8 @@ pub struct Grant {
     pub token: u64,
     pub lock_type: LockType,
     pub lease_us: u64,
+    /// Set when the lease was chosen from the scope's history (`"timeout": "auto"`).
+    pub auto: Option<AutoChoice>,
     /// The node that ran the ballot which granted it.
     pub node: String,
     pub priority: Priority,
@@ -63,8 +66,9 @@ pub struct Waiter {
     pub holder: String,
     pub request_id: RequestId,
     pub lock_type: LockType,
-    /// The lease the grant will get when the lock is handed to this waiter.
-    pub lease_us: u64,
+    /// The lease the grant will get when the lock is handed to this waiter (an auto lease is
+    /// chosen then, from the history as it is at the handoff).
+    pub lease: LeaseRule,
     pub lock_delay_us: u64,
     pub wait_lease_us: u64,
     pub node: String,
@@ -152,6 +156,8 @@ pub struct LockRecord {
     pub delay_remaining_us: u64,
     /// Contention in the last `WINDOWS` windows of `WINDOW_US`, newest last.
     pub recent: Vec<Window>,
+    /// How long holds lasted, per day, for auto leases.
+    pub history: HoldHistory,
 }
 
 /// Contention counted over one window of time.
@@ -193,13 +199,21 @@ pub struct HighRequest {
 const HIGH_LOG_CAPACITY: usize = 16;
 const HIGH_LOG_TTL_US: u64 = 7 * 86_400_000_000;
 
+/// The lease a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseRule {
+    Fixed(u64),
+    /// Chosen from the scope's history when granted; a renewal keeps the chosen lease.
+    Auto(AutoLease),
+}
+
 /// An acquire request as the core sees it (validated at the edge).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Acquire {
     pub request_id: RequestId,
     pub holder: String,
     pub lock_type: LockType,
-    pub lease_us: u64,
+    pub lease: LeaseRule,
     /// How long the scope stays closed if this grant expires instead of being released.
     pub lock_delay_us: u64,
     /// Queue if the lock is taken, keeping the place for `wait_lease_us` between polls.
@@ -237,8 +251,8 @@ pub enum LockOp {
     Acquire(Acquire),
     /// Give up a grant, identified by holder and fencing token.
     Release { request_id: RequestId, grant: GrantRef },
-    /// Start a new lease instance of a current grant.
-    Renew { grant: GrantRef, lease_us: u64 },
+    /// Start a new lease instance of a current grant (`Auto`: as long as the chosen lease).
+    Renew { grant: GrantRef, lease: LeaseRule },
     /// A waiter gives up; if it was granted meanwhile, the grant is released.
     Cancel { request_id: RequestId },
     /// Admin: block renewals of the grant with this token (every grant if `None`). The grant
@@ -253,8 +267,9 @@ pub enum LockOp {
 /// The answer to one operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LockResult {
-    /// Granted or renewed. The holder trusts the lease from the send of its request.
-    Locked { token: u64, lease_us: u64, lock_type: LockType, lease_seq: u64 },
+    /// Granted or renewed. The holder trusts the lease from the send of its request. `auto`
+    /// says what an auto lease was chosen from.
+    Locked { token: u64, lease_us: u64, lock_type: LockType, lease_seq: u64, auto: Option<AutoChoice> },
     /// Waiting; `position` counts from 1.
     Queued { position: usize },
     /// Taken by others and the request did not ask to wait (or the queue is full).
@@ -282,6 +297,7 @@ impl LockRecord {
             w.age_floor_us = w.age_floor_us.saturating_add(elapsed_us);
         }
         self.recent.retain(|w| w.age_floor_us < WINDOW_US * WINDOWS as u64);
+        self.history.advance(elapsed_us);
         let mut delay = 0;
         let mut held = Vec::new();
         self.holders.retain_mut(|g| {
@@ -346,10 +362,10 @@ impl LockRecord {
                     LockResult::NotHolder
                 }
             }
-            LockOp::Renew { grant, lease_us } => {
+            LockOp::Renew { grant, lease } => {
                 match self.holders.iter().position(|g| grant.matches(g)) {
                     Some(at) if self.holders[at].revoked => LockResult::Revoked,
-                    Some(at) => self.renew(at, *lease_us),
+                    Some(at) => self.renew(at, *lease),
                     None => LockResult::NotHolder,
                 }
             }
@@ -393,7 +409,7 @@ impl LockRecord {
             if self.holders[at].revoked {
                 return LockResult::Revoked;
             }
-            return self.renew(at, a.lease_us);
+            return self.renew(at, a.lease);
         }
         if let Some(at) = self.queue.iter().position(|w| w.request_id == a.request_id) {
             let poll_seq = self.next_lease_seq();
@@ -429,11 +445,13 @@ impl LockRecord {
                 _ => self.next_token(),
             };
             let lease_seq = self.next_lease_seq();
+            let (lease_us, auto) = self.lease_for(a.lease);
             self.holders.push(Grant {
                 holder: a.holder.clone(),
                 token,
                 lock_type: a.lock_type,
-                lease_us: a.lease_us,
+                lease_us,
+                auto,
                 node: a.node.clone(),
                 priority: a.priority,
                 reason: a.reason.clone(),
@@ -444,7 +462,7 @@ impl LockRecord {
                 lock_delay_us: a.lock_delay_us,
                 held_floor_us: 0,
             });
-            return LockResult::Locked { token, lease_us: a.lease_us, lock_type: a.lock_type, lease_seq };
+            return LockResult::Locked { token, lease_us, lock_type: a.lock_type, lease_seq, auto };
         }
         let holders = self.holders.iter().map(|g| g.holder.clone()).collect();
         if !a.wait || self.queue.len() >= limits.max_waiters {
@@ -457,7 +475,7 @@ impl LockRecord {
             holder: a.holder.clone(),
             request_id: a.request_id.clone(),
             lock_type: a.lock_type,
-            lease_us: a.lease_us,
+            lease: a.lease,
             lock_delay_us: a.lock_delay_us,
             wait_lease_us: a.wait_lease_us,
             node: a.node.clone(),
@@ -492,15 +510,33 @@ impl LockRecord {
     /// Starts a new lease instance. It never ends before the current one could: until the
     /// holder hears of the renewal it still trusts the old lease, so a shorter renewal is
     /// stretched to what may remain of the old one (an upper bound, since the floor is a
-    /// lower bound of the time elapsed).
-    fn renew(&mut self, at: usize, lease_us: u64) -> LockResult {
+    /// lower bound of the time elapsed). An auto grant renewed with `Auto` keeps its lease.
+    fn renew(&mut self, at: usize, lease: LeaseRule) -> LockResult {
         let lease_seq = self.next_lease_seq();
         let g = &mut self.holders[at];
-        let lease_us = lease_us.max(g.lease_us.saturating_sub(g.elapsed_floor_us));
+        let wanted = match lease {
+            LeaseRule::Fixed(us) => {
+                g.auto = None;
+                us
+            }
+            LeaseRule::Auto(_) => g.lease_us,
+        };
+        let lease_us = wanted.max(g.lease_us.saturating_sub(g.elapsed_floor_us));
         g.lease_seq = lease_seq;
         g.elapsed_floor_us = 0;
         g.lease_us = lease_us;
-        LockResult::Locked { token: g.token, lease_us, lock_type: g.lock_type, lease_seq }
+        LockResult::Locked { token: g.token, lease_us, lock_type: g.lock_type, lease_seq, auto: g.auto }
+    }
+
+    /// The lease a grant gets now under `rule`.
+    fn lease_for(&self, rule: LeaseRule) -> (u64, Option<AutoChoice>) {
+        match rule {
+            LeaseRule::Fixed(us) => (us, None),
+            LeaseRule::Auto(auto) => {
+                let (us, choice) = self.history.choose(&auto);
+                (us, Some(choice))
+            }
+        }
     }
 
     /// Hands the lock to the head of the queue while it is compatible with the holders:
@@ -520,11 +556,13 @@ impl LockRecord {
             };
             let lease_seq = self.next_lease_seq();
             let is_write = w.lock_type == LockType::Write;
+            let (lease_us, auto) = self.lease_for(w.lease);
             self.holders.push(Grant {
                 holder: w.holder,
                 token,
                 lock_type: w.lock_type,
-                lease_us: w.lease_us,
+                lease_us,
+                auto,
                 node: w.node,
                 priority: w.priority,
                 reason: w.reason,
@@ -556,6 +594,7 @@ impl LockRecord {
         let window = self.window();
         window.holds = window.holds.saturating_add(1);
         window.hold_total_us = window.hold_total_us.saturating_add(held_us);
+        self.history.count(held_us);
     }
 
     /// Contention over the recent windows (about the last ten minutes).
@@ -608,6 +647,7 @@ impl LockRecord {
             r.holders.iter_mut().for_each(|g| g.held_floor_us = 0);
             // Counting an event always comes with another change; aging alone is no news.
             r.recent.clear();
+            r.history.days.iter_mut().for_each(|d| d.age_floor_us = 0);
             r
         }
         without_floors(self) == without_floors(other)
@@ -645,7 +685,7 @@ mod tests {
             request_id: RequestId(id.into()),
             holder: id.into(),
             lock_type,
-            lease_us: 100,
+            lease: LeaseRule::Fixed(100),
             lock_delay_us: 0,
             wait,
             wait_lease_us: 50,
@@ -804,6 +844,38 @@ mod tests {
     }
 
     #[test]
+    fn an_auto_lease_is_chosen_from_the_holds_when_granted_and_kept_by_renewals() {
+        let rule = AutoLease { min_us: 10, max_us: 5_000_000, window_days: 7 };
+        let auto = |id: &str| {
+            let LockOp::Acquire(mut a) = w(id) else { unreachable!() };
+            a.lease = LeaseRule::Auto(rule);
+            LockOp::Acquire(a)
+        };
+        let mut rec = LockRecord::default();
+        let LockResult::Locked { lease_us, auto: Some(choice), .. } = rec.apply(&auto("first"), &L) else { panic!() };
+        assert_eq!((lease_us, choice.holds, choice.p99_us), (5_000_000, 0, None), "no history: the maximum");
+        rec.apply(&release("first", 1), &L);
+        // Twelve holds of 40 ms each (they end by expiry: the test lease is 100 µs).
+        for i in 0..12u64 {
+            rec.apply(&w(&format!("h{i}")), &L);
+            rec.advance(40_000, &L);
+            rec.apply(&release(&format!("h{i}"), i + 2), &L);
+        }
+        // A waiter queued behind a holder gets its auto lease chosen at the handoff.
+        rec.apply(&w("holder"), &L);
+        assert!(matches!(rec.apply(&auto("waiter"), &L), LockResult::Queued { .. }));
+        rec.apply(&release("holder", 14), &L);
+        let chosen = rec.holders[0].lease_us;
+        assert!((60_000..=72_000).contains(&chosen), "1.5 × p99 of 40 ms holds: {chosen}");
+        assert_eq!(rec.holders[0].auto.map(|c| c.holds), Some(14), "the first, twelve and the holder");
+        // Its poll (a retry) and an auto renewal keep the chosen lease; a fixed one replaces it.
+        assert!(matches!(rec.apply(&auto("waiter"), &L), LockResult::Locked { lease_us, auto: Some(_), .. } if lease_us == chosen));
+        let renew = |lease| LockOp::Renew { grant: grant("waiter", 15), lease };
+        assert!(matches!(rec.apply(&renew(LeaseRule::Auto(rule)), &L), LockResult::Locked { lease_us, .. } if lease_us == chosen));
+        assert!(matches!(rec.apply(&renew(LeaseRule::Fixed(100_000)), &L), LockResult::Locked { lease_us: 100_000, auto: None, .. }));
+    }
+
+    #[test]
     fn expiry_needs_the_floor_strictly_past_the_lease_and_hands_off() {
         let mut rec = LockRecord::default();
         rec.apply(&w("a"), &L);
@@ -858,9 +930,9 @@ mod tests {
         let mut rec = LockRecord::default();
         rec.apply(&w("a"), &L);
         rec.advance(30, &L);
-        let renewed = rec.apply(&LockOp::Renew { grant: grant("a", 1), lease_us: 10 }, &L);
+        let renewed = rec.apply(&LockOp::Renew { grant: grant("a", 1), lease: LeaseRule::Fixed(10) }, &L);
         assert!(matches!(renewed, LockResult::Locked { lease_us: 70, .. }), "{renewed:?}");
-        let longer = rec.apply(&LockOp::Renew { grant: grant("a", 1), lease_us: 500 }, &L);
+        let longer = rec.apply(&LockOp::Renew { grant: grant("a", 1), lease: LeaseRule::Fixed(500) }, &L);
         assert!(matches!(longer, LockResult::Locked { lease_us: 500, .. }));
     }
 
@@ -891,7 +963,7 @@ mod tests {
         rec.apply(&w("a"), &L);
         assert_eq!(rec.apply(&LockOp::Revoke { token: Some(1) }, &L), LockResult::Revoked);
         assert_eq!(holders(&rec), vec![("a", 1)]);
-        assert_eq!(rec.apply(&LockOp::Renew { grant: grant("a", 1), lease_us: 100 }, &L), LockResult::Revoked);
+        assert_eq!(rec.apply(&LockOp::Renew { grant: grant("a", 1), lease: LeaseRule::Fixed(100) }, &L), LockResult::Revoked);
         rec.advance(101, &L);
         assert!(rec.holders.is_empty());
     }

@@ -23,9 +23,41 @@ pub struct Client {
 pub struct LockOptions {
     pub lock_type: Option<String>,
     pub timeout: Option<String>,
+    /// Bounds and learning window of `timeout: auto`.
+    pub auto: AutoBounds,
     pub wait: Option<String>,
     pub priority: Option<String>,
     pub reason: Option<String>,
+}
+
+/// `--min-timeout`, `--max-timeout` and `--learning-window`, for `--timeout auto`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct AutoBounds {
+    /// With --timeout auto: the shortest lease to choose (server default 5s).
+    #[arg(long)]
+    pub min_timeout: Option<String>,
+    /// With --timeout auto: the longest lease, and the one used without history (default 300s).
+    #[arg(long)]
+    pub max_timeout: Option<String>,
+    /// With --timeout auto: how many days of holds to learn from, e.g. 7d (the default).
+    #[arg(long)]
+    pub learning_window: Option<String>,
+}
+
+/// A `--timeout` is a duration or `auto` (chosen by the cluster from the scope's history).
+pub fn check_timeout(timeout: &str) -> Result<(), Failure> {
+    if timeout == "auto" || seconds(timeout).is_some() {
+        Ok(())
+    } else {
+        Err(Failure::Usage(format!("invalid --timeout {timeout:?}: use e.g. 30s, 5m or auto")))
+    }
+}
+
+/// The lease a grant got, as the answer names it (`"42s"`) and as a duration.
+pub fn granted_lease(v: &Value) -> Result<(String, Duration), Failure> {
+    let text = v["timeout"].as_str().unwrap_or_default();
+    let lease = seconds(text).ok_or_else(|| Failure::Other(format!("a grant without a usable timeout: {v}")))?;
+    Ok((text.to_string(), Duration::from_secs_f64(lease)))
 }
 
 pub fn basic(user: &str, password: &str) -> String {
@@ -61,7 +93,18 @@ impl Client {
     /// A lock request: `wait` extends how long we read for the answer.
     pub fn lock(&self, scope: &str, holder: &str, o: &LockOptions) -> Result<(u16, Value), Failure> {
         let mut body = json!({"scope": scope, "action": "lock", "holder": holder});
-        for (k, v) in [("lock_type", &o.lock_type), ("timeout", &o.timeout), ("wait", &o.wait), ("priority", &o.priority), ("reason", &o.reason)] {
+        let a = &o.auto;
+        let fields = [
+            ("lock_type", &o.lock_type),
+            ("timeout", &o.timeout),
+            ("min_timeout", &a.min_timeout),
+            ("max_timeout", &a.max_timeout),
+            ("learning_window", &a.learning_window),
+            ("wait", &o.wait),
+            ("priority", &o.priority),
+            ("reason", &o.reason),
+        ];
+        for (k, v) in fields {
             if let Some(v) = v {
                 body[k] = json!(v);
             }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::client::{check, seconds, LockOptions};
+use super::client::{check, check_timeout, granted_lease, LockOptions};
 use super::session::{batch_holder, Held, Keeper};
 use super::{orch, run, AcquireArgs, Command, Failure, Identity, LockCommand, Manager, MemberCommand, Orch, Output};
 
@@ -68,10 +68,11 @@ fn acquire(me: &Identity, session: Option<&Session>, args: AcquireArgs, out: Out
         println!("Already held by this session (fencing token {})", held.token);
         return Ok(0);
     }
-    let lease = seconds(&args.timeout).ok_or_else(|| Failure::Usage(format!("invalid --timeout {:?}: use e.g. 30s, 5m", args.timeout)))?;
+    check_timeout(&args.timeout)?;
     let options = LockOptions {
         lock_type: Some(args.lock_type.clone()),
         timeout: Some(args.timeout.clone()),
+        auto: args.auto.clone(),
         wait: args.wait.clone(),
         priority: args.priority.clone(),
         reason: args.reason.clone(),
@@ -87,12 +88,16 @@ fn acquire(me: &Identity, session: Option<&Session>, args: AcquireArgs, out: Out
     }
     check(code, &v)?;
     let token = v["fencing_token"].as_u64().ok_or_else(|| Failure::Other(format!("a grant without a fencing token: {v}")))?;
+    let (timeout, lease) = granted_lease(&v)?;
     if let Some(s) = session {
-        let held = Held { holder: holder.clone(), token, timeout: args.timeout.clone(), lease: Duration::from_secs_f64(lease), renewed: sent, last_error: None };
+        let held = Held { holder: holder.clone(), token, timeout: timeout.clone(), lease, renewed: sent, last_error: None };
         s.keeper.add(&args.scope, held);
     }
     if !out.json {
         println!("Lock acquired. Holder: {holder} (fencing token {token}, {})", v["quorum"].as_str().unwrap_or(""));
+        if let Some(source) = v["timeout_source"].as_str() {
+            println!("Lease {timeout}: {source}");
+        }
     }
     Ok(0)
 }

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
-pub use client::Client;
+pub use client::{AutoBounds, Client};
 
 pub const EXIT_CODES: &str = "\
 Exit codes:
@@ -152,9 +152,12 @@ pub struct AcquireArgs {
     /// write (exclusive) or read (shared).
     #[arg(long = "type", default_value = "write")]
     pub lock_type: String,
-    /// The lease, e.g. 30s, 10m. In batch mode nothing renews it: it is the lock's lifetime.
+    /// The lease, e.g. 30s, 10m, or auto (chosen from the scope's history of holds). In batch
+    /// mode nothing renews it: it is the lock's lifetime.
     #[arg(long, default_value = "30s")]
     pub timeout: String,
+    #[command(flatten)]
+    pub auto: AutoBounds,
     /// How long to wait in the queue if the lock is taken, e.g. 10s.
     #[arg(long)]
     pub wait: Option<String>,
@@ -172,9 +175,12 @@ pub struct AcquireArgs {
 pub struct RunArgs {
     #[arg(long)]
     pub scope: String,
-    /// The lease, renewed every third of it while the command runs.
+    /// The lease, renewed every third of it while the command runs; auto: chosen from the
+    /// scope's history of holds (how long this command usually takes).
     #[arg(long, default_value = "30s")]
     pub timeout: String,
+    #[command(flatten)]
+    pub auto: AutoBounds,
     /// How long to wait for the lock, e.g. 5m (default: do not wait).
     #[arg(long)]
     pub wait: Option<String>,

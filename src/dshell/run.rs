@@ -10,7 +10,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::client::{check, seconds, Client, LockOptions};
+use super::client::{check, check_timeout, granted_lease, seconds, Client, LockOptions};
 use super::session::{Held, Keeper};
 use super::{Failure, Identity, RunArgs};
 
@@ -173,17 +173,20 @@ pub(super) fn confirm(client: &Client, scope: &str, holder: &str, token: u64, ti
 }
 
 pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
-    let lease = seconds(&args.timeout).ok_or_else(|| Failure::Usage(format!("invalid --timeout {:?}: use e.g. 30s, 5m", args.timeout)))?;
-    let grace = seconds(&args.grace).ok_or_else(|| Failure::Usage(format!("invalid --grace {:?}: use e.g. 5s", args.grace)))?;
-    let lease = Duration::from_secs_f64(lease);
-    if lease < SHORTEST_LEASE {
-        return Err(Failure::Usage(format!("--timeout {} is too short to renew and stop a command in time: use at least 1s", args.timeout)));
+    check_timeout(&args.timeout)?;
+    let too_short = |timeout: &str| Failure::Usage(format!("--timeout {timeout} is too short to renew and stop a command in time: use at least 1s"));
+    if seconds(&args.timeout).is_some_and(|s| s < SHORTEST_LEASE.as_secs_f64()) {
+        return Err(too_short(&args.timeout));
     }
-    // Room kept at the end of the lease for SIGKILL to land; the grace fits before it.
-    let margin = (lease / 20).max(Duration::from_millis(200));
-    let grace = Duration::from_secs_f64(grace).min(lease / 3);
+    let grace = seconds(&args.grace).ok_or_else(|| Failure::Usage(format!("invalid --grace {:?}: use e.g. 5s", args.grace)))?;
     let holder = args.holder.clone().unwrap_or_else(|| format!("{}@{}/run-{}", me.user, me.host, std::process::id()));
-    let options = LockOptions { lock_type: Some(args.lock_type.clone()), timeout: Some(args.timeout.clone()), wait: args.wait.clone(), ..LockOptions::default() };
+    let options = LockOptions {
+        lock_type: Some(args.lock_type.clone()),
+        timeout: Some(args.timeout.clone()),
+        auto: args.auto.clone(),
+        wait: args.wait.clone(),
+        ..LockOptions::default()
+    };
     let sent = Instant::now();
     let (code, v) = me.client.lock(&args.scope, &holder, &options)?;
     check(code, &v)?;
@@ -193,7 +196,22 @@ pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
             eprintln!("dshell: could not release {}: {} (its lease will run out)", args.scope, f.text());
         }
     };
-    let renewed = match confirm(&me.client, &args.scope, &holder, token, &args.timeout, lease, sent) {
+    // The lease granted (an auto one is known only now).
+    let (timeout, lease) = match granted_lease(&v) {
+        Ok((timeout, lease)) if lease >= SHORTEST_LEASE => (timeout, lease),
+        Ok((timeout, _)) => {
+            release();
+            return Err(too_short(&timeout));
+        }
+        Err(f) => {
+            release();
+            return Err(f);
+        }
+    };
+    // Room kept at the end of the lease for SIGKILL to land; the grace fits before it.
+    let margin = (lease / 20).max(Duration::from_millis(200));
+    let grace = Duration::from_secs_f64(grace).min(lease / 3);
+    let renewed = match confirm(&me.client, &args.scope, &holder, token, &timeout, lease, sent) {
         Ok(t) => t,
         Err(f) => {
             release();
@@ -219,7 +237,7 @@ pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
     };
     // Renewals on the keeper's thread: this loop never waits for the network.
     let mut keeper = Keeper::new(me.client.clone());
-    keeper.add(&args.scope, Held { holder: holder.clone(), token, timeout: args.timeout.clone(), lease, renewed, last_error: None });
+    keeper.add(&args.scope, Held { holder: holder.clone(), token, timeout, lease, renewed, last_error: None });
     let mut lost: Option<String> = None;
     let mut lost_until: Option<Instant> = None;
     let mut terminated: Option<Instant> = None;

@@ -1,11 +1,14 @@
 //! Smart coordination against real agents: priorities (a high-priority request jumps a queue
 //! of normal ones and is granted next, and stays visible in status) and lock-delay (after an
-//! expiry, not after a release), contention figures, and auto timeouts learnt from the holds.
+//! expiry, not after a release), contention figures, auto timeouts learnt from the holds, and
+//! watches that see every transition in order.
 
 mod support;
 
 use std::time::Duration;
 
+use lockmesh::dshell::http::Url;
+use lockmesh::dshell::sse::{Events, Opened, SseEvent};
 use serde_json::Value;
 use support::{get, post, wait_for, Cluster};
 
@@ -159,4 +162,75 @@ fn an_auto_timeout_converges_to_the_observed_holds_within_its_bounds() {
     // Every node computes the same: a retry of this request through another node says so.
     let (_, status_view) = get(c.http(1), "/api/v1.0/lock/job").unwrap();
     assert_eq!(status_view["holders"][0]["timeout"], v["timeout"], "{status_view}");
+}
+
+/// A watch on `scope` through node `node`, its events arriving on a channel.
+fn watch(c: &Cluster, node: usize, scope: &str, last_id: Option<&str>) -> std::sync::mpsc::Receiver<SseEvent> {
+    let url = Url { host: "127.0.0.1".into(), port: c.http(node).port(), path: format!("/api/v1.0/lock/{scope}/watch") };
+    let Opened::Stream(mut events) = Events::open(&url, &[], last_id).unwrap() else { panic!("the watch was refused") };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        while let Ok(Some(e)) = events.next_event() {
+            if tx.send(e).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn next(rx: &std::sync::mpsc::Receiver<SseEvent>) -> (String, Value) {
+    let e = rx.recv_timeout(Duration::from_secs(60)).expect("an event within 60 s");
+    let data: Value = serde_json::from_str(&e.data).unwrap();
+    assert_eq!(e.id.as_deref().map(|i| i.parse::<u64>().unwrap()), data["seq"].as_u64().or(data["event_seq"].as_u64()), "{e:?}");
+    (e.event, data)
+}
+
+#[test]
+fn a_watch_sees_every_transition_in_order() {
+    let c = Cluster::started("watch", 3);
+    let rx = watch(&c, 2, "w", None);
+    let (kind, state) = next(&rx);
+    assert_eq!((kind.as_str(), &state["status"], &state["event_seq"]), ("state", &Value::from("free"), &Value::from(0)), "{state}");
+
+    let (status, v) = post(c.http(0), r#"{"scope": "w", "holder": "a", "timeout": "30s"}"#).unwrap();
+    assert_eq!(status, 200, "{v}");
+    let addr = c.http(1);
+    let b = std::thread::spawn(move || post(addr, r#"{"scope": "w", "holder": "b", "wait": "30s", "timeout": "1s", "lock_delay": "0s"}"#).unwrap());
+    wait_for("b to queue", Duration::from_secs(30), || queue(&c, "w").len() == 1);
+    // c waits one second, gives up and leaves the queue.
+    let (status, v) = post(c.http(0), r#"{"scope": "w", "holder": "c", "wait": "1s"}"#).unwrap();
+    assert_eq!(status, 409, "{v}");
+    let (status, v) = post(c.http(0), r#"{"scope": "w", "action": "unlock", "holder": "a"}"#).unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(b.join().unwrap().0, 200);
+    let (status, v) = post(c.http(2), r#"{"scope": "w", "action": "unlock", "holder": "b", "force": true}"#).unwrap();
+    assert_eq!(status, 200, "{v}");
+    // b's 1 s lease is never renewed: it expires, with nobody else asking for the scope.
+
+    let expected = [
+        ("granted", "a"),
+        ("queued", "b"),
+        ("queued", "c"),
+        ("left", "c"),
+        ("released", "a"),
+        ("granted", "b"),
+        ("revoked", "b"),
+        ("expired", "b"),
+    ];
+    let mut seen = Vec::new();
+    for (i, want) in expected.iter().enumerate() {
+        let (kind, data) = next(&rx);
+        assert_eq!(data["seq"], i as u64 + 1, "{kind} {data}");
+        seen.push((kind.clone(), data["holder"].as_str().unwrap_or("").to_string()));
+        assert_eq!((kind.as_str(), data["holder"].as_str().unwrap_or("")), *want, "after {seen:?}");
+    }
+
+    // A client that reconnects after event 4 gets 5 to 8 through another node, then nothing
+    // new; one that names a number the scope never reached starts again from the state.
+    let again = watch(&c, 0, "w", Some("4"));
+    let kinds: Vec<String> = (5..=8).map(|_| next(&again).0).collect();
+    assert_eq!(kinds, ["released", "granted", "revoked", "expired"]);
+    let (kind, state) = next(&watch(&c, 1, "w", Some("99")));
+    assert_eq!((kind.as_str(), &state["event_seq"]), ("resync", &Value::from(8)), "{state}");
 }

@@ -381,3 +381,21 @@ fn an_invalid_orchestration_is_refused_before_any_step_runs() {
     assert!(err.contains("unknown action_type \"ftp\"") && err.contains("\"method\" is required"), "{err}");
     assert!(!marks.exists(), "a step ran before validation finished");
 }
+
+#[test]
+fn status_watch_prints_each_transition_and_ends_on_ctrl_c() {
+    let c = Cluster::started("dshell-watch", 3);
+    let mut watch = dshell_cmd(&c, 2, &["manager", "lock", "status", "--scope", "deploy", "--watch"]).stdout(Stdio::piped()).spawn().unwrap();
+    let rx = lines_of(&mut watch);
+    expect_line(&rx, "FREE (");
+    let o = dshell(&c, 0, &["manager", "lock", "acquire", "--scope", "deploy", "--holder", "ops/a", "--timeout", "1m"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(expect_line(&rx, "granted"), "#1 granted ops/a (write, fencing token 1)");
+    let o = dshell(&c, 1, &["manager", "lock", "release", "--scope", "deploy", "--holder", "ops/a"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(expect_line(&rx, "released"), "#2 released ops/a (write, fencing token 1)");
+    // SAFETY: a signal to the child this test started.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
+    let status = watch.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "Ctrl-C ends a watch normally");
+}

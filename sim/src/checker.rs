@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use lockmesh::core::message::AcceptedValue;
+use lockmesh::core::events::EventLog;
 use lockmesh::core::history::MIN_HOLDS;
 use lockmesh::core::{quorum, AutoChoice, AutoLease, Ballot, Key, LockType, NodeId, Reply, RequestId, Roster, RosterId, Value};
 
@@ -37,6 +38,9 @@ pub struct Checker {
     chosen_rosters: BTreeSet<RosterId>,
     /// Chosen records' last tokens per scope, by ballot, to check they never go back.
     chosen_tokens: BTreeMap<String, BTreeMap<Ballot, u64>>,
+    /// Chosen records' event logs per scope, by ballot (ages zeroed), to check that watchers
+    /// see one history: numbers never go back and one number is always the same event.
+    chosen_events: BTreeMap<String, BTreeMap<Ballot, EventLog>>,
     /// Requests that some chosen record shows as a holder.
     granted: BTreeSet<(String, RequestId)>,
     /// Requests every attempt of which got a definite "not granted".
@@ -46,6 +50,12 @@ pub struct Checker {
     /// Auto leases granted, and how many of them were chosen from a percentile.
     pub auto_leases: (u64, u64),
     pub latest_roster: Option<Roster>,
+}
+
+/// Whether `later` continues `earlier`: no fewer events, and every number both still hold
+/// names the same event.
+fn one_history(earlier: &EventLog, later: &EventLog) -> bool {
+    later.last_seq >= earlier.last_seq && later.events.iter().all(|e| earlier.events.iter().find(|x| x.seq == e.seq).is_none_or(|x| x == e))
 }
 
 fn conflicts(a: LockType, b: LockType) -> bool {
@@ -127,6 +137,17 @@ impl Checker {
                 }
                 if let Some((b, t)) = above.filter(|(_, t)| *t < record.last_token) {
                     self.violation(now_us, format!("fencing: scope {scope} chose last_token {} at {ballot:?} before {t} at {b:?}", record.last_token));
+                }
+                let mut log = record.events.clone();
+                log.events.iter_mut().for_each(|e| e.age_floor_us = 0);
+                let logs = self.chosen_events.entry(scope.clone()).or_default();
+                let below = logs.range(..ballot).next_back().map(|(b, l)| (*b, one_history(l, &log)));
+                let above = logs.range((std::ops::Bound::Excluded(ballot), std::ops::Bound::Unbounded)).next().map(|(b, l)| (*b, one_history(&log, l)));
+                logs.insert(ballot, log);
+                for (b, ok) in below.into_iter().chain(above) {
+                    if !ok {
+                        self.violation(now_us, format!("watch: scope {scope} chose event logs at {b:?} and {ballot:?} that are not one history"));
+                    }
                 }
             }
             _ => {}

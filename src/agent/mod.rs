@@ -28,6 +28,16 @@ pub struct Handle {
     pub metrics: std::sync::Arc<crate::api::HttpMetrics>,
     /// Password checks (argon2) allowed at once.
     pub auth_slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Scopes this node's acceptor accepted a new value of, with the value's latest event
+    /// number: a hint for watchers and waiters that a read may show something new.
+    pub changes: tokio::sync::broadcast::Sender<Change>,
+}
+
+/// A scope's value was accepted here; `last_seq` is its event log's latest number.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub scope: std::sync::Arc<str>,
+    pub last_seq: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +86,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             "not part of a cluster and neither --bootstrap nor --bootstrap-expect given: serving no locks until a cluster reached through --join admits this node"
         ),
     }
+    let (changes, _) = tokio::sync::broadcast::channel(1024);
     let handle = Handle {
+        changes: changes.clone(),
         name: config.name.clone(),
         calls: input_tx.clone(),
         users,
@@ -91,7 +103,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             tracing::error!(error = %e, "http server stopped");
         }
     });
-    let runtime = runtime::Runtime::new(config, node, mesh.clone(), flush);
+    let runtime = runtime::Runtime::new(config, node, mesh.clone(), flush, changes);
     runtime.run(input_rx, committed_rx, input_tx).await;
     mesh.close();
     Ok(())

@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::config::AgentConfig;
 use super::swim::{Swim, SwimId};
 use crate::clock;
-use crate::core::{Answer, Key, Node, NodeId, Op, Outputs, Reply, Request, RosterChange, RosterOp, RosterResult};
+use crate::core::acceptor::Slot;
+use crate::core::{Answer, Key, Node, NodeId, Op, Outputs, Reply, Request, RosterChange, RosterOp, RosterResult, Value, Write};
 use crate::mesh::endpoint::{Inbound, Mesh, Payload};
 use crate::mesh::wire::{Frame, PeerInfo};
 
@@ -106,6 +107,8 @@ pub struct Runtime {
     down_since: HashMap<(String, u64), Instant>,
     /// Batches handed to the disk thread and not back yet.
     unflushed: usize,
+    /// Where accepted scope values are announced (to watchers and waiters).
+    changes: tokio::sync::broadcast::Sender<super::Change>,
 }
 
 fn swim_id(info: &PeerInfo) -> SwimId {
@@ -113,7 +116,13 @@ fn swim_id(info: &PeerInfo) -> SwimId {
 }
 
 impl Runtime {
-    pub fn new(config: AgentConfig, node: Node, mesh: Arc<Mesh>, flush: std::sync::mpsc::Sender<Outputs>) -> Runtime {
+    pub fn new(
+        config: AgentConfig,
+        node: Node,
+        mesh: Arc<Mesh>,
+        flush: std::sync::mpsc::Sender<Outputs>,
+        changes: tokio::sync::broadcast::Sender<super::Change>,
+    ) -> Runtime {
         // Which life of this process: restarts must win over the previous one in SWIM. Only
         // an ordering between lives of one node, never compared across nodes.
         let bump = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
@@ -141,6 +150,7 @@ impl Runtime {
             ticks: 0,
             down_since: HashMap::new(),
             unflushed: 0,
+            changes,
         }
     }
 
@@ -293,6 +303,9 @@ impl Runtime {
             }
             Input::Committed(group) => {
                 self.unflushed = self.unflushed.saturating_sub(group.len());
+                for out in &group {
+                    self.announce_changes(&out.writes);
+                }
                 for out in group {
                     for envelope in out.messages {
                         if self.known_down(&envelope.to) {
@@ -306,6 +319,22 @@ impl Runtime {
                     for reply in out.replies {
                         self.on_reply(reply);
                     }
+                }
+            }
+        }
+    }
+
+    /// Announces scope values this node accepted (now durable). A Prepare writes a promise
+    /// above the accepted ballot; an Accept writes a value at the promised ballot.
+    fn announce_changes(&self, writes: &[Write]) {
+        if self.changes.receiver_count() == 0 {
+            return;
+        }
+        for write in writes {
+            let Write::Slot(Key::Scope(scope), Slot { promised, accepted: Some(a) }) = write else { continue };
+            if *promised == Some(a.ballot) {
+                if let Value::Lock(record) = &a.value {
+                    let _ = self.changes.send(super::Change { scope: scope.as_str().into(), last_seq: record.events.last_seq });
                 }
             }
         }

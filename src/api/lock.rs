@@ -24,7 +24,9 @@ const DEFAULT_AUTO: AutoLease = AutoLease { min_us: 5_000_000, max_us: 300_000_0
 const DEFAULT_LOCK_DELAY_US: u64 = 1_000_000;
 /// How long a waiter's place is kept between two polls.
 const WAIT_LEASE_US: u64 = 3_000_000;
-const POLL: Duration = Duration::from_millis(100);
+/// How often a waiter polls (keeping its place) when it hears of no change; it polls at once
+/// when this node accepts a value of the scope with new events (a handoff, say).
+const POLL: Duration = Duration::from_millis(500);
 
 enum Action {
     Lock { lock_type: LockType, lease: LeaseRule, lock_delay_us: u64, wait_us: u64, priority: Priority, reason: Option<String> },
@@ -238,6 +240,8 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
     });
     let deadline = tokio::time::Instant::now() + Duration::from_micros(wait_us);
     let mut queued = false;
+    let mut changes = handle.changes.subscribe();
+    let mut seen = 0;
     loop {
         let reply = match call(handle, key.clone(), Op::Lock(acquire.clone())).await {
             Ok(reply) => reply,
@@ -258,8 +262,23 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
             }
             Ok(Answer::Lock(LockResult::Queued { position })) => {
                 queued = true;
-                if tokio::time::Instant::now() + POLL < deadline {
-                    tokio::time::sleep(POLL).await;
+                let now = tokio::time::Instant::now();
+                if now < deadline {
+                    let poll = tokio::time::sleep_until((now + POLL).min(deadline));
+                    tokio::pin!(poll);
+                    loop {
+                        tokio::select! {
+                            _ = &mut poll => break,
+                            change = changes.recv() => match change {
+                                Ok(c) if *c.scope == *scope && c.last_seq > seen => {
+                                    seen = c.last_seq;
+                                    break;
+                                }
+                                Ok(_) => {}
+                                Err(_) => break,
+                            },
+                        }
+                    }
                     continue;
                 }
                 // Waited long enough: give up the place (a grant handed to us meanwhile is

@@ -8,6 +8,7 @@ mod locks;
 mod members;
 mod metrics;
 mod status;
+mod watch;
 
 pub use metrics::HttpMetrics;
 
@@ -62,6 +63,7 @@ pub fn router(handle: Handle) -> Router {
     Router::new()
         .route("/api/v1.0/lock", post(lock::post))
         .route("/api/v1.0/lock/{scope}", get(status::get))
+        .route("/api/v1.0/lock/{scope}/watch", get(watch::get))
         .route("/api/v1.0/locks", get(locks::get))
         .route("/metrics", get(metrics::get))
         .route("/api/v1.0/members", get(members::get))

@@ -11,6 +11,7 @@ pub mod acceptor;
 mod bootstrap;
 mod broken;
 pub mod durable;
+pub mod events;
 pub mod history;
 pub mod lease;
 pub mod message;

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::events::{EventKind, EventLog};
 use super::history::{AutoChoice, AutoLease, HoldHistory};
 use super::lease;
 
@@ -158,6 +159,8 @@ pub struct LockRecord {
     pub recent: Vec<Window>,
     /// How long holds lasted, per day, for auto leases.
     pub history: HoldHistory,
+    /// Recent transitions, numbered, for watchers.
+    pub events: EventLog,
 }
 
 /// Contention counted over one window of time.
@@ -298,6 +301,7 @@ impl LockRecord {
         }
         self.recent.retain(|w| w.age_floor_us < WINDOW_US * WINDOWS as u64);
         self.history.advance(elapsed_us);
+        self.events.advance(elapsed_us);
         let mut delay = 0;
         let mut held = Vec::new();
         self.holders.retain_mut(|g| {
@@ -306,25 +310,31 @@ impl LockRecord {
             let keep = !lease::is_expired(g.elapsed_floor_us, g.lease_us);
             if !keep {
                 ended.push(g.request_id.clone());
-                held.push(g.held_floor_us);
+                held.push((g.held_floor_us, g.holder.clone(), g.token, g.lock_type));
                 // Counted from now, not from the (earlier) moment it expired: longer, never shorter.
                 delay = delay.max(g.lock_delay_us);
             }
             keep
         });
         self.delay_remaining_us = self.delay_remaining_us.max(delay);
-        for h in held {
-            self.count_hold(h);
+        for (held_us, holder, token, lock_type) in held {
+            self.count_hold(held_us);
+            self.events.push(EventKind::Expired, &holder, token, lock_type);
         }
+        let mut left = Vec::new();
         self.queue.retain_mut(|w| {
             w.elapsed_floor_us = w.elapsed_floor_us.saturating_add(elapsed_us);
             w.waited_floor_us = w.waited_floor_us.saturating_add(elapsed_us);
             let keep = !lease::is_expired(w.elapsed_floor_us, w.wait_lease_us);
             if !keep {
                 ended.push(w.request_id.clone());
+                left.push((w.holder.clone(), w.lock_type));
             }
             keep
         });
+        for (holder, lock_type) in left {
+            self.events.push(EventKind::Left, &holder, 0, lock_type);
+        }
         self.log.retain_mut(|e| {
             e.elapsed_floor_us = e.elapsed_floor_us.saturating_add(elapsed_us);
             e.elapsed_floor_us <= limits.log_ttl_us
@@ -354,6 +364,7 @@ impl LockRecord {
                 if let Some(at) = self.holders.iter().position(|g| grant.matches(g)) {
                     let grant = self.holders.remove(at);
                     self.count_hold(grant.held_floor_us);
+                    self.events.push(EventKind::Released, &grant.holder, grant.token, grant.lock_type);
                     self.remember(grant.request_id, Outcome::Ended, limits);
                     self.remember(request_id.clone(), Outcome::Released, limits);
                     self.promote(limits);
@@ -371,12 +382,14 @@ impl LockRecord {
             }
             LockOp::Cancel { request_id } => {
                 if let Some(at) = self.queue.iter().position(|w| w.request_id == *request_id) {
-                    self.queue.remove(at);
+                    let w = self.queue.remove(at);
+                    self.events.push(EventKind::Left, &w.holder, 0, w.lock_type);
                 } else if let Some(at) = self.holders.iter().position(|g| g.request_id == *request_id) {
                     // Granted by handoff before the waiter gave up; it never learnt of the
                     // grant, so it never trusted it, and freeing it at once is safe.
                     let grant = self.holders.remove(at);
                     self.count_hold(grant.held_floor_us);
+                    self.events.push(EventKind::Released, &grant.holder, grant.token, grant.lock_type);
                 } else if self.logged(request_id).is_some() {
                     return LockResult::Cancelled;
                 }
@@ -388,6 +401,9 @@ impl LockRecord {
             LockOp::Revoke { token } => {
                 let mut any = false;
                 for g in self.holders.iter_mut().filter(|g| token.is_none_or(|t| g.token == t)) {
+                    if !g.revoked {
+                        self.events.push(EventKind::Revoked, &g.holder, g.token, g.lock_type);
+                    }
                     g.revoked = true;
                     any = true;
                 }
@@ -462,6 +478,7 @@ impl LockRecord {
                 lock_delay_us: a.lock_delay_us,
                 held_floor_us: 0,
             });
+            self.events.push(EventKind::Granted, &a.holder, token, a.lock_type);
             return LockResult::Locked { token, lease_us, lock_type: a.lock_type, lease_seq, auto };
         }
         let holders = self.holders.iter().map(|g| g.holder.clone()).collect();
@@ -486,6 +503,7 @@ impl LockRecord {
             elapsed_floor_us: 0,
             waited_floor_us: 0,
         });
+        self.events.push(EventKind::Queued, &a.holder, 0, a.lock_type);
         self.queue.sort_by_key(|w| w.rank(limits.aging_us));
         let at = self.queue.iter().position(|w| w.request_id == a.request_id).unwrap_or(0);
         LockResult::Queued { position: at + 1 }
@@ -554,6 +572,7 @@ impl LockRecord {
                 (LockType::Read, Some(reader)) => reader.token,
                 _ => self.next_token(),
             };
+            self.events.push(EventKind::Granted, &w.holder, token, w.lock_type);
             let lease_seq = self.next_lease_seq();
             let is_write = w.lock_type == LockType::Write;
             let (lease_us, auto) = self.lease_for(w.lease);
@@ -648,6 +667,7 @@ impl LockRecord {
             // Counting an event always comes with another change; aging alone is no news.
             r.recent.clear();
             r.history.days.iter_mut().for_each(|d| d.age_floor_us = 0);
+            r.events.events.iter_mut().for_each(|e| e.age_floor_us = 0);
             r
         }
         without_floors(self) == without_floors(other)
@@ -873,6 +893,36 @@ mod tests {
         let renew = |lease| LockOp::Renew { grant: grant("waiter", 15), lease };
         assert!(matches!(rec.apply(&renew(LeaseRule::Auto(rule)), &L), LockResult::Locked { lease_us, .. } if lease_us == chosen));
         assert!(matches!(rec.apply(&renew(LeaseRule::Fixed(100_000)), &L), LockResult::Locked { lease_us: 100_000, auto: None, .. }));
+    }
+
+    #[test]
+    fn every_transition_is_numbered_in_the_event_log() {
+        use crate::core::events::Since;
+        let mut rec = LockRecord::default();
+        rec.apply(&w("a"), &L);
+        rec.apply(&w("b"), &L);
+        rec.apply(&w("c"), &L);
+        rec.apply(&LockOp::Cancel { request_id: RequestId("c".into()) }, &L);
+        rec.apply(&release("a", 1), &L);
+        rec.apply(&LockOp::Revoke { token: None }, &L);
+        rec.apply(&w("d"), &L);
+        rec.advance(60, &L); // d's place runs out (wait lease 50)
+        rec.advance(50, &L); // b's lease (100) runs out
+        let Since::Events(events) = rec.events.since(0) else { panic!() };
+        let seen: Vec<(&str, &str, u64)> = events.iter().map(|e| (e.kind.name(), e.holder.as_str(), e.token)).collect();
+        assert_eq!(seen, [
+            ("granted", "a", 1),
+            ("queued", "b", 0),
+            ("queued", "c", 0),
+            ("left", "c", 0),
+            ("released", "a", 1),
+            ("granted", "b", 2),
+            ("revoked", "b", 2),
+            ("queued", "d", 0),
+            ("left", "d", 0),
+            ("expired", "b", 2),
+        ]);
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
     }
 
     #[test]

@@ -74,7 +74,7 @@ impl Client {
         Url { host: self.host.clone(), port: self.port, path: path.to_string() }
     }
 
-    fn headers(&self) -> Vec<(String, String)> {
+    pub fn headers(&self) -> Vec<(String, String)> {
         self.auth.iter().map(|a| ("Authorization".to_string(), a.clone())).collect()
     }
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::client::{check, check_timeout, granted_lease, LockOptions};
 use super::session::{batch_holder, Held, Keeper};
-use super::{orch, run, AcquireArgs, Command, Failure, Identity, LockCommand, Manager, MemberCommand, Orch, Output};
+use super::{orch, run, watch, AcquireArgs, Command, Failure, Identity, LockCommand, Manager, MemberCommand, Orch, Output};
 
 /// An interactive shell's session: its holder name and the locks it holds.
 pub struct Session {
@@ -25,7 +25,8 @@ pub fn execute(me: &Identity, session: Option<&Session>, command: Command, out: 
     match command {
         Command::Manager { what: Manager::Lock { what } } => match what {
             LockCommand::Acquire(args) => acquire(me, session, args, out),
-            LockCommand::Status { scope } => status(me, &scope, out),
+            LockCommand::Status { scope, watch: false } => status(me, &scope, out),
+            LockCommand::Status { scope, watch: true } => watch::watch(me, &scope, out),
             LockCommand::Release { scope, holder, force } => release(me, session, &scope, holder, force, out),
             LockCommand::List => list(me, out),
             LockCommand::Run(args) => run::run(me, args),
@@ -58,7 +59,7 @@ fn nodes(v: &Value) -> String {
 }
 
 /// A scope as one path segment.
-fn path_segment(scope: &str) -> String {
+pub(super) fn path_segment(scope: &str) -> String {
     scope.replace('%', "%25").replace('/', "%2F")
 }
 
@@ -104,6 +105,12 @@ fn acquire(me: &Identity, session: Option<&Session>, args: AcquireArgs, out: Out
 
 fn status(me: &Identity, scope: &str, out: Output) -> Result<u8, Failure> {
     let Some(v) = text_or_json(me.client.get(&format!("/api/v1.0/lock/{}", path_segment(scope)))?, out)? else { return Ok(0) };
+    print_status(&v);
+    Ok(0)
+}
+
+/// A scope's status (as `GET /api/v1.0/lock/{scope}` answers it) for people.
+pub(super) fn print_status(v: &Value) {
     let holders = v["holders"].as_array().cloned().unwrap_or_default();
     if holders.is_empty() {
         println!("FREE ({})", nodes(&v));
@@ -153,7 +160,6 @@ fn status(me: &Identity, scope: &str, out: Output) -> Result<u8, Failure> {
             c["conflict_rate"].as_str().unwrap_or("?")
         );
     }
-    Ok(0)
 }
 
 fn release(me: &Identity, session: Option<&Session>, scope: &str, holder: Option<String>, force: bool, out: Output) -> Result<u8, Failure> {

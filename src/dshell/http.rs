@@ -70,6 +70,14 @@ impl Url {
 /// Sends one request and reads the whole answer, within `timeout` per read.
 pub fn request(method: &str, url: &Url, headers: &[(String, String)], body: Option<&str>, timeout: Duration) -> Result<Response, HttpError> {
     let authority = url.authority();
+    let mut r = send(method, url, headers, body, timeout)?;
+    let answer = read_head(&mut r).and_then(|head| read_body(&mut r, &head).map(|body| Response { status: head.status, body }));
+    answer.map_err(|e| HttpError::Io(authority, e))
+}
+
+/// Connects, sends one request, and returns the connection to read the answer from.
+pub(super) fn send(method: &str, url: &Url, headers: &[(String, String)], body: Option<&str>, timeout: Duration) -> Result<BufReader<TcpStream>, HttpError> {
+    let authority = url.authority();
     let addrs: Vec<_> = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .map_err(|e| HttpError::Connect(authority.clone(), e.to_string()))?
@@ -103,10 +111,17 @@ pub fn request(method: &str, url: &Url, headers: &[(String, String)], body: Opti
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).map_err(io)?;
     stream.write_all(body.as_bytes()).map_err(io)?;
-    read_response(BufReader::new(stream)).map_err(|e| HttpError::Io(authority.clone(), e))
+    Ok(BufReader::new(stream))
 }
 
-fn read_response(mut r: impl BufRead) -> Result<Response, String> {
+/// The status line and the headers that say how the body is framed.
+pub(super) struct Head {
+    pub status: u16,
+    length: Option<usize>,
+    pub chunked: bool,
+}
+
+pub(super) fn read_head(r: &mut impl BufRead) -> Result<Head, String> {
     let mut line = String::new();
     r.read_line(&mut line).map_err(|e| e.to_string())?;
     let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("not an HTTP answer: {:?}", line.trim()))?;
@@ -127,12 +142,22 @@ fn read_response(mut r: impl BufRead) -> Result<Response, String> {
             }
         }
     }
+    Ok(Head { status, length, chunked })
+}
+
+/// The size of the next chunk of a chunked body (0 at its end).
+pub(super) fn chunk_size(r: &mut impl BufRead) -> Result<usize, String> {
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| e.to_string())?;
+    usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(|_| "bad chunk size".to_string())
+}
+
+pub(super) fn read_body(r: &mut impl BufRead, head: &Head) -> Result<String, String> {
+    let mut line = String::new();
     let mut body = Vec::new();
-    if chunked {
+    if head.chunked {
         loop {
-            line.clear();
-            r.read_line(&mut line).map_err(|e| e.to_string())?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(|_| "bad chunk size".to_string())?;
+            let size = chunk_size(r)?;
             if size == 0 {
                 break;
             }
@@ -145,7 +170,7 @@ fn read_response(mut r: impl BufRead) -> Result<Response, String> {
             line.clear();
             r.read_line(&mut line).map_err(|e| e.to_string())?;
         }
-    } else if let Some(n) = length {
+    } else if let Some(n) = head.length {
         if n > MAX_RESPONSE {
             return Err("response too large".into());
         }
@@ -157,7 +182,7 @@ fn read_response(mut r: impl BufRead) -> Result<Response, String> {
             return Err("response too large".into());
         }
     }
-    Ok(Response { status, body: String::from_utf8_lossy(&body).into_owned() })
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 #[cfg(test)]
@@ -173,6 +198,11 @@ mod tests {
         assert!(Url::parse("https://node/api").unwrap_err().to_string().contains("https is not supported"));
         assert!(Url::parse("ftp://node").is_err());
         assert!(Url::parse("http://node:99999/").is_err());
+    }
+
+    fn read_response(mut r: &[u8]) -> Result<Response, String> {
+        let head = read_head(&mut r)?;
+        Ok(Response { status: head.status, body: read_body(&mut r, &head)? })
     }
 
     #[test]

@@ -4,12 +4,14 @@
 
 mod client;
 mod commands;
-mod http;
+pub mod http;
 mod orch;
 mod prompt;
 mod run;
 mod session;
 mod shell;
+mod watch;
+pub mod sse;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -123,10 +125,13 @@ pub enum Manager {
 pub enum LockCommand {
     /// Acquire a lock (in the shell: held and renewed until released or the shell exits).
     Acquire(AcquireArgs),
-    /// Who holds a scope, with its queue.
+    /// Who holds a scope, with its queue; --watch then prints every change as it happens.
     Status {
         #[arg(long)]
         scope: String,
+        /// Follow the scope: grants, releases, expiries and the queue, until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
     },
     /// Release a lock.
     Release {

@@ -31,17 +31,27 @@ extern "C" fn remember(signal: libc::c_int) {
 pub(super) fn catch_signals() {
     PENDING.store(0, Ordering::SeqCst);
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGTSTP] {
-        // SAFETY: installs an async-signal-safe handler (one atomic store).
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = remember as extern "C" fn(libc::c_int) as usize;
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut());
-        }
+        catch(signal);
     }
     // SAFETY: ignoring SIGTTOU lets dshell hand the terminal to its command and take it back.
     unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
+}
+
+/// Only Ctrl-C is caught (for a loop that ends on it); `restore_signals` undoes it.
+pub(super) fn catch_interrupt() {
+    PENDING.store(0, Ordering::SeqCst);
+    catch(libc::SIGINT);
+}
+
+fn catch(signal: libc::c_int) {
+    // SAFETY: installs an async-signal-safe handler (one atomic store).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = remember as extern "C" fn(libc::c_int) as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(signal, &action, std::ptr::null_mut());
+    }
 }
 
 /// Back to the default dispositions (the interactive shell, after a command).

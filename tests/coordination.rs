@@ -77,6 +77,17 @@ fn an_expired_lease_closes_the_scope_for_its_lock_delay_and_a_release_does_not()
     // stayed closed 3 s more.
     assert!(sent.elapsed() >= Duration::from_secs(4), "granted {:?} after the first request", sent.elapsed());
 
+    // While closed, a request is told why: no holders, the lock-delay left.
+    let (status, v) = post(c.http(0), r#"{"scope": "closed", "holder": "crashed", "timeout": "1s", "lock_delay": "60s"}"#).unwrap();
+    assert_eq!(status, 200, "{v}");
+    wait_for("the lease to expire", Duration::from_secs(30), || {
+        get(c.http(1), "/api/v1.0/lock/closed").is_ok_and(|(_, v)| v["lock_delay_remaining"].is_string())
+    });
+    let (status, v) = post(c.http(2), r#"{"scope": "closed", "holder": "eager"}"#).unwrap();
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(v["holders"], serde_json::json!([]), "{v}");
+    assert!(v["lock_delay_remaining"].is_string() && v["error"].as_str().unwrap_or("").contains("lock_delay"), "{v}");
+
     // Release: handed on at once, by the releasing ballot itself.
     let (status, v) = post(c.http(1), r#"{"scope": "rel", "holder": "a", "timeout": "30s", "lock_delay": "30s"}"#).unwrap();
     assert_eq!(status, 200, "{v}");

@@ -292,10 +292,7 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
                     _ => return failure(handle, Failure::Timeout).await,
                 }
             }
-            Ok(Answer::Lock(LockResult::Busy { holders, .. })) => {
-                let body = json!({"status": "busy", "scope": scope, "holders": holders});
-                return (StatusCode::CONFLICT, Json(body)).into_response();
-            }
+            Ok(Answer::Lock(LockResult::Busy { holders, lock_delay_us, .. })) => return busy_answer(&scope, holders, lock_delay_us, None),
             Ok(Answer::Lock(LockResult::Expired)) => {
                 let body = json!({"status": "expired", "scope": scope, "error": "this request_id's grant or wait already ended; use a new request_id"});
                 return (StatusCode::CONFLICT, Json(body)).into_response();
@@ -313,14 +310,23 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
 }
 
 async fn busy(handle: &Handle, scope: &str, position: Option<usize>) -> Response {
-    let holders = match call(handle, Key::Scope(scope.to_string()), Op::Lock(LockOp::Read)).await {
-        Ok(reply) => match reply.result {
-            Ok(Answer::Lock(LockResult::Record(record))) => record.holders.iter().map(|g| g.holder.clone()).collect(),
-            _ => Vec::new(),
-        },
-        Err(_) => Vec::new(),
+    let (holders, lock_delay_us) = match call(handle, Key::Scope(scope.to_string()), Op::Lock(LockOp::Read)).await {
+        Ok(Reply { result: Ok(Answer::Lock(LockResult::Record(record))), .. }) => {
+            (record.holders.iter().map(|g| g.holder.clone()).collect(), record.delay_remaining_us)
+        }
+        _ => (Vec::new(), 0),
     };
+    busy_answer(scope, holders, lock_delay_us, position)
+}
+
+/// 409 busy: who holds the scope, or how long its lock-delay still closes it, and the place
+/// in the queue a wait ended at.
+fn busy_answer(scope: &str, holders: Vec<String>, lock_delay_us: u64, position: Option<usize>) -> Response {
     let mut body = json!({"status": "busy", "scope": scope, "holders": holders});
+    if lock_delay_us > 0 {
+        body["lock_delay_remaining"] = json!(input::format_seconds(lock_delay_us));
+        body["error"] = json!("a lease expired here recently: the scope stays closed for its lock_delay");
+    }
     if let Some(position) = position {
         body["queue_position"] = json!(position);
     }

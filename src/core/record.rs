@@ -275,8 +275,9 @@ pub enum LockResult {
     Locked { token: u64, lease_us: u64, lock_type: LockType, lease_seq: u64, auto: Option<AutoChoice> },
     /// Waiting; `position` counts from 1.
     Queued { position: usize },
-    /// Taken by others and the request did not ask to wait (or the queue is full).
-    Busy { holders: Vec<String>, queue_full: bool },
+    /// Taken by others and the request did not ask to wait (or the queue is full), or closed
+    /// for the `lock_delay_us` still left after an expired lease.
+    Busy { holders: Vec<String>, queue_full: bool, lock_delay_us: u64 },
     Released,
     /// No current grant matches this holder and token.
     NotHolder,
@@ -439,7 +440,7 @@ impl LockRecord {
             Some(Outcome::Ended) => return LockResult::Expired,
             Some(Outcome::Refused) => {
                 let holders = self.holders.iter().map(|g| g.holder.clone()).collect();
-                return LockResult::Busy { holders, queue_full: false };
+                return LockResult::Busy { holders, queue_full: false, lock_delay_us: self.delay_remaining_us };
             }
             Some(Outcome::Released) | None => {}
         }
@@ -484,7 +485,7 @@ impl LockRecord {
         let holders = self.holders.iter().map(|g| g.holder.clone()).collect();
         if !a.wait || self.queue.len() >= limits.max_waiters {
             self.remember(a.request_id.clone(), Outcome::Refused, limits);
-            return LockResult::Busy { holders, queue_full: a.wait };
+            return LockResult::Busy { holders, queue_full: a.wait, lock_delay_us: self.delay_remaining_us };
         }
         let arrival = self.next_arrival;
         self.next_arrival += 1;
@@ -741,7 +742,8 @@ mod tests {
         assert!(matches!(rec.apply(&w("a"), &L), LockResult::Locked { token: 1, .. }));
         assert_eq!(rec.apply(&acquire("b", LockType::Write, false, Priority::Normal), &L), LockResult::Busy {
             holders: vec!["a".into()],
-            queue_full: false
+            queue_full: false,
+            lock_delay_us: 0
         });
         assert_eq!(rec.apply(&w("c"), &L), LockResult::Queued { position: 1 });
         assert_eq!(rec.apply(&release("a", 1), &L), LockResult::Released);
@@ -778,7 +780,7 @@ mod tests {
         rec.apply(&w("n2"), &L);
         let order: Vec<_> = rec.queue.iter().map(|w| w.holder.as_str()).collect();
         assert_eq!(order, vec!["hi", "n1", "n2", "low"]);
-        assert_eq!(rec.apply(&w("x"), &L), LockResult::Busy { holders: vec!["h".into()], queue_full: true });
+        assert_eq!(rec.apply(&w("x"), &L), LockResult::Busy { holders: vec!["h".into()], queue_full: true, lock_delay_us: 0 });
     }
 
     #[test]
@@ -830,7 +832,11 @@ mod tests {
         assert!(rec.holders.is_empty(), "{:?}", rec.holders);
         assert_eq!(rec.delay_remaining_us, 300);
         rec.check_invariants().unwrap();
-        assert_eq!(rec.apply(&acquire("c", LockType::Write, false, Priority::High), &L), LockResult::Busy { holders: vec![], queue_full: false });
+        assert_eq!(rec.apply(&acquire("c", LockType::Write, false, Priority::High), &L), LockResult::Busy {
+            holders: vec![],
+            queue_full: false,
+            lock_delay_us: 300
+        });
         for _ in 0..7 {
             rec.advance(40, &L);
             rec.apply(&w("b"), &L);

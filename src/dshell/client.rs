@@ -149,6 +149,9 @@ pub fn check(status: u16, v: &Value) -> Result<(), Failure> {
             let holders: Vec<&str> = v["holders"].as_array().map(|h| h.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
             Err(Failure::Busy(match (v["status"].as_str(), holders.is_empty()) {
                 (Some("busy"), false) => format!("busy: held by {}", holders.join(", ")),
+                (Some("busy"), true) if v["lock_delay_remaining"].is_string() => {
+                    format!("busy: closed for {} more after an expired lease (lock_delay)", v["lock_delay_remaining"].as_str().unwrap_or("?"))
+                }
                 (Some("not_holder"), false) => format!("not the holder: held by {}", holders.join(", ")),
                 (Some(s), _) => v["error"].as_str().map_or(s.replace('_', " "), |e| format!("{}: {e}", s.replace('_', " "))),
                 (None, _) => text(),
@@ -167,6 +170,8 @@ mod tests {
     fn answers_map_to_failures() {
         assert!(check(200, &json!({})).is_ok());
         assert!(matches!(check(409, &json!({"status": "busy", "holders": ["a"]})), Err(Failure::Busy(t)) if t == "busy: held by a"));
+        let closed = json!({"status": "busy", "holders": [], "lock_delay_remaining": "0.8s"});
+        assert!(matches!(check(409, &closed), Err(Failure::Busy(t)) if t == "busy: closed for 0.8s more after an expired lease (lock_delay)"));
         assert!(matches!(check(503, &json!({"status": "no_quorum", "error": "no quorum: 1/3"})), Err(Failure::Unavailable(t)) if t == "no quorum: 1/3"));
         assert!(matches!(check(401, &json!({"error": "no credentials"})), Err(Failure::Auth(_))));
         assert!(matches!(check(400, &json!({"error": "invalid scope"})), Err(Failure::Usage(_))));

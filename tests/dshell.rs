@@ -399,3 +399,31 @@ fn status_watch_prints_each_transition_and_ends_on_ctrl_c() {
     let status = watch.wait().unwrap();
     assert_eq!(status.code(), Some(0), "Ctrl-C ends a watch normally");
 }
+
+#[test]
+fn a_wait_on_a_terminal_shows_who_holds_the_scope() {
+    let c = Cluster::started("dshell-progress", 3);
+    let o = dshell(&c, 0, &["manager", "lock", "acquire", "--scope", "deploy", "--holder", "ops/first", "--timeout", "1m"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // `script` runs dshell on a terminal of its own (a pty), where the progress is shown.
+    let port = c.http(1).port();
+    let line = format!("{DSHELL} -s 127.0.0.1 -p {port} manager lock acquire --scope deploy --holder ops/second --wait 60s");
+    let mut waiting = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("HOME", &c.dir)
+        .env("USER", "ops")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let rx = lines_of(&mut waiting);
+    expect_line(&rx, "Waiting for deploy: held by ops/first");
+    let o = dshell(&c, 2, &["manager", "lock", "release", "--scope", "deploy", "--holder", "ops/first"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    expect_line(&rx, "Lock acquired. Holder: ops/second");
+    assert!(waiting.wait().unwrap().success());
+    // Without a terminal, nothing but the answer.
+    let o = dshell(&c, 0, &["manager", "lock", "acquire", "--scope", "deploy", "--holder", "ops/third", "--wait", "1s"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("Waiting for"), "{}", text(&o));
+}

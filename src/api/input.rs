@@ -148,7 +148,7 @@ mod tests {
         let few = AutoChoice { holds: 3, p99_us: None, window_days: 7 };
         assert_eq!(timeout_source(&few, 300_000_000), "auto: max_timeout, as 3 holds in 7d are fewer than 10");
         let some = AutoChoice { holds: 130, p99_us: Some(27_000_000), window_days: 7 };
-        assert_eq!(timeout_source(&some, 41_000_000), "auto: p99 of 130 holds in 7d (27.0s) + 50%");
+        assert_eq!(timeout_source(&some, 40_500_000), "auto: p99 of 130 holds in 7d (27.0s) + 50%");
         assert_eq!(timeout_source(&some, 30_000_000), "auto: p99 of 130 holds in 7d (27.0s) + 50%, lowered to max_timeout");
         assert_eq!(timeout_source(&some, 60_000_000), "auto: p99 of 130 holds in 7d (27.0s) + 50%, raised to min_timeout");
     }

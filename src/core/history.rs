@@ -7,7 +7,7 @@
 //!
 //! The rule (`"timeout": "auto"`): with at least `MIN_HOLDS` holds ended in the learning
 //! window, the lease is 1.5 × the upper bound of the histogram bucket that holds the 99th
-//! percentile (rounded up to a whole second), clamped to `[min, max]`; with fewer, it is `max`. Buckets are a quarter of a
+//! percentile, clamped to `[min, max]`; with fewer, it is `max`. Buckets are a quarter of a
 //! doubling wide (19 %), so the percentile is over-estimated by at most that much.
 
 use serde::{Deserialize, Serialize};
@@ -107,14 +107,9 @@ impl HoldHistory {
     }
 }
 
-/// 1.5 × the percentile, rounded up to a whole second from a second on (leases read better).
+/// 1.5 × the percentile.
 pub fn headroom(p99_us: u64) -> u64 {
-    let us = p99_us.saturating_mul(3) / 2;
-    if us >= 1_000_000 {
-        us.div_ceil(1_000_000).saturating_mul(1_000_000)
-    } else {
-        us
-    }
+    p99_us.saturating_mul(3) / 2
 }
 
 /// The bucket of a duration: `4·log2(ms)` rounded down, so bucket `b` holds durations below
@@ -171,7 +166,7 @@ mod tests {
         let (lease, choice) = h.choose(&RULE);
         let p99 = choice.p99_us.unwrap();
         assert!((20_000_000..24_000_000).contains(&p99), "{p99}");
-        assert_eq!(lease, (p99 * 3 / 2).div_ceil(1_000_000) * 1_000_000);
+        assert_eq!(lease, p99 * 3 / 2);
         assert_eq!(choice.holds, 100);
         // Short holds are clamped up to the minimum, long ones down to the maximum.
         let mut short = HoldHistory::default();

@@ -78,8 +78,11 @@ fn acquire(me: &Identity, session: Option<&Session>, args: AcquireArgs, out: Out
         priority: args.priority.clone(),
         reason: args.reason.clone(),
     };
+    let progress = args.wait.as_ref().and_then(|_| watch::Progress::start(me, &args.scope));
     let sent = Instant::now();
-    let (code, v) = me.client.lock(&args.scope, &holder, &options)?;
+    let answer = me.client.lock(&args.scope, &holder, &options);
+    progress.map(watch::Progress::stop);
+    let (code, v) = answer?;
     if out.json {
         print_json(&v);
     }

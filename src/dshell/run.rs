@@ -197,8 +197,11 @@ pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
         wait: args.wait.clone(),
         ..LockOptions::default()
     };
+    let progress = args.wait.as_ref().and_then(|_| super::watch::Progress::start(me, &args.scope));
     let sent = Instant::now();
-    let (code, v) = me.client.lock(&args.scope, &holder, &options)?;
+    let answer = me.client.lock(&args.scope, &holder, &options);
+    progress.map(super::watch::Progress::stop);
+    let (code, v) = answer?;
     check(code, &v)?;
     let token = v["fencing_token"].as_u64().ok_or_else(|| Failure::Other(format!("a grant without a fencing token: {v}")))?;
     let release = || {

@@ -123,3 +123,52 @@ fn show(e: &SseEvent, out: Output) {
         }
     }
 }
+
+/// While a request waits for a lock on a terminal, what happens to the scope, on stderr:
+/// who holds it, then each change, until `stop`.
+pub struct Progress {
+    socket: std::net::TcpStream,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Progress {
+    /// Starts showing progress if stderr is a terminal (and the watch opens).
+    pub fn start(me: &Identity, scope: &str) -> Option<Progress> {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let url = me.client.url(&format!("/api/v1.0/lock/{}/watch", path_segment(scope)));
+        let Ok(Opened::Stream(mut events)) = Events::open(&url, &me.client.headers(), None) else { return None };
+        let socket = events.socket().ok()?;
+        let scope = scope.to_string();
+        let thread = std::thread::spawn(move || {
+            while let Ok(Some(e)) = events.next_event() {
+                let data: Value = serde_json::from_str(&e.data).unwrap_or_default();
+                match e.event.as_str() {
+                    "state" | "resync" => eprintln!("{}", waiting_line(&scope, &data)),
+                    "unavailable" => eprintln!("  (the cluster cannot answer for now)"),
+                    kind => eprintln!("  {kind} {}", data["holder"].as_str().unwrap_or("?")),
+                }
+            }
+        });
+        Some(Progress { socket, thread })
+    }
+
+    pub fn stop(self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        let _ = self.thread.join();
+    }
+}
+
+/// `Waiting for S: held by A, B; 2 waiting` (or closed by a lock-delay).
+fn waiting_line(scope: &str, v: &Value) -> String {
+    let holders: Vec<&str> = v["holders"].as_array().map(|h| h.iter().filter_map(|h| h["holder"].as_str()).collect()).unwrap_or_default();
+    let why = match (holders.is_empty(), v["lock_delay_remaining"].as_str()) {
+        (false, _) => format!("held by {}", holders.join(", ")),
+        (true, Some(left)) => format!("closed for {left} more after an expired lease"),
+        (true, None) => "free".to_string(),
+    };
+    let queue = v["queue"].as_array().map_or(0, Vec::len);
+    format!("Waiting for {scope}: {why}; {queue} waiting")
+}

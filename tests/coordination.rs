@@ -244,4 +244,11 @@ fn a_watch_sees_every_transition_in_order() {
     assert_eq!(kinds, ["released", "granted", "revoked", "expired"]);
     let (kind, state) = next(&watch(&c, 1, "w", Some("99")));
     assert_eq!((kind.as_str(), &state["event_seq"]), ("resync", &Value::from(8)), "{state}");
+    // One that is up to date gets the next event only, however long it waits for it.
+    let current = watch(&c, 1, "w", Some("8"));
+    std::thread::sleep(Duration::from_secs(6)); // past the watch's periodic read
+    let (status, v) = post(c.http(0), r#"{"scope": "w", "holder": "d", "timeout": "30s"}"#).unwrap();
+    assert_eq!(status, 200, "{v}");
+    let (kind, data) = next(&current);
+    assert_eq!((kind.as_str(), &data["seq"], &data["holder"]), ("granted", &Value::from(9), &Value::from("d")), "{data}");
 }

@@ -1,6 +1,7 @@
 //! The agent: one lockmesh node as a process. It opens the store, binds the mesh and the HTTP
 //! API, and runs the core in a single task (`runtime.rs`) fed by both.
 
+mod changes;
 mod config;
 mod flush;
 mod runtime;
@@ -9,6 +10,7 @@ pub mod swim;
 
 use tokio::sync::mpsc;
 
+pub use changes::{Changes, Subscription};
 pub use config::{AgentArgs, AgentConfig, ConfigError};
 pub use runtime::{shutdown_signal, ApiCall, Input, MemberView, MembersView, NodeMetrics};
 
@@ -28,16 +30,9 @@ pub struct Handle {
     pub metrics: std::sync::Arc<crate::api::HttpMetrics>,
     /// Password checks (argon2) allowed at once.
     pub auth_slots: std::sync::Arc<tokio::sync::Semaphore>,
-    /// Scopes this node's acceptor accepted a new value of, with the value's latest event
-    /// number: a hint for watchers and waiters that a read may show something new.
-    pub changes: tokio::sync::broadcast::Sender<Change>,
-}
-
-/// A scope's value was accepted here; `last_seq` is its event log's latest number.
-#[derive(Clone, Debug)]
-pub struct Change {
-    pub scope: std::sync::Arc<str>,
-    pub last_seq: u64,
+    /// News of scopes this node's acceptor accepted a new value of: a hint for watchers and
+    /// waiters that a read may show something new.
+    pub changes: std::sync::Arc<Changes>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +81,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             "not part of a cluster and neither --bootstrap nor --bootstrap-expect given: serving no locks until a cluster reached through --join admits this node"
         ),
     }
-    let (changes, _) = tokio::sync::broadcast::channel(1024);
+    let changes = std::sync::Arc::new(Changes::default());
     let handle = Handle {
         changes: changes.clone(),
         name: config.name.clone(),

@@ -108,7 +108,7 @@ pub struct Runtime {
     /// Batches handed to the disk thread and not back yet.
     unflushed: usize,
     /// Where accepted scope values are announced (to watchers and waiters).
-    changes: tokio::sync::broadcast::Sender<super::Change>,
+    changes: Arc<super::Changes>,
 }
 
 fn swim_id(info: &PeerInfo) -> SwimId {
@@ -121,7 +121,7 @@ impl Runtime {
         node: Node,
         mesh: Arc<Mesh>,
         flush: std::sync::mpsc::Sender<Outputs>,
-        changes: tokio::sync::broadcast::Sender<super::Change>,
+        changes: Arc<super::Changes>,
     ) -> Runtime {
         // Which life of this process: restarts must win over the previous one in SWIM. Only
         // an ordering between lives of one node, never compared across nodes.
@@ -327,14 +327,11 @@ impl Runtime {
     /// Announces scope values this node accepted (now durable). A Prepare writes a promise
     /// above the accepted ballot; an Accept writes a value at the promised ballot.
     fn announce_changes(&self, writes: &[Write]) {
-        if self.changes.receiver_count() == 0 {
-            return;
-        }
         for write in writes {
             let Write::Slot(Key::Scope(scope), Slot { promised, accepted: Some(a) }) = write else { continue };
             if *promised == Some(a.ballot) {
                 if let Value::Lock(record) = &a.value {
-                    let _ = self.changes.send(super::Change { scope: scope.as_str().into(), last_seq: record.events.last_seq });
+                    self.changes.announce(scope, record.events.last_seq);
                 }
             }
         }

@@ -41,7 +41,8 @@ pub fn duration_us(field: &str, value: &str) -> Result<u64, String> {
 
 /// `"7d"` → 7: a whole number of days from 1 to `max`.
 pub fn days(field: &str, value: &str, max: u8) -> Result<u8, String> {
-    match value.strip_suffix('d').and_then(|d| d.parse::<u8>().ok()) {
+    let digits = value.strip_suffix('d').filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+    match digits.and_then(|d| d.parse::<u8>().ok()) {
         Some(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(format!("invalid {field} {value:?}: use whole days from 1d to {max}d, e.g. \"7d\"")),
     }

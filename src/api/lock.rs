@@ -240,7 +240,8 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
     });
     let deadline = tokio::time::Instant::now() + Duration::from_micros(wait_us);
     let mut queued = false;
-    let mut changes = handle.changes.subscribe();
+    // News of the scope, once queued: a handoff is then answered at once.
+    let mut news = None;
     let mut seen = 0;
     loop {
         let reply = match call(handle, key.clone(), Op::Lock(acquire.clone())).await {
@@ -264,20 +265,10 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
                 queued = true;
                 let now = tokio::time::Instant::now();
                 if now < deadline {
-                    let poll = tokio::time::sleep_until((now + POLL).min(deadline));
-                    tokio::pin!(poll);
-                    loop {
-                        tokio::select! {
-                            _ = &mut poll => break,
-                            change = changes.recv() => match change {
-                                Ok(c) if *c.scope == *scope && c.last_seq > seen => {
-                                    seen = c.last_seq;
-                                    break;
-                                }
-                                Ok(_) => {}
-                                Err(_) => break,
-                            },
-                        }
+                    let news = news.get_or_insert_with(|| handle.changes.subscribe(&scope));
+                    tokio::select! {
+                        _ = tokio::time::sleep_until((now + POLL).min(deadline)) => {}
+                        newer = news.newer_than(seen) => seen = newer,
                     }
                     continue;
                 }

@@ -19,12 +19,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use super::input::{self, lock_type_name};
 use super::{call, quorum_text, status, ApiError};
-use crate::agent::Handle;
-use crate::core::events::Since;
+use crate::agent::{Handle, Subscription};
+use crate::core::events::{self, Since};
 use crate::core::{Answer, Key, LockOp, LockRecord, LockResult, Op};
 
 /// Read at least this often, even when nothing was heard (this node may miss Accepts).
@@ -47,27 +47,35 @@ pub async fn get(State(handle): State<Handle>, headers: HeaderMap, Path(scope): 
         Err(e) => return ApiError(StatusCode::BAD_REQUEST, e).into_response(),
     };
     // Subscribed before the first read, so no change after it goes unnoticed.
-    let changes = handle.changes.subscribe();
+    let news = handle.changes.subscribe(&scope);
     let (record, quorum) = match read(&handle, &scope).await {
         Ok(r) => r,
         Err(response) => return response,
     };
-    let (tx, rx) = mpsc::channel(64);
+    // Room for a whole event log before the stream is read.
+    let (tx, rx) = mpsc::channel(events::CAPACITY + 8);
     let mut watch = Watch { handle, scope, tx, last: 0 };
     watch.catch_up(&record, &quorum, after).await;
-    tokio::spawn(watch.run(changes, record));
+    tokio::spawn(watch.run(news, record));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
 
 /// The last event number the client saw: `?after=N`, else the `Last-Event-ID` header.
 fn after(query: Option<&str>, headers: &HeaderMap) -> Result<Option<u64>, String> {
-    let number = |v: &str| v.parse::<u64>().map_err(|_| format!("invalid event number {v:?}: use the id of an event"));
+    let number = |v: &str| {
+        let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+        v.parse::<u64>().ok().filter(|_| digits).ok_or_else(|| format!("invalid event number {v:?}: use the id of an event"))
+    };
+    let mut after = None;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
-            Some(("after", v)) => return number(v).map(Some),
-            _ => return Err(format!("unknown parameter {pair:?}: the only one is after=N")),
+            Some(("after", v)) if after.is_none() => after = Some(number(v)?),
+            _ => return Err(format!("unexpected parameter {pair:?}: the only one is after=N, once")),
         }
+    }
+    if after.is_some() {
+        return Ok(after);
     }
     match headers.get("last-event-id").map(|v| v.to_str()) {
         Some(Ok(v)) => number(v.trim()).map(Some),
@@ -96,24 +104,16 @@ struct Watch {
 }
 
 impl Watch {
-    async fn run(mut self, mut changes: broadcast::Receiver<crate::agent::Change>, mut record: LockRecord) {
+    async fn run(mut self, mut news: Subscription, mut record: LockRecord) {
         let mut unavailable = false;
         loop {
-            let wake = tokio::time::sleep(next_read(&record));
-            tokio::pin!(wake);
             // Wait for a reason to read: news of this scope, a lease or place that may have
-            // ended, or the periodic check.
-            loop {
-                tokio::select! {
-                    _ = self.tx.closed() => return,
-                    _ = &mut wake => break,
-                    change = changes.recv() => match change {
-                        Ok(c) if &*c.scope == self.scope && c.last_seq > self.last => break,
-                        Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                }
+            // ended, or the periodic check (only that after a failed read).
+            let wait = if unavailable { RECHECK } else { next_read(&record) };
+            tokio::select! {
+                _ = self.tx.closed() => return,
+                _ = tokio::time::sleep(wait) => {}
+                _ = news.newer_than(self.last) => {}
             }
             tokio::time::sleep(MIN_GAP).await;
             match read(&self.handle, &self.scope).await {
@@ -137,9 +137,12 @@ impl Watch {
     /// Sends the events after `after` from `record`, or its state if there is no `after` or
     /// the log no longer reaches back to it.
     async fn catch_up(&mut self, record: &LockRecord, quorum: &str, after: Option<u64>) {
-        let events = match after.map(|a| record.events.since(a)) {
-            Some(Since::Events(events)) => events,
-            Some(Since::Gap) => return self.state("resync", record, quorum).await,
+        let events = match after.map(|a| (a, record.events.since(a))) {
+            Some((a, Since::Events(events))) => {
+                self.last = a;
+                events
+            }
+            Some((_, Since::Gap)) => return self.state("resync", record, quorum).await,
             None => return self.state("state", record, quorum).await,
         };
         for e in events {

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::record::LockType;
 
-const CAPACITY: usize = 32;
+/// Events a record keeps.
+pub const CAPACITY: usize = 32;
 const TTL_US: u64 = 600_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,9 +5,11 @@
 //! `MAX_WINDOW_DAYS × BUCKETS` counters, and typically a handful). Everything here is integer
 //! arithmetic on the replicated record, so every node chooses the same lease.
 //!
-//! The rule (`"timeout": "auto"`): with at least `MIN_HOLDS` holds ended in the learning
+//! The rule (`"timeout": "auto"`): with at least `MIN_HOLDS` holds released in the learning
 //! window, the lease is 1.5 × the upper bound of the histogram bucket that holds the 99th
-//! percentile, clamped to `[min, max]`; with fewer, it is `max`. Buckets are a quarter of a
+//! percentile (with fewer than 100 holds, that is the longest), clamped to `[min, max]`; with
+//! fewer, it is `max`. Holds that expired are not counted (they measure the lease, not the
+//! work), nor grants cancelled before their holder heard of them. Buckets are a quarter of a
 //! doubling wide (19 %), so the percentile is over-estimated by at most that much.
 
 use serde::{Deserialize, Serialize};
@@ -86,7 +88,9 @@ impl HoldHistory {
         let mut counts = [0u64; BUCKETS as usize];
         for day in self.days.iter().filter(|d| d.age_floor_us < window_us) {
             for (b, n) in &day.buckets {
-                counts[usize::from(*b)] += u64::from(*n);
+                if let Some(count) = counts.get_mut(usize::from(*b)) {
+                    *count += u64::from(*n);
+                }
             }
         }
         let holds: u64 = counts.iter().sum();
@@ -113,7 +117,7 @@ pub fn headroom(p99_us: u64) -> u64 {
 }
 
 /// The bucket of a duration: `4·log2(ms)` rounded down, so bucket `b` holds durations below
-/// `upper_us(b)`; everything under 1 ms is bucket 0 and everything over ~24 days the last.
+/// `upper_us(b)`; everything under 1 ms is bucket 0 and everything over ~42 days the last.
 fn bucket_of(held_us: u64) -> u8 {
     let ms = (held_us / 1000).max(1);
     let k = 63 - ms.leading_zeros();

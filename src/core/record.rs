@@ -319,7 +319,8 @@ impl LockRecord {
         });
         self.delay_remaining_us = self.delay_remaining_us.max(delay);
         for (held_us, holder, token, lock_type) in held {
-            self.count_hold(held_us);
+            // An expired hold says how long the lease was, not how long the work took.
+            self.count_hold(held_us, false);
             self.events.push(EventKind::Expired, &holder, token, lock_type);
         }
         let mut left = Vec::new();
@@ -364,7 +365,7 @@ impl LockRecord {
                 }
                 if let Some(at) = self.holders.iter().position(|g| grant.matches(g)) {
                     let grant = self.holders.remove(at);
-                    self.count_hold(grant.held_floor_us);
+                    self.count_hold(grant.held_floor_us, true);
                     self.events.push(EventKind::Released, &grant.holder, grant.token, grant.lock_type);
                     self.remember(grant.request_id, Outcome::Ended, limits);
                     self.remember(request_id.clone(), Outcome::Released, limits);
@@ -389,7 +390,8 @@ impl LockRecord {
                     // Granted by handoff before the waiter gave up; it never learnt of the
                     // grant, so it never trusted it, and freeing it at once is safe.
                     let grant = self.holders.remove(at);
-                    self.count_hold(grant.held_floor_us);
+                    // Never used: no work to learn from.
+                    self.count_hold(grant.held_floor_us, false);
                     self.events.push(EventKind::Released, &grant.holder, grant.token, grant.lock_type);
                 } else if self.logged(request_id).is_some() {
                     return LockResult::Cancelled;
@@ -610,11 +612,15 @@ impl LockRecord {
         &mut self.recent[last]
     }
 
-    fn count_hold(&mut self, held_us: u64) {
+    /// Counts an ended hold for contention, and, if `learn`, in the history auto leases are
+    /// chosen from: only holds their holder released say how long the work took.
+    fn count_hold(&mut self, held_us: u64, learn: bool) {
         let window = self.window();
         window.holds = window.holds.saturating_add(1);
         window.hold_total_us = window.hold_total_us.saturating_add(held_us);
-        self.history.count(held_us);
+        if learn {
+            self.history.count(held_us);
+        }
     }
 
     /// Contention over the recent windows (about the last ten minutes).
@@ -881,22 +887,29 @@ mod tests {
         let LockResult::Locked { lease_us, auto: Some(choice), .. } = rec.apply(&auto("first"), &L) else { panic!() };
         assert_eq!((lease_us, choice.holds, choice.p99_us), (5_000_000, 0, None), "no history: the maximum");
         rec.apply(&release("first", 1), &L);
-        // Twelve holds of 40 ms each (they end by expiry: the test lease is 100 µs).
+        // Twelve holds of 40 ms each, released, and one that expires (not counted).
+        let long = |id: &str| {
+            let LockOp::Acquire(mut a) = w(id) else { unreachable!() };
+            a.lease = LeaseRule::Fixed(1_000_000);
+            LockOp::Acquire(a)
+        };
         for i in 0..12u64 {
-            rec.apply(&w(&format!("h{i}")), &L);
+            rec.apply(&long(&format!("h{i}")), &L);
             rec.advance(40_000, &L);
             rec.apply(&release(&format!("h{i}"), i + 2), &L);
         }
+        rec.apply(&long("crashed"), &L);
+        rec.advance(1_000_001, &L);
         // A waiter queued behind a holder gets its auto lease chosen at the handoff.
         rec.apply(&w("holder"), &L);
         assert!(matches!(rec.apply(&auto("waiter"), &L), LockResult::Queued { .. }));
-        rec.apply(&release("holder", 14), &L);
+        rec.apply(&release("holder", 15), &L);
         let chosen = rec.holders[0].lease_us;
         assert!((60_000..=72_000).contains(&chosen), "1.5 × p99 of 40 ms holds: {chosen}");
         assert_eq!(rec.holders[0].auto.map(|c| c.holds), Some(14), "the first, twelve and the holder");
         // Its poll (a retry) and an auto renewal keep the chosen lease; a fixed one replaces it.
         assert!(matches!(rec.apply(&auto("waiter"), &L), LockResult::Locked { lease_us, auto: Some(_), .. } if lease_us == chosen));
-        let renew = |lease| LockOp::Renew { grant: grant("waiter", 15), lease };
+        let renew = |lease| LockOp::Renew { grant: grant("waiter", 16), lease };
         assert!(matches!(rec.apply(&renew(LeaseRule::Auto(rule)), &L), LockResult::Locked { lease_us, .. } if lease_us == chosen));
         assert!(matches!(rec.apply(&renew(LeaseRule::Fixed(100_000)), &L), LockResult::Locked { lease_us: 100_000, auto: None, .. }));
     }

@@ -53,11 +53,12 @@ pub fn check_timeout(timeout: &str) -> Result<(), Failure> {
     }
 }
 
-/// The lease a grant got, as the answer names it (`"42s"`) and as a duration.
-pub fn granted_lease(v: &Value) -> Result<(String, Duration), Failure> {
+/// The lease a grant got (from the answer), and what to renew it with: the `--timeout` asked
+/// for (`auto` renewals keep the chosen lease and its source).
+pub fn granted_lease(v: &Value, asked: &str) -> Result<(String, Duration), Failure> {
     let text = v["timeout"].as_str().unwrap_or_default();
     let lease = seconds(text).ok_or_else(|| Failure::Other(format!("a grant without a usable timeout: {v}")))?;
-    Ok((text.to_string(), Duration::from_secs_f64(lease)))
+    Ok((asked.to_string(), Duration::from_secs_f64(lease)))
 }
 
 pub fn basic(user: &str, password: &str) -> String {

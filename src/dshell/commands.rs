@@ -92,7 +92,7 @@ fn acquire(me: &Identity, session: Option<&Session>, args: AcquireArgs, out: Out
     }
     check(code, &v)?;
     let token = v["fencing_token"].as_u64().ok_or_else(|| Failure::Other(format!("a grant without a fencing token: {v}")))?;
-    let (timeout, lease) = granted_lease(&v)?;
+    let (timeout, lease) = granted_lease(&v, &args.timeout)?;
     if let Some(s) = session {
         let held = Held { holder: holder.clone(), token, timeout: timeout.clone(), lease, renewed: sent, last_error: None };
         s.keeper.add(&args.scope, held);
@@ -100,7 +100,7 @@ fn acquire(me: &Identity, session: Option<&Session>, args: AcquireArgs, out: Out
     if !out.json {
         println!("Lock acquired. Holder: {holder} (fencing token {token}, {})", v["quorum"].as_str().unwrap_or(""));
         if let Some(source) = v["timeout_source"].as_str() {
-            println!("Lease {timeout}: {source}");
+            println!("Lease {}: {source}", v["timeout"].as_str().unwrap_or("?"));
         }
     }
     Ok(0)

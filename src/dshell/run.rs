@@ -184,9 +184,10 @@ pub(super) fn confirm(client: &Client, scope: &str, holder: &str, token: u64, ti
 
 pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
     check_timeout(&args.timeout)?;
-    let too_short = |timeout: &str| Failure::Usage(format!("--timeout {timeout} is too short to renew and stop a command in time: use at least 1s"));
-    if seconds(&args.timeout).is_some_and(|s| s < SHORTEST_LEASE.as_secs_f64()) {
-        return Err(too_short(&args.timeout));
+    let too_short = |timeout: &str| Failure::Usage(format!("a lease of {timeout} is too short to renew and stop a command in time: use at least 1s"));
+    let shortest = args.auto.min_timeout.as_deref().filter(|_| args.timeout == "auto").unwrap_or(&args.timeout);
+    if seconds(shortest).is_some_and(|s| s < SHORTEST_LEASE.as_secs_f64()) {
+        return Err(too_short(shortest));
     }
     let grace = seconds(&args.grace).ok_or_else(|| Failure::Usage(format!("invalid --grace {:?}: use e.g. 5s", args.grace)))?;
     let holder = args.holder.clone().unwrap_or_else(|| format!("{}@{}/run-{}", me.user, me.host, std::process::id()));
@@ -210,11 +211,11 @@ pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
         }
     };
     // The lease granted (an auto one is known only now).
-    let (timeout, lease) = match granted_lease(&v) {
+    let (timeout, lease) = match granted_lease(&v, &args.timeout) {
         Ok((timeout, lease)) if lease >= SHORTEST_LEASE => (timeout, lease),
-        Ok((timeout, _)) => {
+        Ok(_) => {
             release();
-            return Err(too_short(&timeout));
+            return Err(too_short(v["timeout"].as_str().unwrap_or("?")));
         }
         Err(f) => {
             release();

@@ -73,6 +73,9 @@ fn next_event(lines: &mut impl BufRead) -> Result<Option<SseEvent>, String> {
             if n == 0 {
                 return Ok(None);
             }
+            if !line.ends_with('\n') {
+                return Err(if n >= MAX_EVENT { "event too large".into() } else { "the stream ended inside an event".into() });
+            }
             let line = line.trim_end_matches(['\r', '\n']);
             if line.is_empty() {
                 if has_data {
@@ -81,6 +84,8 @@ fn next_event(lines: &mut impl BufRead) -> Result<Option<SseEvent>, String> {
                     }
                     return Ok(Some(event));
                 }
+                // A block without data dispatches nothing, and its type does not carry over.
+                event.event.clear();
                 continue;
             }
             let (field, value) = line.split_once(':').map_or((line, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));

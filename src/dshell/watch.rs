@@ -32,6 +32,15 @@ fn follow(me: &Identity, scope: &str, out: Output) -> Result<u8, Failure> {
             Ok(Opened::Stream(events)) => events,
             Ok(Opened::Refused(answer)) => {
                 let v = serde_json::from_str(&answer.body).unwrap_or_else(|_| json!({"error": answer.body.trim()}));
+                // Once watching, a node that cannot answer for now (no quorum yet after a
+                // restart, say) is waited for; anything else ends the watch.
+                if last_id.is_some() && answer.status >= 500 {
+                    eprintln!("(watch: HTTP {}: {}; retrying)", answer.status, v["error"].as_str().unwrap_or(""));
+                    if interrupted_within(REOPEN) {
+                        return Ok(0);
+                    }
+                    continue;
+                }
                 check(answer.status, &v)?;
                 return Err(Failure::Other(format!("HTTP {}: not an event stream", answer.status)));
             }
@@ -127,24 +136,39 @@ fn show(e: &SseEvent, out: Output) {
 /// While a request waits for a lock on a terminal, what happens to the scope, on stderr:
 /// who holds it, then each change, until `stop`.
 pub struct Progress {
-    socket: std::net::TcpStream,
-    thread: std::thread::JoinHandle<()>,
+    /// The stream's socket once open, to end it; `None` in it after `stop`.
+    socket: std::sync::Arc<std::sync::Mutex<Option<Option<std::net::TcpStream>>>>,
 }
 
 impl Progress {
-    /// Starts showing progress if stderr is a terminal (and the watch opens).
+    /// Starts showing progress if stderr is a terminal; the watch opens on its own thread, so
+    /// the lock request is never held up by it.
     pub fn start(me: &Identity, scope: &str) -> Option<Progress> {
         use std::io::IsTerminal;
         if !std::io::stderr().is_terminal() {
             return None;
         }
         let url = me.client.url(&format!("/api/v1.0/lock/{}/watch", path_segment(scope)));
-        let Ok(Opened::Stream(mut events)) = Events::open(&url, &me.client.headers(), None) else { return None };
-        let socket = events.socket().ok()?;
+        let headers = me.client.headers();
+        let socket = std::sync::Arc::new(std::sync::Mutex::new(Some(None)));
+        let shared = socket.clone();
         let scope = scope.to_string();
-        let thread = std::thread::spawn(move || {
+        std::thread::spawn(move || {
+            let Ok(Opened::Stream(mut events)) = Events::open(&url, &headers, None) else { return };
+            {
+                let mut slot = shared.lock().unwrap_or_else(|e| e.into_inner());
+                match (&mut *slot, events.socket()) {
+                    (Some(s), Ok(socket)) => *s = Some(socket),
+                    _ => return, // stopped already (or cannot be stopped): show nothing
+                }
+            }
             while let Ok(Some(e)) = events.next_event() {
                 let data: Value = serde_json::from_str(&e.data).unwrap_or_default();
+                // Printed under the lock `stop` takes: nothing appears after it returns.
+                let slot = shared.lock().unwrap_or_else(|e| e.into_inner());
+                if slot.is_none() {
+                    return;
+                }
                 match e.event.as_str() {
                     "state" | "resync" => eprintln!("{}", waiting_line(&scope, &data)),
                     "unavailable" => eprintln!("  (the cluster cannot answer for now)"),
@@ -152,12 +176,15 @@ impl Progress {
                 }
             }
         });
-        Some(Progress { socket, thread })
+        Some(Progress { socket })
     }
 
+    /// Ends the stream; nothing more is printed after this returns.
     pub fn stop(self) {
-        let _ = self.socket.shutdown(std::net::Shutdown::Both);
-        let _ = self.thread.join();
+        let mut slot = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Some(socket)) = slot.take() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 

@@ -15,6 +15,18 @@ use super::lease;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RequestId(pub String);
 
+impl RequestId {
+    /// How the request log remembers it: 64 bits of its SHA-256, 8 bytes instead of the id's
+    /// tens. Two ids of one scope's recent requests share a digest with odds of about 2^-50,
+    /// and finding an id with the digest of someone else's takes about 2^64 hashes.
+    pub fn digest(&self) -> u64 {
+        let d = ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&d.as_ref()[..8]);
+        u64::from_le_bytes(first)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum LockType {
     /// Exclusive: excludes every other holder.
@@ -113,7 +125,8 @@ pub enum Outcome {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
-    pub request_id: RequestId,
+    /// `RequestId::digest` of the request.
+    pub request: u64,
     pub outcome: Outcome,
     pub elapsed_floor_us: u64,
 }
@@ -647,37 +660,111 @@ impl LockRecord {
     }
 
     fn logged(&self, request_id: &RequestId) -> Option<Outcome> {
-        self.log.iter().rev().find(|e| e.request_id == *request_id).map(|e| e.outcome)
+        let request = request_id.digest();
+        self.log.iter().rev().find(|e| e.request == request).map(|e| e.outcome)
     }
 
     fn remember(&mut self, request_id: RequestId, outcome: Outcome, limits: &Limits) {
-        self.log.retain(|e| !(e.request_id == request_id && e.outcome == outcome));
-        self.log.push(LogEntry { request_id, outcome, elapsed_floor_us: 0 });
+        let request = request_id.digest();
+        self.log.retain(|e| !(e.request == request && e.outcome == outcome));
+        self.log.push(LogEntry { request, outcome, elapsed_floor_us: 0 });
         let excess = self.log.len().saturating_sub(limits.log_capacity);
         self.log.drain(..excess);
     }
 
     /// Whether two records say the same thing apart from elapsed-time floors: if so, and the
-    /// older one is chosen, nothing needs writing.
+    /// older one is chosen, nothing needs writing. Field by field, without copying: it runs
+    /// for every ballot.
     pub fn same_state(&self, other: &LockRecord) -> bool {
-        fn without_floors(r: &LockRecord) -> LockRecord {
-            let mut r = r.clone();
-            r.holders.iter_mut().for_each(|g| g.elapsed_floor_us = 0);
-            r.queue.iter_mut().for_each(|w| {
-                w.elapsed_floor_us = 0;
-                w.waited_floor_us = 0;
-            });
-            r.log.iter_mut().for_each(|e| e.elapsed_floor_us = 0);
-            r.high_log.iter_mut().for_each(|h| h.age_floor_us = 0);
-            r.delay_remaining_us = 0;
-            r.holders.iter_mut().for_each(|g| g.held_floor_us = 0);
-            // Counting an event always comes with another change; aging alone is no news.
-            r.recent.clear();
-            r.history.days.iter_mut().for_each(|d| d.age_floor_us = 0);
-            r.events.events.iter_mut().for_each(|e| e.age_floor_us = 0);
-            r
+        fn same<T>(a: &[T], b: &[T], eq: impl Fn(&T, &T) -> bool) -> bool {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| eq(x, y))
         }
-        without_floors(self) == without_floors(other)
+        // Every field is named here, so a new one cannot be forgotten below: it must be
+        // compared, or said to be a floor.
+        let LockRecord {
+            last_token: _,
+            holders: _,
+            queue: _,
+            next_arrival: _,
+            next_lease_seq: _,
+            log: _,
+            high_log: _,
+            delay_remaining_us: _, // a floor
+            recent: _,             // counts, which change only with something else
+            history: _,
+            events: _,
+        } = self;
+        let grant = |a: &Grant, b: &Grant| {
+            let Grant {
+                holder: _,
+                token: _,
+                lock_type: _,
+                lease_us: _,
+                auto: _,
+                node: _,
+                priority: _,
+                reason: _,
+                request_id: _,
+                lease_seq: _,
+                elapsed_floor_us: _, // floors
+                revoked: _,
+                lock_delay_us: _,
+                held_floor_us: _,
+            } = a;
+            a.holder == b.holder
+                && a.token == b.token
+                && a.lock_type == b.lock_type
+                && a.lease_us == b.lease_us
+                && a.auto == b.auto
+                && a.node == b.node
+                && a.priority == b.priority
+                && a.reason == b.reason
+                && a.request_id == b.request_id
+                && a.lease_seq == b.lease_seq
+                && a.revoked == b.revoked
+                && a.lock_delay_us == b.lock_delay_us
+        };
+        let waiter = |a: &Waiter, b: &Waiter| {
+            let Waiter {
+                holder: _,
+                request_id: _,
+                lock_type: _,
+                lease: _,
+                lock_delay_us: _,
+                wait_lease_us: _,
+                node: _,
+                priority: _,
+                reason: _,
+                arrival: _,
+                poll_seq: _,
+                elapsed_floor_us: _, // floors
+                waited_floor_us: _,
+            } = a;
+            a.holder == b.holder
+                && a.request_id == b.request_id
+                && a.lock_type == b.lock_type
+                && a.lease == b.lease
+                && a.lock_delay_us == b.lock_delay_us
+                && a.wait_lease_us == b.wait_lease_us
+                && a.node == b.node
+                && a.priority == b.priority
+                && a.reason == b.reason
+                && a.arrival == b.arrival
+                && a.poll_seq == b.poll_seq
+        };
+        // Counting a window's event always comes with another change; aging alone is no news.
+        self.last_token == other.last_token
+            && self.next_arrival == other.next_arrival
+            && self.next_lease_seq == other.next_lease_seq
+            && same(&self.holders, &other.holders, grant)
+            && same(&self.queue, &other.queue, waiter)
+            && same(&self.log, &other.log, |a, b| a.request == b.request && a.outcome == b.outcome)
+            && same(&self.high_log, &other.high_log, |a, b| a.holder == b.holder && a.reason == b.reason)
+            && same(&self.history.days, &other.history.days, |a, b| a.buckets == b.buckets)
+            && self.events.last_seq == other.events.last_seq
+            && same(&self.events.events, &other.events.events, |a, b| {
+                a.seq == b.seq && a.kind == b.kind && a.holder == b.holder && a.token == b.token && a.lock_type == b.lock_type
+            })
     }
 
     /// Checks the record's own invariants; a violation means a bug that could double-grant.
@@ -942,6 +1029,23 @@ mod tests {
             ("expired", "b", 2),
         ]);
         assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn same_state_ignores_floors_and_nothing_else() {
+        let mut rec = LockRecord::default();
+        rec.apply(&w("a"), &L);
+        rec.apply(&w("b"), &L);
+        rec.apply(&acquire("c", LockType::Write, false, Priority::High), &L);
+        let before = rec.clone();
+        rec.advance(10, &L);
+        assert!(rec.same_state(&before), "ten microseconds of age are no news");
+        let mut revoked = rec.clone();
+        revoked.apply(&LockOp::Revoke { token: None }, &L);
+        assert!(!revoked.same_state(&before));
+        let mut refused = rec.clone();
+        refused.apply(&acquire("d", LockType::Write, false, Priority::Normal), &L);
+        assert!(!refused.same_state(&before), "a refusal is logged: a change to write");
     }
 
     #[test]

@@ -1,27 +1,41 @@
 //! News of scopes, for whoever waits on one: the runtime announces every scope value its
-//! acceptor accepted, with the value's latest event number; a watch or a waiting lock request
-//! subscribes to its own scope only. A hint that a read may show something new, never a
-//! substitute for the read.
+//! acceptor accepted (its latest event number and who holds it then); a watch or a waiting
+//! lock request subscribes to its own scope only. A hint that a read may show something new,
+//! never a substitute for the read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use crate::core::{LockRecord, RequestId};
+
+/// The latest news of a scope: a value accepted here with events up to `last_seq`, held then
+/// by the grants of these acquire requests.
+#[derive(Clone, Debug, Default)]
+pub struct News {
+    pub last_seq: u64,
+    pub holders: Vec<RequestId>,
+}
+
 #[derive(Default)]
 pub struct Changes {
-    scopes: Mutex<HashMap<Arc<str>, watch::Sender<u64>>>,
+    scopes: Mutex<HashMap<Arc<str>, watch::Sender<News>>>,
 }
 
 impl Changes {
-    /// Wakes the subscribers of `scope` if `last_seq` is newer than what they were told.
-    pub fn announce(&self, scope: &str, last_seq: u64) {
+    /// Wakes the subscribers of `scope` if this value has newer events than they were told of
+    /// (every grant, release and expiry is an event).
+    pub fn announce(&self, scope: &str, record: &LockRecord) {
         let scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = scopes.get(scope) {
             tx.send_if_modified(|seen| {
-                let newer = last_seq > *seen;
-                *seen = (*seen).max(last_seq);
-                newer
+                if record.events.last_seq <= seen.last_seq {
+                    return false;
+                }
+                seen.last_seq = record.events.last_seq;
+                seen.holders = record.holders.iter().map(|g| g.request_id.clone()).collect();
+                true
             });
         }
     }
@@ -31,7 +45,7 @@ impl Changes {
         let rx = match scopes.get(scope) {
             Some(tx) => tx.subscribe(),
             None => {
-                let (tx, rx) = watch::channel(0);
+                let (tx, rx) = watch::channel(News::default());
                 scopes.insert(scope.into(), tx);
                 rx
             }
@@ -49,17 +63,24 @@ impl Changes {
 pub struct Subscription {
     changes: Arc<Changes>,
     scope: Arc<str>,
-    rx: watch::Receiver<u64>,
+    rx: watch::Receiver<News>,
 }
 
 impl Subscription {
-    /// Waits until a value with an event numbered above `after` was accepted here; that
-    /// number.
-    pub async fn newer_than(&mut self, after: u64) -> u64 {
+    /// Waits until a value with an event numbered above `after` was accepted here.
+    pub async fn newer_than(&mut self, after: u64) {
+        self.until(|news| news.last_seq > after).await;
+    }
+
+    /// Waits until a value accepted here shows `request` holding the scope.
+    pub async fn granted(&mut self, request: &RequestId) {
+        self.until(|news| news.holders.contains(request)).await;
+    }
+
+    async fn until(&mut self, wanted: impl Fn(&News) -> bool) {
         loop {
-            let seen = *self.rx.borrow_and_update();
-            if seen > after {
-                return seen;
+            if wanted(&self.rx.borrow_and_update()) {
+                return;
             }
             if self.rx.changed().await.is_err() {
                 // Cannot happen while we hold the map's sender; wait forever rather than spin.
@@ -88,13 +109,35 @@ mod tests {
         let changes = Arc::new(Changes::default());
         let mut a = changes.subscribe("a");
         let b = changes.subscribe("b");
-        changes.announce("b", 5);
-        changes.announce("a", 3);
+        let record = |last_seq| {
+            let mut r = LockRecord::default();
+            r.events.last_seq = last_seq;
+            r
+        };
+        let soon = std::time::Duration::from_millis(50);
+        changes.announce("b", &record(5));
+        changes.announce("a", &record(3));
         tokio::time::timeout(std::time::Duration::from_secs(5), a.newer_than(2)).await.unwrap();
-        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), a.newer_than(3)).await;
-        assert!(waited.is_err(), "nothing newer than 3 yet");
-        changes.announce("a", 2); // an older value accepted late: no news
-        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), a.newer_than(3)).await.is_err());
+        assert!(tokio::time::timeout(soon, a.newer_than(3)).await.is_err(), "nothing newer than 3 yet");
+        changes.announce("a", &record(2)); // an older value accepted late: no news
+        assert!(tokio::time::timeout(soon, a.newer_than(3)).await.is_err());
+        let me = RequestId("me".into());
+        assert!(tokio::time::timeout(soon, a.granted(&me)).await.is_err());
+        let mut held = record(4);
+        held.apply(&crate::core::LockOp::Acquire(crate::core::Acquire {
+            request_id: me.clone(),
+            holder: "me".into(),
+            lock_type: crate::core::LockType::Write,
+            lease: crate::core::LeaseRule::Fixed(1_000_000),
+            lock_delay_us: 0,
+            wait: false,
+            wait_lease_us: 1_000_000,
+            priority: crate::core::Priority::Normal,
+            reason: None,
+            node: "n".into(),
+        }), &crate::core::Limits::default());
+        changes.announce("a", &held);
+        tokio::time::timeout(std::time::Duration::from_secs(5), a.granted(&me)).await.unwrap();
         drop(b);
         assert_eq!(changes.scopes(), 1);
         drop(a);

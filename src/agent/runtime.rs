@@ -331,7 +331,7 @@ impl Runtime {
             let Write::Slot(Key::Scope(scope), Slot { promised, accepted: Some(a) }) = write else { continue };
             if *promised == Some(a.ballot) {
                 if let Value::Lock(record) = &a.value {
-                    self.changes.announce(scope, record.events.last_seq);
+                    self.changes.announce(scope, record);
                 }
             }
         }

@@ -24,8 +24,8 @@ const DEFAULT_AUTO: AutoLease = AutoLease { min_us: 5_000_000, max_us: 300_000_0
 const DEFAULT_LOCK_DELAY_US: u64 = 1_000_000;
 /// How long a waiter's place is kept between two polls.
 const WAIT_LEASE_US: u64 = 3_000_000;
-/// How often a waiter polls (keeping its place) when it hears of no change; it polls at once
-/// when this node accepts a value of the scope with new events (a handoff, say).
+/// How often a waiter polls (keeping its place); it polls at once when this node accepts a
+/// value of the scope that hands the lock to it.
 const POLL: Duration = Duration::from_millis(500);
 
 enum Action {
@@ -240,9 +240,9 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
     });
     let deadline = tokio::time::Instant::now() + Duration::from_micros(wait_us);
     let mut queued = false;
-    // News of the scope, once queued: a handoff is then answered at once.
+    // News of the scope, once queued: a handoff to this request is then answered at once.
     let mut news = None;
-    let mut seen = 0;
+    let me = scoped(&holder, &request_id);
     loop {
         let reply = match call(handle, key.clone(), Op::Lock(acquire.clone())).await {
             Ok(reply) => reply,
@@ -268,7 +268,7 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
                     let news = news.get_or_insert_with(|| handle.changes.subscribe(&scope));
                     tokio::select! {
                         _ = tokio::time::sleep_until((now + POLL).min(deadline)) => {}
-                        newer = news.newer_than(seen) => seen = newer,
+                        _ = news.granted(&me) => {}
                     }
                     continue;
                 }

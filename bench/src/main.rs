@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use cluster::{Cluster, Kind};
 
 const USAGE: &str = "usage: lockmesh-bench [--profile full|tiny] [--scenarios a,b,...] [--compare etcd] [--rounds N]
-                      [--lockmesh PATH] [--etcd PATH] [--out FILE]
+                      [--scopes N] [--lockmesh PATH] [--etcd PATH] [--out FILE]
 scenarios: uncontended independent contended voter-loss scale members (default: all)";
 
 const LOCK_SCENARIOS: [&str; 4] = ["uncontended", "independent", "contended", "voter-loss"];
@@ -48,6 +48,8 @@ struct Options {
     scenarios: Vec<String>,
     compare: bool,
     rounds: Option<usize>,
+    /// Distinct scopes of the scale scenario, if not the profile's.
+    scopes: Option<usize>,
     lockmesh: PathBuf,
     etcd: PathBuf,
     out: PathBuf,
@@ -61,6 +63,7 @@ fn options() -> Result<Options, String> {
         scenarios: ALL.iter().map(|s| s.to_string()).collect(),
         compare: false,
         rounds: None,
+        scopes: None,
         lockmesh: dir.join("lockmesh"),
         etcd: PathBuf::from("etcd"),
         out: dir.join("bench-results.jsonl"),
@@ -82,6 +85,7 @@ fn options() -> Result<Options, String> {
                 other => return Err(format!("can only compare with etcd, not {other:?}")),
             },
             "--rounds" => o.rounds = Some(value()?.parse().map_err(|_| "--rounds takes a number")?),
+            "--scopes" => o.scopes = Some(value()?.parse().map_err(|_| "--scopes takes a number")?),
             "--lockmesh" => o.lockmesh = value()?.into(),
             "--etcd" => o.etcd = value()?.into(),
             "--out" => o.out = value()?.into(),
@@ -167,7 +171,7 @@ fn run(o: &Options, scenario: &str, kind: Kind) -> Result<Value, String> {
         "independent" => scenarios::independent(&c, 16, p.run),
         "contended" => scenarios::contended(&c, 8, p.run),
         "voter-loss" => scenarios::voter_loss(&mut c, 16, p.voter_loss),
-        "scale" => scenarios::scale(&c, p.scopes, 16),
+        "scale" => scenarios::scale(&c, o.scopes.unwrap_or(p.scopes), 16),
         other => Err(format!("unknown scenario {other}")),
     }
 }
@@ -198,8 +202,13 @@ fn print_ratios(results: &[(String, Kind, Value)]) {
     ];
     for (scenario, field, higher) in figures {
         let (Some(l), Some(e)) = (mean(results, scenario, Kind::Lockmesh, field), mean(results, scenario, Kind::Etcd, field)) else { continue };
-        let ratio = if higher { l / e.max(1e-9) } else { e / l.max(1e-9) };
-        println!("  {scenario:<12} {field:<22} lockmesh {l:>10.3}  etcd {e:>10.3}  ratio {ratio:>7.2}");
+        let (better, worse) = if higher { (l, e) } else { (e, l) };
+        let ratio = match (better, worse) {
+            (b, w) if w > 0.0 => format!("{:.2}", b / w),
+            (b, _) if b > 0.0 => "∞".to_string(),
+            _ => "equal".to_string(),
+        };
+        println!("  {scenario:<12} {field:<22} lockmesh {l:>10.3}  etcd {e:>10.3}  ratio {ratio:>7}");
     }
 }
 

@@ -179,8 +179,9 @@ impl Checker {
     }
 
     /// Contract 5 and 6: a `locked` answer only after a majority of a roster in force (a chosen
-    /// one) durably accepted a record that holds this grant, with the lease the answer names
-    /// (the holder trusts that one; an auto lease is computed by the record).
+    /// one) durably accepted a record that holds this grant, with at least the lease the
+    /// answer names (the holder trusts that one; an auto lease is computed by the record; a
+    /// later op of the same batch, a renewal, may have lengthened it).
     pub fn locked_reply(&mut self, now_us: u64, scope: &str, ballot: Option<Ballot>, holder: &str, token: u64, lease_us: u64) {
         let Some(ballot) = ballot else {
             self.violation(now_us, format!("honesty: {holder} told locked on {scope} without a ballot"));
@@ -191,7 +192,7 @@ impl Checker {
             return;
         };
         let has_grant = matches!(&a.value, Some(Value::Lock(r))
-            if r.holders.iter().any(|g| g.holder == holder && g.token == token && g.lease_us == lease_us));
+            if r.holders.iter().any(|g| g.holder == holder && g.token == token && g.lease_us >= lease_us));
         let tag_chosen = a.tag.is_some_and(|t| self.chosen_rosters.contains(&t));
         let majority = self.majority_of_tag(a);
         let voters = a.voters.len();

@@ -46,3 +46,8 @@ fn catches_a_roster_change_applied_before_the_sweep_finished() {
 fn catches_a_bare_busy_after_an_accept_went_out() {
     assert_caught(Broken::BareRefusal, Profile::default(), 1000);
 }
+
+#[test]
+fn catches_a_fast_path_whose_voters_did_not_promise_the_successor() {
+    assert_caught(Broken::NoSuccessorPromise, Profile::default(), 1000);
+}

@@ -324,12 +324,12 @@ impl Runtime {
         }
     }
 
-    /// Announces scope values this node accepted (now durable). A Prepare writes a promise
-    /// above the accepted ballot; an Accept writes a value at the promised ballot.
+    /// Announces scope values this node accepted (now durable). An Accept writes a value and
+    /// the promise of its ballot's successor; a Prepare writes only a promise.
     fn announce_changes(&self, writes: &[Write]) {
         for write in writes {
             let Write::Slot(Key::Scope(scope), Slot { promised, accepted: Some(a) }) = write else { continue };
-            if *promised == Some(a.ballot) {
+            if *promised == Some(a.ballot.successor()) {
                 if let Value::Lock(record) = &a.value {
                     self.changes.announce(scope, record);
                 }

@@ -60,16 +60,26 @@ impl Acceptor {
         Ok((out, changed.then(|| state.slot.clone())))
     }
 
-    /// Handles Accept: accepts unless a higher ballot was promised. On success the returned
-    /// slot must be persisted before the acceptance is sent.
+    /// Handles Accept: accepts unless a higher ballot was promised, and promises the ballot's
+    /// successor (see `Ballot::successor`). A repeated Accept of the ballot already accepted
+    /// (a duplicate message) is acknowledged again and changes nothing. On success the
+    /// returned slot must be persisted before the acceptance is sent.
     pub fn accept(&mut self, now: Time, key: &Key, ballot: Ballot, value: Value, roster: Option<RosterId>) -> Result<Slot, Ballot> {
+        self.accept_promising(now, key, ballot, value, roster, ballot.successor())
+    }
+
+    /// `accept`, promising `next` (a broken variant promises less).
+    pub(super) fn accept_promising(&mut self, now: Time, key: &Key, ballot: Ballot, value: Value, roster: Option<RosterId>, next: Ballot) -> Result<Slot, Ballot> {
         let state = self.slots.entry(key.clone()).or_insert_with(|| SlotState { slot: Slot::default(), accepted_at: now });
+        if state.slot.accepted.as_ref().is_some_and(|a| a.ballot == ballot) && state.slot.promised == Some(next) {
+            return Ok(state.slot.clone());
+        }
         if let Some(promised) = state.slot.promised {
             if ballot < promised {
                 return Err(promised);
             }
         }
-        state.slot.promised = Some(ballot);
+        state.slot.promised = Some(next);
         state.slot.accepted = Some(AcceptedValue { ballot, value, roster });
         state.accepted_at = now;
         Ok(state.slot.clone())
@@ -145,6 +155,21 @@ mod tests {
         let (promise, _) = a.prepare(Time(10), &key, b(6)).ok().unwrap();
         assert_eq!(promise.accepted.map(|x| x.ballot), Some(b(5)));
         assert_eq!(promise.age_us, 7);
+    }
+
+    #[test]
+    fn an_accept_promises_the_successor_and_a_duplicate_is_acknowledged() {
+        let mut a = Acceptor::default();
+        let key = Key::Scope("s".into());
+        let v = Value::Lock(LockRecord::default());
+        a.accept(Time(0), &key, b(5), v.clone(), None).unwrap();
+        // Another proposer's ballot between (5, 1) and its successor (6, 1) is refused.
+        let between = Ballot { round: 5, proposer: 2 };
+        assert_eq!(a.prepare(Time(1), &key, between).err(), Some(b(6)));
+        assert_eq!(a.accept(Time(1), &key, between, v.clone(), None).err(), Some(b(6)));
+        assert!(a.accept(Time(2), &key, b(5), v.clone(), None).is_ok(), "the same Accept again");
+        assert!(a.accept(Time(3), &key, b(6), v, None).is_ok(), "the proposer's next value, without a Prepare");
+        assert_eq!(a.slot(&key).and_then(|s| s.promised), Some(b(7)));
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum Broken {
     /// Answer "busy" bare: without committing the refusal, even after an Accept that may
     /// carry the request's effect went out (DESIGN-REVIEW P4).
     BareRefusal,
+    /// Voters accept without promising the ballot's successor, while proposers still skip
+    /// the Prepare after a ballot of theirs a majority accepted.
+    NoSuccessorPromise,
 }
 
 /// Whether `$config` runs the broken variant `$variant`; always `false` without the feature.

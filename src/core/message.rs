@@ -17,6 +17,13 @@ pub struct Ballot {
 impl Ballot {
     /// The ballot of a cluster's first roster, below every ballot a proposer can use.
     pub const BOOTSTRAP: Ballot = Ballot { round: 0, proposer: 0 };
+
+    /// The same proposer's next round. A voter that accepts at a ballot promises its
+    /// successor, so the proposer whose Accept a majority took may send the register's next
+    /// value at the successor without a Prepare: no other ballot can come in between.
+    pub fn successor(self) -> Ballot {
+        Ballot { round: self.round.saturating_add(1), proposer: self.proposer }
+    }
 }
 
 /// A register's name: the reserved roster register, or a lock scope.

@@ -145,6 +145,9 @@ pub struct Stats {
     pub retries: u64,
     /// Answers decided from a chosen value without an Accept.
     pub answered_without_write: u64,
+    /// Ballots that skipped the Prepare: the proposer's previous Accept on the register was
+    /// taken by a majority, which promised its successor.
+    pub fast_ballots: u64,
     /// Operations answered (decided or failed).
     pub answered: u64,
 }
@@ -188,6 +191,8 @@ pub struct Node {
     pub(super) bootstrapping: Option<(Roster, BTreeSet<NodeId>)>,
     pub(super) proposals: BTreeMap<Key, Proposal>,
     pub(super) waiting: BTreeMap<Key, Vec<PendingOp>>,
+    /// Registers whose last ballot was this node's, accepted by a majority (fast path).
+    pub(super) owned: BTreeMap<Key, super::proposer::Owned>,
     timers: BTreeMap<(Time, u64), Timer>,
     timer_seq: u64,
     next_id: u64,
@@ -230,6 +235,7 @@ impl Node {
             bootstrapping: None,
             proposals: BTreeMap::new(),
             waiting: BTreeMap::new(),
+            owned: BTreeMap::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
             next_id: 0,
@@ -511,7 +517,8 @@ impl Node {
             Value::Roster(r) => Some(r.clone()),
             Value::Lock(_) => None,
         };
-        match self.acceptor.accept(now, &key, ballot, value, their_roster) {
+        let next = if broken!(self.config, NoSuccessorPromise) { ballot } else { ballot.successor() };
+        match self.acceptor.accept_promising(now, &key, ballot, value, their_roster, next) {
             Ok(slot) => {
                 self.out.writes.push(Write::Slot(key.clone(), slot));
                 if broken!(self.config, RosterInstalledWhenAccepted) {

@@ -20,10 +20,49 @@ pub struct Slot {
 
 #[derive(Clone, Debug)]
 struct SlotState {
-    slot: Slot,
-    /// When this voter accepted `slot.accepted`, on its own clock; the restart time after a
+    promised: Option<Ballot>,
+    accepted: Option<Packed>,
+    /// When this voter accepted `accepted`, on its own clock; the restart time after a
     /// restart, which underestimates the age and is therefore safe.
     accepted_at: Time,
+}
+
+/// An accepted value kept encoded: a voter holds every scope it ever voted on, and a record
+/// takes a fraction of the memory encoded that it takes as a struct of vectors and strings.
+#[derive(Clone, Debug)]
+struct Packed {
+    ballot: Ballot,
+    roster: Option<RosterId>,
+    value: Box<[u8]>,
+}
+
+fn codec() -> impl bincode::config::Config {
+    bincode::config::standard()
+}
+
+impl Packed {
+    fn pack(a: &AcceptedValue) -> Packed {
+        // Encoding our own value into memory cannot fail; if it did, going on could lose it.
+        let value = bincode::serde::encode_to_vec(&a.value, codec()).unwrap_or_else(|e| panic!("cannot encode an accepted value: {e}"));
+        Packed { ballot: a.ballot, roster: a.roster, value: value.into_boxed_slice() }
+    }
+
+    fn unpack(&self) -> AcceptedValue {
+        let value = bincode::serde::decode_from_slice(&self.value, codec())
+            .map(|(v, _)| v)
+            .unwrap_or_else(|e| panic!("cannot decode an accepted value this voter encoded: {e}"));
+        AcceptedValue { ballot: self.ballot, value, roster: self.roster }
+    }
+}
+
+impl SlotState {
+    fn new(now: Time) -> SlotState {
+        SlotState { promised: None, accepted: None, accepted_at: now }
+    }
+
+    fn slot(&self) -> Slot {
+        Slot { promised: self.promised, accepted: self.accepted.as_ref().map(Packed::unpack) }
+    }
 }
 
 /// All registers this voter holds.
@@ -41,23 +80,27 @@ pub struct PromiseOut {
 impl Acceptor {
     /// Recovers from durable state after a restart; every age restarts at `now`.
     pub fn recover(slots: impl IntoIterator<Item = (Key, Slot)>, now: Time) -> Acceptor {
-        let slots = slots.into_iter().map(|(k, slot)| (k, SlotState { slot, accepted_at: now })).collect();
+        let slots = slots
+            .into_iter()
+            .map(|(k, slot)| (k, SlotState { promised: slot.promised, accepted: slot.accepted.as_ref().map(Packed::pack), accepted_at: now }))
+            .collect();
         Acceptor { slots }
     }
 
     /// Handles Prepare: promises `ballot` unless a higher one was promised. On success the
     /// returned slot must be persisted before the promise is sent.
     pub fn prepare(&mut self, now: Time, key: &Key, ballot: Ballot) -> Result<(PromiseOut, Option<Slot>), Ballot> {
-        let state = self.slots.entry(key.clone()).or_insert_with(|| SlotState { slot: Slot::default(), accepted_at: now });
-        if let Some(promised) = state.slot.promised {
+        let state = self.slots.entry(key.clone()).or_insert_with(|| SlotState::new(now));
+        if let Some(promised) = state.promised {
             if ballot < promised {
                 return Err(promised);
             }
         }
-        let changed = state.slot.promised != Some(ballot);
-        state.slot.promised = Some(ballot);
-        let out = PromiseOut { accepted: state.slot.accepted.clone(), age_us: now.since(state.accepted_at) };
-        Ok((out, changed.then(|| state.slot.clone())))
+        let changed = state.promised != Some(ballot);
+        state.promised = Some(ballot);
+        let slot = state.slot();
+        let out = PromiseOut { accepted: slot.accepted.clone(), age_us: now.since(state.accepted_at) };
+        Ok((out, changed.then_some(slot)))
     }
 
     /// Handles Accept: accepts unless a higher ballot was promised, and promises the ballot's
@@ -70,42 +113,43 @@ impl Acceptor {
 
     /// `accept`, promising `next` (a broken variant promises less).
     pub(super) fn accept_promising(&mut self, now: Time, key: &Key, ballot: Ballot, value: Value, roster: Option<RosterId>, next: Ballot) -> Result<Slot, Ballot> {
-        let state = self.slots.entry(key.clone()).or_insert_with(|| SlotState { slot: Slot::default(), accepted_at: now });
-        if state.slot.accepted.as_ref().is_some_and(|a| a.ballot == ballot) && state.slot.promised == Some(next) {
-            return Ok(state.slot.clone());
+        let state = self.slots.entry(key.clone()).or_insert_with(|| SlotState::new(now));
+        if state.accepted.as_ref().is_some_and(|a| a.ballot == ballot) && state.promised == Some(next) {
+            return Ok(state.slot());
         }
-        if let Some(promised) = state.slot.promised {
+        if let Some(promised) = state.promised {
             if ballot < promised {
                 return Err(promised);
             }
         }
-        state.slot.promised = Some(next);
-        state.slot.accepted = Some(AcceptedValue { ballot, value, roster });
+        let accepted = AcceptedValue { ballot, value, roster };
+        state.promised = Some(next);
+        state.accepted = Some(Packed::pack(&accepted));
         state.accepted_at = now;
-        Ok(state.slot.clone())
+        Ok(Slot { promised: Some(next), accepted: Some(accepted) })
     }
 
     /// Sets a register's value outside a ballot; used only for the first roster, which all
     /// its voters acknowledged before anyone installed it.
     pub fn seed(&mut self, now: Time, key: Key, accepted: AcceptedValue) -> Option<Slot> {
-        let state = self.slots.entry(key).or_insert_with(|| SlotState { slot: Slot::default(), accepted_at: now });
-        if state.slot.accepted.is_some() {
+        let state = self.slots.entry(key).or_insert_with(|| SlotState::new(now));
+        if state.accepted.is_some() {
             return None;
         }
-        state.slot.accepted = Some(accepted);
+        state.accepted = Some(Packed::pack(&accepted));
         state.accepted_at = now;
-        Some(state.slot.clone())
+        Some(Slot { promised: state.promised, accepted: Some(accepted) })
     }
 
-    pub fn slot(&self, key: &Key) -> Option<&Slot> {
-        self.slots.get(key).map(|s| &s.slot)
+    pub fn slot(&self, key: &Key) -> Option<Slot> {
+        self.slots.get(key).map(SlotState::slot)
     }
 
     /// Scope names this voter holds a value for.
     pub fn scopes(&self) -> Vec<String> {
         self.slots
             .iter()
-            .filter(|(_, s)| s.slot.accepted.is_some())
+            .filter(|(_, s)| s.accepted.is_some())
             .filter_map(|(k, _)| match k {
                 Key::Scope(name) => Some(name.clone()),
                 Key::Roster => None,
@@ -115,11 +159,11 @@ impl Acceptor {
 
     /// The lock records this voter holds, in scope order, up to `limit` of them (for metrics:
     /// its own copies, which may be a little behind the chosen values).
-    pub fn records(&self, limit: usize) -> impl Iterator<Item = (&str, &super::record::LockRecord)> {
+    pub fn records(&self, limit: usize) -> impl Iterator<Item = (&str, super::record::LockRecord)> {
         self.slots
             .iter()
-            .filter_map(|(k, s)| match (k, s.slot.accepted.as_ref().map(|a| &a.value)) {
-                (Key::Scope(name), Some(super::message::Value::Lock(record))) => Some((name.as_str(), record)),
+            .filter_map(|(k, s)| match (k, s.accepted.as_ref().map(|a| a.unpack().value)) {
+                (Key::Scope(name), Some(Value::Lock(record))) => Some((name.as_str(), record)),
                 _ => None,
             })
             .take(limit)
@@ -129,7 +173,7 @@ impl Acceptor {
     #[cfg(feature = "broken-variants")]
     pub fn forget_promises(&mut self) {
         for state in self.slots.values_mut() {
-            state.slot.promised = state.slot.accepted.as_ref().map(|a| a.ballot);
+            state.promised = state.accepted.as_ref().map(|a| a.ballot);
         }
     }
 }
@@ -177,7 +221,7 @@ mod tests {
         let key = Key::Scope("s".into());
         let mut a = Acceptor::default();
         a.accept(Time(0), &key, b(1), Value::Lock(LockRecord::default()), None).unwrap();
-        let slot = a.slot(&key).cloned().unwrap();
+        let slot = a.slot(&key).unwrap();
         let mut b2 = Acceptor::recover([(key.clone(), slot)], Time(1_000));
         let (promise, _) = b2.prepare(Time(1_250), &key, b(2)).ok().unwrap();
         assert_eq!(promise.age_us, 250);

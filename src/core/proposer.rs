@@ -15,7 +15,8 @@ use super::time::Time;
 
 /// Ballot rounds reserved per durable write of the high-water mark.
 const ROUND_RESERVE: u64 = 1024;
-/// Registers a node remembers as its own for the fast path; the oldest is forgotten first.
+/// Registers a node remembers as its own for the fast path; past that, the first by name is
+/// forgotten (it then takes the full way once).
 const OWNED_MAX: usize = 4096;
 
 /// A register whose latest ballot was ours and was accepted by a majority: its value is

@@ -136,8 +136,15 @@ fn show(e: &SseEvent, out: Output) {
 /// While a request waits for a lock on a terminal, what happens to the scope, on stderr:
 /// who holds it, then each change, until `stop`.
 pub struct Progress {
-    /// The stream's socket once open, to end it; `None` in it after `stop`.
-    socket: std::sync::Arc<std::sync::Mutex<Option<Option<std::net::TcpStream>>>>,
+    stream: std::sync::Arc<std::sync::Mutex<Stream>>,
+}
+
+/// Where the progress stream is: `stop` may come before it opened.
+enum Stream {
+    Opening,
+    /// Its socket, to end it from `stop`.
+    Open(std::net::TcpStream),
+    Stopped,
 }
 
 impl Progress {
@@ -150,23 +157,23 @@ impl Progress {
         }
         let url = me.client.url(&format!("/api/v1.0/lock/{}/watch", path_segment(scope)));
         let headers = me.client.headers();
-        let socket = std::sync::Arc::new(std::sync::Mutex::new(Some(None)));
-        let shared = socket.clone();
+        let stream = std::sync::Arc::new(std::sync::Mutex::new(Stream::Opening));
+        let shared = stream.clone();
         let scope = scope.to_string();
         std::thread::spawn(move || {
             let Ok(Opened::Stream(mut events)) = Events::open(&url, &headers, None) else { return };
             {
-                let mut slot = shared.lock().unwrap_or_else(|e| e.into_inner());
-                match (&mut *slot, events.socket()) {
-                    (Some(s), Ok(socket)) => *s = Some(socket),
+                let mut state = shared.lock().unwrap_or_else(|e| e.into_inner());
+                match (&*state, events.socket()) {
+                    (Stream::Opening, Ok(socket)) => *state = Stream::Open(socket),
                     _ => return, // stopped already (or cannot be stopped): show nothing
                 }
             }
             while let Ok(Some(e)) = events.next_event() {
                 let data: Value = serde_json::from_str(&e.data).unwrap_or_default();
                 // Printed under the lock `stop` takes: nothing appears after it returns.
-                let slot = shared.lock().unwrap_or_else(|e| e.into_inner());
-                if slot.is_none() {
+                let state = shared.lock().unwrap_or_else(|e| e.into_inner());
+                if matches!(*state, Stream::Stopped) {
                     return;
                 }
                 match e.event.as_str() {
@@ -176,13 +183,13 @@ impl Progress {
                 }
             }
         });
-        Some(Progress { socket })
+        Some(Progress { stream })
     }
 
     /// Ends the stream; nothing more is printed after this returns.
     pub fn stop(self) {
-        let mut slot = self.socket.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(Some(socket)) = slot.take() {
+        let mut state = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        if let Stream::Open(socket) = std::mem::replace(&mut *state, Stream::Stopped) {
             let _ = socket.shutdown(std::net::Shutdown::Both);
         }
     }

@@ -144,6 +144,7 @@ pub fn parse_broken(name: &str) -> Option<Broken> {
         "roster-installed-when-accepted" => Broken::RosterInstalledWhenAccepted,
         "roster-change-before-sweep" => Broken::RosterChangeBeforeSweep,
         "bare-refusal" => Broken::BareRefusal,
+        "no-successor-promise" => Broken::NoSuccessorPromise,
         _ => return None,
     })
 }

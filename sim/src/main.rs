@@ -14,7 +14,8 @@ usage: lockmesh-sim [--seeds N] [--first S] [--seed S] [--threads T] [--verbose]
   --profile P   fault profile; 'all' (default) lets each seed pick one
   --broken V    run a known-broken protocol variant (quorum-over-reachable,
                 forget-promises-on-restart, expiry-ignores-drift, ages-from-stale-promises,
-                roster-installed-when-accepted, roster-change-before-sweep, bare-refusal)";
+                roster-installed-when-accepted, roster-change-before-sweep, bare-refusal,
+                no-successor-promise)";
 
 fn main() -> ExitCode {
     let mut seeds = 300u64;

@@ -7,7 +7,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use lockmesh::core::rng::Rng;
 use lockmesh::core::{
     Config, Drift, Durable, Envelope, Key, LockOp, Node, NodeId, Op, Reply, Request, Roster, RosterChange, RosterOp, Time,
-    Write,
+    Value, Write,
 };
 
 use crate::checker::Checker;
@@ -101,6 +101,9 @@ pub(crate) struct Hostility {
     pub roster_changes: bool,
     pub operator_gap_us: (u64, u64),
     pub downtime_us: (u64, u64),
+    /// Longest time a disk takes to sync one batch (a slow disk widens every window between
+    /// a step and the durability of its writes).
+    pub disk_max_us: u64,
 }
 
 pub(crate) struct World {
@@ -354,11 +357,24 @@ impl World {
         let Some(node) = n.node.as_mut() else { return };
         let local = n.clock.local(now);
         f(node, local);
-        let out = node.drain();
+        let mut out = node.drain();
         let next_local = node.next_timeout();
-        if !(out.writes.is_empty() && out.messages.is_empty() && out.replies.is_empty()) {
-            n.pending.push_back(Batch { writes: out.writes, messages: out.messages, replies: out.replies });
-            let latency = self.rng.between(20, 1_500);
+        // As the runtime does: once every earlier batch is durable, early messages leave at
+        // once, and a batch without writes needs no sync at all.
+        let synced = n.pending.is_empty();
+        if synced {
+            let early = std::mem::take(&mut out.early);
+            self.send_out(i, early);
+        }
+        if synced && out.writes.is_empty() {
+            self.send_out(i, out.messages);
+            self.reply_out(out.replies);
+        } else if !out.is_empty() {
+            let n = &mut self.nodes[i];
+            let mut messages = out.early;
+            messages.extend(out.messages);
+            n.pending.push_back(Batch { writes: out.writes, messages, replies: out.replies });
+            let latency = self.rng.between(20, self.hostility.disk_max_us);
             let at = (now + latency).max(n.last_flush_at);
             n.last_flush_at = at;
             let generation = n.generation;
@@ -394,14 +410,24 @@ impl World {
             }
             self.nodes[i].disk.apply(write);
         }
-        for envelope in batch.messages {
+        self.send_out(i, batch.messages);
+        self.reply_out(batch.replies);
+    }
+
+    /// Puts node `i`'s messages on the network.
+    fn send_out(&mut self, i: usize, messages: impl IntoIterator<Item = Envelope>) {
+        for envelope in messages {
             self.log(|| describe(&envelope));
             let Some(to) = self.nodes.iter().position(|n| n.id.name == envelope.to.name) else { continue };
             for delay in self.net.deliveries(&mut self.rng, i, to) {
                 self.schedule(self.now + delay, Event::Deliver { to, envelope: envelope.clone() });
             }
         }
-        for reply in batch.replies {
+    }
+
+    /// Sends replies to their clients, after the checker has seen them.
+    fn reply_out(&mut self, replies: Vec<Reply>) {
+        for reply in replies {
             self.checker.agreement(self.now, &reply);
             let client = (reply.client >> 32) as usize;
             if let Some(delay) = self.net.client_delivery(&mut self.rng) {
@@ -554,8 +580,21 @@ impl World {
     fn can_lose_disk(&self, victim: usize) -> bool {
         let _ = victim;
         let intact = |r: &Roster| r.voters.len() >= 3 && r.voters.iter().all(|v| self.nodes.iter().any(|n| n.id == *v));
-        let installed = self.nodes.iter().filter_map(|n| n.node.as_ref().and_then(|node| node.roster()));
-        self.checker.latest_roster.iter().chain(installed).all(intact)
+        // Installed in memory, or on the disk of a node that is down.
+        let installed = self.nodes.iter().flat_map(|n| n.node.as_ref().and_then(|node| node.roster()).into_iter().chain(n.disk.roster.as_ref()));
+        // A roster a voter accepted (on disk or on its way there) may still be chosen.
+        let slots = self.nodes.iter().flat_map(|n| {
+            let pending = n.pending.iter().flat_map(|b| b.writes.iter()).filter_map(|w| match w {
+                Write::Slot(Key::Roster, slot) => Some(slot),
+                _ => None,
+            });
+            n.disk.slots.get(&Key::Roster).into_iter().chain(pending)
+        });
+        let accepted = slots.filter_map(|slot| match slot.accepted.as_ref().map(|a| &a.value) {
+            Some(Value::Roster(r)) => Some(r),
+            _ => None,
+        });
+        self.checker.latest_roster.iter().chain(installed).chain(accepted).all(intact)
     }
 
     /// The operator asks a random node for a roster change chosen from the latest roster.
@@ -701,6 +740,7 @@ impl Hostility {
             roster_changes: roster_churn || rng.chance(0.5),
             operator_gap_us: if roster_churn { (20_000, 300_000) } else { (300_000, 3_000_000) },
             downtime_us: (10_000, 2_000_000),
+            disk_max_us: [1_500, 1_500, 30_000][rng.index(3)],
         };
         if profile.restart_storm {
             h.fault_gap_us = (10_000, 80_000);

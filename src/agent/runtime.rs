@@ -264,18 +264,53 @@ impl Runtime {
         self.node.set_alive(not_down);
     }
 
-    /// Hands the core's output to the disk thread; it comes back as `Committed`.
+    /// Hands the core's output to the disk thread; it comes back as `Committed`. When every
+    /// earlier batch is durable, what relies on nothing of this one leaves at once: its early
+    /// messages, and all of it if it writes nothing.
     fn pump(&mut self) {
-        self.refresh_alive();
-        let out = self.node.drain();
-        if out.writes.is_empty() && out.messages.is_empty() && out.replies.is_empty() {
+        loop {
+            self.refresh_alive();
+            let mut out = self.node.drain();
+            if out.is_empty() {
+                return;
+            }
+            if self.unflushed == 0 {
+                for envelope in std::mem::take(&mut out.early) {
+                    self.send_core(envelope);
+                }
+                if out.writes.is_empty() {
+                    // A reply may make more output (the runtime's own requests): go round.
+                    self.dispatch(out);
+                    continue;
+                }
+            }
+            if self.flush.send(out).is_err() {
+                tracing::error!("the disk thread is gone; stopping");
+                std::process::exit(1);
+            }
+            self.unflushed += 1;
             return;
         }
-        if self.flush.send(out).is_err() {
-            tracing::error!("the disk thread is gone; stopping");
-            std::process::exit(1);
+    }
+
+    /// Sends a durable batch's messages and delivers its replies.
+    fn dispatch(&mut self, out: Outputs) {
+        for envelope in out.early.into_iter().chain(out.messages) {
+            self.send_core(envelope);
         }
-        self.unflushed += 1;
+        for reply in out.replies {
+            self.on_reply(reply);
+        }
+    }
+
+    fn send_core(&self, envelope: crate::core::Envelope) {
+        if self.known_down(&envelope.to) {
+            return; // it would only wait for a timeout, holding memory
+        }
+        match self.peers.get(&envelope.to.name) {
+            Some(peer) => self.mesh.send(peer.info.mesh_addr, &Frame::Core(envelope)),
+            None => tracing::debug!(to = %envelope.to, "no address for a peer; message dropped"),
+        }
     }
 
     fn handle(&mut self, input: Input) {
@@ -307,18 +342,7 @@ impl Runtime {
                     self.announce_changes(&out.writes);
                 }
                 for out in group {
-                    for envelope in out.messages {
-                        if self.known_down(&envelope.to) {
-                            continue; // it would only wait for a timeout, holding memory
-                        }
-                        match self.peers.get(&envelope.to.name) {
-                            Some(peer) => self.mesh.send(peer.info.mesh_addr, &Frame::Core(envelope)),
-                            None => tracing::debug!(to = %envelope.to, "no address for a peer; message dropped"),
-                        }
-                    }
-                    for reply in out.replies {
-                        self.on_reply(reply);
-                    }
+                    self.dispatch(out);
                 }
             }
         }

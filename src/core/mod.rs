@@ -5,7 +5,8 @@
 //! as `Time` arguments, randomness as a seed, messages and client requests as values; what must
 //! be persisted, sent or answered comes out of `Node::drain` as `Outputs`. The runtime (or the
 //! simulator) executes those, always persisting `writes` before releasing `messages` and
-//! `replies` of the same batch.
+//! `replies` of the same batch; only `early` messages may leave before their own batch's
+//! writes are durable, once every earlier batch's are.
 
 pub mod acceptor;
 mod bootstrap;

@@ -109,13 +109,22 @@ pub(super) struct Agreement {
     pub voters: usize,
 }
 
-/// What the node asks its runtime to do. Persist `writes` (durably) first, then send
-/// `messages` and deliver `replies`.
+/// What the node asks its runtime to do with one batch. Persist `writes` (durably) first,
+/// then send `messages` and deliver `replies`. `early` messages may leave sooner: as soon as
+/// every *earlier* batch's writes are durable, without waiting for this batch's own (they
+/// rely on none of them; see `Node::may_leave_early`).
 #[derive(Clone, Debug, Default)]
 pub struct Outputs {
     pub writes: Vec<Write>,
+    pub early: Vec<Envelope>,
     pub messages: Vec<Envelope>,
     pub replies: Vec<Reply>,
+}
+
+impl Outputs {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.early.is_empty() && self.messages.is_empty() && self.replies.is_empty()
+    }
 }
 
 /// Contention of one scope, from this voter's copy of its record.
@@ -388,9 +397,26 @@ impl Node {
         let envelope = Envelope { from: self.id.clone(), to, roster, body };
         if envelope.to == self.id {
             self.loopback.push_back(envelope);
+        } else if self.may_leave_early(&envelope.body) {
+            self.out.early.push(envelope);
         } else {
             self.out.messages.push(envelope);
         }
+    }
+
+    /// Whether a message may leave before the writes of its own batch are durable (once every
+    /// earlier batch's are). A proposer's Prepare or Accept on a scope states nothing about
+    /// this voter's state, so the disk need not be waited for — unless it relies on a write of
+    /// this batch made before it: a round reservation covering its ballot, this voter's own
+    /// promise counted in the quorum that chose its value, or a roster just installed. A crash
+    /// then loses at most this node's vote for its own ballot, which is a lost message. Every
+    /// answer a voter gives, and every reply to a client, waits for the disk.
+    fn may_leave_early(&self, body: &Body) -> bool {
+        let key = match body {
+            Body::Prepare { key: key @ Key::Scope(_), .. } | Body::Accept { key: key @ Key::Scope(_), .. } => key,
+            _ => return false,
+        };
+        self.out.writes.iter().all(|w| matches!(w, Write::Slot(k, _) if k != key))
     }
 
     pub(super) fn set_timer(&mut self, at: Time, timer: Timer) {

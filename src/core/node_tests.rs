@@ -36,6 +36,7 @@ impl Cluster {
             for w in out.writes {
                 self.disks[i].apply(w);
             }
+            self.inbox.extend(out.early);
             self.inbox.extend(out.messages);
             self.replies.extend(out.replies);
         }
@@ -145,7 +146,7 @@ fn a_ballot_keeps_the_roster_it_started_under() {
             c.disks[to].apply(w);
         }
         c.replies.extend(out.replies);
-        pending.extend(out.messages.into_iter().filter(|m| !matches!(m.body, Body::Accept { key: Key::Scope(_), .. } | Body::Promise { key: Key::Scope(_), .. })));
+        pending.extend(out.early.into_iter().chain(out.messages).filter(|m| !matches!(m.body, Body::Accept { key: Key::Scope(_), .. } | Body::Promise { key: Key::Scope(_), .. })));
     }
     assert_eq!(c.nodes[0].roster().map(|r| r.version), Some(2));
     // Now the old ballot's promises arrive; its Accepts must still say v1.
@@ -223,6 +224,7 @@ impl Net {
 
     fn collect(&mut self, i: usize) {
         let out = self.nodes[i].drain();
+        self.queue.extend(out.early);
         self.queue.extend(out.messages);
         self.replies.extend(out.replies);
     }

@@ -11,6 +11,11 @@ const SLOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("slots");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Most bytes a stored value may decode from; anything bigger is corruption.
 const DECODE_LIMIT: usize = 64 << 20;
+/// redb's own page cache (its default is 1 GiB). Voters keep what they need in memory and
+/// only write here, so pages are read back only at startup; a small cache keeps a node with
+/// a million scopes from holding its whole file twice (once here, once in the kernel's page
+/// cache, which serves the rare reads as well).
+const CACHE_BYTES: usize = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,7 +58,7 @@ impl Store {
     /// Opens (or creates) the store in `dir`. A new data dir gets a random incarnation.
     pub fn open(dir: &Path) -> Result<Opened, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.to_path_buf(), e))?;
-        let db = Database::create(dir.join("lockmesh.redb")).map_err(db_err)?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(dir.join("lockmesh.redb")).map_err(db_err)?;
         let incarnation = {
             let txn = db.begin_write().map_err(db_err)?;
             let incarnation = {

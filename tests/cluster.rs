@@ -281,8 +281,12 @@ fn malformed_peer_input_closes_streams_and_changes_nothing() {
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint.set_default_client_config(lockmesh::mesh::tls::client_config(&id).unwrap());
         let connection = endpoint.connect(target, lockmesh::mesh::tls::dial_name()).unwrap().await.unwrap();
-        let oversized = vec![0u8; lockmesh::mesh::wire::MAX_FRAME + 1];
-        for payload in [&b"\xff\xff\xff\xff garbage"[..], &[][..], &oversized[..]] {
+        // Streams carry frames behind a 4-byte length: one claiming more than the limit, one
+        // cut off inside its frame, one that is not a frame, and nothing at all.
+        let too_long = ((lockmesh::mesh::wire::MAX_FRAME + 1) as u32).to_be_bytes();
+        let cut_off = [&10u32.to_be_bytes()[..], b"abc"].concat();
+        let garbage = [&9u32.to_be_bytes()[..], b"\xff\xff\xff\xff\xff\xff\xff\xff\xff"].concat();
+        for payload in [&too_long[..], &cut_off[..], &garbage[..], &[][..]] {
             if let Ok(mut stream) = connection.open_uni().await {
                 let _ = stream.write_all(payload).await;
                 let _ = stream.finish();
@@ -300,7 +304,7 @@ fn malformed_peer_input_closes_streams_and_changes_nothing() {
             leaving: false,
         };
         if let Ok(mut stream) = connection.open_uni().await {
-            let _ = stream.write_all(&lockmesh::mesh::wire::encode(&hello).unwrap()).await;
+            let _ = stream.write_all(&lockmesh::mesh::wire::encode_prefixed(&hello).unwrap()).await;
             let _ = stream.finish();
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -1,5 +1,7 @@
 //! One QUIC endpoint per node: it accepts peers' connections, dials peers, and moves frames
-//! over unidirectional streams (one frame per stream). Every frame's sender is checked against
+//! over unidirectional streams. Each peer has one sender task that keeps one stream open and
+//! writes every frame waiting for that peer at once (length-prefixed), so a burst of messages
+//! for many scopes costs one write, not a stream each. Every frame's sender is checked against
 //! the peer's certificate: a peer can speak only for the node name its certificate carries.
 
 use std::collections::HashMap;
@@ -37,14 +39,22 @@ const STREAMS_PER_CONNECTION: usize = 256;
 const BAD_FRAME: u32 = 1;
 const WRONG_NAME: u32 = 2;
 
-/// Sends (frames and datagrams) in flight at once; more are dropped, as a lossy network
-/// would, and the protocol retries. Bounds memory when a peer is slow or dead.
-const MAX_SENDS_IN_FLIGHT: usize = 4096;
+/// Datagrams in flight at once; more are dropped, as a lossy network would (SWIM copes).
+const MAX_DATAGRAMS_IN_FLIGHT: usize = 4096;
+/// Frames waiting for one peer; more are dropped, as a lossy network would, and the protocol
+/// retries. Bounds memory when a peer is slow or dead.
+const OUTBOX_FRAMES: usize = 4096;
+/// Most bytes one write to a peer's stream gathers.
+const BATCH_BYTES: usize = 256 << 10;
+/// A peer's sender task with nothing to send for this long ends; the next frame starts one.
+const OUTBOX_IDLE: Duration = Duration::from_secs(60);
 
 pub struct Mesh {
-    send_slots: Arc<tokio::sync::Semaphore>,
+    datagram_slots: Arc<tokio::sync::Semaphore>,
     endpoint: quinn::Endpoint,
     connections: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    /// Each peer's queue of encoded frames, drained by its sender task (`outbox`).
+    outboxes: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
     inbound: mpsc::Sender<Inbound>,
     datagram_sender: DatagramSender,
 }
@@ -72,7 +82,14 @@ impl Mesh {
         client.transport_config(transport());
         let mut endpoint = quinn::Endpoint::server(server, addr).map_err(|e| MeshError::Bind(addr, e))?;
         endpoint.set_default_client_config(client);
-        let mesh = Arc::new(Mesh { send_slots: Arc::new(tokio::sync::Semaphore::new(MAX_SENDS_IN_FLIGHT)), endpoint, connections: Mutex::new(HashMap::new()), inbound, datagram_sender });
+        let mesh = Arc::new(Mesh {
+            datagram_slots: Arc::new(tokio::sync::Semaphore::new(MAX_DATAGRAMS_IN_FLIGHT)),
+            endpoint,
+            connections: Mutex::new(HashMap::new()),
+            outboxes: Mutex::new(HashMap::new()),
+            inbound,
+            datagram_sender,
+        });
         tokio::spawn(mesh.clone().accept_loop());
         Ok(mesh)
     }
@@ -94,32 +111,96 @@ impl Mesh {
         }
     }
 
-    /// Sends one frame to `addr`, dialing if needed. Fire and forget: the protocol retries.
+    /// Queues one frame for `addr` (dialing if needed). Fire and forget: the protocol retries.
     pub fn send(self: &Arc<Self>, addr: SocketAddr, frame: &Frame) {
-        let bytes = match wire::encode(frame) {
+        let mut bytes = match wire::encode_prefixed(frame) {
             Ok(bytes) => bytes,
             Err(e) => {
                 tracing::error!(error = %e, "mesh: cannot encode a frame");
                 return;
             }
         };
-        let Ok(permit) = self.send_slots.clone().try_acquire_owned() else {
-            tracing::debug!(%addr, "mesh: too many sends in flight; frame dropped");
-            return;
-        };
-        let mesh = self.clone();
-        tokio::spawn(async move {
-            let _held = permit;
-            if let Err(e) = mesh.send_bytes(addr, &bytes).await {
-                tracing::debug!(%addr, error = %e, "mesh: send failed");
-                mesh.forget(addr);
+        let Ok(mut outboxes) = self.outboxes.lock() else { return };
+        // Twice at most: a sender task that ended (idle) is replaced once.
+        for _ in 0..2 {
+            let outbox = outboxes.entry(addr).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(OUTBOX_FRAMES);
+                tokio::spawn(self.clone().outbox(addr, rx));
+                tx
+            });
+            match outbox.try_send(bytes) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::debug!(%addr, "mesh: too many frames waiting for a peer; frame dropped");
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(back)) => {
+                    outboxes.remove(&addr);
+                    bytes = back;
+                }
             }
-        });
+        }
+    }
+
+    /// One peer's sender task: writes every frame waiting for `addr` to one stream at once.
+    /// A failed write loses the frames it carried (as a lossy network would) and the next
+    /// batch opens a new stream, on a new connection if the old one is gone.
+    async fn outbox(self: Arc<Self>, addr: SocketAddr, mut frames: mpsc::Receiver<Vec<u8>>) {
+        let mut stream = None;
+        loop {
+            let mut batch = match tokio::time::timeout(OUTBOX_IDLE, frames.recv()).await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => return,
+                Err(_idle) => {
+                    if self.retire(addr, &frames) {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            while batch.len() < BATCH_BYTES {
+                match frames.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.write(addr, &mut stream, &batch).await {
+                tracing::debug!(%addr, error = %e, "mesh: send failed");
+                stream = None;
+                self.forget(addr);
+            }
+        }
+    }
+
+    /// Writes to the stream kept for `addr`, opening one first if there is none or its
+    /// connection has closed (the peer restarted, or went silent).
+    async fn write(self: &Arc<Self>, addr: SocketAddr, kept: &mut Option<(quinn::Connection, quinn::SendStream)>, bytes: &[u8]) -> Result<(), MeshError> {
+        let (connection, stream) = match kept.take() {
+            Some((connection, stream)) if connection.close_reason().is_none() => (connection, stream),
+            _ => {
+                let connection = self.connection(addr).await?;
+                let stream = connection.open_uni().await.map_err(|e| MeshError::Send(e.to_string()))?;
+                (connection, stream)
+            }
+        };
+        let (_, stream) = kept.insert((connection, stream));
+        stream.write_all(bytes).await.map_err(|e| MeshError::Send(e.to_string()))
+    }
+
+    /// Ends an idle sender task, unless a frame arrived meanwhile: `send` queues frames under
+    /// the same lock, so none is queued to a task that is going away.
+    fn retire(&self, addr: SocketAddr, frames: &mpsc::Receiver<Vec<u8>>) -> bool {
+        let Ok(mut outboxes) = self.outboxes.lock() else { return false };
+        if !frames.is_empty() {
+            return false;
+        }
+        outboxes.remove(&addr);
+        true
     }
 
     /// Sends one datagram to `addr` (dialing if needed); lost if anything fails, as datagrams are.
     pub fn send_datagram(self: &Arc<Self>, addr: SocketAddr, packet: bytes::Bytes) {
-        let Ok(permit) = self.send_slots.clone().try_acquire_owned() else { return };
+        let Ok(permit) = self.datagram_slots.clone().try_acquire_owned() else { return };
         let mesh = self.clone();
         tokio::spawn(async move {
             let _held = permit;
@@ -135,14 +216,6 @@ impl Mesh {
                 }
             }
         });
-    }
-
-    async fn send_bytes(self: &Arc<Self>, addr: SocketAddr, bytes: &[u8]) -> Result<(), MeshError> {
-        let connection = self.connection(addr).await?;
-        let mut stream = connection.open_uni().await.map_err(|e| MeshError::Send(e.to_string()))?;
-        stream.write_all(bytes).await.map_err(|e| MeshError::Send(e.to_string()))?;
-        stream.finish().map_err(|e| MeshError::Send(e.to_string()))?;
-        Ok(())
     }
 
     fn forget(&self, addr: SocketAddr) {
@@ -170,10 +243,8 @@ impl Mesh {
     }
 
     /// Reads frames from one connection until it closes, up to `STREAMS_PER_CONNECTION`
-    /// streams at once (a slow stream does not hold up the others; beyond that, the peer
-    /// waits, as QUIC flow control makes it). A frame that does not decode, is too big, or
-    /// claims a sender other than the certificate's name is dropped with an error; nothing
-    /// panics.
+    /// streams at once (a peer's sender keeps one open, and opens another after a failed
+    /// write; beyond the limit the peer waits, as QUIC flow control makes it).
     async fn read_frames(self: Arc<Self>, connection: quinn::Connection) {
         tokio::spawn(self.clone().read_datagrams(connection.clone()));
         let remote = connection.remote_address();
@@ -191,38 +262,58 @@ impl Mesh {
             let (mesh, connection, names) = (self.clone(), connection.clone(), names.clone());
             tokio::spawn(async move {
                 let _held = permit;
-                mesh.read_frame(stream, &connection, &names).await;
+                mesh.read_stream(stream, &connection, &names).await;
             });
         }
     }
 
-    async fn read_frame(&self, mut stream: quinn::RecvStream, connection: &quinn::Connection, names: &Mutex<HashMap<String, bool>>) {
+    /// Reads length-prefixed frames from one stream until the peer finishes it. A frame that
+    /// does not decode is dropped (the prefix delimits it); one longer than `MAX_FRAME`, or a
+    /// stream that breaks off inside a frame, ends the stream; a frame speaking for a name the
+    /// certificate does not carry closes the connection. Nothing panics.
+    async fn read_stream(&self, mut stream: quinn::RecvStream, connection: &quinn::Connection, names: &Mutex<HashMap<String, bool>>) {
         let remote = connection.remote_address();
-        let bytes = match stream.read_to_end(MAX_FRAME).await {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::warn!(%remote, error = %e, "mesh: dropped an unreadable or oversized frame");
+        loop {
+            let mut prefix = [0u8; 4];
+            match stream.read_exact(&mut prefix).await {
+                Ok(()) => {}
+                Err(quinn::ReadExactError::FinishedEarly(0)) => return,
+                Err(e) => {
+                    tracing::debug!(%remote, error = %e, "mesh: stream ended inside a frame");
+                    return;
+                }
+            }
+            let len = u32::from_be_bytes(prefix) as usize;
+            if len > MAX_FRAME {
+                tracing::warn!(%remote, len, "mesh: dropped an unreadable or oversized frame");
                 let _ = stream.stop(quinn::VarInt::from_u32(BAD_FRAME));
                 return;
             }
-        };
-        let frame = match wire::decode(&bytes) {
-            Ok(frame) => frame,
-            Err(e) => {
-                tracing::warn!(%remote, error = %e, "mesh: dropped a malformed frame");
+            let mut bytes = vec![0u8; len];
+            if let Err(e) = stream.read_exact(&mut bytes).await {
+                tracing::warn!(%remote, error = %e, "mesh: dropped an unreadable frame");
                 return;
             }
-        };
-        let claimed = match &frame {
-            Frame::Hello { me, .. } => me.name.clone(),
-            Frame::Core(envelope) => envelope.from.name.clone(),
-        };
-        if !allowed(names, connection, &claimed) {
-            tracing::warn!(%remote, %claimed, "mesh: peer spoke for a name its certificate does not carry");
-            connection.close(quinn::VarInt::from_u32(WRONG_NAME), b"name does not match certificate");
-            return;
+            let frame = match wire::decode(&bytes) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    tracing::warn!(%remote, error = %e, "mesh: dropped a malformed frame");
+                    continue;
+                }
+            };
+            let claimed = match &frame {
+                Frame::Hello { me, .. } => me.name.clone(),
+                Frame::Core(envelope) => envelope.from.name.clone(),
+            };
+            if !allowed(names, connection, &claimed) {
+                tracing::warn!(%remote, %claimed, "mesh: peer spoke for a name its certificate does not carry");
+                connection.close(quinn::VarInt::from_u32(WRONG_NAME), b"name does not match certificate");
+                return;
+            }
+            if self.inbound.send(Inbound { peer: claimed, remote, payload: Payload::Frame(frame) }).await.is_err() {
+                return;
+            }
         }
-        let _ = self.inbound.send(Inbound { peer: claimed, remote, payload: Payload::Frame(frame) }).await;
     }
 
     /// Reads datagrams from one connection until it closes; a datagram whose claimed sender

@@ -38,14 +38,21 @@ pub enum WireError {
     Trailing(usize),
     #[error("frame does not encode: {0}")]
     Encode(String),
+    #[error("frame of {0} bytes is over the limit")]
+    TooBig(usize),
 }
 
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_FRAME>()
 }
 
-pub fn encode(frame: &Frame) -> Result<Vec<u8>, WireError> {
-    bincode::serde::encode_to_vec(frame, config()).map_err(|e| WireError::Encode(e.to_string()))
+/// Encodes a frame behind its length (4 bytes, big-endian), as streams carry them.
+pub fn encode_prefixed(frame: &Frame) -> Result<Vec<u8>, WireError> {
+    let mut bytes = vec![0u8; 4];
+    bincode::serde::encode_into_std_write(frame, &mut bytes, config()).map_err(|e| WireError::Encode(e.to_string()))?;
+    let len = u32::try_from(bytes.len() - 4).ok().filter(|len| *len as usize <= MAX_FRAME).ok_or(WireError::TooBig(bytes.len() - 4))?;
+    bytes[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(bytes)
 }
 
 /// Decodes exactly one frame from `bytes`.
@@ -65,7 +72,9 @@ mod tests {
     fn frames_round_trip_and_garbage_is_an_error_not_a_panic() {
         let me = PeerInfo { name: "a".into(), incarnation: 7, mesh_addr: "127.0.0.1:1".parse().unwrap(), http_addr: "127.0.0.1:2".parse().unwrap(), bump: 1 };
         let frame = Frame::Hello { me, cluster_id: Some(3), roster_version: 1, peers: vec![], leaving: false };
-        let bytes = encode(&frame).unwrap();
+        let prefixed = encode_prefixed(&frame).unwrap();
+        let bytes = prefixed[4..].to_vec();
+        assert_eq!(u32::from_be_bytes([prefixed[0], prefixed[1], prefixed[2], prefixed[3]]) as usize, bytes.len());
         assert_eq!(decode(&bytes).unwrap(), frame);
         let mut longer = bytes.clone();
         longer.push(0);

@@ -81,6 +81,52 @@ fn scope() -> Key {
     Key::Scope("db-migration".into())
 }
 
+/// Takes node `i`'s output for inspection, then hands it to the cluster as `collect` would.
+fn inspect(c: &mut Cluster, i: usize) -> Outputs {
+    let out = c.nodes[i].drain();
+    for w in out.writes.clone() {
+        c.disks[i].apply(w);
+    }
+    c.inbox.extend(out.early.iter().cloned());
+    c.inbox.extend(out.messages.iter().cloned());
+    c.replies.extend(out.replies.iter().cloned());
+    out
+}
+
+#[test]
+fn only_a_proposers_prepare_and_accept_leave_before_their_batch_is_durable() {
+    let mut c = Cluster::new(3);
+    let release = Op::Lock(LockOp::Release { request_id: RequestId("a-release".into()), grant: GrantRef { holder: "a".into(), token: Some(1), acquired_by: None } });
+    // The first ballot reserves its rounds in the same batch: its Prepares wait for the disk.
+    c.request(0, 1, scope(), acquire("a"));
+    let first = inspect(&mut c, 0);
+    assert!(first.writes.iter().any(|w| matches!(w, Write::RoundReserved(_))));
+    assert!(first.early.is_empty(), "{:?}", first.early);
+    assert!(first.messages.iter().any(|m| matches!(m.body, Body::Prepare { .. })));
+    // A voter's promise waits for its own write.
+    let prepare = c.inbox.pop_front().unwrap();
+    let to = c.index(&prepare.to);
+    c.nodes[to].handle_message(c.now, prepare);
+    let voter = inspect(&mut c, to);
+    assert!(voter.early.is_empty() && voter.messages.iter().any(|m| matches!(m.body, Body::Promise { .. })));
+    c.settle();
+    assert!(matches!(c.take_reply(1).result, Ok(Answer::Lock(LockResult::Locked { .. }))));
+    // The owner's next value goes straight to Accept, within the reserved rounds: early.
+    c.request(0, 2, scope(), release);
+    let fast = inspect(&mut c, 0);
+    assert!(fast.writes.iter().any(|w| matches!(w, Write::Slot(..))), "its own acceptance is in the batch");
+    assert_eq!(fast.early.iter().filter(|m| matches!(m.body, Body::Accept { .. })).count(), 2, "{fast:?}");
+    assert!(fast.messages.is_empty() && fast.replies.is_empty());
+    // The voters' acceptances wait for their writes; so does the answer.
+    let accept = c.inbox.pop_front().unwrap();
+    let to = c.index(&accept.to);
+    c.nodes[to].handle_message(c.now, accept);
+    let voter = inspect(&mut c, to);
+    assert!(voter.early.is_empty() && voter.messages.iter().any(|m| matches!(m.body, Body::Accepted { .. })));
+    c.settle();
+    assert!(matches!(c.take_reply(2).result, Ok(Answer::Lock(LockResult::Released))));
+}
+
 #[test]
 fn bootstrap_installs_the_same_first_roster_everywhere() {
     let c = Cluster::new(3);

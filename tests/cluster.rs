@@ -115,6 +115,23 @@ fn a_new_node_becomes_a_voter_and_a_leaving_node_shrinks_the_roster() {
 }
 
 #[test]
+fn a_node_that_cannot_leave_the_roster_still_exits_on_sigterm() {
+    // Two of three voters are gone: leaving needs a roster change no majority can make. The
+    // refusal comes back at once, without the disk; retrying it from the reply once spun
+    // the node task, so the leave deadline never fired and SIGTERM was ignored.
+    let mut c = Cluster::started("stuck-leave", 3);
+    c.kill(1);
+    c.kill(2);
+    wait_for("node-1 to see both peers down", Duration::from_secs(30), || {
+        let Ok((_, body)) = get(c.http(0), "/api/v1.0/members") else { return false };
+        let members = body["members"].as_array().cloned().unwrap_or_default();
+        members.iter().filter(|m| m["state"] == "down").count() == 2
+    });
+    assert!(c.terminate(0, Duration::from_secs(60)), "node-1 exited within 60 s of SIGTERM");
+    assert!(c.log(0).contains("could not leave the roster in time"), "it gave up leaving, as it should");
+}
+
+#[test]
 fn an_unrenewed_lease_expires_and_the_next_holder_gets_a_higher_token() {
     let c = Cluster::started("lease", 3);
     let (status, body) = post(c.http(0), r#"{"scope": "cron", "action": "lock", "holder": "dies", "timeout": "1s"}"#).unwrap();

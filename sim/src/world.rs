@@ -580,9 +580,12 @@ impl World {
     fn can_lose_disk(&self, victim: usize) -> bool {
         let _ = victim;
         let intact = |r: &Roster| r.voters.len() >= 3 && r.voters.iter().all(|v| self.nodes.iter().any(|n| n.id == *v));
-        // Installed in memory, or on the disk of a node that is down.
-        let installed = self.nodes.iter().flat_map(|n| n.node.as_ref().and_then(|node| node.roster()).into_iter().chain(n.disk.roster.as_ref()));
-        // A roster a voter accepted (on disk or on its way there) may still be chosen.
+        let installed = self.nodes.iter().filter_map(|n| n.node.as_ref().and_then(|node| node.roster()));
+        // Rosters older than the latest chosen one are no longer in force and can never be
+        // chosen again; of the others, one installed on the disk of a node that is down, or
+        // accepted by a voter (on disk or on its way there), may still be the one in force.
+        let latest = self.checker.latest_roster.as_ref().map_or(0, |r| r.version);
+        let on_disk = self.nodes.iter().filter_map(|n| n.disk.roster.as_ref());
         let slots = self.nodes.iter().flat_map(|n| {
             let pending = n.pending.iter().flat_map(|b| b.writes.iter()).filter_map(|w| match w {
                 Write::Slot(Key::Roster, slot) => Some(slot),
@@ -594,7 +597,8 @@ impl World {
             Some(Value::Roster(r)) => Some(r),
             _ => None,
         });
-        self.checker.latest_roster.iter().chain(installed).chain(accepted).all(intact)
+        let maybe_in_force = on_disk.chain(accepted).filter(|r| r.version >= latest);
+        self.checker.latest_roster.iter().chain(installed).chain(maybe_in_force).all(intact)
     }
 
     /// The operator asks a random node for a roster change chosen from the latest roster.

@@ -101,10 +101,15 @@ pub struct Runtime {
     bootstrapped_with: Option<Vec<NodeId>>,
     admin_in_flight: Option<Instant>,
     leaving: Option<oneshot::Sender<()>>,
+    /// The last attempt to leave the roster failed: try again at the next tick.
+    retry_leave: bool,
     swim: Swim,
     ticks: u64,
     /// Since when SWIM has held each member down (for reaping).
     down_since: HashMap<(String, u64), Instant>,
+    /// The voters of the last roster looked at, and when each voter since removed left it.
+    voters_seen: Vec<NodeId>,
+    removed_at: BTreeMap<NodeId, Instant>,
     /// Batches handed to the disk thread and not back yet.
     unflushed: usize,
     /// Where accepted scope values are announced (to watchers and waiters).
@@ -146,9 +151,12 @@ impl Runtime {
             bootstrapped_with: None,
             admin_in_flight: None,
             leaving: None,
+            retry_leave: false,
             swim,
             ticks: 0,
             down_since: HashMap::new(),
+            voters_seen: Vec::new(),
+            removed_at: BTreeMap::new(),
             unflushed: 0,
             changes,
         }
@@ -257,18 +265,32 @@ impl Runtime {
 
     /// Tells the core which voters may be up. It fails requests fast when too few are, so
     /// only voters known to be down are left out: one not heard from yet may well be up. Run
-    /// after every input, as rosters and peers change at any time.
+    /// after every input, as rosters and peers change at any time. Also notes when voters
+    /// leave the roster (see `admit`).
     fn refresh_alive(&mut self) {
         let Some(roster) = self.node.roster() else { return };
         let not_down: Vec<NodeId> = roster.voters.iter().filter(|v| !self.known_down(v)).cloned().collect();
+        let changed = (roster.voters != self.voters_seen).then(|| roster.voters.clone());
         self.node.set_alive(not_down);
+        if let Some(voters) = changed {
+            let now = Instant::now();
+            for gone in self.voters_seen.iter().filter(|v| !voters.contains(v)) {
+                self.removed_at.insert(gone.clone(), now);
+            }
+            self.voters_seen = voters;
+            while self.removed_at.len() > 64 {
+                self.removed_at.pop_first();
+            }
+        }
     }
 
     /// Hands the core's output to the disk thread; it comes back as `Committed`. When every
     /// earlier batch is durable, what relies on nothing of this one leaves at once: its early
     /// messages, and all of it if it writes nothing.
     fn pump(&mut self) {
-        loop {
+        // A few rounds at most: a delivered reply may make more output; whatever is left
+        // then waits for the next wake-up rather than starving the select loop.
+        for _ in 0..8 {
             self.refresh_alive();
             let mut out = self.node.drain();
             if out.is_empty() {
@@ -372,8 +394,10 @@ impl Runtime {
                     }
                 }
             } else if self.leaving.is_some() {
-                // Not yet: try again (the previous change may still be sweeping).
-                self.leave();
+                // Not yet (the previous change may still be sweeping, or too few voters are
+                // up): try again at the next tick, not at once — a refusal can come back
+                // without touching the disk, and retrying from here would spin.
+                self.retry_leave = true;
             }
             return;
         }
@@ -511,6 +535,8 @@ impl Runtime {
             self.try_bootstrap(alive);
         } else if self.leaving.is_none() {
             self.admit();
+        } else if std::mem::take(&mut self.retry_leave) {
+            self.leave();
         }
     }
 
@@ -576,7 +602,10 @@ impl Runtime {
                 change = Some(RosterChange::Remove(old.clone()));
                 break;
             }
-            if !roster.voters.iter().any(|v| v.name == current.name) {
+            // A member removed (by an admin, or reaped) comes back only once it greets us
+            // after the removal: a dead one that looked alive a moment ago never does.
+            let removed_since_seen = self.removed_at.get(&current).is_some_and(|at| peer.last_seen.is_none_or(|seen| seen <= *at));
+            if !roster.voters.iter().any(|v| v.name == current.name) && !removed_since_seen {
                 change = Some(RosterChange::Add(current));
                 break;
             }

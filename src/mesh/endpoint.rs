@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::tls::{self, Identity, TlsError};
@@ -268,9 +269,9 @@ impl Mesh {
     }
 
     /// Reads length-prefixed frames from one stream until the peer finishes it. A frame that
-    /// does not decode is dropped (the prefix delimits it); one longer than `MAX_FRAME`, or a
-    /// stream that breaks off inside a frame, ends the stream; a frame speaking for a name the
-    /// certificate does not carry closes the connection. Nothing panics.
+    /// does not decode, one longer than `MAX_FRAME`, or a stream that breaks off inside a
+    /// frame ends the stream (the peer's sender opens another); a frame speaking for a name
+    /// the certificate does not carry closes the connection. Nothing panics.
     async fn read_stream(&self, mut stream: quinn::RecvStream, connection: &quinn::Connection, names: &Mutex<HashMap<String, bool>>) {
         let remote = connection.remote_address();
         loop {
@@ -289,16 +290,25 @@ impl Mesh {
                 let _ = stream.stop(quinn::VarInt::from_u32(BAD_FRAME));
                 return;
             }
-            let mut bytes = vec![0u8; len];
-            if let Err(e) = stream.read_exact(&mut bytes).await {
-                tracing::warn!(%remote, error = %e, "mesh: dropped an unreadable frame");
-                return;
+            // Grows as the bytes arrive: a length alone reserves nothing.
+            let mut bytes = Vec::new();
+            match (&mut stream).take(len as u64).read_to_end(&mut bytes).await {
+                Ok(read) if read == len => {}
+                Ok(_) => {
+                    tracing::warn!(%remote, "mesh: dropped a frame cut off by the end of its stream");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(%remote, error = %e, "mesh: dropped an unreadable frame");
+                    return;
+                }
             }
             let frame = match wire::decode(&bytes) {
                 Ok(frame) => frame,
                 Err(e) => {
                     tracing::warn!(%remote, error = %e, "mesh: dropped a malformed frame");
-                    continue;
+                    let _ = stream.stop(quinn::VarInt::from_u32(BAD_FRAME));
+                    return;
                 }
             };
             let claimed = match &frame {

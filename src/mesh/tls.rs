@@ -11,7 +11,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::certs::SHARED_NAME;
 
-pub const ALPN: &[u8] = b"lockmesh/1";
+pub const ALPN: &[u8] = b"lockmesh/2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -11,10 +11,10 @@ const SLOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("slots");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Most bytes a stored value may decode from; anything bigger is corruption.
 const DECODE_LIMIT: usize = 64 << 20;
-/// redb's own page cache (its default is 1 GiB). Voters keep what they need in memory and
-/// only write here, so pages are read back only at startup; a small cache keeps a node with
-/// a million scopes from holding its whole file twice (once here, once in the kernel's page
-/// cache, which serves the rare reads as well).
+/// redb's own page cache (its default is 1 GiB). Voters keep every value they need in
+/// memory and only write here; the B-tree pages an insert walks are read back through the
+/// kernel's page cache when this one misses. A small cache keeps a node with a million
+/// scopes from holding its whole file in memory a second time.
 const CACHE_BYTES: usize = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]

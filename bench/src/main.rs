@@ -149,6 +149,7 @@ fn main() -> ExitCode {
     if o.compare {
         print_ratios(&results);
     }
+    print_targets(&results);
     if failed {
         ExitCode::FAILURE
     } else {
@@ -209,6 +210,40 @@ fn print_ratios(results: &[(String, Kind, Value)]) {
             _ => "equal".to_string(),
         };
         println!("  {scenario:<12} {field:<22} lockmesh {l:>10.3}  etcd {e:>10.3}  ratio {ratio:>7}");
+    }
+}
+
+/// The worst of a figure over the rounds of one scenario and target (for "never" targets).
+fn max(results: &[(String, Kind, Value)], scenario: &str, kind: Kind, field: &str) -> Option<f64> {
+    results.iter().filter(|(s, k, _)| s == scenario && *k == kind).filter_map(|(_, _, v)| v[field].as_f64()).reduce(f64::max)
+}
+
+/// Each target of the benchmark's issue that this run measured: the figure, the bound, and
+/// whether it was met (etcd ratios only with `--compare etcd`).
+fn print_targets(results: &[(String, Kind, Value)]) {
+    use Kind::{Etcd, Lockmesh};
+    let ratio = |scenario: &str, field: &str| Some(mean(results, scenario, Lockmesh, field)? / mean(results, scenario, Etcd, field)?);
+    // (scenario, figure, measured, at most (false) or at least (true), bound)
+    let targets = [
+        ("uncontended", "acquire p50 / etcd's", ratio("uncontended", "acquire_p50_ms"), false, 1.0 / 3.0),
+        ("independent", "pairs/s / etcd's", ratio("independent", "pairs_per_s"), true, 2.0),
+        ("contended", "grants/s / etcd's", ratio("contended", "grants_per_s"), true, 10.0),
+        ("voter-loss", "failed via survivors", max(results, "voter-loss", Lockmesh, "failed_via_survivors"), false, 0.0),
+        ("voter-loss", "longest gap (ms)", max(results, "voter-loss", Lockmesh, "longest_gap_ms"), false, 1000.0),
+        ("scale", "acquire p50 full / empty", mean(results, "scale", Lockmesh, "p50_ratio"), false, 1.5),
+        ("scale", "RSS full (MB)", mean(results, "scale", Lockmesh, "rss_full_mb"), false, 500.0),
+        ("scale", "RSS idle (MB)", mean(results, "scale", Lockmesh, "rss_idle_mb"), false, 30.0),
+        ("members", "converged (s)", mean(results, "members", Lockmesh, "converged_s"), false, 10.0),
+    ];
+    let measured: Vec<_> = targets.iter().filter_map(|&(scenario, figure, x, at_least, bound)| Some((scenario, figure, x?, at_least, bound))).collect();
+    if measured.is_empty() {
+        return;
+    }
+    println!("\nlockmesh against its targets (docs/PERFORMANCE.md says what bounds a missed one):");
+    for (scenario, figure, x, at_least, bound) in measured {
+        let met = if at_least { x >= bound } else { x <= bound };
+        let sign = if at_least { "≥" } else { "≤" };
+        println!("  {scenario:<12} {figure:<26} {x:>10.3}  target {sign} {bound:<8.3} {}", if met { "met" } else { "missed" });
     }
 }
 

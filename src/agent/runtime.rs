@@ -301,7 +301,6 @@ impl Runtime {
                     self.send_core(envelope);
                 }
                 if out.writes.is_empty() {
-                    // A reply may make more output (the runtime's own requests): go round.
                     self.dispatch(out);
                     continue;
                 }

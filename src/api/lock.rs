@@ -226,8 +226,9 @@ struct LockOptions {
 async fn lock(handle: &Handle, scope: String, holder: String, request_id: String, o: LockOptions) -> Response {
     let LockOptions { lock_type, lease, lock_delay_us, wait_us, priority, reason } = o;
     let key = Key::Scope(scope.clone());
+    let me = scoped(&holder, &request_id);
     let acquire = LockOp::Acquire(Acquire {
-        request_id: scoped(&holder, &request_id),
+        request_id: me.clone(),
         holder: holder.clone(),
         lock_type,
         lease,
@@ -242,7 +243,6 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
     let mut queued = false;
     // News of the scope, once queued: a handoff to this request is then answered at once.
     let mut news = None;
-    let me = scoped(&holder, &request_id);
     loop {
         let reply = match call(handle, key.clone(), Op::Lock(acquire.clone())).await {
             Ok(reply) => reply,
@@ -274,7 +274,7 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
                 }
                 // Waited long enough: give up the place (a grant handed to us meanwhile is
                 // released by the cancel, as we never told the client about it).
-                let cancel = LockOp::Cancel { request_id: scoped(&holder, &request_id) };
+                let cancel = LockOp::Cancel { request_id: me.clone() };
                 match call(handle, key.clone(), Op::Lock(cancel)).await {
                     Ok(Reply { result: Ok(Answer::Lock(LockResult::Cancelled)), .. }) => {
                         return busy(handle, &scope, Some(position)).await;

@@ -93,6 +93,14 @@ fn inspect(c: &mut Cluster, i: usize) -> Outputs {
     out
 }
 
+/// Delivers the oldest message waiting and takes its receiver's output for inspection.
+fn deliver_next(c: &mut Cluster) -> Outputs {
+    let Some(message) = c.inbox.pop_front() else { panic!("a message to deliver") };
+    let to = c.index(&message.to);
+    c.nodes[to].handle_message(c.now, message);
+    inspect(c, to)
+}
+
 #[test]
 fn only_a_proposers_prepare_and_accept_leave_before_their_batch_is_durable() {
     let mut c = Cluster::new(3);
@@ -104,10 +112,7 @@ fn only_a_proposers_prepare_and_accept_leave_before_their_batch_is_durable() {
     assert!(first.early.is_empty(), "{:?}", first.early);
     assert!(first.messages.iter().any(|m| matches!(m.body, Body::Prepare { .. })));
     // A voter's promise waits for its own write.
-    let prepare = c.inbox.pop_front().unwrap();
-    let to = c.index(&prepare.to);
-    c.nodes[to].handle_message(c.now, prepare);
-    let voter = inspect(&mut c, to);
+    let voter = deliver_next(&mut c);
     assert!(voter.early.is_empty() && voter.messages.iter().any(|m| matches!(m.body, Body::Promise { .. })));
     c.settle();
     assert!(matches!(c.take_reply(1).result, Ok(Answer::Lock(LockResult::Locked { .. }))));
@@ -118,10 +123,7 @@ fn only_a_proposers_prepare_and_accept_leave_before_their_batch_is_durable() {
     assert_eq!(fast.early.iter().filter(|m| matches!(m.body, Body::Accept { .. })).count(), 2, "{fast:?}");
     assert!(fast.messages.is_empty() && fast.replies.is_empty());
     // The voters' acceptances wait for their writes; so does the answer.
-    let accept = c.inbox.pop_front().unwrap();
-    let to = c.index(&accept.to);
-    c.nodes[to].handle_message(c.now, accept);
-    let voter = inspect(&mut c, to);
+    let voter = deliver_next(&mut c);
     assert!(voter.early.is_empty() && voter.messages.iter().any(|m| matches!(m.body, Body::Accepted { .. })));
     c.settle();
     assert!(matches!(c.take_reply(2).result, Ok(Answer::Lock(LockResult::Released))));

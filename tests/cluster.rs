@@ -137,13 +137,18 @@ fn an_unrenewed_lease_expires_and_the_next_holder_gets_a_higher_token() {
     let (status, body) = post(c.http(0), r#"{"scope": "cron", "action": "lock", "holder": "dies", "timeout": "1s"}"#).unwrap();
     assert_eq!(status, 200, "{body}");
     let first = body["fencing_token"].as_u64().unwrap();
+    let grant = body["grant"].as_str().unwrap().to_string();
     // Waiting in the queue, the next holder is handed the lock once the lease runs out.
     let (status, body) = post(c.http(1), r#"{"scope": "cron", "action": "lock", "holder": "next", "wait": "20s"}"#).unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body["fencing_token"].as_u64().unwrap() > first);
-    // The first holder's renewal now fails.
-    let (status, body) = post(c.http(0), r#"{"scope": "cron", "action": "renew", "holder": "dies"}"#).unwrap();
+    // The first holder's renewal, naming its grant, now fails; one naming no grant is refused
+    // outright, as it could renew another process's grant of the same holder name.
+    let (status, body) = post(c.http(0), &format!(r#"{{"scope": "cron", "action": "renew", "holder": "dies", "grant": "{grant}"}}"#)).unwrap();
     assert_eq!((status, body["status"].as_str()), (409, Some("not_holder")), "{body}");
+    let (status, body) = post(c.http(0), r#"{"scope": "cron", "action": "renew", "holder": "dies"}"#).unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("grant")), "{body}");
 }
 
 #[test]

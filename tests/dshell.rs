@@ -52,6 +52,10 @@ fn batch_commands_lock_report_and_release_with_distinct_exit_codes() {
     let o = dshell(&c, 0, &["manager", "lock", "acquire", "--scope", "db-migration", "--timeout", "5m"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(stdout(&o).starts_with("Lock acquired. Holder: ops@"), "{}", text(&o));
+    // It names the grant, which a later release can give.
+    let printed = stdout(&o);
+    let grant = printed.split("grant ").nth(1).and_then(|g| g.split(',').next()).unwrap_or_default().to_string();
+    assert!(grant.split_once('-').is_some_and(|(t, i)| t.parse::<u64>().is_ok() && i.parse::<u64>().is_ok()), "{printed}");
 
     let o = dshell(&c, 1, &["manager", "lock", "status", "--scope", "db-migration"]);
     assert!(stdout(&o).starts_with("LOCKED by ops@") && stdout(&o).contains("/3 nodes)"), "{}", text(&o));
@@ -66,8 +70,12 @@ fn batch_commands_lock_report_and_release_with_distinct_exit_codes() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
     assert_eq!(v["status"], "locked", "{v}");
 
-    // A later batch release by the same user on the same machine needs no holder.
-    let o = dshell(&c, 1, &["manager", "lock", "release", "--scope", "db-migration"]);
+    // A release naming another grant is refused; the printed one releases it. A later batch
+    // release by the same user on the same machine needs no holder.
+    let o = dshell(&c, 1, &["manager", "lock", "release", "--scope", "db-migration", "--grant", "99-99"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not the one named"), "{}", text(&o));
+    let o = dshell(&c, 1, &["manager", "lock", "release", "--scope", "db-migration", "--grant", &grant]);
     assert_eq!((o.status.code(), stdout(&o).trim()), (Some(0), "Lock released"), "{}", text(&o));
     let o = dshell(&c, 0, &["manager", "lock", "status", "--scope", "db-migration"]);
     assert!(stdout(&o).starts_with("FREE"), "{}", text(&o));
@@ -167,7 +175,7 @@ fn an_interactive_session_holds_and_renews_its_locks_and_releases_them_on_exit()
 fn lock_run_gives_the_command_its_token_and_returns_its_exit_code() {
     let c = Cluster::started("dshell-run", 3);
     let file = c.dir.join("seen");
-    let script = format!("echo \"$LOCKMESH_SCOPE $LOCKMESH_FENCING_TOKEN $LOCKMESH_HOLDER\" > {}; exit 3", file.display());
+    let script = format!("echo \"$LOCKMESH_SCOPE $LOCKMESH_FENCING_TOKEN $LOCKMESH_HOLDER $LOCKMESH_GRANT\" > {}; exit 3", file.display());
     let o = dshell(&c, 1, &["manager", "lock", "run", "--scope", "job", "--timeout", "2s", "--", "sh", "-c", &script]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let seen = std::fs::read_to_string(&file).unwrap();
@@ -175,6 +183,7 @@ fn lock_run_gives_the_command_its_token_and_returns_its_exit_code() {
     assert_eq!(parts[0], "job");
     assert!(parts[1].parse::<u64>().unwrap() >= 1, "{seen}");
     assert!(parts[2].starts_with("ops@"), "{seen}");
+    assert!(parts[3].split_once('-').is_some_and(|(t, _)| t == parts[1]), "the grant carries the token: {seen}");
     // Released when the command exited.
     assert!(stdout(&dshell(&c, 0, &["manager", "lock", "status", "--scope", "job"])).starts_with("FREE"));
     // A command that cannot start: the lock is released and dshell says so.

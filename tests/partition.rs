@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{post, wait_for, Cluster};
+use support::{get_text, post, wait_for, Cluster};
 
 fn lock(c: &Cluster, node: usize, scope: &str, holder: &str) -> (u16, serde_json::Value) {
     lock_for(c, node, scope, holder, "2s")
@@ -62,4 +62,39 @@ fn a_one_way_cut_never_yields_two_holders() {
     let (status, body) = support::get(c.http(0), "/api/v1.0/lock/contended").unwrap();
     assert_eq!((status, body["status"].as_str()), (200, Some("locked")), "the majority side could lock: {body}");
     assert_eq!(body["holders"].as_array().map(Vec::len), Some(1), "{body}");
+}
+
+/// Issue 13, failure 1, on real processes: an unlock naming no grant, held up at a node whose
+/// messages to the others are cut, must not free the grant its holder took again meanwhile
+/// through another node. (Before the arrival rule, node-3 released token 2 after the heal and
+/// bob got token 3 while h still trusted token 2.)
+#[test]
+fn a_bare_unlock_held_up_at_a_cut_off_node_does_not_free_a_later_grant() {
+    let mut c = Cluster::in_private_network("stale-unlock", 3).expect("root and nft");
+    // Long enough for node-3's proposer to keep retrying the unlock until the heal.
+    c.start_all(&["--bootstrap-expect", "3", "--request-timeout-ms", "20000"]);
+    c.wait_for_roster(&[0, 1, 2], 3);
+    let (status, body) = lock_for(&c, 0, "job", "h", "60s");
+    assert_eq!(status, 200, "{body}");
+    // node-3 still hears the others (so it does not fail fast) but nothing it sends arrives.
+    c.cut_one_way(2, 0);
+    c.cut_one_way(2, 1);
+    let node3 = c.http(2);
+    let stale = std::thread::spawn(move || post(node3, r#"{"scope": "job", "action": "unlock", "holder": "h"}"#));
+    wait_for("node-3 to hold the unlock", Duration::from_secs(10), || {
+        get_text(node3, "/metrics").is_ok_and(|(_, m)| m.lines().any(|l| l.starts_with("lockmesh_requests_in_flight ") && !l.ends_with(" 0")))
+    });
+    // h gives up on that call, unlocks through node-1 and locks again.
+    let (status, body) = post(c.http(0), r#"{"scope": "job", "action": "unlock", "holder": "h"}"#).unwrap();
+    assert_eq!((status, body["status"].as_str()), (200, Some("unlocked")), "{body}");
+    let (status, body) = lock_for(&c, 0, "job", "h", "60s");
+    assert_eq!(status, 200, "{body}");
+    let token = body["fencing_token"].as_u64().unwrap();
+    c.heal();
+    // Decided after the heal: it found h's grant newer than its arrival.
+    let (status, body) = stale.join().unwrap().unwrap();
+    assert_eq!((status, body["status"].as_str()), (409, Some("not_holder")), "the held-up unlock, with token {token} held: {body}");
+    // h trusts token 2 for a minute: nobody else may be granted the scope.
+    let (status, body) = lock_for(&c, 1, "job", "bob", "60s");
+    assert_eq!((status, body["status"].as_str()), (409, Some("busy")), "bob was granted while h holds token {token}: {body}");
 }

@@ -5,7 +5,7 @@
 
 use lockmesh::core::{
     Acquire, Answer, AutoLease, Failure, GrantRef, Key, LeaseRule, LockOp, LockResult, LockType, Op, Priority, Reply, Request,
-    RequestId, Time,
+    RequestId, Time, Which,
 };
 
 use crate::clock::Clock;
@@ -44,7 +44,8 @@ pub(crate) struct Wanted {
 #[derive(Clone, Debug)]
 pub(crate) struct Held {
     scope: String,
-    acquired_by: RequestId,
+    /// The grant's id, as the answer named it.
+    grant: u64,
     token: u64,
     lock_type: LockType,
     /// Trust ends here, on the client's clock.
@@ -325,8 +326,14 @@ impl World {
         self.send_request(c, key, op);
     }
 
-    fn grant_ref(&self, c: usize, held: &Held) -> GrantRef {
-        GrantRef { holder: self.clients[c].holder.clone(), token: Some(held.token), acquired_by: Some(held.acquired_by.clone()) }
+    /// How a client names its grant: by id, or (a write grant) sometimes by its token alone.
+    fn grant_ref(&mut self, c: usize, held: &Held) -> GrantRef {
+        let which = if held.lock_type == LockType::Write && self.rng.chance(0.3) {
+            Which::Token(held.token)
+        } else {
+            Which::Grant { token: held.token, id: held.grant }
+        };
+        GrantRef { holder: self.clients[c].holder.clone(), which }
     }
 
     fn send_cancel(&mut self, c: usize, scope: String, request_id: RequestId, attempts: u32) {
@@ -358,7 +365,7 @@ impl World {
             State::Acquiring(mut wanted) if wanted.awaiting_reply => {
                 wanted.awaiting_reply = false;
                 match reply.result {
-                    Ok(Answer::Lock(LockResult::Locked { token, lease_us, lock_type, auto, .. })) => {
+                    Ok(Answer::Lock(LockResult::Locked { token, grant, lease_us, lock_type, auto, .. })) => {
                         let holder = self.clients[c].holder.clone();
                         self.checker.locked_reply(self.now, &scope, reply.ballot, &holder, token, lease_us);
                         if let (LeaseRule::Auto(rule), Some(choice)) = (wanted.lease, auto) {
@@ -373,8 +380,7 @@ impl World {
                         let end = self.clients[c].clock.true_at(trust_end);
                         self.checker.trusted(c, &scope, token, lock_type, self.now, end);
                         self.log(|| format!("client {c} holds {scope} token {token} {lock_type:?} until {:.3}s", end as f64 / 1e6));
-                        let acquired_by = wanted.request_id.clone();
-                        self.hold_a_while(c, Held { scope, acquired_by, token, lock_type, trust_end });
+                        self.hold_a_while(c, Held { scope, grant, token, lock_type, trust_end });
                     }
                     Ok(Answer::Lock(LockResult::Queued { .. })) => {
                         wanted.answered = true;

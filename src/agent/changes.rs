@@ -135,7 +135,7 @@ mod tests {
             priority: crate::core::Priority::Normal,
             reason: None,
             node: "n".into(),
-        }), &crate::core::Limits::default());
+        }), 0, &crate::core::Limits::default());
         changes.announce("a", &held);
         tokio::time::timeout(std::time::Duration::from_secs(5), a.granted(&me)).await.unwrap();
         drop(b);

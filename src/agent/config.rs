@@ -47,6 +47,9 @@ pub struct AgentArgs {
     /// Remove a voter that has been down this long from the roster [default: 259200 = 72h].
     #[arg(long)]
     pub reap_after_secs: Option<u64>,
+    /// Refuse unlocks that name no grant (neither `grant` nor `fencing_token`).
+    #[arg(long)]
+    pub require_grant: bool,
     /// A TOML file with any of the settings above.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -67,6 +70,7 @@ struct FileConfig {
     no_auth: Option<bool>,
     request_timeout_ms: Option<u64>,
     reap_after_secs: Option<u64>,
+    require_grant: Option<bool>,
 }
 
 /// Settings after merging flags, file and defaults, and checking them.
@@ -84,6 +88,7 @@ pub struct AgentConfig {
     pub users: Option<PathBuf>,
     pub request_timeout_ms: u64,
     pub reap_after_secs: u64,
+    pub require_grant: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +141,7 @@ impl AgentConfig {
             users,
             request_timeout_ms,
             reap_after_secs: args.reap_after_secs.or(file.reap_after_secs).unwrap_or(72 * 3600),
+            require_grant: args.require_grant || file.require_grant.unwrap_or(false),
         })
     }
 }

@@ -27,6 +27,8 @@ pub struct Handle {
     /// `None` with `--no-auth`: everyone is an admin.
     pub users: Option<std::sync::Arc<crate::auth::Users>>,
     pub request_timeout_us: u64,
+    /// `--require-grant`: unlocks must name their grant.
+    pub require_grant: bool,
     pub metrics: std::sync::Arc<crate::api::HttpMetrics>,
     /// Password checks (argon2) allowed at once.
     pub auth_slots: std::sync::Arc<tokio::sync::Semaphore>,
@@ -90,6 +92,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         metrics: Default::default(),
         auth_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
         request_timeout_us: config.request_timeout_ms * 1_000,
+        require_grant: config.require_grant,
     };
     let listener = tokio::net::TcpListener::bind(config.http).await.map_err(|e| AgentError::Http(config.http, e))?;
     tracing::info!(http = %config.http, mesh = %config.mesh, "serving");

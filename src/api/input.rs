@@ -48,6 +48,20 @@ pub fn days(field: &str, value: &str, max: u8) -> Result<u8, String> {
     }
 }
 
+/// A grant as clients name it: `"TOKEN-ID"` (its fencing token and its id in the scope).
+pub fn format_grant(token: u64, id: u64) -> String {
+    format!("{token}-{id}")
+}
+
+/// `"7-21"` → (token 7, id 21), as `format_grant` wrote it.
+pub fn grant(value: &str) -> Result<(u64, u64), String> {
+    let parsed = value.split_once('-').and_then(|(t, i)| {
+        let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+        (digits(t) && digits(i)).then(|| Some((t.parse().ok()?, i.parse().ok()?))).flatten()
+    });
+    parsed.ok_or_else(|| format!("invalid grant {value:?}: use the \"grant\" a lock answer gave, e.g. \"7-21\""))
+}
+
 pub fn format_duration(us: u64) -> String {
     if us % 1_000_000 == 0 {
         format!("{}s", us / 1_000_000)
@@ -121,6 +135,16 @@ pub fn name(field: &str, value: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grants_read_back_as_written() {
+        assert_eq!(grant(&format_grant(7, 21)), Ok((7, 21)));
+        assert_eq!(grant(&format_grant(u64::MAX, 1)), Ok((u64::MAX, 1)));
+        for bad in ["", "7", "7-", "-21", "7-21-3", "a-1", "+7-21", "7 -21", "99999999999999999999-1"] {
+            let e = grant(bad).unwrap_err();
+            assert!(e.contains("invalid grant") && !e.contains('\n'), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn scopes() {

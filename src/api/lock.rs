@@ -15,7 +15,7 @@ use crate::core::history::MAX_WINDOW_DAYS;
 use super::{agreed_by, authorize, call, failure, quorum_text, ApiError};
 use crate::auth::Role;
 use crate::agent::Handle;
-use crate::core::{Acquire, Answer, AutoLease, Failure, GrantRef, Key, LeaseRule, LockOp, LockResult, LockType, Op, Priority, Reply, RequestId};
+use crate::core::{Acquire, Answer, AutoLease, Failure, GrantRef, Key, LeaseRule, LockOp, LockResult, LockType, Op, Priority, Reply, RequestId, Which};
 
 const DEFAULT_LEASE_US: u64 = 60_000_000;
 /// The bounds and learning window of `"timeout": "auto"` when the request gives none.
@@ -30,16 +30,20 @@ const POLL: Duration = Duration::from_millis(500);
 
 enum Action {
     Lock { lock_type: LockType, lease: LeaseRule, lock_delay_us: u64, wait_us: u64, priority: Priority, reason: Option<String> },
-    Unlock { token: Option<u64>, force: bool },
-    /// `Auto`: renew for the grant's current lease (an auto grant keeps its chosen one).
-    Renew { token: Option<u64>, lease: LeaseRule },
+    /// `named`: the grant the request names (`grant` or `fencing_token`), if any.
+    Unlock { named: Option<Which>, force: bool },
+    /// `Auto`: renew for the grant's current lease (an auto grant keeps its chosen one). A
+    /// renewal always names its grant.
+    Renew { named: Which, lease: LeaseRule },
 }
 
 struct LockRequest {
     scope: String,
     holder: String,
-    /// As the client gave it (echoed back).
+    /// As the client gave it (echoed back), or a fresh one.
     request_id: String,
+    /// Whether the client gave the request id: then an earlier attempt of it may exist.
+    named_id: bool,
     action: Action,
 }
 
@@ -62,7 +66,7 @@ fn parse(bytes: &[u8], peer: SocketAddr, user: &str) -> Result<LockRequest, Stri
     let Value::Object(body) = value else { return Err("the body must be a JSON object".into()) };
     const KNOWN: &[&str] =
         &["scope", "action", "lock_type", "holder", "timeout", "min_timeout", "max_timeout", "learning_window", "wait", "priority", "reason",
-          "request_id", "fencing_token", "force", "lock_delay"];
+          "request_id", "fencing_token", "grant", "force", "lock_delay"];
     if let Some(unknown) = body.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(format!("unknown field {unknown:?}"));
     }
@@ -71,15 +75,13 @@ fn parse(bytes: &[u8], peer: SocketAddr, user: &str) -> Result<LockRequest, Stri
         Some(h) => input::name("holder", h)?,
         None => format!("{user}@{}", peer.ip()),
     };
+    let named_id = field(&body, "request_id")?.is_some();
     let request_id = match field(&body, "request_id")? {
         Some(r) => input::name("request_id", r)?,
         None => fresh_request_id(),
     };
     let lease = lease_rule(&body)?;
-    let token = match body.get("fencing_token") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().ok_or("fencing_token must be a non-negative integer")?),
-    };
+    let named = named_grant(&body)?;
     let action = match field(&body, "action")?.unwrap_or("lock") {
         "lock" => {
             let lock_type = input::lock_type(field(&body, "lock_type")?.unwrap_or("write"))?;
@@ -104,12 +106,36 @@ fn parse(bytes: &[u8], peer: SocketAddr, user: &str) -> Result<LockRequest, Stri
                 Some(Value::Bool(b)) => *b,
                 Some(_) => return Err("force must be true or false".into()),
             };
-            Action::Unlock { token, force }
+            Action::Unlock { named, force }
         }
-        "renew" => Action::Renew { token, lease: lease.unwrap_or(LeaseRule::Auto(DEFAULT_AUTO)) },
+        "renew" => {
+            let named = named.ok_or(
+                "renew needs the \"grant\" its lock answer gave (or the \"fencing_token\" of a write lock): \
+                 a renewal naming no grant could renew another process's grant of the same holder",
+            )?;
+            Action::Renew { named, lease: lease.unwrap_or(LeaseRule::Auto(DEFAULT_AUTO)) }
+        }
         other => return Err(format!("unknown action {other:?}: use \"lock\", \"unlock\" or \"renew\"")),
     };
-    Ok(LockRequest { scope, holder, request_id, action })
+    if named.is_some() && matches!(action, Action::Lock { .. }) {
+        return Err("grant and fencing_token go with \"unlock\" and \"renew\"".into());
+    }
+    Ok(LockRequest { scope, holder, request_id, named_id, action })
+}
+
+/// The grant a request names: `grant` (exactly that one), or `fencing_token` (a write grant,
+/// or a read grant provably older than the request); both must then agree.
+fn named_grant(body: &Map<String, Value>) -> Result<Option<Which>, String> {
+    let token = match body.get("fencing_token") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or("fencing_token must be a non-negative integer")?),
+    };
+    match (field(body, "grant")?.map(input::grant).transpose()?, token) {
+        (Some((t, _)), Some(token)) if t != token => Err(format!("fencing_token {token} is not the token of that grant ({t})")),
+        (Some((token, id)), _) => Ok(Some(Which::Grant { token, id })),
+        (None, Some(token)) => Ok(Some(Which::Token(token))),
+        (None, None) => Ok(None),
+    }
 }
 
 /// `timeout` (a duration or `"auto"`) and the bounds of an auto lease; `None` if not given.
@@ -202,13 +228,17 @@ async fn serve(handle: &Handle, peer: SocketAddr, headers: axum::http::HeaderMap
     if matches!(request.action, Action::Unlock { force: true, .. }) && principal.role != Role::Admin {
         return (ApiError(StatusCode::FORBIDDEN, "force (revoke) needs the admin role".into()).into_response(), unlocking);
     }
+    if matches!(request.action, Action::Unlock { named: None, force: false }) && handle.require_grant {
+        let text = "this node requires unlocks to name their grant (--require-grant): send the \"grant\" the lock answer gave";
+        return (ApiError(StatusCode::BAD_REQUEST, text.into()).into_response(), unlocking);
+    }
     let response = match request.action {
         Action::Lock { lock_type, lease, lock_delay_us, wait_us, priority, reason } => {
             let options = LockOptions { lock_type, lease, lock_delay_us, wait_us, priority, reason };
-            lock(handle, request.scope, request.holder, request.request_id, options).await
+            lock(handle, request.scope, request.holder, request.request_id, request.named_id, options).await
         }
-        Action::Unlock { token, force } => unlock(handle, request.scope, request.holder, request.request_id, token, force).await,
-        Action::Renew { token, lease } => renew(handle, request.scope, request.holder, token, lease).await,
+        Action::Unlock { named, force } => unlock(handle, request.scope, request.holder, request.request_id, named, force).await,
+        Action::Renew { named, lease } => renew(handle, request.scope, request.holder, named, lease).await,
     };
     (response, unlocking)
 }
@@ -223,7 +253,7 @@ struct LockOptions {
     reason: Option<String>,
 }
 
-async fn lock(handle: &Handle, scope: String, holder: String, request_id: String, o: LockOptions) -> Response {
+async fn lock(handle: &Handle, scope: String, holder: String, request_id: String, named_id: bool, o: LockOptions) -> Response {
     let LockOptions { lock_type, lease, lock_delay_us, wait_us, priority, reason } = o;
     let key = Key::Scope(scope.clone());
     let me = scoped(&holder, &request_id);
@@ -240,7 +270,11 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
         node: handle.name.clone(),
     });
     let deadline = tokio::time::Instant::now() + Duration::from_micros(wait_us);
-    let mut queued = false;
+    // Once queued, an Accept carrying this request went out: a later failure is no longer
+    // definite. The same holds from the start for a request id the client gave, as an
+    // earlier attempt of it (at this node or another) may still take effect.
+    let mut unsure = named_id;
+    let mut cancelled = false;
     // News of the scope, once queued: a handoff to this request is then answered at once.
     let mut news = None;
     loop {
@@ -250,9 +284,10 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
         };
         let (quorum, agreed) = (quorum_text(&reply), agreed_by(&reply));
         match reply.result {
-            Ok(Answer::Lock(LockResult::Locked { token, lease_us, lock_type, auto, .. })) => {
+            Ok(Answer::Lock(LockResult::Locked { token, grant, lease_us, lock_type, auto, .. })) => {
                 let mut body = json!({
                     "status": "locked", "scope": scope, "holder": holder, "fencing_token": token,
+                    "grant": input::format_grant(token, grant),
                     "lock_type": input::lock_type_name(lock_type), "quorum": quorum, "agreed_by": agreed,
                     "timeout": input::format_duration(lease_us), "request_id": request_id,
                 });
@@ -262,7 +297,7 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
                 return (StatusCode::OK, Json(body)).into_response();
             }
             Ok(Answer::Lock(LockResult::Queued { position })) => {
-                queued = true;
+                unsure = true;
                 let now = tokio::time::Instant::now();
                 if now < deadline {
                     let news = news.get_or_insert_with(|| handle.changes.subscribe(&scope));
@@ -272,13 +307,20 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
                     }
                     continue;
                 }
-                // Waited long enough: give up the place (a grant handed to us meanwhile is
-                // released by the cancel, as we never told the client about it).
+                if cancelled {
+                    return failure(handle, Failure::Timeout).await;
+                }
+                cancelled = true;
+                // Waited long enough: give up the place. A grant handed to us meanwhile that
+                // nobody was told of is released by the cancel; one that a retry of this
+                // request collected (at another node) is kept, and answered below.
                 let cancel = LockOp::Cancel { request_id: me.clone() };
                 match call(handle, key.clone(), Op::Lock(cancel)).await {
                     Ok(Reply { result: Ok(Answer::Lock(LockResult::Cancelled)), .. }) => {
                         return busy(handle, &scope, Some(position)).await;
                     }
+                    // Ours, and already reported: poll once more, which renews it for us.
+                    Ok(Reply { result: Ok(Answer::Lock(LockResult::Collected { .. })), .. }) => continue,
                     // Our place may still be there, and may yet become a grant: unknown.
                     _ => return failure(handle, Failure::Timeout).await,
                 }
@@ -288,13 +330,18 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
                 let body = json!({"status": "expired", "scope": scope, "error": "this request_id's grant or wait already ended; use a new request_id"});
                 return (StatusCode::CONFLICT, Json(body)).into_response();
             }
+            Ok(Answer::Lock(LockResult::TooOld)) => {
+                let body = json!({"status": "expired", "scope": scope,
+                    "error": "this request waited here longer than the scope's request log reaches back, so it was not granted; retry with a new request_id"});
+                return (StatusCode::CONFLICT, Json(body)).into_response();
+            }
             Ok(Answer::Lock(LockResult::Revoked)) => {
                 let body = json!({"status": "revoked", "scope": scope, "error": "this grant was revoked by an admin"});
                 return (StatusCode::CONFLICT, Json(body)).into_response();
             }
             Ok(other) => return ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected answer {other:?}")).into_response(),
-            // Once queued, an Accept carrying this request went out: nothing is definite.
-            Err(Failure::NoQuorum) if queued => return failure(handle, Failure::Timeout).await,
+            // This call had no effect, but an earlier one carrying the request may still have.
+            Err(Failure::NoQuorum | Failure::Overloaded) if unsure => return failure(handle, Failure::Timeout).await,
             Err(f) => return failure(handle, f).await,
         }
     }
@@ -324,12 +371,17 @@ fn busy_answer(scope: &str, holders: Vec<String>, lock_delay_us: u64, position: 
     (StatusCode::CONFLICT, Json(body)).into_response()
 }
 
-async fn unlock(handle: &Handle, scope: String, holder: String, request_id: String, token: Option<u64>, force: bool) -> Response {
+async fn unlock(handle: &Handle, scope: String, holder: String, request_id: String, named: Option<Which>, force: bool) -> Response {
     let key = Key::Scope(scope.clone());
     let op = if force {
+        let token = match named {
+            Some(Which::Grant { token, .. } | Which::Token(token)) => Some(token),
+            Some(Which::Held) | None => None,
+        };
         LockOp::Revoke { token }
     } else {
-        LockOp::Release { request_id: scoped(&holder, &request_id), grant: GrantRef { holder: holder.clone(), token, acquired_by: None } }
+        let which = named.unwrap_or(Which::Held);
+        LockOp::Release { request_id: scoped(&holder, &request_id), grant: GrantRef { holder: holder.clone(), which } }
     };
     let reply = match call(handle, key.clone(), Op::Lock(op)).await {
         Ok(reply) => reply,
@@ -356,7 +408,15 @@ async fn unlock(handle: &Handle, scope: String, holder: String, request_id: Stri
                 }
                 Ok(Reply { result: Ok(Answer::Lock(LockResult::Record(record))), .. }) => {
                     let holders: Vec<&str> = record.holders.iter().map(|g| g.holder.as_str()).collect();
-                    let body = json!({"status": "not_holder", "scope": scope, "holder": holder, "holders": holders});
+                    let mut body = json!({"status": "not_holder", "scope": scope, "holder": holder, "holders": holders});
+                    if force {
+                        body["error"] = json!("no grant with that token");
+                    } else if holders.contains(&holder.as_str()) {
+                        body["error"] = json!(match named {
+                            None => "this holder's grants are not provably older than this unlock, which releases only grants made before it arrived: send the \"grant\" the lock answer gave",
+                            Some(_) => "this holder holds a grant, but not the one named",
+                        });
+                    }
                     (StatusCode::CONFLICT, Json(body)).into_response()
                 }
                 Ok(Reply { result: Err(f), .. }) => failure(handle, f).await,
@@ -372,16 +432,17 @@ fn read_is_free(reply: &Reply) -> bool {
     matches!(&reply.result, Ok(Answer::Lock(LockResult::Record(record))) if record.holders.is_empty())
 }
 
-async fn renew(handle: &Handle, scope: String, holder: String, token: Option<u64>, lease: LeaseRule) -> Response {
-    let op = LockOp::Renew { grant: GrantRef { holder: holder.clone(), token, acquired_by: None }, lease };
+async fn renew(handle: &Handle, scope: String, holder: String, named: Which, lease: LeaseRule) -> Response {
+    let op = LockOp::Renew { grant: GrantRef { holder: holder.clone(), which: named }, lease };
     let reply = match call(handle, Key::Scope(scope.clone()), Op::Lock(op)).await {
         Ok(reply) => reply,
         Err(e) => return e.into_response(),
     };
     let (quorum, agreed) = (quorum_text(&reply), agreed_by(&reply));
     match reply.result {
-        Ok(Answer::Lock(LockResult::Locked { token, lease_us, lock_type, auto, .. })) => {
+        Ok(Answer::Lock(LockResult::Locked { token, grant, lease_us, lock_type, auto, .. })) => {
             let mut body = json!({"status": "locked", "scope": scope, "holder": holder, "fencing_token": token,
+                "grant": input::format_grant(token, grant),
                 "lock_type": input::lock_type_name(lock_type), "quorum": quorum, "agreed_by": agreed,
                 "timeout": input::format_duration(lease_us)});
             if let Some(choice) = auto {
@@ -426,8 +487,8 @@ mod tests {
         let r = parse(br#"{"scope": "s", "timeout": "auto", "min_timeout": "10m"}"#, peer(), "anonymous").unwrap();
         assert!(matches!(r.action, Action::Lock { lease: LeaseRule::Auto(AutoLease { min_us: 600_000_000, max_us: 600_000_000, .. }), .. }));
         // A renewal without a timeout keeps the grant's lease.
-        let r = parse(br#"{"scope": "s", "action": "renew"}"#, peer(), "anonymous").unwrap();
-        assert!(matches!(r.action, Action::Renew { lease: LeaseRule::Auto(_), .. }));
+        let r = parse(br#"{"scope": "s", "action": "renew", "grant": "3-9"}"#, peer(), "anonymous").unwrap();
+        assert!(matches!(r.action, Action::Renew { lease: LeaseRule::Auto(_), named: Which::Grant { token: 3, id: 9 } }));
     }
 
     #[test]
@@ -457,6 +518,12 @@ mod tests {
             (br#"{"scope": "s", "colour": "red"}"#, "unknown field"),
             (br#"{"scope": 7}"#, "must be a string"),
             (br#"{"scope": "s", "action": "unlock", "fencing_token": -1}"#, "fencing_token"),
+            (br#"{"scope": "s", "action": "renew"}"#, "renew needs the \"grant\""),
+            (br#"{"scope": "s", "action": "renew", "holder": "h", "timeout": "30s"}"#, "renew needs the \"grant\""),
+            (br#"{"scope": "s", "action": "unlock", "grant": "7"}"#, "invalid grant"),
+            (br#"{"scope": "s", "action": "unlock", "grant": 7}"#, "grant must be a string"),
+            (br#"{"scope": "s", "action": "unlock", "grant": "7-2", "fencing_token": 6}"#, "not the token of that grant"),
+            (br#"{"scope": "s", "action": "lock", "grant": "7-2"}"#, "go with \"unlock\""),
         ] {
             let e = parse(body, peer(), "anonymous").err().unwrap_or_default();
             assert!(e.contains(expect), "{}: {e}", String::from_utf8_lossy(body));

@@ -35,7 +35,7 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap) -
         match reply {
             Ok(reply) => match reply.result {
                 Ok(Answer::Lock(LockResult::Record(record))) if !record.holders.is_empty() => {
-                    let holders: Vec<_> = record.holders.iter().map(|g| json!({"holder": g.holder, "fencing_token": g.token})).collect();
+                    let holders: Vec<_> = record.holders.iter().map(|g| json!({"holder": g.holder, "fencing_token": g.token, "grant": super::input::format_grant(g.token, g.id)})).collect();
                     let lock_type = lock_type_name(record.holders[0].lock_type);
                     held.push(json!({"scope": scope, "lock_type": lock_type, "holders": holders, "waiters": record.queue.len()}));
                 }

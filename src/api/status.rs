@@ -39,10 +39,13 @@ pub(super) fn view(scope: &str, record: &LockRecord, quorum: &str) -> Value {
         .iter()
         .map(|g| {
             json!({
-                "holder": g.holder, "fencing_token": g.token, "lock_type": lock_type_name(g.lock_type),
+                "holder": g.holder, "fencing_token": g.token, "grant": input::format_grant(g.token, g.id),
+                "lock_type": lock_type_name(g.lock_type),
                 "held_for": input::format_seconds(g.held_floor_us), "timeout": input::format_duration(g.lease_us),
                 "timeout_source": g.auto.map(|choice| input::timeout_source(&choice, g.lease_us)),
-                "expires_in": input::format_seconds(g.lease_us.saturating_sub(g.elapsed_floor_us)),
+                "expires_in": input::format_seconds(g.effective_lease_us().saturating_sub(g.elapsed_floor_us)),
+                // Handed over from the queue, and not yet collected by its waiter's next poll.
+                "collected": g.reported,
                 "priority": priority_name(g.priority), "reason": g.reason, "revoked": g.revoked,
             })
         })

@@ -148,7 +148,8 @@ impl Watch {
         for e in events {
             let data = json!({
                 "seq": e.seq, "scope": self.scope, "holder": e.holder,
-                "fencing_token": (e.token > 0).then_some(e.token), "lock_type": lock_type_name(e.lock_type),
+                "fencing_token": (e.token > 0).then_some(e.token),
+                "grant": (e.grant > 0).then(|| input::format_grant(e.token, e.grant)), "lock_type": lock_type_name(e.lock_type),
                 "ago": input::format_seconds(e.age_floor_us),
             });
             self.send(SseEvent::default().id(e.seq.to_string()).event(e.kind.name()).data(data.to_string())).await;

@@ -49,6 +49,8 @@ pub struct Event {
     pub holder: String,
     /// The grant's fencing token (0 for queue events).
     pub token: u64,
+    /// The grant's id (`Grant::id`; 0 for queue events).
+    pub grant: u64,
     pub lock_type: LockType,
     /// Lower bound of the time since it happened.
     pub age_floor_us: u64,
@@ -71,9 +73,9 @@ pub enum Since<'a> {
 }
 
 impl EventLog {
-    pub fn push(&mut self, kind: EventKind, holder: &str, token: u64, lock_type: LockType) {
+    pub fn push(&mut self, kind: EventKind, holder: &str, token: u64, grant: u64, lock_type: LockType) {
         self.last_seq += 1;
-        self.events.push(Event { seq: self.last_seq, kind, holder: holder.to_string(), token, lock_type, age_floor_us: 0 });
+        self.events.push(Event { seq: self.last_seq, kind, holder: holder.to_string(), token, grant, lock_type, age_floor_us: 0 });
         let excess = self.events.len().saturating_sub(CAPACITY);
         self.events.drain(..excess);
     }
@@ -111,7 +113,7 @@ mod tests {
         let mut log = EventLog::default();
         assert_eq!(log.since(0), Since::Events(&[]));
         for i in 0..40 {
-            log.push(EventKind::Granted, &format!("h{i}"), i, LockType::Write);
+            log.push(EventKind::Granted, &format!("h{i}"), i, i, LockType::Write);
         }
         assert_eq!(log.events.len(), CAPACITY);
         let Since::Events(after_30) = log.since(30) else { panic!() };

@@ -34,6 +34,12 @@ impl Drift {
         (measured_us as u128 * MILLION / (MILLION + self.ppm as u128)) as u64
     }
 
+    /// An upper bound on the true time that passed while a clock measured `measured_us`.
+    pub fn true_elapsed_ceiling(self, measured_us: u64) -> u64 {
+        let m = MILLION - self.ppm as u128;
+        (measured_us as u128 * MILLION).div_ceil(m).min(u64::MAX as u128) as u64
+    }
+
     /// How long, on its own clock, a holder may trust a lease of `lease_us` counted from the
     /// send of the request that obtained or renewed it.
     pub fn holder_trust(self, lease_us: u64) -> u64 {
@@ -58,6 +64,11 @@ mod tests {
         assert_eq!(d.true_elapsed_floor(30_300_000), 30_000_000);
         // The floor never overstates.
         assert!(d.true_elapsed_floor(1_000_000) < 1_000_000);
+        // A clock running 1 % slow measures 29.7 s for 30 s of true time: the ceiling of
+        // 29.7 s is 30 s; it never understates.
+        assert_eq!(d.true_elapsed_ceiling(29_700_000), 30_000_000);
+        assert!(d.true_elapsed_ceiling(1_000_000) > 1_000_000);
+        assert_eq!(d.true_elapsed_ceiling(0), 0);
         // A holder trusts 1 % less than the lease on its own clock.
         assert_eq!(d.holder_trust(30_000_000), 29_700_000);
     }

@@ -34,7 +34,7 @@ pub use lease::Drift;
 pub use message::{Ballot, Body, Envelope, Key, Value};
 pub use node::{Answer, Failure, Node, Op, Outputs, Reply, Request, RosterOp, RosterRefusal, RosterResult, Stats};
 pub use history::{AutoChoice, AutoLease};
-pub use record::{Acquire, GrantRef, LeaseRule, Limits, LockOp, LockRecord, LockResult, LockType, Priority, RequestId};
+pub use record::{Acquire, GrantRef, LeaseRule, Limits, LockOp, LockRecord, LockResult, LockType, Priority, RequestId, Which};
 pub use roster::{NodeId, Roster, RosterChange, RosterId};
 pub use time::Time;
 

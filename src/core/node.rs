@@ -174,6 +174,9 @@ pub(super) struct PendingOp {
     pub client: Client,
     pub op: Op,
     pub deadline: Time,
+    /// When it reached this node: the record refuses to let a request act on grants made
+    /// after it arrived (bare releases), or be granted once its outcome may be forgotten.
+    pub arrived: Time,
     /// An Accept that may carry this op's effect was sent: only success, `Timeout`, or an
     /// answer decided at a higher ballot may follow (safety contract point 6).
     pub accept_sent: bool,
@@ -333,7 +336,7 @@ impl Node {
             }
         }
         let deadline = now.plus_micros(request.timeout_us);
-        self.enqueue(now, request.key, PendingOp { client, op: request.op, deadline, accept_sent: false });
+        self.enqueue(now, request.key, PendingOp { client, op: request.op, deadline, arrived: now, accept_sent: false });
         self.flush(now);
     }
 
@@ -687,14 +690,24 @@ pub(super) fn apply_roster_ops(
 
 /// Applies a batch of lock operations to a scope's record, after carrying it forward by
 /// `elapsed_us`. Returns the new record, the answers, and whether anything but the floors
-/// changed (only then does a chosen record need an Accept).
-pub(super) fn apply_lock_ops(base: LockRecord, elapsed_us: u64, ops: &[PendingOp], config: &Config) -> (LockRecord, Vec<Answer>, bool) {
+/// changed (only then does a chosen record need an Accept). Each op is applied with an upper
+/// bound of the true time since it arrived here, measured on this node's clock up to `now`.
+pub(super) fn apply_lock_ops(
+    base: LockRecord,
+    elapsed_us: u64,
+    ops: &[PendingOp],
+    now: Time,
+    config: &Config,
+) -> (LockRecord, Vec<Answer>, bool) {
     let mut record = base.clone();
     record.advance(elapsed_us, &config.limits);
     let answers = ops
         .iter()
         .map(|op| match &op.op {
-            Op::Lock(op) => Answer::Lock(record.apply(op, &config.limits)),
+            Op::Lock(lock) => {
+                let arrived_us = config.drift.true_elapsed_ceiling(now.since(op.arrived));
+                Answer::Lock(record.apply(lock, arrived_us, &config.limits))
+            }
             Op::Roster(_) => Answer::Lock(LockResult::NotHolder),
         })
         .collect();

@@ -104,7 +104,7 @@ fn deliver_next(c: &mut Cluster) -> Outputs {
 #[test]
 fn only_a_proposers_prepare_and_accept_leave_before_their_batch_is_durable() {
     let mut c = Cluster::new(3);
-    let release = Op::Lock(LockOp::Release { request_id: RequestId("a-release".into()), grant: GrantRef { holder: "a".into(), token: Some(1), acquired_by: None } });
+    let release = Op::Lock(LockOp::Release { request_id: RequestId("a-release".into()), grant: GrantRef { holder: "a".into(), which: Which::Token(1) } });
     // The first ballot reserves its rounds in the same batch: its Prepares wait for the disk.
     c.request(0, 1, scope(), acquire("a"));
     let first = inspect(&mut c, 0);
@@ -416,7 +416,7 @@ fn busy_after_an_accept_went_out_is_committed_above_it() {
     // D's release reaches A only; then P1 is gone.
     let release = Op::Lock(LockOp::Release {
         request_id: RequestId("rel-D".into()),
-        grant: GrantRef { holder: "D".into(), token: Some(1), acquired_by: Some(RequestId("req-D".into())) },
+        grant: GrantRef { holder: "D".into(), which: Which::Token(1) },
     });
     net.request("P1", 2, scope(), release);
     net.pump(&|e: &Envelope| e.from.name == "P1" && matches!(e.body, Body::Accept { .. }) && e.to.name != "A");
@@ -445,4 +445,159 @@ fn busy_after_an_accept_went_out_is_committed_above_it() {
         }
         other => panic!("read failed: {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 13: exclusion from the client's request to the record. Operations are shaped as the
+// HTTP API builds them (src/api/lock.rs): request ids scoped by holder and fresh per call
+// unless the client names one, the default holder USER@CLIENT_IP. Each schedule gave two
+// processes one write lock (or a reader and a writer) before grant identity and the arrival
+// and cancel rules.
+
+fn api_id(holder: &str, rid: &str) -> RequestId {
+    RequestId(format!("{holder}\u{0}{rid}"))
+}
+
+fn api_lock(holder: &str, rid: &str, lock_type: LockType, lease_us: u64, wait: bool) -> Op {
+    Op::Lock(LockOp::Acquire(Acquire {
+        request_id: api_id(holder, rid),
+        holder: holder.into(),
+        lock_type,
+        lease: LeaseRule::Fixed(lease_us),
+        lock_delay_us: 0,
+        wait,
+        wait_lease_us: 3_000_000,
+        priority: Priority::Normal,
+        reason: None,
+        node: String::new(),
+    }))
+}
+
+fn api_unlock(holder: &str, rid: &str, which: Which) -> Op {
+    Op::Lock(LockOp::Release { request_id: api_id(holder, rid), grant: GrantRef { holder: holder.into(), which } })
+}
+
+fn locked_token(result: Option<&Result<Answer, Failure>>) -> Option<u64> {
+    match result {
+        Some(Ok(Answer::Lock(LockResult::Locked { token, .. }))) => Some(*token),
+        _ => None,
+    }
+}
+
+fn three() -> Net {
+    let names = ["A", "B", "C"];
+    let mut net = Net::new(&names, vec![Durable::default(); 3], Config::default());
+    net.bootstrap(&names);
+    net
+}
+
+/// C is cut off from A and B (both ways); its proposer keeps retrying within the deadline.
+fn c_cut(e: &Envelope) -> bool {
+    (e.from.name == "C") != (e.to.name == "C")
+}
+
+/// Failure 1: H's bare unlock waits at C, cut off; H unlocks via A and locks again (token 2);
+/// when C heals, its unlock must not free token 2 (it arrived before that grant existed).
+#[test]
+fn a_delayed_bare_unlock_does_not_free_a_later_grant_of_the_same_holder() {
+    let mut net = three();
+    let h = "admin@10.0.0.5";
+    net.request("A", 1, scope(), api_lock(h, "r1", LockType::Write, 60_000_000, false));
+    net.run(10_000, &keep_all);
+    assert_eq!(locked_token(net.result(1)), Some(1));
+    net.request("C", 2, scope(), api_unlock(h, "u1", Which::Held));
+    net.run(1_000_000, &c_cut);
+    assert!(net.result(2).is_none());
+    net.request("A", 3, scope(), api_unlock(h, "u2", Which::Held));
+    net.run(50_000, &c_cut);
+    assert!(matches!(net.result(3), Some(Ok(Answer::Lock(LockResult::Released)))));
+    net.request("A", 4, scope(), api_lock(h, "r2", LockType::Write, 60_000_000, false));
+    net.run(50_000, &c_cut);
+    let t2 = locked_token(net.result(4)).expect("locked again");
+    net.run(2_000_000, &keep_all);
+    assert!(matches!(net.result(2), Some(Ok(Answer::Lock(LockResult::NotHolder)))), "stale unlock: {:?}", net.result(2));
+    net.request("B", 5, scope(), api_lock("bob@10.0.0.9", "b1", LockType::Write, 60_000_000, false));
+    net.run(50_000, &keep_all);
+    let tb = locked_token(net.result(5));
+    assert!(tb.is_none(), "bob granted token {tb:?} while {h} trusts token {t2}");
+}
+
+/// Failure 3: a release of h's read grant naming token 1 waits at C; h rejoins the same read
+/// phase (token 1 again) via A; the stale release must not free the rejoined grant.
+#[test]
+fn a_delayed_release_by_token_does_not_free_a_readers_rejoined_grant() {
+    let mut net = three();
+    let (h, x, w) = ("ops@10.0.0.5", "x@10.0.0.6", "w@10.0.0.7");
+    net.request("A", 1, scope(), api_lock(x, "x1", LockType::Read, 60_000_000, false));
+    net.run(10_000, &keep_all);
+    net.request("A", 2, scope(), api_lock(h, "h1", LockType::Read, 60_000_000, false));
+    net.run(10_000, &keep_all);
+    assert_eq!((locked_token(net.result(1)), locked_token(net.result(2))), (Some(1), Some(1)));
+    let Some(Ok(Answer::Lock(LockResult::Locked { grant: first, .. }))) = net.result(2).cloned() else { panic!() };
+    net.request("C", 3, scope(), api_unlock(h, "u1", Which::Token(1)));
+    net.run(1_000_000, &c_cut);
+    net.request("A", 4, scope(), api_unlock(h, "u2", Which::Grant { token: 1, id: first }));
+    net.run(50_000, &c_cut);
+    assert!(matches!(net.result(4), Some(Ok(Answer::Lock(LockResult::Released)))));
+    net.request("A", 5, scope(), api_lock(h, "h2", LockType::Read, 60_000_000, false));
+    net.run(50_000, &c_cut);
+    assert_eq!(locked_token(net.result(5)), Some(1), "h reads again in the same phase");
+    net.run(2_000_000, &keep_all);
+    assert!(matches!(net.result(3), Some(Ok(Answer::Lock(LockResult::NotHolder)))), "stale release: {:?}", net.result(3));
+    net.request("A", 6, scope(), api_unlock(x, "xu", Which::Token(1)));
+    net.run(50_000, &keep_all);
+    net.request("B", 7, scope(), api_lock(w, "w1", LockType::Write, 60_000_000, false));
+    net.run(50_000, &keep_all);
+    let tw = locked_token(net.result(7));
+    assert!(tw.is_none(), "writer granted token {tw:?} while reader {h} trusts its read grant");
+}
+
+/// Failure 2: two processes share the default holder. P1 stalls past its lease, P2 gets token
+/// 2; a renewal naming no grant must not tell P1 it holds P2's grant.
+#[test]
+fn a_renewal_naming_no_grant_never_hands_one_grant_to_two_processes() {
+    let mut net = three();
+    let h = "admin@10.0.0.5";
+    net.request("A", 1, scope(), api_lock(h, "p1", LockType::Write, 1_000_000, false));
+    net.run(10_000, &keep_all);
+    assert_eq!(locked_token(net.result(1)), Some(1));
+    net.run(2_000_000, &keep_all);
+    net.request("B", 2, scope(), api_lock(h, "p2", LockType::Write, 30_000_000, false));
+    net.run(10_000, &keep_all);
+    let t2 = locked_token(net.result(2)).expect("P2 holds");
+    let renew = |which| Op::Lock(LockOp::Renew { grant: GrantRef { holder: h.into(), which }, lease: LeaseRule::Fixed(30_000_000) });
+    net.request("C", 3, scope(), renew(Which::Held));
+    net.run(10_000, &keep_all);
+    let t1 = locked_token(net.result(3));
+    assert!(t1.is_none(), "P1's bare renewal was answered locked (token {t1:?}) for P2's grant {t2}");
+    // Naming its own grant, P1 learns it is gone.
+    net.request("C", 4, scope(), renew(Which::Token(1)));
+    net.run(10_000, &keep_all);
+    assert!(matches!(net.result(4), Some(Ok(Answer::Lock(LockResult::NotHolder)))));
+}
+
+/// Failure 4: w waits via B; its connection breaks and it retries the same request id at C,
+/// which collects the handed-over grant and answers "locked". B's handler, at its deadline,
+/// cancels by request id: the cancel must keep the reported grant.
+#[test]
+fn a_cancel_keeps_a_grant_that_a_retry_elsewhere_reported() {
+    let mut net = three();
+    let (a, w, bob) = ("a@10.0.0.1", "w@10.0.0.7", "bob@10.0.0.9");
+    net.request("A", 1, scope(), api_lock(a, "a1", LockType::Write, 30_000_000, false));
+    net.run(10_000, &keep_all);
+    net.request("B", 2, scope(), api_lock(w, "w1", LockType::Write, 30_000_000, true));
+    net.run(10_000, &keep_all);
+    assert!(matches!(net.result(2), Some(Ok(Answer::Lock(LockResult::Queued { .. })))));
+    net.request("A", 3, scope(), api_unlock(a, "au", Which::Token(1)));
+    net.run(10_000, &keep_all);
+    net.request("C", 4, scope(), api_lock(w, "w1", LockType::Write, 30_000_000, true));
+    net.run(10_000, &keep_all);
+    let tw = locked_token(net.result(4)).expect("handler 2 tells w it holds");
+    net.request("B", 5, scope(), Op::Lock(LockOp::Cancel { request_id: api_id(w, "w1") }));
+    net.run(10_000, &keep_all);
+    assert!(matches!(net.result(5), Some(Ok(Answer::Lock(LockResult::Collected { token, .. }))) if *token == tw), "{:?}", net.result(5));
+    net.request("A", 6, scope(), api_lock(bob, "b1", LockType::Write, 30_000_000, false));
+    net.run(10_000, &keep_all);
+    let tb = locked_token(net.result(6));
+    assert!(tb.is_none(), "bob granted token {tb:?} while w trusts token {tw}");
 }

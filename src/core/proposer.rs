@@ -168,7 +168,7 @@ impl Node {
         // Ops that may already have had their effect go the full way (contract 6).
         if !ops.iter().any(|op| op.accept_sent) {
             if let Some((ballot, record, elapsed_us)) = self.fast_ballot(now, &key, &roster) {
-                let (record, answers, _) = apply_lock_ops(record, elapsed_us, &ops, &self.config);
+                let (record, answers, _) = apply_lock_ops(record, elapsed_us, &ops, now, &self.config);
                 let p = Proposal { id: 0, ballot, roster, ops, attempt, phase: Phase::Backoff };
                 self.send_accepts(now, key, p, Value::Lock(record), answers);
                 return;
@@ -321,8 +321,8 @@ impl Node {
         };
         let read = read_quorum(&promises, quorum::majority(voters), self.config.drift, rules);
         let applied = match (&key, read.value.clone()) {
-            (Key::Scope(_), None) => Some(apply_lock(LockRecord::default(), &read, &p.ops, self)),
-            (Key::Scope(_), Some(Value::Lock(record))) => Some(apply_lock(record, &read, &p.ops, self)),
+            (Key::Scope(_), None) => Some(apply_lock(LockRecord::default(), &read, &p.ops, now, self)),
+            (Key::Scope(_), Some(Value::Lock(record))) => Some(apply_lock(record, &read, &p.ops, now, self)),
             (Key::Roster, Some(Value::Roster(base))) => {
                 let allow = broken!(self.config, RosterChangeBeforeSweep);
                 let (roster, answers) = apply_roster_ops(&base, p.roster.version, &p.ops, allow);
@@ -410,8 +410,8 @@ impl Node {
     }
 }
 
-fn apply_lock(record: LockRecord, read: &QuorumRead, ops: &[PendingOp], node: &Node) -> (Value, Vec<Answer>, bool) {
-    let (record, answers, changed) = apply_lock_ops(record, read.elapsed_us, ops, &node.config);
+fn apply_lock(record: LockRecord, read: &QuorumRead, ops: &[PendingOp], now: Time, node: &Node) -> (Value, Vec<Answer>, bool) {
+    let (record, answers, changed) = apply_lock_ops(record, read.elapsed_us, ops, now, &node.config);
     (Value::Lock(record), answers, changed)
 }
 

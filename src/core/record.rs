@@ -50,6 +50,17 @@ pub struct Grant {
     pub holder: String,
     /// Fencing token; readers of one read phase share it.
     pub token: u64,
+    /// The grant's own number in this scope, unique also among readers sharing a token (it is
+    /// the `lease_seq` of its first lease instance, and that sequence never repeats). Clients
+    /// name the grant by it (with the token) to release or renew exactly this one.
+    pub id: u64,
+    /// Whether an answer may have told a client of this grant. A direct grant is reported by
+    /// the ballot that makes it; a grant handed over from the queue is not, until its waiter's
+    /// next poll (a retry of its request, at any node) collects it. Only an unreported grant
+    /// may be freed by a cancel, and until collected it lasts at most `pickup_us`.
+    pub reported: bool,
+    /// How long a handed-over grant waits to be collected (the waiter's place lease).
+    pub pickup_us: u64,
     pub lock_type: LockType,
     pub lease_us: u64,
     /// Set when the lease was chosen from the scope's history (`"timeout": "auto"`).
@@ -70,6 +81,17 @@ pub struct Grant {
     pub lock_delay_us: u64,
     /// Proven lower bound of the time since it was granted (renewals do not reset it).
     pub held_floor_us: u64,
+}
+
+impl Grant {
+    /// The lease the voters expire it by: a grant nobody collected lasts only its pickup time.
+    pub fn effective_lease_us(&self) -> u64 {
+        if self.reported {
+            self.lease_us
+        } else {
+            self.lease_us.min(self.pickup_us)
+        }
+    }
 }
 
 /// A request waiting in the scope's queue. It keeps its place while it polls: its own lease
@@ -162,6 +184,10 @@ pub struct LockRecord {
     pub next_lease_seq: u64,
     /// Recently finished requests, oldest first.
     pub log: Vec<LogEntry>,
+    /// A lower bound of the age of the youngest entry the log ever dropped (capacity or age),
+    /// `None` while it dropped none. A new request that may have arrived before that entry was
+    /// written might have an outcome the log no longer remembers, so it is not granted.
+    pub log_forgot_floor_us: Option<u64>,
     /// The latest high-priority requests (who, why, how long ago), newest last: an emergency
     /// that skipped the queue stays visible for a while.
     pub high_log: Vec<HighRequest>,
@@ -240,23 +266,41 @@ pub struct Acquire {
     pub node: String,
 }
 
-/// Names one grant: the holder's, narrowed by `token` and `acquired_by` when given. Holder and
-/// token identify a grant except for a reader that released and rejoined the same read phase
-/// (same holder, same token); `acquired_by`, the request id of the acquire that obtained it,
-/// tells those apart, so a delayed release or renew of the earlier grant cannot touch the
-/// later one. Clients that can should send both.
+/// Which of a holder's grants a release or renewal means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Which {
+    /// Exactly the grant with this token and id (`Grant::id`), as lock answers report it.
+    Grant { token: u64, id: u64 },
+    /// The grant with this fencing token. A write grant's token names it alone; readers of one
+    /// phase share a token (a reader that released and rejoined the phase holds it again), so
+    /// a read grant is matched only if it is provably older than the request, as `Held`.
+    Token(u64),
+    /// A bare release, naming no grant: the holder's grants that the record can prove are
+    /// older than the request's arrival at the node serving it. Safe only if the holder does
+    /// not lock the scope again under the same name while an earlier bare release may still
+    /// be in flight: no rule can tell a release delayed in the network from a fresh one.
+    Held,
+}
+
+/// Names one grant: the holder's, narrowed by `which`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantRef {
     pub holder: String,
-    pub token: Option<u64>,
-    pub acquired_by: Option<RequestId>,
+    pub which: Which,
 }
 
 impl GrantRef {
-    fn matches(&self, g: &Grant) -> bool {
+    /// Whether `g` is the grant meant, for a request that arrived at its serving node at most
+    /// `arrived_us` of true time ago. A grant is provably older than that arrival when the
+    /// lower bound of the time since it was granted exceeds that upper bound.
+    fn matches(&self, g: &Grant, arrived_us: u64) -> bool {
+        let older = g.held_floor_us > arrived_us;
         g.holder == self.holder
-            && self.token.is_none_or(|t| t == g.token)
-            && self.acquired_by.as_ref().is_none_or(|r| *r == g.request_id)
+            && match self.which {
+                Which::Grant { token, id } => g.token == token && g.id == id,
+                Which::Token(token) => g.token == token && (g.lock_type == LockType::Write || older),
+                Which::Held => older,
+            }
     }
 }
 
@@ -265,11 +309,14 @@ impl GrantRef {
 pub enum LockOp {
     /// Take the lock, or queue for it; a retry (same request id) renews a current grant.
     Acquire(Acquire),
-    /// Give up a grant, identified by holder and fencing token.
+    /// Give up a grant (the first that `grant` names).
     Release { request_id: RequestId, grant: GrantRef },
     /// Start a new lease instance of a current grant (`Auto`: as long as the chosen lease).
+    /// Only a grant named by id or token is renewed: a bare renewal of "the holder's" grant
+    /// could hand one process the grant of another that shares its holder name.
     Renew { grant: GrantRef, lease: LeaseRule },
-    /// A waiter gives up; if it was granted meanwhile, the grant is released.
+    /// A waiter gives up; if it was handed the lock meanwhile and nobody was told, the grant
+    /// is released. A grant that was reported (a retry of the request collected it) is kept.
     Cancel { request_id: RequestId },
     /// Admin: block renewals of the grant with this token (every grant if `None`). The grant
     /// ends only by the expiry rule.
@@ -283,9 +330,9 @@ pub enum LockOp {
 /// The answer to one operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LockResult {
-    /// Granted or renewed. The holder trusts the lease from the send of its request. `auto`
-    /// says what an auto lease was chosen from.
-    Locked { token: u64, lease_us: u64, lock_type: LockType, lease_seq: u64, auto: Option<AutoChoice> },
+    /// Granted or renewed. The holder trusts the lease from the send of its request. `grant`
+    /// is the grant's id; `auto` says what an auto lease was chosen from.
+    Locked { token: u64, grant: u64, lease_us: u64, lock_type: LockType, lease_seq: u64, auto: Option<AutoChoice> },
     /// Waiting; `position` counts from 1.
     Queued { position: usize },
     /// Taken by others and the request did not ask to wait (or the queue is full), or closed
@@ -296,9 +343,15 @@ pub enum LockResult {
     NotHolder,
     /// The request's grant or wait already ended.
     Expired,
+    /// A new request that arrived before the oldest outcome the request log still remembers:
+    /// it might have been answered already, so it is refused (and this is remembered).
+    TooOld,
     /// The grant was revoked by an admin; it ends by the expiry rule.
     Revoked,
     Cancelled,
+    /// A cancel found its request holding a grant that was already reported (a retry of the
+    /// request, perhaps at another node, collected it): the grant is kept.
+    Collected { token: u64, grant: u64 },
     /// The record as of the read (after expiry), for status.
     Record(Box<LockRecord>),
     Swept,
@@ -321,20 +374,25 @@ impl LockRecord {
         self.holders.retain_mut(|g| {
             g.elapsed_floor_us = g.elapsed_floor_us.saturating_add(elapsed_us);
             g.held_floor_us = g.held_floor_us.saturating_add(elapsed_us);
-            let keep = !lease::is_expired(g.elapsed_floor_us, g.lease_us);
+            let keep = !lease::is_expired(g.elapsed_floor_us, g.effective_lease_us());
             if !keep {
                 ended.push(g.request_id.clone());
-                held.push((g.held_floor_us, g.holder.clone(), g.token, g.lock_type));
-                // Counted from now, not from the (earlier) moment it expired: longer, never shorter.
-                delay = delay.max(g.lock_delay_us);
+                held.push((g.held_floor_us, g.holder.clone(), g.token, g.id, g.lock_type));
+                if g.reported {
+                    // The lease ended at least `floor - lease` ago: the scope stays closed for
+                    // what is left of the lock-delay counted from there (never less than that,
+                    // as the floor is a lower bound). An unreported grant was never used.
+                    let since_end = g.elapsed_floor_us.saturating_sub(g.lease_us);
+                    delay = delay.max(g.lock_delay_us.saturating_sub(since_end));
+                }
             }
             keep
         });
         self.delay_remaining_us = self.delay_remaining_us.max(delay);
-        for (held_us, holder, token, lock_type) in held {
+        for (held_us, holder, token, id, lock_type) in held {
             // An expired hold says how long the lease was, not how long the work took.
             self.count_hold(held_us, false);
-            self.events.push(EventKind::Expired, &holder, token, lock_type);
+            self.events.push(EventKind::Expired, &holder, token, id, lock_type);
         }
         let mut left = Vec::new();
         self.queue.retain_mut(|w| {
@@ -348,12 +406,21 @@ impl LockRecord {
             keep
         });
         for (holder, lock_type) in left {
-            self.events.push(EventKind::Left, &holder, 0, lock_type);
+            self.events.push(EventKind::Left, &holder, 0, 0, lock_type);
         }
+        self.log_forgot_floor_us = self.log_forgot_floor_us.map(|f| f.saturating_add(elapsed_us));
+        let mut forgot = None;
         self.log.retain_mut(|e| {
             e.elapsed_floor_us = e.elapsed_floor_us.saturating_add(elapsed_us);
-            e.elapsed_floor_us <= limits.log_ttl_us
+            let keep = e.elapsed_floor_us <= limits.log_ttl_us;
+            if !keep {
+                forgot = Some(forgot.map_or(e.elapsed_floor_us, |f: u64| f.min(e.elapsed_floor_us)));
+            }
+            keep
         });
+        if let Some(floor) = forgot {
+            self.forgot(floor);
+        }
         self.high_log.retain_mut(|h| {
             h.age_floor_us = h.age_floor_us.saturating_add(elapsed_us);
             h.age_floor_us <= HIGH_LOG_TTL_US
@@ -365,10 +432,11 @@ impl LockRecord {
         self.promote(limits);
     }
 
-    /// Applies one operation. Never panics, whatever the input.
-    pub fn apply(&mut self, op: &LockOp, limits: &Limits) -> LockResult {
+    /// Applies one operation that arrived at its serving node at most `arrived_us` of true
+    /// time ago (an upper bound, measured by that node). Never panics, whatever the input.
+    pub fn apply(&mut self, op: &LockOp, arrived_us: u64, limits: &Limits) -> LockResult {
         match op {
-            LockOp::Acquire(acquire) => self.acquire(acquire, limits),
+            LockOp::Acquire(acquire) => self.acquire(acquire, arrived_us, limits),
             LockOp::Release { request_id, grant } => {
                 // A release that was already applied does nothing again: a delayed duplicate
                 // must not free a later grant of the same holder and token (a reader that
@@ -376,10 +444,10 @@ impl LockRecord {
                 if self.logged(request_id) == Some(Outcome::Released) {
                     return LockResult::Released;
                 }
-                if let Some(at) = self.holders.iter().position(|g| grant.matches(g)) {
+                if let Some(at) = self.holders.iter().position(|g| grant.matches(g, arrived_us)) {
                     let grant = self.holders.remove(at);
-                    self.count_hold(grant.held_floor_us, true);
-                    self.events.push(EventKind::Released, &grant.holder, grant.token, grant.lock_type);
+                    self.count_hold(grant.held_floor_us, grant.reported);
+                    self.events.push(EventKind::Released, &grant.holder, grant.token, grant.id, grant.lock_type);
                     self.remember(grant.request_id, Outcome::Ended, limits);
                     self.remember(request_id.clone(), Outcome::Released, limits);
                     self.promote(limits);
@@ -389,7 +457,10 @@ impl LockRecord {
                 }
             }
             LockOp::Renew { grant, lease } => {
-                match self.holders.iter().position(|g| grant.matches(g)) {
+                if grant.which == Which::Held {
+                    return LockResult::NotHolder;
+                }
+                match self.holders.iter().position(|g| grant.matches(g, arrived_us)) {
                     Some(at) if self.holders[at].revoked => LockResult::Revoked,
                     Some(at) => self.renew(at, *lease),
                     None => LockResult::NotHolder,
@@ -398,14 +469,20 @@ impl LockRecord {
             LockOp::Cancel { request_id } => {
                 if let Some(at) = self.queue.iter().position(|w| w.request_id == *request_id) {
                     let w = self.queue.remove(at);
-                    self.events.push(EventKind::Left, &w.holder, 0, w.lock_type);
+                    self.events.push(EventKind::Left, &w.holder, 0, 0, w.lock_type);
                 } else if let Some(at) = self.holders.iter().position(|g| g.request_id == *request_id) {
-                    // Granted by handoff before the waiter gave up; it never learnt of the
-                    // grant, so it never trusted it, and freeing it at once is safe.
+                    let g = &self.holders[at];
+                    if g.reported {
+                        // Someone was told "locked" for it (a retry of this request, maybe at
+                        // another node): it is theirs until released or expired.
+                        return LockResult::Collected { token: g.token, grant: g.id };
+                    }
+                    // Handed over before the waiter gave up, and nobody was told of it, so
+                    // nobody trusts it: freeing it at once is safe.
                     let grant = self.holders.remove(at);
                     // Never used: no work to learn from.
                     self.count_hold(grant.held_floor_us, false);
-                    self.events.push(EventKind::Released, &grant.holder, grant.token, grant.lock_type);
+                    self.events.push(EventKind::Released, &grant.holder, grant.token, grant.id, grant.lock_type);
                 } else if self.logged(request_id).is_some() {
                     return LockResult::Cancelled;
                 }
@@ -418,7 +495,7 @@ impl LockRecord {
                 let mut any = false;
                 for g in self.holders.iter_mut().filter(|g| token.is_none_or(|t| g.token == t)) {
                     if !g.revoked {
-                        self.events.push(EventKind::Revoked, &g.holder, g.token, g.lock_type);
+                        self.events.push(EventKind::Revoked, &g.holder, g.token, g.id, g.lock_type);
                     }
                     g.revoked = true;
                     any = true;
@@ -434,9 +511,10 @@ impl LockRecord {
         }
     }
 
-    fn acquire(&mut self, a: &Acquire, limits: &Limits) -> LockResult {
+    fn acquire(&mut self, a: &Acquire, arrived_us: u64, limits: &Limits) -> LockResult {
         // A retry of a request that already holds: run a renew, so that the lease counts from
-        // the retry's send, which is what its sender will trust (DESIGN §2, P3).
+        // the retry's send, which is what its sender will trust (DESIGN §2, P3). This is also
+        // how a waiter collects a grant handed to it: the renewal marks it reported.
         if let Some(at) = self.holders.iter().position(|g| g.request_id == a.request_id) {
             if self.holders[at].revoked {
                 return LockResult::Revoked;
@@ -458,6 +536,13 @@ impl LockRecord {
                 return LockResult::Busy { holders, queue_full: false, lock_delay_us: self.delay_remaining_us };
             }
             Some(Outcome::Released) | None => {}
+        }
+        if self.log_forgot_floor_us.is_some_and(|forgot| arrived_us >= forgot) {
+            // Its outcome, if it had one, may be among what the log forgot (a copy of it that
+            // was answered "busy" long ago, say): it must not be granted now. Remembered, so a
+            // later copy is refused the same way.
+            self.remember(a.request_id.clone(), Outcome::Ended, limits);
+            return LockResult::TooOld;
         }
         let free = self.compatible(a.lock_type, limits);
         let window = self.window();
@@ -481,6 +566,9 @@ impl LockRecord {
             self.holders.push(Grant {
                 holder: a.holder.clone(),
                 token,
+                id: lease_seq,
+                reported: true,
+                pickup_us: 0,
                 lock_type: a.lock_type,
                 lease_us,
                 auto,
@@ -494,8 +582,8 @@ impl LockRecord {
                 lock_delay_us: a.lock_delay_us,
                 held_floor_us: 0,
             });
-            self.events.push(EventKind::Granted, &a.holder, token, a.lock_type);
-            return LockResult::Locked { token, lease_us, lock_type: a.lock_type, lease_seq, auto };
+            self.events.push(EventKind::Granted, &a.holder, token, lease_seq, a.lock_type);
+            return LockResult::Locked { token, grant: lease_seq, lease_us, lock_type: a.lock_type, lease_seq, auto };
         }
         let holders = self.holders.iter().map(|g| g.holder.clone()).collect();
         if !a.wait || self.queue.len() >= limits.max_waiters {
@@ -519,7 +607,7 @@ impl LockRecord {
             elapsed_floor_us: 0,
             waited_floor_us: 0,
         });
-        self.events.push(EventKind::Queued, &a.holder, 0, a.lock_type);
+        self.events.push(EventKind::Queued, &a.holder, 0, 0, a.lock_type);
         self.queue.sort_by_key(|w| w.rank(limits.aging_us));
         let at = self.queue.iter().position(|w| w.request_id == a.request_id).unwrap_or(0);
         LockResult::Queued { position: at + 1 }
@@ -559,7 +647,9 @@ impl LockRecord {
         g.lease_seq = lease_seq;
         g.elapsed_floor_us = 0;
         g.lease_us = lease_us;
-        LockResult::Locked { token: g.token, lease_us, lock_type: g.lock_type, lease_seq, auto: g.auto }
+        // This answer tells of the grant: from now on it is reported, and no cancel frees it.
+        g.reported = true;
+        LockResult::Locked { token: g.token, grant: g.id, lease_us, lock_type: g.lock_type, lease_seq, auto: g.auto }
     }
 
     /// The lease a grant gets now under `rule`.
@@ -588,13 +678,18 @@ impl LockRecord {
                 (LockType::Read, Some(reader)) => reader.token,
                 _ => self.next_token(),
             };
-            self.events.push(EventKind::Granted, &w.holder, token, w.lock_type);
             let lease_seq = self.next_lease_seq();
+            self.events.push(EventKind::Granted, &w.holder, token, lease_seq, w.lock_type);
             let is_write = w.lock_type == LockType::Write;
             let (lease_us, auto) = self.lease_for(w.lease);
             self.holders.push(Grant {
                 holder: w.holder,
                 token,
+                id: lease_seq,
+                // Nobody is told yet: the waiter collects it with its next poll, within the
+                // time its place was kept for, or loses it.
+                reported: false,
+                pickup_us: w.wait_lease_us,
                 lock_type: w.lock_type,
                 lease_us,
                 auto,
@@ -669,7 +764,15 @@ impl LockRecord {
         self.log.retain(|e| !(e.request == request && e.outcome == outcome));
         self.log.push(LogEntry { request, outcome, elapsed_floor_us: 0 });
         let excess = self.log.len().saturating_sub(limits.log_capacity);
-        self.log.drain(..excess);
+        let dropped = self.log.drain(..excess).map(|e| e.elapsed_floor_us).min();
+        if let Some(floor) = dropped {
+            self.forgot(floor);
+        }
+    }
+
+    /// Notes that the log dropped an entry whose age is at least `floor_us`.
+    fn forgot(&mut self, floor_us: u64) {
+        self.log_forgot_floor_us = Some(self.log_forgot_floor_us.map_or(floor_us, |f| f.min(floor_us)));
     }
 
     /// Whether two records say the same thing apart from elapsed-time floors: if so, and the
@@ -688,6 +791,7 @@ impl LockRecord {
             next_arrival: _,
             next_lease_seq: _,
             log: _,
+            log_forgot_floor_us: _, // a floor
             high_log: _,
             delay_remaining_us: _, // a floor
             recent: _,             // counts, which change only with something else
@@ -698,6 +802,9 @@ impl LockRecord {
             let Grant {
                 holder: _,
                 token: _,
+                id: _,
+                reported: _,
+                pickup_us: _,
                 lock_type: _,
                 lease_us: _,
                 auto: _,
@@ -713,6 +820,9 @@ impl LockRecord {
             } = a;
             a.holder == b.holder
                 && a.token == b.token
+                && a.id == b.id
+                && a.reported == b.reported
+                && a.pickup_us == b.pickup_us
                 && a.lock_type == b.lock_type
                 && a.lease_us == b.lease_us
                 && a.auto == b.auto
@@ -763,7 +873,7 @@ impl LockRecord {
             && same(&self.history.days, &other.history.days, |a, b| a.buckets == b.buckets)
             && self.events.last_seq == other.events.last_seq
             && same(&self.events.events, &other.events.events, |a, b| {
-                a.seq == b.seq && a.kind == b.kind && a.holder == b.holder && a.token == b.token && a.lock_type == b.lock_type
+                a.seq == b.seq && a.kind == b.kind && a.holder == b.holder && a.token == b.token && a.grant == b.grant && a.lock_type == b.lock_type
             })
     }
 
@@ -783,6 +893,11 @@ impl LockRecord {
         }
         if self.holders.is_empty() && !self.queue.is_empty() && self.delay_remaining_us == 0 {
             return Err("the lock is free while requests wait".into());
+        }
+        for (i, g) in self.holders.iter().enumerate() {
+            if g.id == 0 || g.id > self.next_lease_seq || self.holders[..i].iter().any(|h| h.id == g.id) {
+                return Err(format!("grant ids are not unique numbers of this record: {:?}", self.holders));
+            }
         }
         Ok(())
     }
@@ -822,7 +937,7 @@ mod tests {
     }
 
     fn grant(holder: &str, token: u64) -> GrantRef {
-        GrantRef { holder: holder.into(), token: Some(token), acquired_by: None }
+        GrantRef { holder: holder.into(), which: Which::Token(token) }
     }
 
     fn holders(rec: &LockRecord) -> Vec<(&str, u64)> {
@@ -832,14 +947,14 @@ mod tests {
     #[test]
     fn writer_excludes_and_tokens_rise() {
         let mut rec = LockRecord::default();
-        assert!(matches!(rec.apply(&w("a"), &L), LockResult::Locked { token: 1, .. }));
-        assert_eq!(rec.apply(&acquire("b", LockType::Write, false, Priority::Normal), &L), LockResult::Busy {
+        assert!(matches!(rec.apply(&w("a"), 0, &L), LockResult::Locked { token: 1, .. }));
+        assert_eq!(rec.apply(&acquire("b", LockType::Write, false, Priority::Normal), 0, &L), LockResult::Busy {
             holders: vec!["a".into()],
             queue_full: false,
             lock_delay_us: 0
         });
-        assert_eq!(rec.apply(&w("c"), &L), LockResult::Queued { position: 1 });
-        assert_eq!(rec.apply(&release("a", 1), &L), LockResult::Released);
+        assert_eq!(rec.apply(&w("c"), 0, &L), LockResult::Queued { position: 1 });
+        assert_eq!(rec.apply(&release("a", 1), 0, &L), LockResult::Released);
         // Handoff in the same operation, with a new token.
         assert_eq!(holders(&rec), vec![("c", 2)]);
         rec.check_invariants().unwrap();
@@ -848,15 +963,16 @@ mod tests {
     #[test]
     fn readers_share_a_token_and_a_queued_writer_blocks_new_readers() {
         let mut rec = LockRecord::default();
-        assert!(matches!(rec.apply(&r("r1"), &L), LockResult::Locked { token: 1, .. }));
-        assert!(matches!(rec.apply(&r("r2"), &L), LockResult::Locked { token: 1, .. }));
-        assert_eq!(rec.apply(&w("w"), &L), LockResult::Queued { position: 1 });
-        assert_eq!(rec.apply(&r("r3"), &L), LockResult::Queued { position: 2 });
-        rec.apply(&release("r1", 1), &L);
+        assert!(matches!(rec.apply(&r("r1"), 0, &L), LockResult::Locked { token: 1, .. }));
+        assert!(matches!(rec.apply(&r("r2"), 0, &L), LockResult::Locked { token: 1, .. }));
+        assert_eq!(rec.apply(&w("w"), 0, &L), LockResult::Queued { position: 1 });
+        assert_eq!(rec.apply(&r("r3"), 0, &L), LockResult::Queued { position: 2 });
+        // Readers of one phase share the token: each is released by its grant id.
+        rec.apply(&release_as("rel-r1", named("r1", Which::Grant { token: 1, id: 1 })), 0, &L);
         assert_eq!(holders(&rec), vec![("r2", 1)], "the writer waits for every reader");
-        rec.apply(&release("r2", 1), &L);
+        rec.apply(&release_as("rel-r2", named("r2", Which::Grant { token: 1, id: 2 })), 0, &L);
         assert_eq!(holders(&rec), vec![("w", 2)]);
-        rec.apply(&release("w", 2), &L);
+        rec.apply(&release("w", 2), 0, &L);
         assert_eq!(holders(&rec), vec![("r3", 3)]);
         rec.check_invariants().unwrap();
     }
@@ -864,45 +980,45 @@ mod tests {
     #[test]
     fn priority_orders_the_queue_then_arrival() {
         let mut rec = LockRecord::default();
-        rec.apply(&w("h"), &L);
-        rec.apply(&acquire("low", LockType::Write, true, Priority::Low), &L);
-        rec.apply(&w("n1"), &L);
-        assert_eq!(rec.apply(&acquire("hi", LockType::Write, true, Priority::High), &L), LockResult::Queued {
+        rec.apply(&w("h"), 0, &L);
+        rec.apply(&acquire("low", LockType::Write, true, Priority::Low), 0, &L);
+        rec.apply(&w("n1"), 0, &L);
+        assert_eq!(rec.apply(&acquire("hi", LockType::Write, true, Priority::High), 0, &L), LockResult::Queued {
             position: 1
         });
-        rec.apply(&w("n2"), &L);
+        rec.apply(&w("n2"), 0, &L);
         let order: Vec<_> = rec.queue.iter().map(|w| w.holder.as_str()).collect();
         assert_eq!(order, vec!["hi", "n1", "n2", "low"]);
-        assert_eq!(rec.apply(&w("x"), &L), LockResult::Busy { holders: vec!["h".into()], queue_full: true, lock_delay_us: 0 });
+        assert_eq!(rec.apply(&w("x"), 0, &L), LockResult::Busy { holders: vec!["h".into()], queue_full: true, lock_delay_us: 0 });
     }
 
     #[test]
     fn waiting_ages_a_request_up_one_level_per_aging_period() {
         let limits = Limits { aging_us: 100, ..L };
         let mut rec = LockRecord::default();
-        rec.apply(&acquire("h", LockType::Write, false, Priority::Normal), &limits);
-        rec.apply(&acquire("low", LockType::Write, true, Priority::Low), &limits);
+        rec.apply(&acquire("h", LockType::Write, false, Priority::Normal), 0, &limits);
+        rec.apply(&acquire("low", LockType::Write, true, Priority::Low), 0, &limits);
         // The holder renews (lease 100 µs) and waiters poll (wait lease 50 µs) as time passes.
         let wait = |rec: &mut LockRecord, us: u64| {
             for _ in 0..us / 40 {
                 rec.advance(40, &limits);
-                rec.apply(&acquire("h", LockType::Write, false, Priority::Normal), &limits);
+                rec.apply(&acquire("h", LockType::Write, false, Priority::Normal), 0, &limits);
                 let polls: Vec<LockOp> = rec.queue.iter().map(|w| acquire(&w.holder, LockType::Write, true, w.priority)).collect();
                 for p in polls {
-                    rec.apply(&p, &limits);
+                    rec.apply(&p, 0, &limits);
                 }
             }
         };
         wait(&mut rec, 120);
-        rec.apply(&w("n1"), &limits);
+        rec.apply(&w("n1"), 0, &limits);
         // After 120 µs the low request ranks as normal, ahead of a later normal one.
         let order: Vec<_> = rec.queue.iter().map(|w| w.holder.as_str()).collect();
         assert_eq!(order, vec!["low", "n1"]);
         wait(&mut rec, 120);
         // Now low (240 µs) and n1 (120 µs) both rank as high: a high request that comes now
         // goes after them, and still ahead of a fresh normal one.
-        assert_eq!(rec.apply(&acquire("hi", LockType::Write, true, Priority::High), &limits), LockResult::Queued { position: 3 });
-        rec.apply(&w("n2"), &limits);
+        assert_eq!(rec.apply(&acquire("hi", LockType::Write, true, Priority::High), 0, &limits), LockResult::Queued { position: 3 });
+        rec.apply(&w("n2"), 0, &limits);
         let order: Vec<_> = rec.queue.iter().map(|w| w.holder.as_str()).collect();
         assert_eq!(order, vec!["low", "n1", "hi", "n2"]);
     }
@@ -915,31 +1031,32 @@ mod tests {
             LockOp::Acquire(a)
         };
         let mut rec = LockRecord::default();
-        rec.apply(&with_delay("a", 300), &L);
-        rec.apply(&w("b"), &L);
+        rec.apply(&with_delay("a", 300), 0, &L);
+        rec.apply(&w("b"), 0, &L);
         // a's lease (100 µs) runs out unrenewed while b keeps polling.
         for _ in 0..3 {
             rec.advance(40, &L);
-            rec.apply(&w("b"), &L);
+            rec.apply(&w("b"), 0, &L);
         }
         assert!(rec.holders.is_empty(), "{:?}", rec.holders);
-        assert_eq!(rec.delay_remaining_us, 300);
+        // Noticed at a floor of 120 µs: the lease ended at least 20 µs ago.
+        assert_eq!(rec.delay_remaining_us, 280);
         rec.check_invariants().unwrap();
-        assert_eq!(rec.apply(&acquire("c", LockType::Write, false, Priority::High), &L), LockResult::Busy {
+        assert_eq!(rec.apply(&acquire("c", LockType::Write, false, Priority::High), 0, &L), LockResult::Busy {
             holders: vec![],
             queue_full: false,
-            lock_delay_us: 300
+            lock_delay_us: 280
         });
-        for _ in 0..7 {
+        for _ in 0..6 {
             rec.advance(40, &L);
-            rec.apply(&w("b"), &L);
+            rec.apply(&w("b"), 0, &L);
         }
-        assert!(rec.holders.is_empty(), "still closed after 280 µs of the 300");
+        assert!(rec.holders.is_empty(), "still closed 280 µs after the lease ended");
         rec.advance(40, &L);
         assert_eq!(holders(&rec), vec![("b", 2)], "handed on once the delay passed");
         // A clean release hands on at once, whatever the delay.
-        rec.apply(&w("d"), &L);
-        rec.apply(&release("b", 2), &L);
+        rec.apply(&w("d"), 0, &L);
+        rec.apply(&release("b", 2), 0, &L);
         assert_eq!(holders(&rec), vec![("d", 3)]);
         assert_eq!(rec.delay_remaining_us, 0);
     }
@@ -947,14 +1064,14 @@ mod tests {
     #[test]
     fn contention_counts_new_attempts_conflicts_and_holds_in_recent_windows() {
         let mut rec = LockRecord::default();
-        rec.apply(&w("a"), &L);
-        rec.apply(&acquire("b", LockType::Write, false, Priority::Normal), &L);
-        rec.apply(&acquire("b", LockType::Write, false, Priority::Normal), &L); // a retry
-        rec.apply(&w("c"), &L);
-        rec.apply(&w("c"), &L); // a poll
+        rec.apply(&w("a"), 0, &L);
+        rec.apply(&acquire("b", LockType::Write, false, Priority::Normal), 0, &L);
+        rec.apply(&acquire("b", LockType::Write, false, Priority::Normal), 0, &L); // a retry
+        rec.apply(&w("c"), 0, &L);
+        rec.apply(&w("c"), 0, &L); // a poll
         rec.advance(30, &L);
-        rec.apply(&w("c"), &L);
-        rec.apply(&release("a", 1), &L);
+        rec.apply(&w("c"), 0, &L);
+        rec.apply(&release("a", 1), 0, &L);
         let c = rec.contention();
         assert_eq!((c.attempts, c.conflicts, c.holds, c.hold_total_us), (3, 2, 1, 30));
         // Windows age out after ten minutes.
@@ -971,9 +1088,9 @@ mod tests {
             LockOp::Acquire(a)
         };
         let mut rec = LockRecord::default();
-        let LockResult::Locked { lease_us, auto: Some(choice), .. } = rec.apply(&auto("first"), &L) else { panic!() };
+        let LockResult::Locked { lease_us, auto: Some(choice), .. } = rec.apply(&auto("first"), 0, &L) else { panic!() };
         assert_eq!((lease_us, choice.holds, choice.p99_us), (5_000_000, 0, None), "no history: the maximum");
-        rec.apply(&release("first", 1), &L);
+        rec.apply(&release("first", 1), 0, &L);
         // Twelve holds of 40 ms each, released, and one that expires (not counted).
         let long = |id: &str| {
             let LockOp::Acquire(mut a) = w(id) else { unreachable!() };
@@ -981,37 +1098,38 @@ mod tests {
             LockOp::Acquire(a)
         };
         for i in 0..12u64 {
-            rec.apply(&long(&format!("h{i}")), &L);
+            rec.apply(&long(&format!("h{i}")), 0, &L);
             rec.advance(40_000, &L);
-            rec.apply(&release(&format!("h{i}"), i + 2), &L);
+            rec.apply(&release(&format!("h{i}"), i + 2), 0, &L);
         }
-        rec.apply(&long("crashed"), &L);
+        rec.apply(&long("crashed"), 0, &L);
         rec.advance(1_000_001, &L);
         // A waiter queued behind a holder gets its auto lease chosen at the handoff.
-        rec.apply(&w("holder"), &L);
-        assert!(matches!(rec.apply(&auto("waiter"), &L), LockResult::Queued { .. }));
-        rec.apply(&release("holder", 15), &L);
+        rec.apply(&w("holder"), 0, &L);
+        assert!(matches!(rec.apply(&auto("waiter"), 0, &L), LockResult::Queued { .. }));
+        rec.apply(&release("holder", 15), 0, &L);
         let chosen = rec.holders[0].lease_us;
         assert!((60_000..=72_000).contains(&chosen), "1.5 × p99 of 40 ms holds: {chosen}");
         assert_eq!(rec.holders[0].auto.map(|c| c.holds), Some(14), "the first, twelve and the holder");
         // Its poll (a retry) and an auto renewal keep the chosen lease; a fixed one replaces it.
-        assert!(matches!(rec.apply(&auto("waiter"), &L), LockResult::Locked { lease_us, auto: Some(_), .. } if lease_us == chosen));
+        assert!(matches!(rec.apply(&auto("waiter"), 0, &L), LockResult::Locked { lease_us, auto: Some(_), .. } if lease_us == chosen));
         let renew = |lease| LockOp::Renew { grant: grant("waiter", 16), lease };
-        assert!(matches!(rec.apply(&renew(LeaseRule::Auto(rule)), &L), LockResult::Locked { lease_us, .. } if lease_us == chosen));
-        assert!(matches!(rec.apply(&renew(LeaseRule::Fixed(100_000)), &L), LockResult::Locked { lease_us: 100_000, auto: None, .. }));
+        assert!(matches!(rec.apply(&renew(LeaseRule::Auto(rule)), 0, &L), LockResult::Locked { lease_us, .. } if lease_us == chosen));
+        assert!(matches!(rec.apply(&renew(LeaseRule::Fixed(100_000)), 0, &L), LockResult::Locked { lease_us: 100_000, auto: None, .. }));
     }
 
     #[test]
     fn every_transition_is_numbered_in_the_event_log() {
         use crate::core::events::Since;
         let mut rec = LockRecord::default();
-        rec.apply(&w("a"), &L);
-        rec.apply(&w("b"), &L);
-        rec.apply(&w("c"), &L);
-        rec.apply(&LockOp::Cancel { request_id: RequestId("c".into()) }, &L);
-        rec.apply(&release("a", 1), &L);
-        rec.apply(&LockOp::Revoke { token: None }, &L);
-        rec.apply(&w("d"), &L);
+        rec.apply(&w("a"), 0, &L);
+        rec.apply(&w("b"), 0, &L);
+        rec.apply(&w("c"), 0, &L);
+        rec.apply(&LockOp::Cancel { request_id: RequestId("c".into()) }, 0, &L);
+        rec.apply(&release("a", 1), 0, &L);
+        rec.apply(&w("b"), 0, &L); // b collects its grant
+        rec.apply(&LockOp::Revoke { token: None }, 0, &L);
+        rec.apply(&w("d"), 0, &L);
         rec.advance(60, &L); // d's place runs out (wait lease 50)
         rec.advance(50, &L); // b's lease (100) runs out
         let Since::Events(events) = rec.events.since(0) else { panic!() };
@@ -1034,66 +1152,66 @@ mod tests {
     #[test]
     fn same_state_ignores_floors_and_nothing_else() {
         let mut rec = LockRecord::default();
-        rec.apply(&w("a"), &L);
-        rec.apply(&w("b"), &L);
-        rec.apply(&acquire("c", LockType::Write, false, Priority::High), &L);
+        rec.apply(&w("a"), 0, &L);
+        rec.apply(&w("b"), 0, &L);
+        rec.apply(&acquire("c", LockType::Write, false, Priority::High), 0, &L);
         let before = rec.clone();
         rec.advance(10, &L);
         assert!(rec.same_state(&before), "ten microseconds of age are no news");
         let mut revoked = rec.clone();
-        revoked.apply(&LockOp::Revoke { token: None }, &L);
+        revoked.apply(&LockOp::Revoke { token: None }, 0, &L);
         assert!(!revoked.same_state(&before));
         let mut refused = rec.clone();
-        refused.apply(&acquire("d", LockType::Write, false, Priority::Normal), &L);
+        refused.apply(&acquire("d", LockType::Write, false, Priority::Normal), 0, &L);
         assert!(!refused.same_state(&before), "a refusal is logged: a change to write");
     }
 
     #[test]
     fn expiry_needs_the_floor_strictly_past_the_lease_and_hands_off() {
         let mut rec = LockRecord::default();
-        rec.apply(&w("a"), &L);
-        rec.apply(&w("b"), &L);
+        rec.apply(&w("a"), 0, &L);
+        rec.apply(&w("b"), 0, &L);
         rec.advance(40, &L);
         // The waiter polls to keep its place; that is a change a ballot must write.
         let before = rec.clone();
-        assert_eq!(rec.apply(&w("b"), &L), LockResult::Queued { position: 1 });
+        assert_eq!(rec.apply(&w("b"), 0, &L), LockResult::Queued { position: 1 });
         assert!(!rec.same_state(&before), "a poll must not look like a no-op");
         rec.advance(40, &L);
-        assert_eq!(rec.apply(&w("b"), &L), LockResult::Queued { position: 1 });
+        assert_eq!(rec.apply(&w("b"), 0, &L), LockResult::Queued { position: 1 });
         rec.advance(20, &L);
         assert_eq!(holders(&rec), vec![("a", 1)], "exactly at the lease is not expired");
         rec.advance(1, &L);
         assert_eq!(holders(&rec), vec![("b", 2)]);
         assert_eq!(rec.holders[0].elapsed_floor_us, 0, "a handoff starts a new lease");
         // The expired holder's retry is told so, never granted again.
-        assert_eq!(rec.apply(&w("a"), &L), LockResult::Expired);
+        assert_eq!(rec.apply(&w("a"), 0, &L), LockResult::Expired);
     }
 
     #[test]
     fn a_waiter_that_stops_polling_is_skipped() {
         let mut rec = LockRecord::default();
-        rec.apply(&w("a"), &L);
-        rec.apply(&w("gone"), &L);
-        rec.apply(&w("c"), &L);
+        rec.apply(&w("a"), 0, &L);
+        rec.apply(&w("gone"), 0, &L);
+        rec.apply(&w("c"), 0, &L);
         rec.advance(51, &L);
         assert_eq!(rec.queue.len(), 0, "both waiters' places ran out");
-        assert_eq!(rec.apply(&w("c"), &L), LockResult::Expired, "a late poll is told, not re-queued");
-        rec.apply(&w("c2"), &L);
-        rec.apply(&release("a", 1), &L);
+        assert_eq!(rec.apply(&w("c"), 0, &L), LockResult::Expired, "a late poll is told, not re-queued");
+        rec.apply(&w("c2"), 0, &L);
+        rec.apply(&release("a", 1), 0, &L);
         assert_eq!(holders(&rec), vec![("c2", 2)]);
     }
 
     #[test]
     fn a_retry_of_a_granted_request_renews_and_never_grants_twice() {
         let mut rec = LockRecord::default();
-        rec.apply(&w("a"), &L);
+        rec.apply(&w("a"), 0, &L);
         rec.advance(70, &L);
-        assert!(matches!(rec.apply(&w("a"), &L), LockResult::Locked { token: 1, .. }));
+        assert!(matches!(rec.apply(&w("a"), 0, &L), LockResult::Locked { token: 1, .. }));
         assert_eq!(rec.holders[0].elapsed_floor_us, 0);
         assert_eq!(rec.last_token, 1);
-        assert_eq!(rec.apply(&release("a", 1), &L), LockResult::Released);
-        assert_eq!(rec.apply(&release("a", 1), &L), LockResult::Released, "a retried release");
-        assert_eq!(rec.apply(&w("a"), &L), LockResult::Expired);
+        assert_eq!(rec.apply(&release("a", 1), 0, &L), LockResult::Released);
+        assert_eq!(rec.apply(&release("a", 1), 0, &L), LockResult::Released, "a retried release");
+        assert_eq!(rec.apply(&w("a"), 0, &L), LockResult::Expired);
     }
 
     #[test]
@@ -1101,42 +1219,201 @@ mod tests {
         // Found by the simulator (seed 6): a renew with a shorter lease let voters expire the
         // grant while its holder, not yet told of the renewal, trusted the old lease.
         let mut rec = LockRecord::default();
-        rec.apply(&w("a"), &L);
+        rec.apply(&w("a"), 0, &L);
         rec.advance(30, &L);
-        let renewed = rec.apply(&LockOp::Renew { grant: grant("a", 1), lease: LeaseRule::Fixed(10) }, &L);
+        let renewed = rec.apply(&LockOp::Renew { grant: grant("a", 1), lease: LeaseRule::Fixed(10) }, 0, &L);
         assert!(matches!(renewed, LockResult::Locked { lease_us: 70, .. }), "{renewed:?}");
-        let longer = rec.apply(&LockOp::Renew { grant: grant("a", 1), lease: LeaseRule::Fixed(500) }, &L);
+        let longer = rec.apply(&LockOp::Renew { grant: grant("a", 1), lease: LeaseRule::Fixed(500) }, 0, &L);
         assert!(matches!(longer, LockResult::Locked { lease_us: 500, .. }));
     }
 
     #[test]
     fn a_duplicate_release_does_not_free_a_later_grant_of_the_same_holder_and_token() {
         let mut rec = LockRecord::default();
-        rec.apply(&r("other"), &L);
-        rec.apply(&r("a"), &L);
-        assert_eq!(rec.apply(&release("a", 1), &L), LockResult::Released);
-        // "a" reads again in the same read phase: same holder, same token.
+        rec.apply(&r("other"), 0, &L);
+        rec.apply(&r("a"), 0, &L);
+        let first = GrantRef { holder: "a".into(), which: Which::Grant { token: 1, id: 2 } };
+        let release_first = |id: &str| LockOp::Release { request_id: RequestId(id.into()), grant: first.clone() };
+        assert_eq!(rec.apply(&release_first("rel-1"), 0, &L), LockResult::Released);
+        // "a" reads again in the same read phase: same holder, same token, another grant id.
         let again = acquire("a-again", LockType::Read, false, Priority::Normal);
         let LockOp::Acquire(mut again) = again else { unreachable!() };
         again.holder = "a".into();
-        assert!(matches!(rec.apply(&LockOp::Acquire(again), &L), LockResult::Locked { token: 1, .. }));
+        assert!(matches!(rec.apply(&LockOp::Acquire(again), 0, &L), LockResult::Locked { token: 1, grant: 3, .. }));
         // The first release arrives again, late.
-        assert_eq!(rec.apply(&release("a", 1), &L), LockResult::Released);
+        assert_eq!(rec.apply(&release_first("rel-1"), 0, &L), LockResult::Released);
         assert_eq!(holders(&rec), vec![("other", 1), ("a", 1)]);
-        // A release that names the earlier acquire, under a new request id, misses too.
-        let stale = GrantRef { acquired_by: Some(RequestId("a".into())), ..grant("a", 1) };
-        let op = LockOp::Release { request_id: RequestId("rel-2".into()), grant: stale };
-        assert_eq!(rec.apply(&op, &L), LockResult::NotHolder);
+        // A release that names the earlier grant by its id, under a new request id, misses too.
+        assert_eq!(rec.apply(&release_first("rel-2"), 0, &L), LockResult::NotHolder);
         assert_eq!(holders(&rec), vec![("other", 1), ("a", 1)]);
+    }
+
+    fn named(holder: &str, which: Which) -> GrantRef {
+        GrantRef { holder: holder.into(), which }
+    }
+
+    fn release_as(request_id: &str, grant: GrantRef) -> LockOp {
+        LockOp::Release { request_id: RequestId(request_id.into()), grant }
+    }
+
+    /// Issue 13, failure 1: a bare release frees only grants it can prove older than its own
+    /// arrival at the serving node, so one delayed there cannot free the holder's next grant.
+    #[test]
+    fn a_bare_release_frees_only_grants_older_than_its_arrival() {
+        let mut rec = LockRecord::default();
+        rec.apply(&w("h"), 0, &L);
+        rec.advance(30, &L);
+        // Arrived 20 µs ago, after the grant (30 µs old): released.
+        assert_eq!(rec.apply(&release_as("u1", named("h", Which::Held)), 20, &L), LockResult::Released);
+        // h locks again; a bare release that arrived 40 µs ago (before this grant) misses it.
+        rec.apply(&acquire("h2", LockType::Write, false, Priority::Normal), 0, &L);
+        let LockOp::Acquire(mut again) = w("h3") else { unreachable!() };
+        again.holder = "h".into();
+        rec.apply(&release_as("u-h2", named("h2", Which::Token(2))), 0, &L);
+        assert!(matches!(rec.apply(&LockOp::Acquire(again), 0, &L), LockResult::Locked { token: 3, .. }));
+        rec.advance(10, &L);
+        assert_eq!(rec.apply(&release_as("u0", named("h", Which::Held)), 40, &L), LockResult::NotHolder);
+        assert_eq!(rec.apply(&release_as("u0", named("h", Which::Held)), 10, &L), LockResult::NotHolder, "not provably older");
+        assert_eq!(holders(&rec), vec![("h", 3)]);
+        // A release naming the grant frees it whenever it arrived.
+        assert_eq!(rec.apply(&release_as("u2", named("h", Which::Token(3))), 40, &L), LockResult::Released);
+    }
+
+    /// Issue 13, failure 3: readers of one phase share a token, so a release naming only the
+    /// token frees a read grant only if it is provably older than the release.
+    #[test]
+    fn a_token_names_a_read_grant_only_if_older_than_the_request() {
+        let mut rec = LockRecord::default();
+        rec.apply(&r("x"), 0, &L);
+        rec.apply(&r("h"), 0, &L);
+        rec.advance(30, &L);
+        // h's first read grant (token 1) is released; h reads again in the same phase.
+        assert_eq!(rec.apply(&release_as("u2", named("h", Which::Token(1))), 0, &L), LockResult::Released);
+        let LockOp::Acquire(mut again) = r("h-again") else { unreachable!() };
+        again.holder = "h".into();
+        assert!(matches!(rec.apply(&LockOp::Acquire(again), 0, &L), LockResult::Locked { token: 1, .. }));
+        // A stale release (token 1) that arrived before the rejoin does not free it.
+        assert_eq!(rec.apply(&release_as("u1", named("h", Which::Token(1))), 20, &L), LockResult::NotHolder);
+        assert_eq!(holders(&rec), vec![("x", 1), ("h", 1)]);
+        // Renewing by token is bound by the same rule; by the grant id it is exact.
+        let renew = |which| LockOp::Renew { grant: named("h", which), lease: LeaseRule::Fixed(100) };
+        assert_eq!(rec.apply(&renew(Which::Token(1)), 0, &L), LockResult::NotHolder);
+        assert!(matches!(rec.apply(&renew(Which::Grant { token: 1, id: 3 }), 0, &L), LockResult::Locked { token: 1, grant: 3, .. }));
+    }
+
+    /// Issue 13, failure 2: a renewal that names no grant renews nothing, since processes
+    /// sharing a holder name would otherwise renew each other's grants.
+    #[test]
+    fn a_renewal_naming_no_grant_renews_nothing() {
+        let mut rec = LockRecord::default();
+        rec.apply(&w("h"), 0, &L);
+        rec.advance(50, &L);
+        let bare = LockOp::Renew { grant: named("h", Which::Held), lease: LeaseRule::Fixed(100) };
+        assert_eq!(rec.apply(&bare, 0, &L), LockResult::NotHolder);
+        assert!(matches!(rec.apply(&LockOp::Renew { grant: named("h", Which::Token(1)), lease: LeaseRule::Fixed(100) }, 0, &L), LockResult::Locked { .. }));
+    }
+
+    /// Issue 13, failure 4: once a retry of a waiting request collected the grant handed to it
+    /// (and was told "locked"), a cancel of that request keeps the grant.
+    #[test]
+    fn a_cancel_frees_a_handed_over_grant_only_while_nobody_was_told() {
+        let mut rec = LockRecord::default();
+        rec.apply(&w("a"), 0, &L);
+        rec.apply(&w("b"), 0, &L);
+        rec.apply(&release("a", 1), 0, &L);
+        assert_eq!(holders(&rec), vec![("b", 2)]);
+        assert!(!rec.holders[0].reported, "handed over, not yet told");
+        // b's poll (a retry of its request) collects it.
+        assert!(matches!(rec.apply(&w("b"), 0, &L), LockResult::Locked { token: 2, .. }));
+        assert!(rec.holders[0].reported);
+        let cancel = LockOp::Cancel { request_id: RequestId("b".into()) };
+        assert_eq!(rec.apply(&cancel, 0, &L), LockResult::Collected { token: 2, grant: 2 });
+        assert_eq!(holders(&rec), vec![("b", 2)]);
+    }
+
+    /// Issue 13, failure 6: a grant handed to a waiter whose client vanished lasts only its
+    /// pickup time (the place's lease), not a whole lease; collected, it gets the full lease.
+    #[test]
+    fn an_uncollected_handover_lasts_only_its_pickup_time() {
+        let mut rec = LockRecord::default();
+        rec.apply(&w("a"), 0, &L);
+        rec.apply(&w("gone"), 0, &L);
+        rec.apply(&w("c"), 0, &L);
+        rec.apply(&release("a", 1), 0, &L);
+        assert_eq!(holders(&rec), vec![("gone", 2)]);
+        for _ in 0..2 {
+            rec.advance(30, &L);
+            rec.apply(&w("c"), 0, &L); // c keeps its place
+        }
+        assert_eq!(holders(&rec), vec![("c", 3)], "gone's grant expired after its 50 µs pickup, not its 100 µs lease");
+        assert_eq!(rec.delay_remaining_us, 0, "an uncollected grant was never used: no lock-delay");
+        assert_eq!(rec.apply(&w("gone"), 0, &L), LockResult::Expired);
+        // c collects its grant and keeps it for the whole lease.
+        rec.advance(40, &L);
+        assert!(matches!(rec.apply(&w("c"), 0, &L), LockResult::Locked { lease_us: 100, .. }));
+        rec.advance(90, &L);
+        assert_eq!(holders(&rec), vec![("c", 3)]);
+    }
+
+    /// Issue 13, failure 6: a request that may have arrived before an outcome the log no longer
+    /// remembers is not granted; one that arrived after is.
+    #[test]
+    fn a_request_older_than_what_the_log_forgot_is_not_granted() {
+        let mut rec = LockRecord::default();
+        rec.apply(&w("a"), 0, &L);
+        // "late" is refused; a copy of it is still queued at some node.
+        assert!(matches!(rec.apply(&acquire("late", LockType::Write, false, Priority::Normal), 0, &L), LockResult::Busy { .. }));
+        rec.advance(10, &L);
+        // Eight more outcomes push "late" out of the log (capacity 8).
+        for i in 0..8 {
+            rec.apply(&acquire(&format!("x{i}"), LockType::Write, false, Priority::Normal), 0, &L);
+        }
+        assert_eq!(rec.log_forgot_floor_us, Some(10));
+        rec.apply(&release("a", 1), 0, &L);
+        rec.advance(5, &L);
+        // The copy arrived before the refusal (20 µs ago): not granted, and remembered.
+        let copy = acquire("late", LockType::Write, false, Priority::Normal);
+        assert_eq!(rec.apply(&copy, 20, &L), LockResult::TooOld);
+        assert_eq!(rec.apply(&copy, 0, &L), LockResult::Expired);
+        assert!(rec.holders.is_empty());
+        // The release pushed out two more (logged 5 µs ago): a request that arrived after
+        // everything forgotten is granted.
+        assert_eq!(rec.log_forgot_floor_us, Some(5));
+        assert!(matches!(rec.apply(&w("fresh"), 4, &L), LockResult::Locked { .. }));
+    }
+
+    /// Issue 13, failure 8: the lock-delay counts from the end of the lease as far as the
+    /// record can prove it, not from when a ballot noticed the expiry.
+    #[test]
+    fn the_lock_delay_counts_from_the_end_of_the_lease() {
+        let with_delay = |id: &str, delay| {
+            let LockOp::Acquire(mut a) = w(id) else { unreachable!() };
+            a.lock_delay_us = delay;
+            LockOp::Acquire(a)
+        };
+        let mut rec = LockRecord::default();
+        rec.apply(&with_delay("a", 300), 0, &L);
+        // Noticed 250 µs after the 100 µs lease began: at least 150 µs of the delay passed.
+        rec.advance(250, &L);
+        assert!(rec.holders.is_empty());
+        assert_eq!(rec.delay_remaining_us, 150);
+        rec.apply(&with_delay("b", 300), 0, &L);
+        // Noticed long after: no delay left.
+        rec.apply(&release("b", 2), 0, &L);
+        rec.advance(150, &L);
+        rec.apply(&with_delay("c", 300), 0, &L);
+        rec.advance(1_000, &L);
+        assert_eq!(rec.delay_remaining_us, 0);
+        assert!(matches!(rec.apply(&w("d"), 0, &L), LockResult::Locked { .. }));
     }
 
     #[test]
     fn revoke_blocks_renewal_but_frees_only_by_expiry() {
         let mut rec = LockRecord::default();
-        rec.apply(&w("a"), &L);
-        assert_eq!(rec.apply(&LockOp::Revoke { token: Some(1) }, &L), LockResult::Revoked);
+        rec.apply(&w("a"), 0, &L);
+        assert_eq!(rec.apply(&LockOp::Revoke { token: Some(1) }, 0, &L), LockResult::Revoked);
         assert_eq!(holders(&rec), vec![("a", 1)]);
-        assert_eq!(rec.apply(&LockOp::Renew { grant: grant("a", 1), lease: LeaseRule::Fixed(100) }, &L), LockResult::Revoked);
+        assert_eq!(rec.apply(&LockOp::Renew { grant: grant("a", 1), lease: LeaseRule::Fixed(100) }, 0, &L), LockResult::Revoked);
         rec.advance(101, &L);
         assert!(rec.holders.is_empty());
     }
@@ -1144,22 +1421,22 @@ mod tests {
     #[test]
     fn cancel_of_a_waiter_granted_meanwhile_frees_the_lock() {
         let mut rec = LockRecord::default();
-        rec.apply(&w("a"), &L);
-        rec.apply(&w("b"), &L);
-        rec.apply(&w("c"), &L);
-        rec.apply(&release("a", 1), &L);
+        rec.apply(&w("a"), 0, &L);
+        rec.apply(&w("b"), 0, &L);
+        rec.apply(&w("c"), 0, &L);
+        rec.apply(&release("a", 1), 0, &L);
         assert_eq!(holders(&rec), vec![("b", 2)]);
-        assert_eq!(rec.apply(&LockOp::Cancel { request_id: RequestId("b".into()) }, &L), LockResult::Cancelled);
+        assert_eq!(rec.apply(&LockOp::Cancel { request_id: RequestId("b".into()) }, 0, &L), LockResult::Cancelled);
         assert_eq!(holders(&rec), vec![("c", 3)]);
     }
 
     #[test]
     fn tokens_survive_idle_periods() {
         let mut rec = LockRecord::default();
-        rec.apply(&w("a"), &L);
+        rec.apply(&w("a"), 0, &L);
         rec.advance(10_000_000, &L);
         rec.advance(10_000_000, &L);
         assert!(rec.holders.is_empty() && rec.log.is_empty(), "an idle record keeps only its token");
-        assert!(matches!(rec.apply(&w("b"), &L), LockResult::Locked { token: 2, .. }));
+        assert!(matches!(rec.apply(&w("b"), 0, &L), LockResult::Locked { token: 2, .. }));
     }
 }

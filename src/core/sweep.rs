@@ -102,7 +102,7 @@ impl Node {
             }
             if let Some(scope) = pending.pop() {
                 *in_flight += 1;
-                let op = PendingOp { client: Client::Sweep(version), op: Op::Lock(LockOp::Sweep), deadline, accept_sent: false };
+                let op = PendingOp { client: Client::Sweep(version), op: Op::Lock(LockOp::Sweep), deadline, arrived: now, accept_sent: false };
                 self.enqueue(now, Key::Scope(scope), op);
                 continue;
             }
@@ -115,6 +115,7 @@ impl Node {
                 client: Client::Sweep(version),
                 op: Op::Roster(RosterOp::MarkSwept { version, round_floor }),
                 deadline,
+                arrived: now,
                 accept_sent: false,
             };
             self.enqueue(now, Key::Roster, op);

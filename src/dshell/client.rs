@@ -53,6 +53,14 @@ pub fn check_timeout(timeout: &str) -> Result<(), Failure> {
     }
 }
 
+/// The fencing token and grant a lock answer names.
+pub fn granted(v: &Value) -> Result<(u64, String), Failure> {
+    match (v["fencing_token"].as_u64(), v["grant"].as_str()) {
+        (Some(token), Some(grant)) => Ok((token, grant.to_string())),
+        _ => Err(Failure::Other(format!("a grant without a fencing token and grant id: {v}"))),
+    }
+}
+
 /// The lease a grant got (from the answer), and what to renew it with: the `--timeout` asked
 /// for (`auto` renewals keep the chosen lease and its source).
 pub fn granted_lease(v: &Value, asked: &str) -> Result<(String, Duration), Failure> {
@@ -114,13 +122,15 @@ impl Client {
         self.call("POST", "/api/v1.0/lock", Some(&body), Duration::from_secs_f64(wait + 30.0))
     }
 
-    pub fn unlock(&self, scope: &str, holder: Option<&str>, token: Option<u64>, force: bool) -> Result<(u16, Value), Failure> {
+    /// An unlock of `grant` (as the lock answer named it); without one, of the holder's grants
+    /// older than the request (the server's rule for an unlock naming no grant).
+    pub fn unlock(&self, scope: &str, holder: Option<&str>, grant: Option<&str>, force: bool) -> Result<(u16, Value), Failure> {
         let mut body = json!({"scope": scope, "action": "unlock"});
         if let Some(h) = holder {
             body["holder"] = json!(h);
         }
-        if let Some(t) = token {
-            body["fencing_token"] = json!(t);
+        if let Some(g) = grant {
+            body["grant"] = json!(g);
         }
         if force {
             body["force"] = json!(true);
@@ -128,8 +138,8 @@ impl Client {
         self.call("POST", "/api/v1.0/lock", Some(&body), Duration::from_secs(30))
     }
 
-    pub fn renew(&self, scope: &str, holder: &str, token: u64, timeout: &str, within: Duration) -> Result<(u16, Value), Failure> {
-        let body = json!({"scope": scope, "action": "renew", "holder": holder, "fencing_token": token, "timeout": timeout});
+    pub fn renew(&self, scope: &str, holder: &str, grant: &str, timeout: &str, within: Duration) -> Result<(u16, Value), Failure> {
+        let body = json!({"scope": scope, "action": "renew", "holder": holder, "grant": grant, "timeout": timeout});
         self.call("POST", "/api/v1.0/lock", Some(&body), within)
     }
 
@@ -153,7 +163,10 @@ pub fn check(status: u16, v: &Value) -> Result<(), Failure> {
                 (Some("busy"), true) if v["lock_delay_remaining"].is_string() => {
                     format!("busy: closed for {} more after an expired lease (lock_delay)", v["lock_delay_remaining"].as_str().unwrap_or("?"))
                 }
-                (Some("not_holder"), false) => format!("not the holder: held by {}", holders.join(", ")),
+                (Some("not_holder"), false) => match v["error"].as_str() {
+                    Some(why) => format!("not the holder: {why} (held by {})", holders.join(", ")),
+                    None => format!("not the holder: held by {}", holders.join(", ")),
+                },
                 (Some(s), _) => v["error"].as_str().map_or(s.replace('_', " "), |e| format!("{}: {e}", s.replace('_', " "))),
                 (None, _) => text(),
             }))

@@ -1,11 +1,12 @@
 //! What each dshell command does and prints. The same code serves batch mode (one command,
 //! then exit) and the interactive shell (where a session holds and renews what it acquires).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::client::{check, check_timeout, granted_lease, LockOptions};
+use super::client::{check, check_timeout, granted, granted_lease, LockOptions};
+use crate::clock::BootInstant;
 use super::session::{batch_holder, Held, Keeper};
 use super::{orch, run, watch, AcquireArgs, Command, Failure, Identity, LockCommand, Manager, MemberCommand, Orch, Output};
 
@@ -27,7 +28,7 @@ pub fn execute(me: &Identity, session: Option<&Session>, command: Command, out: 
             LockCommand::Acquire(args) => acquire(me, session, args, out),
             LockCommand::Status { scope, watch: false } => status(me, &scope, out),
             LockCommand::Status { scope, watch: true } => watch::watch(me, &scope, out),
-            LockCommand::Release { scope, holder, force } => release(me, session, &scope, holder, force, out),
+            LockCommand::Release { scope, holder, grant, force } => release(me, session, &scope, holder, grant, force, out),
             LockCommand::List => list(me, out),
             LockCommand::Run(args) => run::run(me, args),
         },
@@ -66,7 +67,7 @@ pub(super) fn path_segment(scope: &str) -> String {
 fn acquire(me: &Identity, session: Option<&Session>, args: AcquireArgs, out: Output) -> Result<u8, Failure> {
     let holder = args.holder.clone().or_else(|| session.map(|s| s.holder.clone())).unwrap_or_else(|| batch_holder(&me.user, &me.host));
     if let Some(held) = session.and_then(|s| s.keeper.get(&args.scope)).filter(|h| h.holder == holder) {
-        println!("Already held by this session (fencing token {})", held.token);
+        println!("Already held by this session (fencing token {}, grant {})", held.token, held.grant);
         return Ok(0);
     }
     check_timeout(&args.timeout)?;
@@ -79,7 +80,7 @@ fn acquire(me: &Identity, session: Option<&Session>, args: AcquireArgs, out: Out
         reason: args.reason.clone(),
     };
     let progress = args.wait.as_ref().and_then(|_| watch::Progress::start(me, &args.scope));
-    let sent = Instant::now();
+    let sent = BootInstant::now();
     let answer = me.client.lock(&args.scope, &holder, &options);
     progress.map(watch::Progress::stop);
     let (code, v) = answer?;
@@ -91,14 +92,14 @@ fn acquire(me: &Identity, session: Option<&Session>, args: AcquireArgs, out: Out
         return Err(Failure::Busy(format!("{why}{}", queued.unwrap_or_default())));
     }
     check(code, &v)?;
-    let token = v["fencing_token"].as_u64().ok_or_else(|| Failure::Other(format!("a grant without a fencing token: {v}")))?;
+    let (token, grant) = granted(&v)?;
     let (timeout, lease) = granted_lease(&v, &args.timeout)?;
     if let Some(s) = session {
-        let held = Held { holder: holder.clone(), token, timeout: timeout.clone(), lease, renewed: sent, last_error: None };
+        let held = Held { holder: holder.clone(), token, grant: grant.clone(), timeout: timeout.clone(), lease, renewed: sent, last_error: None };
         s.keeper.add(&args.scope, held);
     }
     if !out.json {
-        println!("Lock acquired. Holder: {holder} (fencing token {token}, {})", v["quorum"].as_str().unwrap_or(""));
+        println!("Lock acquired. Holder: {holder} (fencing token {token}, grant {grant}, {})", v["quorum"].as_str().unwrap_or(""));
         if let Some(source) = v["timeout_source"].as_str() {
             println!("Lease {}: {source}", v["timeout"].as_str().unwrap_or("?"));
         }
@@ -123,11 +124,13 @@ pub(super) fn print_status(v: &Value) {
         println!("LOCKED{kind} by {} ({})", names.join(", "), nodes(&v));
         for h in &holders {
             let revoked = if h["revoked"] == true { ", revoked" } else { "" };
+            let waiting = if h["collected"] == false { ", handed over (its waiter has not collected it yet)" } else { "" };
             let reason = h["reason"].as_str().map(|r| format!(", reason {r}")).unwrap_or_default();
             println!(
-                "  {}: fencing token {}, held for {}, expires in {}, priority {}{reason}{revoked}",
+                "  {}: fencing token {}, grant {}, held for {}, expires in {}, priority {}{reason}{revoked}{waiting}",
                 h["holder"].as_str().unwrap_or("?"),
                 h["fencing_token"],
+                h["grant"].as_str().unwrap_or("?"),
                 h["held_for"].as_str().unwrap_or("?"),
                 h["expires_in"].as_str().unwrap_or("?"),
                 h["priority"].as_str().unwrap_or("normal")
@@ -165,17 +168,25 @@ pub(super) fn print_status(v: &Value) {
     }
 }
 
-fn release(me: &Identity, session: Option<&Session>, scope: &str, holder: Option<String>, force: bool, out: Output) -> Result<u8, Failure> {
+fn release(
+    me: &Identity,
+    session: Option<&Session>,
+    scope: &str,
+    holder: Option<String>,
+    grant: Option<String>,
+    force: bool,
+    out: Output,
+) -> Result<u8, Failure> {
     let held = session.and_then(|s| s.keeper.get(scope));
-    let (holder, token) = match (&holder, &held) {
-        (Some(h), _) => (h.clone(), held.as_ref().filter(|x| &x.holder == h).map(|x| x.token)),
-        (None, Some(x)) => (x.holder.clone(), Some(x.token)),
-        (None, None) => (session.map(|s| s.holder.clone()).unwrap_or_else(|| batch_holder(&me.user, &me.host)), None),
+    let (holder, grant) = match (&holder, &held) {
+        (Some(h), _) => (h.clone(), grant.or_else(|| held.as_ref().filter(|x| &x.holder == h).map(|x| x.grant.clone()))),
+        (None, Some(x)) => (x.holder.clone(), grant.or_else(|| Some(x.grant.clone()))),
+        (None, None) => (session.map(|s| s.holder.clone()).unwrap_or_else(|| batch_holder(&me.user, &me.host)), grant),
     };
-    let answer = if force { me.client.unlock(scope, None, None, true)? } else { me.client.unlock(scope, Some(&holder), token, false)? };
+    let answer = if force { me.client.unlock(scope, None, None, true)? } else { me.client.unlock(scope, Some(&holder), grant.as_deref(), false)? };
     let text = text_or_json(answer, out)?;
     if let Some(s) = session {
-        if force || held.as_ref().is_some_and(|x| x.holder == holder) {
+        if force || held.as_ref().is_some_and(|x| x.holder == holder && grant.as_deref() == Some(x.grant.as_str())) {
             s.keeper.remove(scope);
         }
     }

@@ -140,6 +140,10 @@ pub enum LockCommand {
         /// Whose lock (default: this shell session's, or in batch mode USER@HOST).
         #[arg(long)]
         holder: Option<String>,
+        /// The grant to release, as `acquire` printed it (a session knows its own). Without
+        /// it, only grants of the holder made before this release reached the node are freed.
+        #[arg(long)]
+        grant: Option<String>,
         /// Revoke it whoever holds it (admin only).
         #[arg(long)]
         force: bool,

@@ -1,8 +1,9 @@
 //! Orchestrations: `dshell orch run FILE.json [--var k=v]...` runs a file of HTTP and shell
 //! steps in order. A step that takes a lock through the lockmesh API makes the run hold and
 //! renew it until the step that releases it, or the end of the run; later steps see
-//! `{{SCOPE.fencing_token}}` and `{{SCOPE.holder}}`, and shell steps get `LOCKMESH_SCOPE`,
-//! `LOCKMESH_HOLDER` and `LOCKMESH_FENCING_TOKEN` for the lock taken last. When a step fails,
+//! `{{SCOPE.fencing_token}}`, `{{SCOPE.grant}}` and `{{SCOPE.holder}}`, and shell steps get
+//! `LOCKMESH_SCOPE`, `LOCKMESH_HOLDER`, `LOCKMESH_FENCING_TOKEN` and `LOCKMESH_GRANT` for the
+//! lock taken last. An unlock or renew step of a held scope names its grant. When a step fails,
 //! the rest are skipped except those marked `"always": true`, every lock still held is
 //! released, and the run exits 1 naming the step. The whole file is checked before anything
 //! runs.
@@ -19,6 +20,7 @@ use super::http::{self, Url};
 use super::run::{catch_signals, restore_signals, signal_group, Job, PENDING};
 use super::session::{Held, Keeper, Lost};
 use super::{Failure, Identity};
+use crate::clock::BootInstant;
 
 const LOCK_PATH: &str = "/api/v1.0/lock";
 
@@ -46,6 +48,7 @@ struct RunLock {
     scope: String,
     holder: String,
     token: u64,
+    grant: String,
 }
 
 /// Checks the whole file: every problem, one per line, before anything runs.
@@ -77,7 +80,7 @@ fn parse(text: &str, vars: &BTreeMap<String, String>) -> Result<Plan, Vec<String
         for placeholder in placeholders(raw) {
             let known = vars.contains_key(&placeholder)
                 || placeholder.rsplit_once('.').is_some_and(|(scope, field)| {
-                    ["fencing_token", "holder"].contains(&field) && locked_scopes.iter().any(|s| s == scope)
+                    ["fencing_token", "grant", "holder"].contains(&field) && locked_scopes.iter().any(|s| s == scope)
                 });
             if !known {
                 errors.push(format!("{label}: unknown variable {{{{{placeholder}}}}} (give it with --var, or lock that scope in an earlier step)"));
@@ -342,7 +345,7 @@ impl Runner<'_> {
     }
 
     /// The earliest trusted end among the locks held or lost during the run.
-    fn deadline(&self) -> Option<(String, Instant, Duration)> {
+    fn deadline(&self) -> Option<(String, BootInstant, Duration)> {
         let held = self.keepers.iter().flat_map(|(_, k)| {
             k.held.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(s, h)| (s.clone(), h.trusted_until(), h.lease)).collect::<Vec<_>>()
         });
@@ -362,21 +365,21 @@ impl Runner<'_> {
                 headers.push(("Authorization".into(), auth.clone()));
             }
         }
-        // Lock calls act for this run's holder, and an unlock names the grant it releases.
+        // Lock calls act for this run's holder, and an unlock or renewal names its grant.
         if let (Some((scope, action)), Some(Value::Object(b))) = (&call, body.as_mut()) {
             let held = self.locks.iter().find(|l| &l.scope == scope);
             if !b.contains_key("holder") {
                 b.insert("holder".into(), json!(held.map_or(self.holder.clone(), |l| l.holder.clone())));
             }
-            if *action != "lock" && !b.contains_key("fencing_token") {
+            if *action != "lock" && !b.contains_key("fencing_token") && !b.contains_key("grant") {
                 if let Some(l) = held {
-                    b.insert("fencing_token".into(), json!(l.token));
+                    b.insert("grant".into(), json!(l.grant));
                 }
             }
         }
         let wait = body.as_ref().and_then(|b| b["wait"].as_str()).and_then(seconds).unwrap_or(0.0);
         let text = body.as_ref().map(Value::to_string);
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         let answer = http::request(method, &url, &headers, text.as_deref(), Duration::from_secs_f64(60.0 + wait)).map_err(|e| e.to_string())?;
         let ok = if expect.is_empty() { (200..300).contains(&answer.status) } else { expect.contains(&answer.status) };
         let v: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
@@ -387,23 +390,25 @@ impl Runner<'_> {
         let Some((scope, action)) = call else { return Ok(format!("HTTP {}", answer.status)) };
         let auth = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.clone());
         let client = Client { host: url.host.clone(), port: url.port, auth };
-        match (action, v["fencing_token"].as_u64()) {
-            ("lock", Some(token)) if answer.status == 200 => {
+        match (action, v["fencing_token"].as_u64(), v["grant"].as_str()) {
+            ("lock", Some(token), Some(grant)) if answer.status == 200 => {
+                let grant = grant.to_string();
                 let holder = v["holder"].as_str().or(body.as_ref().and_then(|b| b["holder"].as_str())).unwrap_or(&self.holder).to_string();
                 let requested = body.as_ref().and_then(|b| b["timeout"].as_str()).unwrap_or("60s");
                 let timeout = v["timeout"].as_str().unwrap_or(requested).to_string();
                 let lease = Duration::from_secs_f64(seconds(&timeout).unwrap_or(0.0));
                 // A grant that came after a wait is confirmed by a renewal before it is used.
-                let renewed = super::run::confirm(&client, &scope, &holder, token, &timeout, lease, sent).map_err(|f| f.text().to_string());
-                let held = Held { holder: holder.clone(), token, timeout, lease, renewed: renewed.clone().unwrap_or(sent), last_error: None };
+                let renewed = super::run::confirm(&client, &scope, &holder, &grant, &timeout, lease, sent).map_err(|f| f.text().to_string());
+                let held = Held { holder: holder.clone(), token, grant: grant.clone(), timeout, lease, renewed: renewed.clone().unwrap_or(sent), last_error: None };
                 self.keeper(&client).add(&scope, held);
                 self.vars.insert(format!("{scope}.fencing_token"), token.to_string());
+                self.vars.insert(format!("{scope}.grant"), grant.clone());
                 self.vars.insert(format!("{scope}.holder"), holder.clone());
                 self.locks.retain(|l| l.scope != scope);
-                self.locks.push(RunLock { scope, holder, token });
+                self.locks.push(RunLock { scope, holder, token, grant });
                 renewed?;
             }
-            ("unlock", _) if answer.status == 200 => {
+            ("unlock", _, _) if answer.status == 200 => {
                 for (_, k) in &self.keepers {
                     k.remove(&scope);
                 }
@@ -419,11 +424,15 @@ impl Runner<'_> {
         let mut command = std::process::Command::new("sh");
         command.arg("-c").arg(substitute(code, &self.vars));
         if let Some(l) = self.locks.last() {
-            command.env("LOCKMESH_SCOPE", &l.scope).env("LOCKMESH_HOLDER", &l.holder).env("LOCKMESH_FENCING_TOKEN", l.token.to_string());
+            command
+                .env("LOCKMESH_SCOPE", &l.scope)
+                .env("LOCKMESH_HOLDER", &l.holder)
+                .env("LOCKMESH_FENCING_TOKEN", l.token.to_string())
+                .env("LOCKMESH_GRANT", &l.grant);
         }
-        let started = Instant::now();
+        let started = BootInstant::now();
         let mut job = Job::spawn(&mut command).map_err(|e| format!("cannot start sh: {e}"))?;
-        let mut stopping: Option<(Instant, String)> = None;
+        let mut stopping: Option<(BootInstant, String)> = None;
         loop {
             if let Some(status) = job.poll().map_err(|e| e.to_string())? {
                 if let Some((_, why)) = stopping {
@@ -443,9 +452,9 @@ impl Runner<'_> {
             let signal = PENDING.swap(0, Ordering::SeqCst);
             if signal != 0 && signal != libc::SIGTSTP {
                 signal_group(job.pgid, signal);
-                stopping.get_or_insert((Instant::now(), format!("interrupted by signal {signal}")));
+                stopping.get_or_insert((BootInstant::now(), format!("interrupted by signal {signal}")));
             }
-            let now = Instant::now();
+            let now = BootInstant::now();
             if timeout.is_some_and(|t| now - started >= t) && stopping.is_none() {
                 stopping = Some((now, format!("timed out after {:.0?}", timeout.unwrap_or_default())));
                 signal_group(job.pgid, libc::SIGTERM);

@@ -1,6 +1,7 @@
 //! `dshell manager lock run --scope S -- CMD ARGS...`: acquire, run CMD in its own process
-//! group with `LOCKMESH_SCOPE`, `LOCKMESH_HOLDER` and `LOCKMESH_FENCING_TOKEN`, renew every third
-//! of the lease (on the session keeper's thread), release when it exits, and exit with its code. The
+//! group with `LOCKMESH_SCOPE`, `LOCKMESH_HOLDER`, `LOCKMESH_FENCING_TOKEN` and `LOCKMESH_GRANT`,
+//! renew every third of the lease (on the session keeper's thread), release when it exits, and
+//! exit with its code. Every lease is measured on `CLOCK_BOOTTIME` (`BootInstant`). The
 //! main loop never blocks on the network: if the lease is lost (a renewal refused, or none
 //! succeeded in time) CMD gets SIGTERM, then SIGKILL, timed from the lease's trusted end, so
 //! that it is stopped before the lease can run out and the lock be granted to anyone else.
@@ -10,7 +11,8 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::client::{check, check_timeout, granted_lease, seconds, Client, LockOptions};
+use super::client::{check, check_timeout, granted, granted_lease, seconds, Client, LockOptions};
+use crate::clock::BootInstant;
 use super::session::{Held, Keeper};
 use super::{Failure, Identity, RunArgs};
 
@@ -172,12 +174,12 @@ impl Drop for Job {
 
 /// A grant whose answer came late (after a wait) is confirmed by a renewal before it is
 /// used: trust counts from the renewal's send. Returns the send time trust counts from.
-pub(super) fn confirm(client: &Client, scope: &str, holder: &str, token: u64, timeout: &str, lease: Duration, sent: Instant) -> Result<Instant, Failure> {
+pub(super) fn confirm(client: &Client, scope: &str, holder: &str, grant: &str, timeout: &str, lease: Duration, sent: BootInstant) -> Result<BootInstant, Failure> {
     if sent.elapsed() < lease / 3 {
         return Ok(sent);
     }
-    let renew_sent = Instant::now();
-    let (status, v) = client.renew(scope, holder, token, timeout, (lease / 3).max(Duration::from_millis(300)))?;
+    let renew_sent = BootInstant::now();
+    let (status, v) = client.renew(scope, holder, grant, timeout, (lease / 3).max(Duration::from_millis(300)))?;
     check(status, &v).map_err(|f| Failure::Unavailable(format!("granted after a wait, but could not confirm it in time: {}", f.text())))?;
     Ok(renew_sent)
 }
@@ -199,14 +201,14 @@ pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
         ..LockOptions::default()
     };
     let progress = args.wait.as_ref().and_then(|_| super::watch::Progress::start(me, &args.scope));
-    let sent = Instant::now();
+    let sent = BootInstant::now();
     let answer = me.client.lock(&args.scope, &holder, &options);
     progress.map(super::watch::Progress::stop);
     let (code, v) = answer?;
     check(code, &v)?;
-    let token = v["fencing_token"].as_u64().ok_or_else(|| Failure::Other(format!("a grant without a fencing token: {v}")))?;
+    let (token, grant) = granted(&v)?;
     let release = || {
-        if let Err(f) = me.client.unlock(&args.scope, Some(&holder), Some(token), false).and_then(|(s, v)| check(s, &v)) {
+        if let Err(f) = me.client.unlock(&args.scope, Some(&holder), Some(&grant), false).and_then(|(s, v)| check(s, &v)) {
             eprintln!("dshell: could not release {}: {} (its lease will run out)", args.scope, f.text());
         }
     };
@@ -225,7 +227,7 @@ pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
     // Room kept at the end of the lease for SIGKILL to land; the grace fits before it.
     let margin = (lease / 20).max(Duration::from_millis(200));
     let grace = Duration::from_secs_f64(grace).min(lease / 3);
-    let renewed = match confirm(&me.client, &args.scope, &holder, token, &timeout, lease, sent) {
+    let renewed = match confirm(&me.client, &args.scope, &holder, &grant, &timeout, lease, sent) {
         Ok(t) => t,
         Err(f) => {
             release();
@@ -239,7 +241,8 @@ pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
         .args(&args.command[1..])
         .env("LOCKMESH_SCOPE", &args.scope)
         .env("LOCKMESH_HOLDER", &holder)
-        .env("LOCKMESH_FENCING_TOKEN", token.to_string());
+        .env("LOCKMESH_FENCING_TOKEN", token.to_string())
+        .env("LOCKMESH_GRANT", &grant);
     let mut job = match Job::spawn(&mut command) {
         Ok(job) => job,
         Err(e) => {
@@ -251,10 +254,10 @@ pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
     };
     // Renewals on the keeper's thread: this loop never waits for the network.
     let mut keeper = Keeper::new(me.client.clone());
-    keeper.add(&args.scope, Held { holder: holder.clone(), token, timeout, lease, renewed, last_error: None });
+    keeper.add(&args.scope, Held { holder: holder.clone(), token, grant: grant.clone(), timeout, lease, renewed, last_error: None });
     let mut lost: Option<String> = None;
-    let mut lost_until: Option<Instant> = None;
-    let mut terminated: Option<Instant> = None;
+    let mut lost_until: Option<BootInstant> = None;
+    let mut terminated: Option<BootInstant> = None;
     let status = loop {
         match job.poll() {
             Ok(Some(status)) => break status,
@@ -269,7 +272,7 @@ pub fn run(me: &Identity, args: RunArgs) -> Result<u8, Failure> {
         if signal != 0 && signal != libc::SIGTSTP {
             signal_group(job.pgid, signal);
         }
-        let now = Instant::now();
+        let now = BootInstant::now();
         if lost.is_none() {
             if let Some(l) = keeper.take_lost().into_iter().next() {
                 lost = Some(l.why);

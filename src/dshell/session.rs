@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::client::{self, Client};
+use crate::clock::BootInstant;
 
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -57,10 +58,13 @@ fn next_session_number() -> Option<u64> {
 pub struct Held {
     pub holder: String,
     pub token: u64,
+    /// The grant's id as the lock answer named it: renewals and the release name it.
+    pub grant: String,
     pub timeout: String,
     pub lease: Duration,
-    /// Send time of the last successful acquire or renewal: the trust counts from it.
-    pub renewed: Instant,
+    /// Send time of the last successful acquire or renewal (on `CLOCK_BOOTTIME`, which counts
+    /// through a suspend): the trust counts from it.
+    pub renewed: BootInstant,
     /// Why the renewals since then failed, if they did.
     pub last_error: Option<String>,
 }
@@ -71,12 +75,12 @@ pub struct Held {
 pub struct Lost {
     pub scope: String,
     pub why: String,
-    pub trusted_until: Instant,
+    pub trusted_until: BootInstant,
 }
 
 impl Held {
     /// Until when this grant is trusted: from the last successful renewal's send.
-    pub fn trusted_until(&self) -> Instant {
+    pub fn trusted_until(&self) -> BootInstant {
         self.renewed + self.lease.mul_f64(1.0 - super::run::DRIFT)
     }
 }
@@ -124,14 +128,14 @@ impl Keeper {
         }
     }
 
-    /// Stops renewing and releases everything still held: what was released (scope, token)
-    /// and what could not be (scope, why).
+    /// Stops renewing and releases everything still held, each by its grant: what was
+    /// released (scope, token) and what could not be (scope, why).
     pub fn release_all(&mut self, client: &Client) -> Released {
         self.stop();
         let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
         let (mut released, mut failed) = (Vec::new(), Vec::new());
         for (scope, h) in held {
-            match client.unlock(&scope, Some(&h.holder), Some(h.token), false).and_then(|(status, v)| client::check(status, &v)) {
+            match client.unlock(&scope, Some(&h.holder), Some(&h.grant), false).and_then(|(status, v)| client::check(status, &v)) {
                 Ok(()) => released.push((scope, h.token)),
                 Err(f) => failed.push((scope, f.text().to_string())),
             }
@@ -163,11 +167,11 @@ fn renew_loop(client: Client, held: Arc<Mutex<BTreeMap<String, Held>>>, lost: Ar
             .map(|(s, h)| (s.clone(), h.clone()))
             .collect();
         for (scope, h) in due {
-            let sent = Instant::now();
-            let answer = client.renew(&scope, &h.holder, h.token, &h.timeout, (h.lease / 3).max(Duration::from_millis(300)));
+            let sent = BootInstant::now();
+            let answer = client.renew(&scope, &h.holder, &h.grant, &h.timeout, (h.lease / 3).max(Duration::from_millis(300)));
             let mut map = held.lock().unwrap_or_else(|e| e.into_inner());
             // Released or re-taken meanwhile: this answer is about a grant no longer held.
-            let Some(entry) = map.get_mut(&scope).filter(|e| e.token == h.token && e.holder == h.holder) else { continue };
+            let Some(entry) = map.get_mut(&scope).filter(|e| e.grant == h.grant && e.holder == h.holder) else { continue };
             let gone = match answer {
                 Ok((200, _)) => {
                     entry.renewed = entry.renewed.max(sent);
@@ -181,7 +185,7 @@ fn renew_loop(client: Client, held: Arc<Mutex<BTreeMap<String, Held>>>, lost: Ar
                         Ok((status, v)) => client::check(status, &v).err().map_or_else(|| format!("HTTP {status}"), |f| f.text().to_string()),
                         Err(f) => f.text().to_string(),
                     });
-                    (Instant::now() >= entry.trusted_until()).then(|| "could not renew before the lease ran out".to_string())
+                    (BootInstant::now() >= entry.trusted_until()).then(|| "could not renew before the lease ran out".to_string())
                 }
             };
             if let Some(why) = gone {

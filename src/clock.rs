@@ -1,5 +1,5 @@
 //! The runtime's clock: `CLOCK_BOOTTIME`, which keeps running through system suspend, so a
-//! lease measured on it is never over-trusted after a suspend (DESIGN contract 3).
+//! lease measured on it is never over-trusted after a suspend (PROTOCOL §0, contract 3).
 
 use std::time::Duration;
 

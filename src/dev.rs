@@ -107,7 +107,8 @@ fn print_welcome(nodes: usize, dir: &Path, password: &str, token: &str) {
     println!("User admin, password {password} (bearer token {token}). Try:");
     println!("  curl -s -u admin:{password} -X POST http://{api}/api/v1.0/lock -d '{{\"scope\": \"db-migration\", \"action\": \"lock\"}}'");
     println!("  curl -s -u admin:{password} http://{api}/api/v1.0/lock/db-migration");
-    println!("  curl -s -u admin:{password} -X POST http://{api}/api/v1.0/lock -d '{{\"scope\": \"db-migration\", \"action\": \"unlock\"}}'");
+    println!("  curl -s -u admin:{password} -X POST http://{api}/api/v1.0/lock -d '{{\"scope\": \"db-migration\", \"action\": \"unlock\", \"grant\": \"1-1\"}}'");
+    println!("    (the \"grant\" the lock answer named; an unlock naming none frees only grants made before it arrived)");
     println!("  curl -s -H 'Authorization: Bearer {token}' http://{api}/api/v1.0/members");
     println!();
     println!("Or with dshell (after `export DSHELL_PASSWORD={password}`):");

@@ -64,7 +64,7 @@ fn a_one_way_cut_never_yields_two_holders() {
     assert_eq!(body["holders"].as_array().map(Vec::len), Some(1), "{body}");
 }
 
-/// Issue 13, failure 1, on real processes: an unlock naming no grant, held up at a node whose
+/// Regression (review, PROTOCOL §11.10), on real processes: an unlock naming no grant, held up at a node whose
 /// messages to the others are cut, must not free the grant its holder took again meanwhile
 /// through another node. (Before the arrival rule, node-3 released token 2 after the heal and
 /// bob got token 3 while h still trusted token 2.)

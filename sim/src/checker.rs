@@ -1,7 +1,7 @@
 //! The invariants, checked against ghost state the simulator sees and no node does: every
 //! durable acceptance, every roster, and every interval in which a client trusted a lease.
 //!
-//! Each check names the point of the safety contract (DESIGN.md §1) it comes from.
+//! Each check names the point of the safety contract (docs/PROTOCOL.md §0) it comes from.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,6 +1,6 @@
 //! Bootstrap: the first roster, acknowledged durably by every one of its voters before anyone
 //! installs it. Each node acknowledges at most one first roster, ever, so two different first
-//! rosters that share a member can never both complete (DESIGN-REVIEW P7).
+//! rosters that share a member can never both complete (PROTOCOL §12 P7).
 
 use std::collections::BTreeSet;
 

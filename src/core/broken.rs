@@ -1,6 +1,6 @@
 //! Known-broken protocol variants, compiled only with the test-only `broken-variants` feature.
 //!
-//! Each one removes a rule that DESIGN.md §2 and docs/PROTOCOL.md argue is necessary; the
+//! Each one removes a rule that docs/PROTOCOL.md argues is necessary; the
 //! simulator's tests switch them on and must report violations. In builds without the feature
 //! the `broken!` checks are the constant `false` and the variants do not exist.
 
@@ -21,7 +21,7 @@ pub enum Broken {
     /// Allow the next roster change before the sweep of the previous one finished.
     RosterChangeBeforeSweep,
     /// Answer "busy" bare: without committing the refusal, even after an Accept that may
-    /// carry the request's effect went out (DESIGN-REVIEW P4).
+    /// carry the request's effect went out (PROTOCOL §12 P4).
     BareRefusal,
     /// Voters accept without promising the ballot's successor, while proposers still skip
     /// the Prepare after a ballot of theirs a majority accepted.

@@ -399,7 +399,7 @@ fn a_minority_value_at_a_high_round_does_not_survive_two_roster_changes() {
     assert!(!is_locked(net.result(400)), "C2 was granted while C1 held: {:?}", net.result(400));
 }
 
-/// Regression (review, DESIGN-REVIEW P4): once an Accept carrying alice's grant went out,
+/// Regression (review, PROTOCOL §12 P4): once an Accept carrying alice's grant went out,
 /// "busy" may only come from a ballot above it, so no later proposer can complete her grant.
 #[test]
 fn busy_after_an_accept_went_out_is_committed_above_it() {
@@ -448,7 +448,7 @@ fn busy_after_an_accept_went_out_is_committed_above_it() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Issue 13: exclusion from the client's request to the record. Operations are shaped as the
+// Exclusion from the client's request to the record (review; PROTOCOL §11.10, §11.11). Operations are shaped as the
 // HTTP API builds them (src/api/lock.rs): request ids scoped by holder and fresh per call
 // unless the client names one, the default holder USER@CLIENT_IP. Each schedule gave two
 // processes one write lock (or a reader and a writer) before grant identity and the arrival
@@ -496,7 +496,7 @@ fn c_cut(e: &Envelope) -> bool {
     (e.from.name == "C") != (e.to.name == "C")
 }
 
-/// Failure 1: H's bare unlock waits at C, cut off; H unlocks via A and locks again (token 2);
+/// H's bare unlock waits at C, cut off; H unlocks via A and locks again (token 2);
 /// when C heals, its unlock must not free token 2 (it arrived before that grant existed).
 #[test]
 fn a_delayed_bare_unlock_does_not_free_a_later_grant_of_the_same_holder() {
@@ -522,7 +522,7 @@ fn a_delayed_bare_unlock_does_not_free_a_later_grant_of_the_same_holder() {
     assert!(tb.is_none(), "bob granted token {tb:?} while {h} trusts token {t2}");
 }
 
-/// Failure 3: a release of h's read grant naming token 1 waits at C; h rejoins the same read
+/// A release of h's read grant naming token 1 waits at C; h rejoins the same read
 /// phase (token 1 again) via A; the stale release must not free the rejoined grant.
 #[test]
 fn a_delayed_release_by_token_does_not_free_a_readers_rejoined_grant() {
@@ -552,7 +552,7 @@ fn a_delayed_release_by_token_does_not_free_a_readers_rejoined_grant() {
     assert!(tw.is_none(), "writer granted token {tw:?} while reader {h} trusts its read grant");
 }
 
-/// Failure 2: two processes share the default holder. P1 stalls past its lease, P2 gets token
+/// Two processes share the default holder. P1 stalls past its lease, P2 gets token
 /// 2; a renewal naming no grant must not tell P1 it holds P2's grant.
 #[test]
 fn a_renewal_naming_no_grant_never_hands_one_grant_to_two_processes() {
@@ -576,7 +576,7 @@ fn a_renewal_naming_no_grant_never_hands_one_grant_to_two_processes() {
     assert!(matches!(net.result(4), Some(Ok(Answer::Lock(LockResult::NotHolder)))));
 }
 
-/// Failure 4: w waits via B; its connection breaks and it retries the same request id at C,
+/// w waits via B; its connection breaks and it retries the same request id at C,
 /// which collects the handed-over grant and answers "locked". B's handler, at its deadline,
 /// cancels by request id: the cancel must keep the reported grant.
 #[test]

@@ -63,7 +63,7 @@ pub struct ReadRules {
 ///
 /// Only promises whose accepted ballot equals the highest among them give a usable age: a
 /// voter holding an older copy of the record may report a large age for a grant that was
-/// renewed since (DESIGN-REVIEW P1). Their ages count from accepting the *same* value, after
+/// renewed since (PROTOCOL §12 P1). Their ages count from accepting the *same* value, after
 /// its Accept was sent, so the largest of them, drift-corrected, bounds the true time since.
 pub fn read_quorum(promises: &[Promise], majority: usize, drift: Drift, rules: ReadRules) -> QuorumRead {
     let highest = promises.iter().filter_map(|p| p.accepted.as_ref().map(|a| a.ballot)).max();
@@ -434,7 +434,7 @@ mod tests {
 
     #[test]
     fn ages_only_from_the_highest_ballot() {
-        // DESIGN-REVIEW P1: v3 holds the pre-renewal record (ballot 1) with a large age.
+        // PROTOCOL §12 P1: v3 holds the pre-renewal record (ballot 1) with a large age.
         let promises = [promise(2, Some(2), 6_000, 5), promise(3, Some(1), 31_000, 5)];
         let read = read_quorum(&promises, 2, Drift::from_ppm(0), ReadRules::default());
         assert_eq!(read.elapsed_us, 6_000);

@@ -141,7 +141,7 @@ pub enum Outcome {
     Released,
     /// This acquire was refused (busy). Recording it makes the refusal a change that is
     /// committed at the deciding ballot, so a late copy of the request cannot be granted
-    /// after its sender was told "busy" (DESIGN-REVIEW P4).
+    /// after its sender was told "busy" (PROTOCOL §12 P4).
     Refused,
 }
 
@@ -513,7 +513,7 @@ impl LockRecord {
 
     fn acquire(&mut self, a: &Acquire, arrived_us: u64, limits: &Limits) -> LockResult {
         // A retry of a request that already holds: run a renew, so that the lease counts from
-        // the retry's send, which is what its sender will trust (DESIGN §2, P3). This is also
+        // the retry's send, which is what its sender will trust (PROTOCOL §12 P3). This is also
         // how a waiter collects a grant handed to it: the renewal marks it reported.
         if let Some(at) = self.holders.iter().position(|g| g.request_id == a.request_id) {
             if self.holders[at].revoked {
@@ -1256,7 +1256,7 @@ mod tests {
         LockOp::Release { request_id: RequestId(request_id.into()), grant }
     }
 
-    /// Issue 13, failure 1: a bare release frees only grants it can prove older than its own
+    /// Regression (review, PROTOCOL §11.10): a bare release frees only grants it can prove older than its own
     /// arrival at the serving node, so one delayed there cannot free the holder's next grant.
     #[test]
     fn a_bare_release_frees_only_grants_older_than_its_arrival() {
@@ -1279,7 +1279,7 @@ mod tests {
         assert_eq!(rec.apply(&release_as("u2", named("h", Which::Token(3))), 40, &L), LockResult::Released);
     }
 
-    /// Issue 13, failure 3: readers of one phase share a token, so a release naming only the
+    /// Regression (review, PROTOCOL §11.10): readers of one phase share a token, so a release naming only the
     /// token frees a read grant only if it is provably older than the release.
     #[test]
     fn a_token_names_a_read_grant_only_if_older_than_the_request() {
@@ -1301,7 +1301,7 @@ mod tests {
         assert!(matches!(rec.apply(&renew(Which::Grant { token: 1, id: 3 }), 0, &L), LockResult::Locked { token: 1, grant: 3, .. }));
     }
 
-    /// Issue 13, failure 2: a renewal that names no grant renews nothing, since processes
+    /// Regression (review, PROTOCOL §11.10): a renewal that names no grant renews nothing, since processes
     /// sharing a holder name would otherwise renew each other's grants.
     #[test]
     fn a_renewal_naming_no_grant_renews_nothing() {
@@ -1313,7 +1313,7 @@ mod tests {
         assert!(matches!(rec.apply(&LockOp::Renew { grant: named("h", Which::Token(1)), lease: LeaseRule::Fixed(100) }, 0, &L), LockResult::Locked { .. }));
     }
 
-    /// Issue 13, failure 4: once a retry of a waiting request collected the grant handed to it
+    /// Regression (review, PROTOCOL §11.11): once a retry of a waiting request collected the grant handed to it
     /// (and was told "locked"), a cancel of that request keeps the grant.
     #[test]
     fn a_cancel_frees_a_handed_over_grant_only_while_nobody_was_told() {
@@ -1331,7 +1331,7 @@ mod tests {
         assert_eq!(holders(&rec), vec![("b", 2)]);
     }
 
-    /// Issue 13, failure 6: a grant handed to a waiter whose client vanished lasts only its
+    /// Regression (review, PROTOCOL §11.11): a grant handed to a waiter whose client vanished lasts only its
     /// pickup time (the place's lease), not a whole lease; collected, it gets the full lease.
     #[test]
     fn an_uncollected_handover_lasts_only_its_pickup_time() {
@@ -1355,7 +1355,7 @@ mod tests {
         assert_eq!(holders(&rec), vec![("c", 3)]);
     }
 
-    /// Issue 13, failure 6: a request that may have arrived before an outcome the log no longer
+    /// Regression (review, PROTOCOL §11.12): a request that may have arrived before an outcome the log no longer
     /// remembers is not granted; one that arrived after is.
     #[test]
     fn a_request_older_than_what_the_log_forgot_is_not_granted() {
@@ -1382,7 +1382,7 @@ mod tests {
         assert!(matches!(rec.apply(&w("fresh"), 4, &L), LockResult::Locked { .. }));
     }
 
-    /// Issue 13, failure 8: the lock-delay counts from the end of the lease as far as the
+    /// Regression (review, PROTOCOL §11.13): the lock-delay counts from the end of the lease as far as the
     /// record can prove it, not from when a ballot noticed the expiry.
     #[test]
     fn the_lock_delay_counts_from_the_end_of_the_lease() {

@@ -11,6 +11,11 @@ const SLOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("slots");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Most bytes a stored value may decode from; anything bigger is corruption.
 const DECODE_LIMIT: usize = 64 << 20;
+/// The layout of what this build stores (the records' and rosters' bincode encoding). Every
+/// data dir says which it was written in; a build refuses one of another format with a clear
+/// error instead of misreading it. Bump it with any change to `Durable`, `Slot`, `Value` or
+/// anything they contain.
+pub const FORMAT: u32 = 1;
 /// redb's own page cache (its default is 1 GiB). Voters keep every value they need in
 /// memory and only write here; the B-tree pages an insert walks are read back through the
 /// kernel's page cache when this one misses. A small cache keeps a node with a million
@@ -25,6 +30,12 @@ pub enum StoreError {
     Db(String),
     #[error("store holds an undecodable {0}: {1}")]
     Decode(&'static str, String),
+    #[error(
+        "data dir {dir}: written {written}, and this build reads data format {FORMAT}: run the build that wrote it, or start this node on an empty data dir (it then joins as a new member)",
+        dir = .0.display(),
+        written = .1.map_or("by a build from before data formats were numbered".to_string(), |f| format!("in data format {f}"))
+    )]
+    Format(PathBuf, Option<u32>),
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -64,13 +75,21 @@ impl Store {
             let incarnation = {
                 let mut meta = txn.open_table(META).map_err(db_err)?;
                 let existing = meta.get("incarnation").map_err(db_err)?.map(|v| decode::<u64>("incarnation", v.value()));
+                let format = meta.get("format").map_err(db_err)?.map(|v| decode::<u32>("format", v.value()));
                 match existing {
-                    Some(found) => found?,
+                    Some(found) => {
+                        let format = format.transpose()?;
+                        if format != Some(FORMAT) {
+                            return Err(StoreError::Format(dir.to_path_buf(), format));
+                        }
+                        found?
+                    }
                     None => {
                         let mut bytes = [0u8; 8];
                         getrandom::fill(&mut bytes).map_err(db_err)?;
                         let fresh = u64::from_le_bytes(bytes) | 1;
                         meta.insert("incarnation", encode(&fresh)?.as_slice()).map_err(db_err)?;
+                        meta.insert("format", encode(&FORMAT)?.as_slice()).map_err(db_err)?;
                         fresh
                     }
                 }
@@ -168,6 +187,36 @@ mod tests {
         assert_eq!(again.durable.roster, Some(roster));
         assert_eq!(again.durable.round_reserved, 1024, "the reservation never goes back");
         assert!(again.durable.slots.contains_key(&key));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn set_format(dir: &Path, format: Option<u32>) {
+        let db = Database::create(dir.join("lockmesh.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            match format {
+                Some(f) => meta.insert("format", encode(&f).unwrap().as_slice()).map(drop).unwrap(),
+                None => meta.remove("format").map(drop).unwrap(),
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_data_dir_of_another_format_is_refused_with_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("lockmesh-store-format-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        drop(Store::open(&dir).unwrap());
+        set_format(&dir, Some(FORMAT + 1));
+        let e = Store::open(&dir).err().expect("refused").to_string();
+        assert!(e.contains(&format!("data format {}", FORMAT + 1)) && e.contains(&format!("reads data format {FORMAT}")), "{e}");
+        // A dir from before formats were numbered has none.
+        set_format(&dir, None);
+        let e = Store::open(&dir).err().expect("refused").to_string();
+        assert!(e.contains("before data formats were numbered") && !e.contains('\n'), "{e}");
+        set_format(&dir, Some(FORMAT));
+        assert!(Store::open(&dir).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -330,11 +330,17 @@ fn malformed_peer_input_closes_streams_and_changes_nothing() {
             let _ = stream.finish();
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+        // A build of an earlier wire format cannot connect, and the node says why.
+        let mut old = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        old.set_default_client_config(lockmesh::mesh::tls::client_config_speaking(&id, b"lockmesh/2").unwrap());
+        let refused = old.connect(target, lockmesh::mesh::tls::dial_name()).unwrap().await;
+        assert!(refused.is_err(), "a node of another wire format was let in");
     });
     let (status, body) = post(c.http(0), &lock_body("still-fine", "x")).unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(c.log(0).contains("malformed") || c.log(0).contains("unreadable"), "bad frames are logged");
     assert!(c.log(0).contains("certificate does not carry"), "the impostor is logged");
+    wait_for("the format mismatch to be logged", Duration::from_secs(10), || c.log(0).contains("another lockmesh wire format"));
 }
 
 #[test]

@@ -36,6 +36,8 @@ pub struct Cluster {
     dir: PathBuf,
     binary: PathBuf,
     nodes: Vec<Node>,
+    /// How many nodes formed the cluster; later ones join it.
+    formed_by: usize,
 }
 
 /// A port nobody listens on now (TCP and UDP), never one of `taken`.
@@ -65,25 +67,33 @@ impl Cluster {
         let dir = std::env::temp_dir().join(format!("lockmesh-bench-{}-{tag}-{}", kind.name(), std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let mut taken = Vec::new();
-        let mut nodes = Vec::new();
-        for _ in 0..n {
-            let client = free_port(&taken)?;
-            taken.push(client);
-            let peer = free_port(&taken)?;
-            taken.push(peer);
-            nodes.push(Node { client: SocketAddr::from(([127, 0, 0, 1], client)), peer: SocketAddr::from(([127, 0, 0, 1], peer)), child: None });
-        }
-        let cluster = Cluster { kind, dir, binary: binary.to_path_buf(), nodes };
+        let mut cluster = Cluster { kind, dir, binary: binary.to_path_buf(), nodes: Vec::new(), formed_by: n };
         if kind == Kind::Lockmesh {
-            let certs = cluster.dir.join("certs");
-            let certs = certs.to_str().ok_or("temporary directory is not UTF-8")?;
-            run(binary, &["certs", "ca", certs])?;
-            for i in 0..n {
-                run(binary, &["certs", "node", certs, &format!("node-{}", i + 1), "--ip", "127.0.0.1"])?;
-            }
+            let certs = cluster.certs()?;
+            run(binary, &["certs", "ca", &certs])?;
+        }
+        for _ in 0..n {
+            cluster.add_node()?;
         }
         Ok(cluster)
+    }
+
+    fn certs(&self) -> Result<String, String> {
+        Ok(self.dir.join("certs").to_str().ok_or("temporary directory is not UTF-8")?.to_string())
+    }
+
+    /// Addresses (and a certificate, for lockmesh) for one more node, not started yet; one
+    /// started after the cluster formed joins it.
+    pub fn add_node(&mut self) -> Result<usize, String> {
+        let taken: Vec<u16> = self.nodes.iter().flat_map(|n| [n.client.port(), n.peer.port()]).collect();
+        let client = free_port(&taken)?;
+        let peer = free_port(&[&taken[..], &[client]].concat())?;
+        let i = self.nodes.len();
+        if self.kind == Kind::Lockmesh {
+            run(&self.binary, &["certs", "node", &self.certs()?, &format!("node-{}", i + 1), "--ip", "127.0.0.1"])?;
+        }
+        self.nodes.push(Node { client: SocketAddr::from(([127, 0, 0, 1], client)), peer: SocketAddr::from(([127, 0, 0, 1], peer)), child: None });
+        Ok(i)
     }
 
     /// Starts every node and waits until the cluster serves.
@@ -115,7 +125,7 @@ impl Cluster {
 
     /// Starts (or restarts) node `i` on its data directory.
     pub fn start_node(&mut self, i: usize) -> Result<(), String> {
-        let n = self.nodes.len();
+        let n = self.formed_by;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("node-{}.log", i + 1))).map_err(|e| e.to_string())?;
         let data = self.dir.join(format!("data-{}", i + 1));
         let mut cmd = Command::new(&self.binary);
@@ -129,7 +139,8 @@ impl Cluster {
                     .arg(&data)
                     .arg("--certs")
                     .arg(self.dir.join("certs"))
-                    .args(["--join", &join.join(","), "--bootstrap-expect", &n.to_string(), "--no-auth"])
+                    .args(["--join", &join.join(","), "--no-auth"])
+                    .args(if i < n { vec!["--bootstrap-expect".to_string(), n.to_string()] } else { Vec::new() })
                     .env("RUST_LOG", "warn");
             }
             Kind::Etcd => {
@@ -197,6 +208,23 @@ impl Cluster {
                 s == 200 && v["roster_size"] == self.nodes.len() && v["sweep_done"] == true
             }),
             Kind::Etcd => conn.request("POST", "/v3/kv/range", r#"{"key": "cmVhZHk="}"#).is_ok_and(|(s, _)| s == 200),
+        }
+    }
+
+    /// Node `i`'s installed roster (lockmesh): its size, and whether its sweep is done.
+    pub fn roster_seen(&self, i: usize) -> Option<(usize, bool)> {
+        let (s, body) = Conn::new(self.nodes[i].client).request("GET", "/api/v1.0/members", "").ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (s == 200).then(|| (v["roster_size"].as_u64().unwrap_or(0) as usize, v["sweep_done"] == true))
+    }
+
+    /// Asks node `i` to remove the member `name` from the roster (lockmesh).
+    pub fn remove_member(&self, i: usize, name: &str) -> Result<(), String> {
+        let body = serde_json::json!({"name": name}).to_string();
+        match Conn::new(self.nodes[i].client).request("POST", "/api/v1.0/members/remove", &body) {
+            Ok((200, _)) => Ok(()),
+            Ok((status, body)) => Err(format!("remove {name}: HTTP {status}: {body}")),
+            Err(e) => Err(format!("remove {name}: {e}")),
         }
     }
 

@@ -172,7 +172,7 @@ fn run(o: &Options, scenario: &str, kind: Kind) -> Result<Value, String> {
         "independent" => scenarios::independent(&c, 16, p.run),
         "contended" => scenarios::contended(&c, 8, p.run),
         "voter-loss" => scenarios::voter_loss(&mut c, 16, p.voter_loss),
-        "scale" => scenarios::scale(&c, o.scopes.unwrap_or(p.scopes), 16),
+        "scale" => scenarios::scale(&mut c, o.scopes.unwrap_or(p.scopes), 16),
         other => Err(format!("unknown scenario {other}")),
     }
 }

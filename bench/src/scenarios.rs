@@ -194,8 +194,22 @@ fn rss_mb(c: &Cluster) -> f64 {
     (bytes as f64 / 1e5).round() / 10.0
 }
 
-/// Acquire latency and memory after `scopes` distinct scopes were locked and released.
-pub fn scale(c: &Cluster, scopes: usize, workers: usize) -> Result<Value, String> {
+/// Waits until node 1's installed roster has `size` voters and its sweep is done; how long.
+fn roster_settled(c: &Cluster, size: usize, bound: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    while c.roster_seen(0) != Some((size, true)) {
+        if started.elapsed() > bound {
+            return Err(format!("the roster did not settle at {size} voters, swept, within {bound:?} (now {:?})", c.roster_seen(0)));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(started.elapsed())
+}
+
+/// Acquire latency and memory after `scopes` distinct scopes were locked and released; then
+/// (lockmesh) a fourth node joins and is removed again, each a roster change whose sweep
+/// rewrites every scope, and how long each took until its sweep was done.
+pub fn scale(c: &mut Cluster, scopes: usize, workers: usize) -> Result<Value, String> {
     let idle_mb = rss_mb(c);
     let empty = fresh_acquire_p50(c, "probe-empty", 200)?;
     let errors = Mutex::new(Vec::new());
@@ -217,11 +231,26 @@ pub fn scale(c: &Cluster, scopes: usize, workers: usize) -> Result<Value, String
     let elapsed = started.elapsed();
     let full = fresh_acquire_p50(c, "probe-full", 200)?;
     let errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
+    let rss_full = rss_mb(c);
+    let (joined, removed) = match c.kind {
+        Kind::Lockmesh => {
+            // A sweep rewrites a few thousand scopes a second: allow an hour for a million.
+            let bound = Duration::from_secs(600 + scopes as u64 / 250);
+            let fourth = c.add_node()?;
+            c.start_node(fourth)?;
+            let joined = roster_settled(c, 4, bound)?;
+            c.kill(fourth);
+            c.remove_member(0, &format!("node-{}", fourth + 1))?;
+            (Some(joined.as_secs_f64()), Some(roster_settled(c, 3, bound)?.as_secs_f64()))
+        }
+        Kind::Etcd => (None, None),
+    };
     Ok(json!({
         "scopes": scopes, "fill_pairs_per_s": per_second(scopes, elapsed), "errors": errors.len(), "first_error": errors.first(),
         "acquire_p50_empty_ms": ms(empty), "acquire_p50_full_ms": ms(full),
         "p50_ratio": (full.as_secs_f64() / empty.as_secs_f64().max(1e-9) * 100.0).round() / 100.0,
-        "rss_idle_mb": idle_mb, "rss_full_mb": rss_mb(c),
+        "rss_idle_mb": idle_mb, "rss_full_mb": rss_full,
+        "join_swept_s": joined, "remove_swept_s": removed,
     }))
 }
 

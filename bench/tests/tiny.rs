@@ -24,4 +24,7 @@ fn every_scenario_runs_in_the_tiny_profile() {
     let contended = &rows[2]["result"];
     assert!(contended["grants"].as_u64().unwrap_or(0) > 0, "{contended}");
     assert_eq!(contended["exclusive"], true, "{contended}");
+    // After the fill, a node joined and was removed: both roster changes were swept.
+    let scale = &rows[4]["result"];
+    assert!(scale["join_swept_s"].is_number() && scale["remove_swept_s"].is_number(), "{scale}");
 }

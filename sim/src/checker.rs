@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use lockmesh::core::message::AcceptedValue;
 use lockmesh::core::events::EventLog;
 use lockmesh::core::history::MIN_HOLDS;
+use lockmesh::core::record::Outcome;
 use lockmesh::core::{quorum, AutoChoice, AutoLease, Ballot, Key, LockType, NodeId, Reply, RequestId, Roster, RosterId, Value};
 
 /// Durable acceptances of one (register, ballot).
@@ -41,15 +42,19 @@ pub struct Checker {
     /// Chosen records' event logs per scope, by ballot (ages zeroed), to check that watchers
     /// see one history: numbers never go back and one number is always the same event.
     chosen_events: BTreeMap<String, BTreeMap<Ballot, EventLog>>,
-    /// Requests that some chosen record shows as a holder.
-    granted: BTreeSet<(String, RequestId)>,
+    /// Requests that some chosen record shows as a holder, with the node that granted them.
+    granted: BTreeSet<(String, RequestId, String)>,
     /// Requests every attempt of which got a definite "not granted".
     refused: Vec<(String, RequestId, u64)>,
+    /// When copies of each acquire reached each node (true time).
+    reached: BTreeMap<(String, RequestId, String), Vec<u64>>,
     intervals: BTreeMap<String, Vec<Interval>>,
     pub grants_trusted: u64,
     /// Auto leases granted, and how many of them were chosen from a percentile.
     pub auto_leases: (u64, u64),
     pub latest_roster: Option<Roster>,
+    /// Entries a record's request log keeps (the core's `Limits::log_capacity`).
+    pub log_capacity: usize,
 }
 
 /// Whether `later` continues `earlier`: no fewer events, and every number both still hold
@@ -63,6 +68,11 @@ fn conflicts(a: LockType, b: LockType) -> bool {
 }
 
 impl Checker {
+    /// A checker for records whose request logs keep `log_capacity` entries.
+    pub fn new(log_capacity: usize) -> Checker {
+        Checker { log_capacity, ..Checker::default() }
+    }
+
     fn violation(&mut self, now_us: u64, text: String) {
         self.violations.push(format!("t={:.3}s {text}", now_us as f64 / 1e6));
     }
@@ -125,7 +135,7 @@ impl Checker {
             }
             (Key::Scope(scope), Some(Value::Lock(record))) => {
                 for g in &record.holders {
-                    self.granted.insert((scope.clone(), g.request_id.clone()));
+                    self.granted.insert((scope.clone(), g.request_id.clone(), g.node.clone()));
                 }
                 // Contract 2: a later chosen record never has a lower last token.
                 let tokens = self.chosen_tokens.entry(scope.clone()).or_default();
@@ -260,17 +270,50 @@ impl Checker {
         }
     }
 
+    /// Contract 6 (PROTOCOL §11.9): a `busy` answer is committed. The record accepted at the
+    /// answer's ballot remembers the refusal, so a copy of the request arriving later finds
+    /// it — unless that value's log is full and pushed it out (later operations of the same
+    /// batch), when a copy that arrived earlier is refused as too old instead.
+    pub fn busy(&mut self, now_us: u64, scope: &str, ballot: Option<Ballot>, request_id: &RequestId) {
+        let value = ballot.and_then(|b| self.acceptances.get(&(Key::Scope(scope.to_string()), b))).and_then(|a| a.value.as_ref());
+        let remembered = match value {
+            Some(Value::Lock(record)) => {
+                let digest = request_id.digest();
+                record.log.iter().any(|e| e.request == digest && e.outcome == Outcome::Refused) || record.log.len() >= self.log_capacity
+            }
+            _ => false,
+        };
+        if !remembered {
+            self.violation(now_us, format!("honesty: {} told busy on {scope} at {ballot:?}, but no record accepted there remembers the refusal", request_id.0));
+        }
+    }
+
+    /// A copy of an acquire reached `node`, which now starts to serve it.
+    pub fn reached(&mut self, now_us: u64, scope: &str, request_id: &RequestId, node: &str) {
+        self.reached.entry((scope.to_string(), request_id.clone(), node.to_string())).or_default().push(now_us);
+    }
+
     /// Every attempt of this request was answered "not granted" (busy or no quorum).
     pub fn refused(&mut self, now_us: u64, scope: &str, request_id: &RequestId) {
         self.refused.push((scope.to_string(), request_id.clone(), now_us));
     }
 
     /// Contract 6, checked once the run is over: no request told "not granted" was granted.
+    ///
+    /// A copy of the request that reached the granting node only after the refusal is the one
+    /// exception the protocol states (PROTOCOL §9.6): a node cannot tell a request delayed on
+    /// its way (or unread while the node was paused) from a fresh one, so once the scope's
+    /// request log forgot the refusal, such a copy can be granted. Copies that reached a node
+    /// before the refusal must never be.
     pub fn finish(&mut self) {
         let refused = std::mem::take(&mut self.refused);
         for (scope, request_id, at) in refused {
-            if self.granted.contains(&(scope.clone(), request_id.clone())) {
-                self.violation(at, format!("honesty: request {} on {scope} was refused, yet a chosen record granted it", request_id.0));
+            let granted_by = self.granted.iter().filter(|(s, r, _)| *s == scope && *r == request_id).map(|(_, _, node)| node.clone()).collect::<Vec<_>>();
+            for node in granted_by {
+                let late = self.reached.get(&(scope.clone(), request_id.clone(), node.clone())).is_some_and(|times| times.iter().any(|t| *t >= at));
+                if !late {
+                    self.violation(at, format!("honesty: request {} on {scope} was refused, yet a chosen record granted it (via {node})", request_id.0));
+                }
             }
         }
     }

@@ -157,6 +157,8 @@ impl World {
             priority: wanted.priority,
             reason: None,
             node: String::new(),
+            // After a `Queued` answer, later attempts are polls: they never start over.
+            poll: wanted.answered,
         });
         let key = Key::Scope(wanted.scope.clone());
         self.clients[c].state = State::Acquiring(wanted);
@@ -351,7 +353,8 @@ impl World {
         }
     }
 
-    pub(crate) fn client_reply(&mut self, c: usize, reply: Reply) {
+    /// A reply that node let go at `sent_at` reaches client `c`.
+    pub(crate) fn client_reply(&mut self, c: usize, reply: Reply, sent_at: u64) {
         if c >= self.clients.len() || reply.client != client_ref(c, self.clients[c].attempt) {
             return; // the operator's, or an answer to an attempt given up on
         }
@@ -389,7 +392,8 @@ impl World {
                     }
                     Ok(Answer::Lock(LockResult::Busy { .. })) => {
                         // "Busy" is final, whatever earlier attempts of this request did.
-                        self.checker.refused(self.now, &wanted.scope, &wanted.request_id);
+                        self.checker.busy(self.now, &wanted.scope, reply.ballot, &wanted.request_id);
+                        self.checker.refused(sent_at, &wanted.scope, &wanted.request_id);
                         self.rest(c);
                     }
                     Ok(_) => self.rest(c),

@@ -135,6 +135,7 @@ mod tests {
             priority: crate::core::Priority::Normal,
             reason: None,
             node: "n".into(),
+            poll: false,
         }), 0, &crate::core::Limits::default());
         changes.announce("a", &held);
         tokio::time::timeout(std::time::Duration::from_secs(5), a.granted(&me)).await.unwrap();

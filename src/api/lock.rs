@@ -237,7 +237,9 @@ async fn serve(handle: &Handle, peer: SocketAddr, headers: axum::http::HeaderMap
             let options = LockOptions { lock_type, lease, lock_delay_us, wait_us, priority, reason };
             lock(handle, request.scope, request.holder, request.request_id, request.named_id, options).await
         }
-        Action::Unlock { named, force } => unlock(handle, request.scope, request.holder, request.request_id, named, force).await,
+        Action::Unlock { named, force } => {
+            unlock(handle, request.scope, request.holder, request.request_id, request.named_id, named, force).await
+        }
         Action::Renew { named, lease } => renew(handle, request.scope, request.holder, named, lease).await,
     };
     (response, unlocking)
@@ -257,7 +259,7 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
     let LockOptions { lock_type, lease, lock_delay_us, wait_us, priority, reason } = o;
     let key = Key::Scope(scope.clone());
     let me = scoped(&holder, &request_id);
-    let acquire = LockOp::Acquire(Acquire {
+    let mut acquire = Acquire {
         request_id: me.clone(),
         holder: holder.clone(),
         lock_type,
@@ -268,7 +270,8 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
         priority,
         reason,
         node: handle.name.clone(),
-    });
+        poll: false,
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_micros(wait_us);
     // Once queued, an Accept carrying this request went out: a later failure is no longer
     // definite. The same holds from the start for a request id the client gave, as an
@@ -278,7 +281,7 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
     // News of the scope, once queued: a handoff to this request is then answered at once.
     let mut news = None;
     loop {
-        let reply = match call(handle, key.clone(), Op::Lock(acquire.clone())).await {
+        let reply = match call(handle, key.clone(), Op::Lock(LockOp::Acquire(acquire.clone()))).await {
             Ok(reply) => reply,
             Err(e) => return e.into_response(),
         };
@@ -298,6 +301,9 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
             }
             Ok(Answer::Lock(LockResult::Queued { position })) => {
                 unsure = true;
+                // From now on this handler polls: it keeps the place or collects the grant,
+                // and never starts the request over if both are gone.
+                acquire.poll = true;
                 let now = tokio::time::Instant::now();
                 if now < deadline {
                     let news = news.get_or_insert_with(|| handle.changes.subscribe(&scope));
@@ -321,19 +327,23 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
                     }
                     // Ours, and already reported: poll once more, which renews it for us.
                     Ok(Reply { result: Ok(Answer::Lock(LockResult::Collected { .. })), .. }) => continue,
+                    // Granted, reported (to a retry of this request elsewhere) and ended since.
+                    Ok(Reply { result: Ok(Answer::Lock(LockResult::Expired)), .. }) => {
+                        return expired(&scope, "this request_id's grant already ended; use a new request_id");
+                    }
                     // Our place may still be there, and may yet become a grant: unknown.
                     _ => return failure(handle, Failure::Timeout).await,
                 }
             }
             Ok(Answer::Lock(LockResult::Busy { holders, lock_delay_us, .. })) => return busy_answer(&scope, holders, lock_delay_us, None),
             Ok(Answer::Lock(LockResult::Expired)) => {
-                let body = json!({"status": "expired", "scope": scope, "error": "this request_id's grant or wait already ended; use a new request_id"});
-                return (StatusCode::CONFLICT, Json(body)).into_response();
+                return expired(&scope, "this request_id's grant or wait already ended; use a new request_id");
             }
             Ok(Answer::Lock(LockResult::TooOld)) => {
-                let body = json!({"status": "expired", "scope": scope,
-                    "error": "this request waited here longer than the scope's request log reaches back, so it was not granted; retry with a new request_id"});
-                return (StatusCode::CONFLICT, Json(body)).into_response();
+                return expired(
+                    &scope,
+                    "this request waited here longer than the scope's request log reaches back, so it was not granted; retry with a new request_id",
+                );
             }
             Ok(Answer::Lock(LockResult::Revoked)) => {
                 let body = json!({"status": "revoked", "scope": scope, "error": "this grant was revoked by an admin"});
@@ -345,6 +355,11 @@ async fn lock(handle: &Handle, scope: String, holder: String, request_id: String
             Err(f) => return failure(handle, f).await,
         }
     }
+}
+
+/// 409 expired: nothing was granted to this request, and nothing will be.
+fn expired(scope: &str, why: &str) -> Response {
+    (StatusCode::CONFLICT, Json(json!({"status": "expired", "scope": scope, "error": why}))).into_response()
 }
 
 async fn busy(handle: &Handle, scope: &str, position: Option<usize>) -> Response {
@@ -371,7 +386,15 @@ fn busy_answer(scope: &str, holders: Vec<String>, lock_delay_us: u64, position: 
     (StatusCode::CONFLICT, Json(body)).into_response()
 }
 
-async fn unlock(handle: &Handle, scope: String, holder: String, request_id: String, named: Option<Which>, force: bool) -> Response {
+async fn unlock(
+    handle: &Handle,
+    scope: String,
+    holder: String,
+    request_id: String,
+    named_id: bool,
+    named: Option<Which>,
+    force: bool,
+) -> Response {
     let key = Key::Scope(scope.clone());
     let op = if force {
         let token = match named {
@@ -412,8 +435,10 @@ async fn unlock(handle: &Handle, scope: String, holder: String, request_id: Stri
                     if force {
                         body["error"] = json!("no grant with that token");
                     } else if holders.contains(&holder.as_str()) {
+                        let reading = record.holders.iter().any(|g| g.holder == holder && g.lock_type == LockType::Read);
                         body["error"] = json!(match named {
                             None => "this holder's grants are not provably older than this unlock, which releases only grants made before it arrived: send the \"grant\" the lock answer gave",
+                            Some(Which::Token(_)) if reading => "a fencing_token names a write grant only (readers share theirs): send the \"grant\" the lock answer gave",
                             Some(_) => "this holder holds a grant, but not the one named",
                         });
                     }
@@ -424,6 +449,8 @@ async fn unlock(handle: &Handle, scope: String, holder: String, request_id: Stri
             }
         }
         Ok(other) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected answer {other:?}")).into_response(),
+        // This call had no effect, but an earlier one with the client's request id may have.
+        Err(Failure::NoQuorum | Failure::Overloaded) if named_id => failure(handle, Failure::Timeout).await,
         Err(f) => failure(handle, f).await,
     }
 }

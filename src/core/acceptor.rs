@@ -157,6 +157,23 @@ impl Acceptor {
             .collect()
     }
 
+    /// Up to `limit` scope names this voter holds a value for, in order, after `after`; and
+    /// whether there are more past them.
+    pub fn scopes_after(&self, after: Option<&str>, limit: usize) -> (Vec<String>, bool) {
+        use std::ops::Bound;
+        let from = match after {
+            Some(name) => Bound::Excluded(Key::Scope(name.to_string())),
+            None => Bound::Included(Key::Scope(String::new())),
+        };
+        let mut names = self.slots.range((from, Bound::Unbounded)).filter(|(_, s)| s.accepted.is_some()).filter_map(|(k, _)| match k {
+            Key::Scope(name) => Some(name.clone()),
+            Key::Roster => None,
+        });
+        let page: Vec<String> = names.by_ref().take(limit.max(1)).collect();
+        let more = names.next().is_some();
+        (page, more)
+    }
+
     /// The lock records this voter holds, in scope order, up to `limit` of them (for metrics:
     /// its own copies, which may be a little behind the chosen values).
     pub fn records(&self, limit: usize) -> impl Iterator<Item = (&str, super::record::LockRecord)> {

@@ -73,10 +73,12 @@ pub enum Body {
     Commit { roster: Roster },
     /// Send me your installed roster (as a `Commit`).
     RosterPull,
-    /// Sweep: list the scopes you hold (only answered under the same installed roster).
-    ListKeys { sweep: u64 },
-    /// The scopes a voter holds, and the highest ballot round it has seen (hence promised).
-    KeyList { sweep: u64, keys: Vec<String>, max_round: u64 },
+    /// Sweep: list the scopes you hold after `after`, in order, one page of them (only
+    /// answered under the same installed roster).
+    ListKeys { sweep: u64, after: Option<String> },
+    /// A page of the scopes a voter holds after `after` (`more`: there are further ones past
+    /// the last), and the highest ballot round it has seen (hence promised).
+    KeyList { sweep: u64, after: Option<String>, keys: Vec<String>, more: bool, max_round: u64 },
     /// Bootstrap: acknowledge this first roster (each node acknowledges at most one).
     BootstrapOffer { roster: Roster },
     BootstrapAck { roster: RosterId },

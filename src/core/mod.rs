@@ -57,6 +57,9 @@ pub struct Config {
     pub sweep_check_us: u64,
     /// Scopes a sweep rewrites at once.
     pub sweep_parallel: usize,
+    /// Scopes a voter lists in one page for a sweep: the listing of a million scopes must not
+    /// have to fit one message.
+    pub sweep_page: usize,
     /// How often bootstrap offers are resent until the first roster is installed.
     pub bootstrap_resend_us: u64,
     pub limits: Limits,
@@ -76,6 +79,8 @@ impl Default for Config {
             max_queued_per_key: 4096,
             sweep_check_us: 5_000_000,
             sweep_parallel: 64,
+            // 200-byte names at most: under half a MiB a page.
+            sweep_page: 2048,
             bootstrap_resend_us: 1_000_000,
             limits: Limits::default(),
             #[cfg(feature = "broken-variants")]

@@ -461,14 +461,17 @@ impl Node {
                     self.send(from, Body::Commit { roster });
                 }
             }
-            Body::ListKeys { sweep } => {
+            Body::ListKeys { sweep, after } => {
                 if self.voter_check(&from, their_roster, Ballot { round: u64::MAX, proposer: 0 }).is_ok() {
-                    let keys = self.acceptor.scopes();
+                    let (keys, more) = self.acceptor.scopes_after(after.as_deref(), self.config.sweep_page);
                     let max_round = self.max_round_seen;
-                    self.send(from, Body::KeyList { sweep, keys, max_round });
+                    self.send(from, Body::KeyList { sweep, after, keys, more, max_round });
                 }
             }
-            Body::KeyList { sweep, keys, max_round } => self.on_key_list(now, from, their_roster, sweep, keys, max_round),
+            Body::KeyList { sweep, after, keys, more, max_round } => {
+                let page = super::sweep::Page { after, keys, more, max_round };
+                self.on_key_list(now, from, their_roster, sweep, page)
+            }
             Body::BootstrapOffer { roster } => self.on_bootstrap_offer(from, roster),
             Body::BootstrapAck { roster } => self.on_bootstrap_ack(now, from, roster),
         }

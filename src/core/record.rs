@@ -135,8 +135,11 @@ impl Waiter {
 /// What became of a request that is no longer a holder or waiter, for answering retries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    /// The grant or the wait of this acquire ended (released, expired or cancelled).
+    /// The grant or the wait of this acquire ended (released, expired or cancelled) without
+    /// anyone having been told of a grant.
     Ended,
+    /// This acquire's grant was reported (someone was told "locked") and has ended since.
+    Used,
     /// This release request was applied.
     Released,
     /// This acquire was refused (busy). Recording it makes the refusal a change that is
@@ -264,6 +267,11 @@ pub struct Acquire {
     pub priority: Priority,
     pub reason: Option<String>,
     pub node: String,
+    /// A poll: a follow-up of a request already answered `Queued` (by this caller). It keeps
+    /// the place or collects the grant, but never takes a new place or grant: if both are
+    /// gone, the request ended (perhaps cancelled and answered elsewhere, its log entry since
+    /// forgotten), and starting it over would grant a request its client was told had failed.
+    pub poll: bool,
 }
 
 /// Which of a holder's grants a release or renewal means.
@@ -271,9 +279,9 @@ pub struct Acquire {
 pub enum Which {
     /// Exactly the grant with this token and id (`Grant::id`), as lock answers report it.
     Grant { token: u64, id: u64 },
-    /// The grant with this fencing token. A write grant's token names it alone; readers of one
-    /// phase share a token (a reader that released and rejoined the phase holds it again), so
-    /// a read grant is matched only if it is provably older than the request, as `Held`.
+    /// The write grant with this fencing token, which names it alone. Readers of one phase
+    /// share a token — two processes under one holder name, or a reader that released and
+    /// rejoined the phase — so a token never names a read grant: readers name theirs by id.
     Token(u64),
     /// A bare release, naming no grant: the holder's grants that the record can prove are
     /// older than the request's arrival at the node serving it. Safe only if the holder does
@@ -298,7 +306,7 @@ impl GrantRef {
         g.holder == self.holder
             && match self.which {
                 Which::Grant { token, id } => g.token == token && g.id == id,
-                Which::Token(token) => g.token == token && (g.lock_type == LockType::Write || older),
+                Which::Token(token) => g.token == token && g.lock_type == LockType::Write,
                 Which::Held => older,
             }
     }
@@ -376,7 +384,7 @@ impl LockRecord {
             g.held_floor_us = g.held_floor_us.saturating_add(elapsed_us);
             let keep = !lease::is_expired(g.elapsed_floor_us, g.effective_lease_us());
             if !keep {
-                ended.push(g.request_id.clone());
+                ended.push((g.request_id.clone(), if g.reported { Outcome::Used } else { Outcome::Ended }));
                 held.push((g.held_floor_us, g.holder.clone(), g.token, g.id, g.lock_type));
                 if g.reported {
                     // The lease ended at least `floor - lease` ago: the scope stays closed for
@@ -400,7 +408,7 @@ impl LockRecord {
             w.waited_floor_us = w.waited_floor_us.saturating_add(elapsed_us);
             let keep = !lease::is_expired(w.elapsed_floor_us, w.wait_lease_us);
             if !keep {
-                ended.push(w.request_id.clone());
+                ended.push((w.request_id.clone(), Outcome::Ended));
                 left.push((w.holder.clone(), w.lock_type));
             }
             keep
@@ -425,8 +433,8 @@ impl LockRecord {
             h.age_floor_us = h.age_floor_us.saturating_add(elapsed_us);
             h.age_floor_us <= HIGH_LOG_TTL_US
         });
-        for request_id in ended {
-            self.remember(request_id, Outcome::Ended, limits);
+        for (request_id, outcome) in ended {
+            self.remember(request_id, outcome, limits);
         }
         self.queue.sort_by_key(|w| w.rank(limits.aging_us));
         self.promote(limits);
@@ -448,7 +456,7 @@ impl LockRecord {
                     let grant = self.holders.remove(at);
                     self.count_hold(grant.held_floor_us, grant.reported);
                     self.events.push(EventKind::Released, &grant.holder, grant.token, grant.id, grant.lock_type);
-                    self.remember(grant.request_id, Outcome::Ended, limits);
+                    self.remember(grant.request_id, if grant.reported { Outcome::Used } else { Outcome::Ended }, limits);
                     self.remember(request_id.clone(), Outcome::Released, limits);
                     self.promote(limits);
                     LockResult::Released
@@ -483,8 +491,9 @@ impl LockRecord {
                     // Never used: no work to learn from.
                     self.count_hold(grant.held_floor_us, false);
                     self.events.push(EventKind::Released, &grant.holder, grant.token, grant.id, grant.lock_type);
-                } else if self.logged(request_id).is_some() {
-                    return LockResult::Cancelled;
+                } else if let Some(outcome) = self.logged(request_id) {
+                    // Too late: a grant this request was told of already ended.
+                    return if outcome == Outcome::Used { LockResult::Expired } else { LockResult::Cancelled };
                 }
                 // Also for a request not seen yet: a late copy of it must not be granted.
                 self.remember(request_id.clone(), Outcome::Ended, limits);
@@ -530,12 +539,17 @@ impl LockRecord {
             return LockResult::Queued { position: at + 1 };
         }
         match self.logged(&a.request_id) {
-            Some(Outcome::Ended) => return LockResult::Expired,
+            Some(Outcome::Ended | Outcome::Used) => return LockResult::Expired,
             Some(Outcome::Refused) => {
                 let holders = self.holders.iter().map(|g| g.holder.clone()).collect();
                 return LockResult::Busy { holders, queue_full: false, lock_delay_us: self.delay_remaining_us };
             }
             Some(Outcome::Released) | None => {}
+        }
+        if a.poll {
+            // Neither holding nor waiting, and not remembered: it ended, and the log forgot.
+            self.remember(a.request_id.clone(), Outcome::Ended, limits);
+            return LockResult::Expired;
         }
         if self.log_forgot_floor_us.is_some_and(|forgot| arrived_us >= forgot) {
             // Its outcome, if it had one, may be among what the log forgot (a copy of it that
@@ -921,6 +935,7 @@ mod tests {
             priority,
             reason: None,
             node: "n1".into(),
+            poll: false,
         })
     }
 
@@ -1279,26 +1294,63 @@ mod tests {
         assert_eq!(rec.apply(&release_as("u2", named("h", Which::Token(3))), 40, &L), LockResult::Released);
     }
 
-    /// Regression (review, PROTOCOL §11.10): readers of one phase share a token, so a release naming only the
-    /// token frees a read grant only if it is provably older than the release.
+    /// Regression (review, PROTOCOL §11.10): readers of one phase share a token (a reader that
+    /// released and rejoined the phase, or two processes under one holder name), so a token
+    /// names only a write grant; readers name theirs by id.
     #[test]
-    fn a_token_names_a_read_grant_only_if_older_than_the_request() {
+    fn a_token_names_only_a_write_grant() {
         let mut rec = LockRecord::default();
         rec.apply(&r("x"), 0, &L);
         rec.apply(&r("h"), 0, &L);
         rec.advance(30, &L);
-        // h's first read grant (token 1) is released; h reads again in the same phase.
-        assert_eq!(rec.apply(&release_as("u2", named("h", Which::Token(1))), 0, &L), LockResult::Released);
-        let LockOp::Acquire(mut again) = r("h-again") else { unreachable!() };
-        again.holder = "h".into();
-        assert!(matches!(rec.apply(&LockOp::Acquire(again), 0, &L), LockResult::Locked { token: 1, .. }));
-        // A stale release (token 1) that arrived before the rejoin does not free it.
-        assert_eq!(rec.apply(&release_as("u1", named("h", Which::Token(1))), 20, &L), LockResult::NotHolder);
-        assert_eq!(holders(&rec), vec![("x", 1), ("h", 1)]);
-        // Renewing by token is bound by the same rule; by the grant id it is exact.
+        assert_eq!(rec.apply(&release_as("u1", named("h", Which::Token(1))), 0, &L), LockResult::NotHolder);
         let renew = |which| LockOp::Renew { grant: named("h", which), lease: LeaseRule::Fixed(100) };
         assert_eq!(rec.apply(&renew(Which::Token(1)), 0, &L), LockResult::NotHolder);
-        assert!(matches!(rec.apply(&renew(Which::Grant { token: 1, id: 3 }), 0, &L), LockResult::Locked { token: 1, grant: 3, .. }));
+        assert!(matches!(rec.apply(&renew(Which::Grant { token: 1, id: 2 }), 0, &L), LockResult::Locked { token: 1, grant: 2, .. }));
+        assert_eq!(rec.apply(&release_as("u2", named("h", Which::Grant { token: 1, id: 2 })), 0, &L), LockResult::Released);
+        assert_eq!(holders(&rec), vec![("x", 1)]);
+        // A write grant's token names it.
+        rec.apply(&release_as("u3", named("x", Which::Grant { token: 1, id: 1 })), 0, &L);
+        rec.apply(&w("wr"), 0, &L);
+        assert_eq!(rec.apply(&release_as("u4", named("wr", Which::Token(2))), 0, &L), LockResult::Released);
+    }
+
+    /// Regression (red team): a cancel of a request whose grant was reported and has ended
+    /// since is not answered `Cancelled` (the API's "busy"): the request was granted and used.
+    #[test]
+    fn a_cancel_after_a_reported_grant_ended_says_it_expired() {
+        let mut rec = LockRecord::default();
+        rec.apply(&w("a"), 0, &L);
+        rec.apply(&w("b"), 0, &L);
+        rec.apply(&release("a", 1), 0, &L);
+        assert!(matches!(rec.apply(&w("b"), 0, &L), LockResult::Locked { .. }), "collected");
+        rec.apply(&release("b", 2), 0, &L);
+        assert_eq!(rec.apply(&LockOp::Cancel { request_id: RequestId("b".into()) }, 0, &L), LockResult::Expired);
+        // One never told of its grant is cancelled as before.
+        rec.apply(&w("c"), 0, &L);
+        rec.apply(&w("d"), 0, &L);
+        rec.apply(&release("c", 3), 0, &L);
+        assert_eq!(rec.apply(&LockOp::Cancel { request_id: RequestId("d".into()) }, 0, &L), LockResult::Cancelled);
+        assert_eq!(rec.apply(&LockOp::Cancel { request_id: RequestId("d".into()) }, 0, &L), LockResult::Cancelled);
+    }
+
+    /// Regression (red team): a poll never starts a request over. Its place gone and its end
+    /// forgotten by the log, it is told the request ended instead of being queued anew.
+    #[test]
+    fn a_poll_keeps_or_collects_but_never_starts_over() {
+        let mut rec = LockRecord::default();
+        rec.apply(&w("a"), 0, &L);
+        let LockOp::Acquire(mut poll) = w("b") else { unreachable!() };
+        poll.poll = true;
+        let poll = LockOp::Acquire(poll);
+        assert_eq!(rec.apply(&poll, 0, &L), LockResult::Expired, "a poll of a request never queued");
+        rec.log.clear();
+        assert_eq!(rec.apply(&w("c"), 0, &L), LockResult::Queued { position: 1 });
+        let LockOp::Acquire(mut poll_c) = w("c") else { unreachable!() };
+        poll_c.poll = true;
+        assert_eq!(rec.apply(&LockOp::Acquire(poll_c.clone()), 0, &L), LockResult::Queued { position: 1 });
+        rec.apply(&release("a", 1), 0, &L);
+        assert!(matches!(rec.apply(&LockOp::Acquire(poll_c), 0, &L), LockResult::Locked { token: 2, .. }));
     }
 
     /// Regression (review, PROTOCOL §11.10): a renewal that names no grant renews nothing, since processes

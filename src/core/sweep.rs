@@ -12,7 +12,7 @@
 //! nobody listed can never override a later choice. Any node may run or resume a sweep; it is
 //! idempotent.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::message::{Body, Key};
 use super::node::{Client, Node, Op, PendingOp, RosterOp, Timer};
@@ -20,23 +20,50 @@ use super::record::LockOp;
 use super::roster::{NodeId, RosterId};
 use super::time::Time;
 
-/// A running sweep of roster `version`.
+/// A running sweep of roster `version`. Scopes are listed and rewritten a page at a time, in
+/// name order: `cursor` is the last name of the ranges already done.
 #[derive(Clone, Debug)]
 pub struct Sweep {
     pub id: u64,
     pub version: u64,
     pub stage: Stage,
+    pub cursor: Option<String>,
+    /// The highest round any listing voter reported having seen, over every page so far.
+    pub round_floor: u64,
+}
+
+/// One voter's page of scope names after `after`.
+#[derive(Clone, Debug)]
+pub struct Page {
+    pub after: Option<String>,
+    pub keys: Vec<String>,
+    /// The voter holds scopes past the last of `keys`.
+    pub more: bool,
+    pub max_round: u64,
 }
 
 #[derive(Clone, Debug)]
 pub enum Stage {
-    /// Collecting scope lists from a majority of the new roster.
-    Listing { replies: BTreeSet<NodeId>, keys: BTreeSet<String>, max_round: u64 },
-    /// Rewriting scopes, a bounded number at a time; failures are retried on the next check.
-    /// `round_floor`: the highest round the listing voters had seen.
-    Rewriting { pending: Vec<String>, in_flight: usize, failed: Vec<String>, round_floor: u64 },
+    /// Collecting the page after `cursor` from a majority of the new roster.
+    Listing { replies: BTreeMap<NodeId, Page> },
+    /// Rewriting the scopes of the range after `cursor` up to `end` (`None`: to the last),
+    /// a bounded number at a time; failures are retried on the next check.
+    Rewriting { pending: Vec<String>, in_flight: usize, failed: Vec<String>, end: Option<String> },
     /// Recording `sweep_done` in the roster register.
     Marking,
+}
+
+/// The range a majority's pages cover completely: up to the smallest last name among the
+/// voters that have more (every voter listed all it holds up to there), or to the end if
+/// none has. The scopes in it are the union of the pages' names up to that bound.
+fn covered(replies: &BTreeMap<NodeId, Page>) -> (Vec<String>, Option<String>) {
+    let end = replies.values().filter(|p| p.more).filter_map(|p| p.keys.last()).min().cloned();
+    let mut keys = BTreeSet::new();
+    for page in replies.values() {
+        keys.extend(page.keys.iter().filter(|k| end.as_ref().is_none_or(|e| *k <= e)).cloned());
+    }
+    // Popped from the back: rewritten in name order.
+    (keys.into_iter().rev().collect(), end)
 }
 
 impl Node {
@@ -49,54 +76,49 @@ impl Node {
             return;
         }
         let id = self.next_id();
-        self.sweep = Some(Sweep {
-            id,
-            version: roster.version,
-            stage: Stage::Listing { replies: BTreeSet::new(), keys: BTreeSet::new(), max_round: 0 },
-        });
+        self.sweep = Some(Sweep { id, version: roster.version, stage: Stage::Marking, cursor: None, round_floor: 0 });
+        self.list_page();
+    }
+
+    /// Asks every voter of the installed roster for the page after the sweep's cursor.
+    fn list_page(&mut self) {
+        let (Some(roster), Some(sweep)) = (self.roster.clone(), self.sweep.as_mut()) else { return };
+        sweep.stage = Stage::Listing { replies: BTreeMap::new() };
+        let (id, after) = (sweep.id, sweep.cursor.clone());
         for voter in roster.voters {
-            self.send(voter, Body::ListKeys { sweep: id });
+            self.send(voter, Body::ListKeys { sweep: id, after: after.clone() });
         }
     }
 
-    pub(super) fn on_key_list(
-        &mut self,
-        now: Time,
-        from: NodeId,
-        their_roster: Option<RosterId>,
-        id: u64,
-        list: Vec<String>,
-        their_max_round: u64,
-    ) {
+    pub(super) fn on_key_list(&mut self, now: Time, from: NodeId, their_roster: Option<RosterId>, id: u64, page: Page) {
         let Some(roster) = self.roster.clone() else { return };
         if their_roster != Some(roster.id()) || !roster.contains(&from) {
             return;
         }
         let Some(sweep) = self.sweep.as_mut() else { return };
-        if sweep.id != id {
+        if sweep.id != id || sweep.cursor != page.after {
             return;
         }
-        let Stage::Listing { replies, keys, max_round } = &mut sweep.stage else { return };
-        replies.insert(from);
-        keys.extend(list);
-        *max_round = (*max_round).max(their_max_round);
+        let Stage::Listing { replies } = &mut sweep.stage else { return };
+        sweep.round_floor = sweep.round_floor.max(page.max_round);
+        replies.insert(from, page);
         if replies.len() >= roster.majority() {
-            let pending = std::mem::take(keys).into_iter().rev().collect();
-            let round_floor = *max_round;
-            sweep.stage = Stage::Rewriting { pending, in_flight: 0, failed: Vec::new(), round_floor };
+            let (pending, end) = covered(replies);
+            sweep.stage = Stage::Rewriting { pending, in_flight: 0, failed: Vec::new(), end };
             self.pump_sweep(now);
         }
     }
 
-    /// Issues scope rewrites up to the parallelism bound; marks the sweep done at the end.
+    /// Issues scope rewrites up to the parallelism bound; lists the next page when a range is
+    /// done, and marks the sweep done after the last.
     fn pump_sweep(&mut self, now: Time) {
         let deadline = now.plus_micros(self.config.phase_timeout_us.saturating_mul(10));
         let parallel = self.config.sweep_parallel.max(1);
         loop {
             let Some(sweep) = self.sweep.as_mut() else { return };
             let version = sweep.version;
-            let Stage::Rewriting { pending, in_flight, failed, round_floor } = &mut sweep.stage else { return };
-            let round_floor = *round_floor;
+            let round_floor = sweep.round_floor;
+            let Stage::Rewriting { pending, in_flight, failed, end } = &mut sweep.stage else { return };
             if *in_flight >= parallel {
                 return;
             }
@@ -108,6 +130,11 @@ impl Node {
             }
             if *in_flight > 0 || !failed.is_empty() {
                 // Failed scopes are retried by the next periodic check.
+                return;
+            }
+            if let Some(end) = end.take() {
+                sweep.cursor = Some(end);
+                self.list_page();
                 return;
             }
             sweep.stage = Stage::Marking;
@@ -158,7 +185,8 @@ impl Node {
             None => self.start_sweep(now),
             Some(sweep) if sweep.version != roster.version => self.start_sweep(now),
             Some(sweep) => match &mut sweep.stage {
-                Stage::Listing { .. } => self.start_sweep(now),
+                // A page's listing still short of a majority: ask again, from the same cursor.
+                Stage::Listing { .. } => self.list_page(),
                 Stage::Rewriting { pending, in_flight, failed, .. } => {
                     if *in_flight == 0 && !failed.is_empty() {
                         pending.append(failed);
@@ -168,5 +196,33 @@ impl Node {
                 Stage::Marking => {}
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(keys: &[&str], more: bool) -> Page {
+        Page { after: None, keys: keys.iter().map(|k| k.to_string()).collect(), more, max_round: 0 }
+    }
+
+    fn replies(pages: &[Page]) -> BTreeMap<NodeId, Page> {
+        pages.iter().enumerate().map(|(i, p)| (NodeId::new(format!("v{i}"), i as u64), p.clone())).collect()
+    }
+
+    #[test]
+    fn a_majoritys_pages_cover_up_to_the_smallest_last_name_of_those_with_more() {
+        // v0 listed a..c and has more; v1 listed b..e and has more: everything up to c is
+        // known from both (v1 holds nothing before b but a is v0's), d and e wait for the next page.
+        let (mut keys, end) = covered(&replies(&[page(&["a", "b", "c"], true), page(&["b", "d", "e"], true)]));
+        keys.reverse();
+        assert_eq!((keys, end.as_deref()), (vec!["a".to_string(), "b".into(), "c".into()], Some("c")));
+        // A voter with nothing more covers to the end together with the others' bound.
+        let (mut keys, end) = covered(&replies(&[page(&["a"], false), page(&["b", "x"], true)]));
+        keys.reverse();
+        assert_eq!((keys, end.as_deref()), (vec!["a".to_string(), "b".into(), "x".into()], Some("x")));
+        let (keys, end) = covered(&replies(&[page(&["a"], false), page(&[], false)]));
+        assert_eq!((keys, end), (vec!["a".to_string()], None));
     }
 }

@@ -69,6 +69,20 @@ fn transport() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
+/// What a node logs when a peer's handshake names another wire format.
+const MISMATCH: &str = "mesh: a peer speaks another lockmesh wire format (ALPN) than this build: run one build on every node";
+
+/// Whether a handshake failed because the two sides named no common application protocol
+/// (TLS alert 120): their builds speak different wire formats (`tls::ALPN`).
+fn format_mismatch(e: &quinn::ConnectionError) -> bool {
+    let no_common_protocol = quinn::TransportErrorCode::crypto(120);
+    match e {
+        quinn::ConnectionError::TransportError(t) => t.code == no_common_protocol,
+        quinn::ConnectionError::ConnectionClosed(c) => c.error_code == no_common_protocol,
+        _ => false,
+    }
+}
+
 impl Mesh {
     /// Binds the endpoint and starts accepting peers; their frames go to `inbound`.
     pub fn bind(
@@ -105,6 +119,7 @@ impl Mesh {
             tokio::spawn(async move {
                 match incoming.await {
                     Ok(connection) => mesh.read_frames(connection).await,
+                    Err(e) if format_mismatch(&e) => tracing::warn!(error = %e, "{}", MISMATCH),
                     // A client the CA did not sign ends here.
                     Err(e) => tracing::warn!(error = %e, "mesh: refused a connection"),
                 }
@@ -235,7 +250,12 @@ impl Mesh {
             }
         }
         let connecting = self.endpoint.connect(addr, tls::dial_name()).map_err(|e| MeshError::Send(e.to_string()))?;
-        let connection = connecting.await.map_err(|e| MeshError::Send(e.to_string()))?;
+        let connection = connecting.await.map_err(|e| {
+            if format_mismatch(&e) {
+                tracing::warn!(%addr, error = %e, "{}", MISMATCH);
+            }
+            MeshError::Send(e.to_string())
+        })?;
         if let Ok(mut connections) = self.connections.lock() {
             connections.insert(addr, connection.clone());
         }

@@ -11,7 +11,10 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::certs::SHARED_NAME;
 
-pub const ALPN: &[u8] = b"lockmesh/2";
+/// The mesh's wire format, as the TLS handshake names it: nodes of different formats cannot
+/// connect (their handshake fails with "no application protocol", which the mesh logs as a
+/// format mismatch). Bump it with any change to `Frame` or anything it carries.
+pub const ALPN: &[u8] = b"lockmesh/3";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -70,13 +73,18 @@ pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig, TlsError> {
 
 /// Presents our certificate and accepts servers the cluster CA signed for `lockmesh-node`.
 pub fn client_config(id: &Identity) -> Result<quinn::ClientConfig, TlsError> {
+    client_config_speaking(id, ALPN)
+}
+
+/// `client_config`, naming the wire format `alpn` (another build's, in tests of mismatches).
+pub fn client_config_speaking(id: &Identity, alpn: &[u8]) -> Result<quinn::ClientConfig, TlsError> {
     let mut tls = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Setup(e.to_string()))?
         .with_root_certificates(id.roots.clone())
         .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
         .map_err(|e| TlsError::Setup(e.to_string()))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TlsError::Setup(e.to_string()))?;
     Ok(quinn::ClientConfig::new(Arc::new(crypto)))
 }

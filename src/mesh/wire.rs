@@ -86,4 +86,18 @@ mod tests {
         let huge = [0u8, 253, 0, 0, 0, 0, 0, 0, 0, 1];
         assert!(decode(&huge).is_err());
     }
+
+    /// A sweep's listing is one page of at most `sweep_page` names of at most 200 characters:
+    /// it always fits a frame, however many scopes a voter holds (review: one listing of
+    /// ~650,000 `scale-N` names did not, and no roster change could complete after that).
+    #[test]
+    fn a_full_page_of_the_longest_scope_names_fits_a_frame() {
+        use crate::core::{Body, Config, NodeId};
+        let page = Config::default().sweep_page;
+        let keys: Vec<String> = (0..page).map(|i| format!("{i:0>200}")).collect();
+        let body = Body::KeyList { sweep: 1, after: Some("x".repeat(200)), keys, more: true, max_round: u64::MAX };
+        let frame = Frame::Core(crate::core::Envelope { from: NodeId::new("node-1", 1), to: NodeId::new("node-2", 2), roster: None, body });
+        let bytes = encode_prefixed(&frame).expect("a full page encodes");
+        assert!(bytes.len() < MAX_FRAME / 8, "{} bytes", bytes.len());
+    }
 }

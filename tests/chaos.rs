@@ -94,6 +94,8 @@ fn client(id: usize, seed: u64, s: Arc<Shared>) {
             continue;
         };
         let reply = answer.map(|(_, v)| v).unwrap_or_default();
+        // Renewals and the release name the grant, as every client of the API should.
+        let grant = reply["grant"].as_str().unwrap_or_default().to_string();
         let mut trust_end = sent + Duration::from_millis((lease_ms as f64 * (1.0 - DRIFT)) as u64);
         {
             let mut h = s.history.lock().unwrap();
@@ -104,7 +106,7 @@ fn client(id: usize, seed: u64, s: Arc<Shared>) {
         use_resource(&s, &mut rng, id, scope, token, trust_end, if roll == 0 { lease_ms + 500 } else { lease_ms / 6 });
         if (2..=4).contains(&roll) && Instant::now() < trust_end {
             // Renew, then use it again under the longer lease.
-            let renew = format!(r#"{{"scope": "{scope}", "action": "renew", "holder": "{holder}", "fencing_token": {token}, "timeout": "{lease_ms}ms"}}"#);
+            let renew = format!(r#"{{"scope": "{scope}", "action": "renew", "holder": "{holder}", "grant": "{grant}", "timeout": "{lease_ms}ms"}}"#);
             let renew_sent = Instant::now();
             if let Ok((200, reply)) = post(s.nodes[node], &renew) {
                 trust_end = trust_end.max(renew_sent + Duration::from_millis((lease_ms as f64 * (1.0 - DRIFT)) as u64));
@@ -117,7 +119,7 @@ fn client(id: usize, seed: u64, s: Arc<Shared>) {
         if roll == 1 {
             continue; // Crashed while holding: never releases; the lease runs out.
         }
-        let unlock = format!(r#"{{"scope": "{scope}", "action": "unlock", "holder": "{holder}", "fencing_token": {token}}}"#);
+        let unlock = format!(r#"{{"scope": "{scope}", "action": "unlock", "holder": "{holder}", "grant": "{grant}"}}"#);
         let unlock_sent = Instant::now();
         if let Ok((200, reply)) = post(s.nodes[node], &unlock) {
             s.history.lock().unwrap().decisions.push(decision("release", node, unlock_sent, &reply, n));

@@ -83,6 +83,11 @@ fn a_minority_may_crash_a_majority_may_not_and_restarts_keep_tokens_rising() {
     let (status, body) = post(c.http(0), &lock_body("jobs", "c")).unwrap();
     assert_eq!(status, 503, "with two of three down: {body}");
     assert!(["no_quorum", "timeout"].contains(&body["status"].as_str().unwrap()), "{body}");
+    // With a request id of the client's, an earlier attempt of it (elsewhere) may still take
+    // effect: never a definite "no_quorum".
+    let named = r#"{"scope": "jobs", "action": "lock", "holder": "c", "request_id": "c-1"}"#;
+    let (status, body) = post(c.http(0), named).unwrap();
+    assert_eq!((status, body["status"].as_str()), (503, Some("timeout")), "{body}");
 
     c.start(1, &["--bootstrap-expect", "3"]);
     c.start(2, &["--bootstrap-expect", "3"]);
@@ -428,4 +433,20 @@ fn a_paused_node_is_outvoted_and_rejoins_when_resumed() {
     wait_for("the resumed node to serve", Duration::from_secs(30), || {
         matches!(post(c.http(2), &lock_body("paused", "c")), Ok((200, _)))
     });
+}
+
+#[test]
+fn with_require_grant_an_unlock_must_name_its_grant() {
+    let mut c = Cluster::new("require-grant", 3);
+    c.start_all(&["--bootstrap-expect", "3", "--require-grant"]);
+    c.wait_for_roster(&[0, 1, 2], 3);
+    let (status, body) = post(c.http(0), &lock_body("strict", "a")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let grant = body["grant"].as_str().unwrap().to_string();
+    let (status, body) = post(c.http(1), &unlock_body("strict", "a")).unwrap();
+    assert_eq!(status, 400, "a bare unlock: {body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("--require-grant")), "{body}");
+    let named = format!(r#"{{"scope": "strict", "action": "unlock", "holder": "a", "grant": "{grant}"}}"#);
+    let (status, body) = post(c.http(1), &named).unwrap();
+    assert_eq!((status, body["status"].as_str()), (200, Some("unlocked")), "{body}");
 }

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use crate::cluster::Kind;
 use crate::http::Conn;
 
-/// A grant: its fencing token (etcd: the revision that granted it) and what releases it.
+/// A grant: its fencing token (etcd: the revision that granted it) and what releases it
+/// (lockmesh: the grant id the answer named; etcd: the lock's key).
 pub struct Grant {
     pub token: u64,
     key: String,
@@ -66,7 +67,8 @@ impl LockClient {
                 let (status, text) = self.conn.request("POST", "/api/v1.0/lock", &body.to_string())?;
                 let v = parse(status, &text)?;
                 let token = v["fencing_token"].as_u64().ok_or_else(|| format!("no token in {text}"))?;
-                Ok(Grant { token, key: String::new() })
+                let key = v["grant"].as_str().ok_or_else(|| format!("no grant in {text}"))?.to_string();
+                Ok(Grant { token, key })
             }
             Kind::Etcd => {
                 // etcd's lock always waits; without `wait` the benchmark never contends.
@@ -84,7 +86,7 @@ impl LockClient {
     pub fn release(&mut self, scope: &str, grant: &Grant) -> Result<(), String> {
         let (status, text) = match self.kind {
             Kind::Lockmesh => {
-                let body = json!({"scope": scope, "action": "unlock", "holder": self.holder, "fencing_token": grant.token});
+                let body = json!({"scope": scope, "action": "unlock", "holder": self.holder, "grant": grant.key});
                 self.conn.request("POST", "/api/v1.0/lock", &body.to_string())?
             }
             Kind::Etcd => self.conn.request("POST", "/v3/lock/unlock", &json!({"key": grant.key}).to_string())?,

@@ -46,8 +46,9 @@ pub struct Checker {
     granted: BTreeSet<(String, RequestId, String)>,
     /// Requests every attempt of which got a definite "not granted".
     refused: Vec<(String, RequestId, u64)>,
-    /// When copies of each acquire reached each node (true time).
-    reached: BTreeMap<(String, RequestId, String), Vec<u64>>,
+    /// When each copy of an acquire (named by its serving node and attempt) reached a
+    /// running node (true time).
+    reached: BTreeMap<(String, RequestId, String), u64>,
     intervals: BTreeMap<String, Vec<Interval>>,
     pub grants_trusted: u64,
     /// Auto leases granted, and how many of them were chosen from a percentile.
@@ -288,9 +289,10 @@ impl Checker {
         }
     }
 
-    /// A copy of an acquire reached `node`, which now starts to serve it.
-    pub fn reached(&mut self, now_us: u64, scope: &str, request_id: &RequestId, node: &str) {
-        self.reached.entry((scope.to_string(), request_id.clone(), node.to_string())).or_default().push(now_us);
+    /// The copy `copy` (its serving node and attempt) of an acquire reached that node, which
+    /// now starts to serve it.
+    pub fn reached(&mut self, now_us: u64, scope: &str, request_id: &RequestId, copy: &str) {
+        self.reached.insert((scope.to_string(), request_id.clone(), copy.to_string()), now_us);
     }
 
     /// Every attempt of this request was answered "not granted" (busy or no quorum).
@@ -310,7 +312,7 @@ impl Checker {
         for (scope, request_id, at) in refused {
             let granted_by = self.granted.iter().filter(|(s, r, _)| *s == scope && *r == request_id).map(|(_, _, node)| node.clone()).collect::<Vec<_>>();
             for node in granted_by {
-                let late = self.reached.get(&(scope.clone(), request_id.clone(), node.clone())).is_some_and(|times| times.iter().any(|t| *t >= at));
+                let late = self.reached.get(&(scope.clone(), request_id.clone(), node.clone())).is_some_and(|t| *t >= at);
                 if !late {
                     self.violation(at, format!("honesty: request {} on {scope} was refused, yet a chosen record granted it (via {node})", request_id.0));
                 }

@@ -314,11 +314,14 @@ impl World {
                     self.schedule(at, Event::Request { to, request });
                     return;
                 }
-                // The node serving an acquire names itself in it (as the API does), and the
-                // checker learns when this copy reached it.
+                // The node serving an acquire names itself in it (as the API does), tagged with
+                // the attempt, so a grant says which copy made it; the checker learns when that
+                // copy reached a running node.
                 if let (Key::Scope(scope), Op::Lock(LockOp::Acquire(a))) = (&request.key, &mut request.op) {
-                    a.node = self.nodes[to].id.name.clone();
-                    self.checker.reached(self.now, scope, &a.request_id, &a.node);
+                    a.node = format!("{}#{}", self.nodes[to].id.name, request.client);
+                    if self.nodes[to].node.is_some() {
+                        self.checker.reached(self.now, scope, &a.request_id, &a.node);
+                    }
                 }
                 self.step_node(to, |node, now| node.handle_request(now, request));
             }

@@ -804,3 +804,46 @@ fn a_poll_after_a_cancel_does_not_requeue_a_request_answered_busy() {
     let later = locked_token(net.result(22));
     assert!(later.is_none(), "w1 was answered busy (cancelled), yet its next poll got {poll:?} and then token {later:?}");
 }
+
+/// Review: a definite answer drawn from the request log must be as young as the answer. w's
+/// first attempt (via A) is refused, but only A accepts that value; w abandons the call and
+/// retries at C, which is cut off and holds the copy; w abandons that too and retries via B,
+/// which answers busy from the log entry A made first. Once the (full) log forgets the entry,
+/// C's copy — older than the busy answer — must be refused as too old, not granted. Before
+/// log answers renewed their entries, the entry's age counted from A's first apply, before C's
+/// copy arrived, and C granted it.
+#[test]
+fn a_copy_held_before_a_busy_answered_from_the_log_is_never_granted() {
+    let names = ["A", "B", "C"];
+    let config = Config { limits: Limits { log_capacity: 4, ..Limits::default() }, ..Config::default() };
+    let mut net = Net::new(&names, vec![Durable::default(); 3], config);
+    net.bootstrap(&names);
+    let (a, w) = ("a@10.0.0.1", "w@10.0.0.7");
+    net.request("A", 1, scope(), api_lock(a, "a1", LockType::Write, 3_000_000, false));
+    net.run(10_000, &keep_all);
+    assert_eq!(locked_token(net.result(1)), Some(1));
+    // Attempt 1 via A (its fast path): refused at A, whose Accepts are lost. w gives up on it.
+    net.request("A", 2, scope(), api_lock(w, "r1", LockType::Write, 30_000_000, false));
+    net.pump(&|e: &Envelope| e.from.name == "A" && e.to.name != "A" && matches!(e.body, Body::Accept { .. }));
+    net.run(400_000, &|e: &Envelope| e.from.name == "A" && e.to.name != "A");
+    // Attempt 2 at C, which is cut off from now on. w gives up on it too.
+    net.request("C", 3, scope(), api_lock(w, "r1", LockType::Write, 30_000_000, false));
+    net.run(10_000, &c_cut);
+    // Attempt 3 via B: busy, drawn from the entry A's value holds.
+    net.request("B", 4, scope(), api_lock(w, "r1", LockType::Write, 30_000_000, false));
+    while net.result(4).is_none() && net.now < 3_000_000 {
+        net.run(10_000, &c_cut);
+    }
+    assert!(matches!(net.result(4), Some(Ok(Answer::Lock(LockResult::Busy { .. })))), "{:?}", net.result(4));
+    // Three more refusals fill the log.
+    for i in 0..3 {
+        net.request("A", 10 + i, scope(), api_lock(&format!("x{i}@10.0.1.1"), "x", LockType::Write, 30_000_000, false));
+        net.run(10_000, &c_cut);
+    }
+    net.run(4_000_000, &c_cut);
+    assert!(net.result(3).is_none(), "C still holds its copy");
+    // C heals: its ballot expires a's grant (logged), which pushes r1's entry out.
+    net.run(3_000_000, &keep_all);
+    let late = locked_token(net.result(3));
+    assert!(late.is_none(), "w was told busy, yet its copy held at C got token {late:?}: {:?}", net.result(3));
+}

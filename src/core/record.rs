@@ -187,6 +187,9 @@ pub struct LockRecord {
     pub next_lease_seq: u64,
     /// Recently finished requests, oldest first.
     pub log: Vec<LogEntry>,
+    /// Counts what the log was told (every `remember`, even one that only renews an entry's
+    /// age), so that renewing the newest entry is a change a ballot must write.
+    pub log_seq: u64,
     /// A lower bound of the age of the youngest entry the log ever dropped (capacity or age),
     /// `None` while it dropped none. A new request that may have arrived before that entry was
     /// written might have an outcome the log no longer remembers, so it is not granted.
@@ -302,12 +305,11 @@ impl GrantRef {
     /// `arrived_us` of true time ago. A grant is provably older than that arrival when the
     /// lower bound of the time since it was granted exceeds that upper bound.
     fn matches(&self, g: &Grant, arrived_us: u64) -> bool {
-        let older = g.held_floor_us > arrived_us;
         g.holder == self.holder
             && match self.which {
                 Which::Grant { token, id } => g.token == token && g.id == id,
                 Which::Token(token) => g.token == token && g.lock_type == LockType::Write,
-                Which::Held => older,
+                Which::Held => g.held_floor_us > arrived_us,
             }
     }
 }
@@ -492,6 +494,8 @@ impl LockRecord {
                     self.count_hold(grant.held_floor_us, false);
                     self.events.push(EventKind::Released, &grant.holder, grant.token, grant.id, grant.lock_type);
                 } else if let Some(outcome) = self.logged(request_id) {
+                    // Remembered anew, as a definite answer drawn from the log (see `acquire`).
+                    self.remember(request_id.clone(), outcome, limits);
                     // Too late: a grant this request was told of already ended.
                     return if outcome == Outcome::Used { LockResult::Expired } else { LockResult::Cancelled };
                 }
@@ -538,9 +542,16 @@ impl LockRecord {
             w.poll_seq = poll_seq;
             return LockResult::Queued { position: at + 1 };
         }
+        // A definite failure drawn from the log is remembered anew, so the entry is as young as
+        // this answer: a copy of the request that reached some node before it is then older
+        // than the entry, and refused as too old once the log forgets it.
         match self.logged(&a.request_id) {
-            Some(Outcome::Ended | Outcome::Used) => return LockResult::Expired,
+            Some(outcome @ (Outcome::Ended | Outcome::Used)) => {
+                self.remember(a.request_id.clone(), outcome, limits);
+                return LockResult::Expired;
+            }
             Some(Outcome::Refused) => {
+                self.remember(a.request_id.clone(), Outcome::Refused, limits);
                 let holders = self.holders.iter().map(|g| g.holder.clone()).collect();
                 return LockResult::Busy { holders, queue_full: false, lock_delay_us: self.delay_remaining_us };
             }
@@ -775,6 +786,7 @@ impl LockRecord {
 
     fn remember(&mut self, request_id: RequestId, outcome: Outcome, limits: &Limits) {
         let request = request_id.digest();
+        self.log_seq += 1;
         self.log.retain(|e| !(e.request == request && e.outcome == outcome));
         self.log.push(LogEntry { request, outcome, elapsed_floor_us: 0 });
         let excess = self.log.len().saturating_sub(limits.log_capacity);
@@ -805,6 +817,7 @@ impl LockRecord {
             next_arrival: _,
             next_lease_seq: _,
             log: _,
+            log_seq: _,
             log_forgot_floor_us: _, // a floor
             high_log: _,
             delay_remaining_us: _, // a floor
@@ -882,6 +895,7 @@ impl LockRecord {
             && self.next_lease_seq == other.next_lease_seq
             && same(&self.holders, &other.holders, grant)
             && same(&self.queue, &other.queue, waiter)
+            && self.log_seq == other.log_seq
             && same(&self.log, &other.log, |a, b| a.request == b.request && a.outcome == b.outcome)
             && same(&self.high_log, &other.high_log, |a, b| a.holder == b.holder && a.reason == b.reason)
             && same(&self.history.days, &other.history.days, |a, b| a.buckets == b.buckets)
@@ -1179,6 +1193,11 @@ mod tests {
         let mut refused = rec.clone();
         refused.apply(&acquire("d", LockType::Write, false, Priority::Normal), 0, &L);
         assert!(!refused.same_state(&before), "a refusal is logged: a change to write");
+        // A retry of the refused request is answered from the log, renewing the entry's age:
+        // a change too, even though the entry was the newest already.
+        let logged = refused.clone();
+        assert!(matches!(refused.apply(&acquire("d", LockType::Write, false, Priority::Normal), 0, &L), LockResult::Busy { .. }));
+        assert!(!refused.same_state(&logged), "an answer drawn from the log renews its entry");
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub enum Stage {
 /// voters that have more (every voter listed all it holds up to there), or to the end if
 /// none has. The scopes in it are the union of the pages' names up to that bound.
 fn covered(replies: &BTreeMap<NodeId, Page>) -> (Vec<String>, Option<String>) {
-    let end = replies.values().filter(|p| p.more).filter_map(|p| p.keys.last()).min().cloned();
+    let end = replies.values().filter(|p| p.more).filter_map(|p| p.keys.iter().max()).min().cloned();
     let mut keys = BTreeSet::new();
     for page in replies.values() {
         keys.extend(page.keys.iter().filter(|k| end.as_ref().is_none_or(|e| *k <= e)).cloned());
@@ -100,6 +100,10 @@ impl Node {
             return;
         }
         let Stage::Listing { replies } = &mut sweep.stage else { return };
+        if page.more && page.keys.is_empty() {
+            // "More, but none listed" says nothing about where this voter's names stop.
+            return;
+        }
         sweep.round_floor = sweep.round_floor.max(page.max_round);
         replies.insert(from, page);
         if replies.len() >= roster.majority() {
@@ -224,5 +228,8 @@ mod tests {
         assert_eq!((keys, end.as_deref()), (vec!["a".to_string(), "b".into(), "x".into()], Some("x")));
         let (keys, end) = covered(&replies(&[page(&["a"], false), page(&[], false)]));
         assert_eq!((keys, end), (vec!["a".to_string()], None));
+        // Names out of order bound the range by the page's largest.
+        let (_, end) = covered(&replies(&[page(&["c", "b"], true), page(&[], false)]));
+        assert_eq!(end.as_deref(), Some("c"));
     }
 }

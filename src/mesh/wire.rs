@@ -87,6 +87,41 @@ mod tests {
         assert!(decode(&huge).is_err());
     }
 
+    /// Regression (review, PROTOCOL §11.14): a voter holding 700,000 scopes answers a sweep's
+    /// listing with frames the mesh can send. Its listing was one message, past MAX_FRAME
+    /// beyond ~650,000 `scale-N` names: dropped, so no sweep and no roster change could ever
+    /// complete again.
+    #[test]
+    fn a_voter_with_700_000_scopes_lists_them_in_frames_that_fit() {
+        use crate::core::message::AcceptedValue;
+        use crate::core::{Ballot, Body, Config, Durable, Key, LockRecord, Node, NodeId, Roster, Time, Value};
+        let (me, sweeper) = (NodeId::new("node-1", 1), NodeId::new("node-2", 2));
+        let roster = Roster::first(vec![me.clone(), sweeper.clone(), NodeId::new("node-3", 3)]);
+        let mut durable = Durable { roster: Some(roster.clone()), ..Durable::default() };
+        let accepted = AcceptedValue { ballot: Ballot { round: 1, proposer: 2 }, value: Value::Lock(LockRecord::default()), roster: Some(roster.id()) };
+        for i in 0..700_000 {
+            let slot = crate::core::acceptor::Slot { promised: Some(accepted.ballot), accepted: Some(accepted.clone()) };
+            durable.slots.insert(Key::Scope(format!("scale-{i}")), slot);
+        }
+        let mut node = Node::new(Config::default(), me.clone(), durable, Time(0), 1);
+        let (mut after, mut listed, mut pages) = (None, 0, 0);
+        loop {
+            let ask = Body::ListKeys { sweep: 9, after: after.clone() };
+            node.handle_message(Time(1), Envelope { from: sweeper.clone(), to: me.clone(), roster: Some(roster.id()), body: ask });
+            let out = node.drain();
+            let [answer] = &out.messages[..] else { panic!("one answer: {:?}", out.messages.len()) };
+            encode_prefixed(&Frame::Core(answer.clone())).expect("every page fits a frame");
+            let Body::KeyList { keys, more, .. } = &answer.body else { panic!("a key list") };
+            listed += keys.len();
+            pages += 1;
+            if !more {
+                break;
+            }
+            after = keys.last().cloned();
+        }
+        assert_eq!((listed, pages), (700_000, 700_000usize.div_ceil(Config::default().sweep_page)));
+    }
+
     /// A sweep's listing is one page of at most `sweep_page` names of at most 200 characters:
     /// it always fits a frame, however many scopes a voter holds (review: one listing of
     /// ~650,000 `scale-N` names did not, and no roster change could complete after that).

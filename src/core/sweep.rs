@@ -76,7 +76,7 @@ impl Node {
             return;
         }
         let id = self.next_id();
-        self.sweep = Some(Sweep { id, version: roster.version, stage: Stage::Marking, cursor: None, round_floor: 0 });
+        self.sweep = Some(Sweep { id, version: roster.version, stage: Stage::Listing { replies: BTreeMap::new() }, cursor: None, round_floor: 0 });
         self.list_page();
     }
 

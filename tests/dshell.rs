@@ -1,7 +1,8 @@
 //! dshell against real agents: batch commands and their exit codes, an interactive session
 //! through piped stdin, `lock run` (token and exit code passed through, ten concurrent runs
-//! never overlapping, a lost lease stopping the command before anyone else gets the lock),
-//! and orchestrations (the seed's example, a failure in the middle, validation errors).
+//! never overlapping, a lost lease stopping the command before anyone else gets the lock, a
+//! lease that ran out during a suspend stopping it at once), and orchestrations (the seed's
+//! example, a failure in the middle, validation errors).
 
 mod support;
 
@@ -435,4 +436,83 @@ fn a_wait_on_a_terminal_shows_who_holds_the_scope() {
     let o = dshell(&c, 0, &["manager", "lock", "acquire", "--scope", "deploy", "--holder", "ops/third", "--wait", "1s"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(!String::from_utf8_lossy(&o.stderr).contains("Waiting for"), "{}", text(&o));
+}
+
+/// A shared library that, preloaded into dshell, makes `CLOCK_BOOTTIME` run ahead by the
+/// number of seconds written in the file `$SLEPT_FILE`, while `CLOCK_MONOTONIC` does not move:
+/// what a system suspend of that long looks like to a process. Built with the C compiler the
+/// Rust toolchain links with.
+fn suspend_shim(c: &Cluster) -> PathBuf {
+    let source = c.dir.join("slept.c");
+    std::fs::write(
+        &source,
+        r#"#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+typedef int (*clock_fn)(clockid_t, struct timespec *);
+int clock_gettime(clockid_t id, struct timespec *ts) {
+    clock_fn real = (clock_fn)dlsym(RTLD_NEXT, "clock_gettime");
+    int r = real(id, ts);
+    if (r == 0 && id == CLOCK_BOOTTIME) {
+        const char *path = getenv("SLEPT_FILE");
+        FILE *f = path ? fopen(path, "r") : NULL;
+        long secs = 0;
+        if (f) {
+            if (fscanf(f, "%ld", &secs) != 1) secs = 0;
+            fclose(f);
+        }
+        ts->tv_sec += secs;
+    }
+    return r;
+}
+"#,
+    )
+    .unwrap();
+    let shim = c.dir.join("slept.so");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let o = Command::new(&cc).args(["-shared", "-fPIC", "-o"]).arg(&shim).arg(&source).arg("-ldl").output().expect("a C compiler");
+    assert!(o.status.success(), "cannot build the suspend shim: {}", String::from_utf8_lossy(&o.stderr));
+    shim
+}
+
+#[test]
+fn a_lock_run_suspended_past_its_lease_stops_its_command_at_once() {
+    // A machine that sleeps keeps CLOCK_BOOTTIME running and stops CLOCK_MONOTONIC. A lock run
+    // that measured its lease on the latter would wake up and trust a lease the voters already
+    // let run out, for as long again as it had left before the suspend.
+    let c = Cluster::started("dshell-suspend", 3);
+    let shim = suspend_shim(&c);
+    let slept = c.dir.join("slept");
+    std::fs::write(&slept, "0").unwrap();
+    let file = c.dir.join("marks");
+    let script = format!("echo \"pid $$\" >> {0}; echo \"started $(date +%s%N)\" >> {0}; while true; do sleep 0.1; done", file.display());
+    let run = dshell_cmd(&c, 0, &["manager", "lock", "run", "--scope", "job", "--timeout", "300s", "--", "sh", "-c", &script])
+        .env("LD_PRELOAD", &shim)
+        .env("SLEPT_FILE", &slept)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the command to start", Duration::from_secs(30), || recorded(&file, "started").is_some());
+    let command = recorded(&file, "pid").expect("the command wrote its pid") as i32;
+    // The nodes stay silent after the wake-up, so no renewal can restore the lease: only
+    // dshell's own clock can tell it that the lease is gone.
+    for i in 0..3 {
+        c.pause(i, true);
+    }
+    // The machine sleeps for ten minutes.
+    // SAFETY: kill(2) on our own child (dshell).
+    unsafe { libc::kill(run.id() as i32, libc::SIGSTOP) };
+    std::fs::write(&slept, "600").unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(run.id() as i32, libc::SIGCONT) };
+    // SAFETY: kill(2) with signal 0 only asks whether the process still exists.
+    wait_for("the command to be stopped", Duration::from_secs(60), || unsafe { libc::kill(command, 0) } != 0);
+    for i in 0..3 {
+        c.pause(i, false);
+    }
+    let o = run.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("lost the lock on job"), "{}", text(&o));
 }

@@ -141,6 +141,7 @@ impl World {
             backoff_max_us: 80_000,
             max_batch: 64,
             sweep_check_us: 400_000,
+            sweep_takeover_us: 3_000_000,
             sweep_parallel: 8,
             bootstrap_resend_us: 100_000,
             ..Config::default()

@@ -55,6 +55,10 @@ pub struct Config {
     pub max_queued_per_key: usize,
     /// How often a node checks for an unfinished roster sweep to resume.
     pub sweep_check_us: u64,
+    /// How long another node's sweep may go without asking this voter for a page before
+    /// this node sweeps the roster itself (one sweeper at a time: several would rewrite the
+    /// same scopes in the same order and duel over every one).
+    pub sweep_takeover_us: u64,
     /// Scopes a sweep rewrites at once.
     pub sweep_parallel: usize,
     /// Scopes a voter lists in one page for a sweep: the listing of a million scopes must not
@@ -78,6 +82,8 @@ impl Default for Config {
             max_batch: 256,
             max_queued_per_key: 4096,
             sweep_check_us: 5_000_000,
+            // A page (2048 scopes) takes seconds on a loaded machine.
+            sweep_takeover_us: 30_000_000,
             sweep_parallel: 64,
             // 200-byte names at most: under half a MiB a page.
             sweep_page: 2048,

@@ -209,6 +209,8 @@ pub struct Node {
     timer_seq: u64,
     next_id: u64,
     pub(super) sweep: Option<Sweep>,
+    /// When another node's sweep of roster `version` last asked this voter for a page.
+    pub(super) sweep_seen: Option<(u64, Time)>,
     /// Sweep ops answered since the last `flush`, handled after the current step.
     pub(super) sweep_done_ops: Vec<(Key, bool)>,
     pub(super) alive: Option<BTreeSet<NodeId>>,
@@ -252,6 +254,7 @@ impl Node {
             timer_seq: 0,
             next_id: 0,
             sweep: None,
+            sweep_seen: None,
             sweep_done_ops: Vec::new(),
             alive: None,
             loopback: VecDeque::new(),
@@ -463,6 +466,7 @@ impl Node {
             }
             Body::ListKeys { sweep, after } => {
                 if self.voter_check(&from, their_roster, Ballot { round: u64::MAX, proposer: 0 }).is_ok() {
+                    self.on_peer_sweep(now, &from, &after);
                     let (keys, more) = self.acceptor.scopes_after(after.as_deref(), self.config.sweep_page);
                     let max_round = self.max_round_seen;
                     self.send(from, Body::KeyList { sweep, after, keys, more, max_round });

@@ -650,6 +650,69 @@ fn a_sweep_lists_scopes_in_pages_and_completes() {
     assert!(net.nodes.iter().all(|n| n.roster().is_some_and(|r| r.version == 3 && r.sweep_done)));
 }
 
+/// After a roster change one voter sweeps: the decider, at once. The other voters check for an
+/// unswept roster every 20 ms here, dozens of times while the decider's listing is held up,
+/// yet they see its page requests and leave the sweep to it. When the sweeper is cut off,
+/// another voter takes over once `sweep_takeover_us` passed without a page request, and
+/// finishes.
+#[test]
+fn one_voter_sweeps_at_a_time_and_another_takes_over_when_it_stops() {
+    use std::cell::{Cell, RefCell};
+    use std::collections::BTreeSet;
+    let names = ["A", "B", "C", "D", "E"];
+    let config = Config { sweep_page: 2, sweep_check_us: 20_000, sweep_takeover_us: 2_000_000, ..Config::default() };
+    let mut net = Net::new(&names, vec![Durable::default(); 5], config);
+    net.bootstrap(&["A", "B", "C"]);
+    for i in 0..7u64 {
+        net.request(["A", "B", "C"][i as usize % 3], 10 + i, Key::Scope(format!("s{i}")), acquire_for(&format!("h{i}"), 60_000_000, false));
+    }
+    net.run(100_000, &keep_all);
+    let sweepers = RefCell::new(BTreeSet::<String>::new());
+    // Pages answered to C are lost while `slow`; everything to or from C once `cut`.
+    let slow = Cell::new(false);
+    let cut = Cell::new(false);
+    let cut_at_first_page = Cell::new(false);
+    let watch = |e: &Envelope| {
+        let page_to_c = e.to.name == "C" && matches!(e.body, Body::KeyList { .. });
+        if page_to_c && cut_at_first_page.get() {
+            cut.set(true);
+        }
+        let drop = (slow.get() && page_to_c) || (cut.get() && (e.from.name == "C" || e.to.name == "C"));
+        if matches!(e.body, Body::ListKeys { .. }) && !drop {
+            sweepers.borrow_mut().insert(e.from.name.clone());
+        }
+        drop
+    };
+    let swept = |net: &Net, version: u64, nodes: &[&str]| {
+        nodes.iter().all(|n| net.nodes[net.idx(n)].roster().is_some_and(|r| r.version == version && r.sweep_done))
+    };
+
+    // D joins; C decides and sweeps while the other voters' checks fire again and again.
+    slow.set(true);
+    net.request("C", 100, Key::Roster, Op::Roster(RosterOp::Change { change: RosterChange::Add(net.id("D")), expected_version: None }));
+    net.run(300_000, &watch);
+    slow.set(false);
+    while !swept(&net, 2, &["A", "B", "C", "D"]) {
+        net.run(1_000, &watch);
+        assert!(net.now < 30_000_000, "the sweep of v2 did not finish");
+    }
+    assert_eq!(sweepers.take(), BTreeSet::from(["C".to_string()]), "only the decider sweeps");
+
+    // E joins; C decides, asks for its first page and is cut off at once.
+    cut_at_first_page.set(true);
+    let start = net.now;
+    net.request("C", 101, Key::Roster, Op::Roster(RosterOp::Change { change: RosterChange::Add(net.id("E")), expected_version: None }));
+    while !swept(&net, 3, &["A", "B", "D", "E"]) {
+        net.run(1_000, &watch);
+        assert!(net.now < start + 30_000_000, "nobody took the sweep of v3 over");
+    }
+    assert!(matches!(net.result(101), Some(Ok(Answer::Roster(RosterResult::Changed(_))))), "{:?}", net.result(101));
+    assert!(cut.get());
+    assert!(net.now >= start + 2_000_000, "another voter took over before the takeover time");
+    let sweepers = sweepers.take();
+    assert!(sweepers.contains("C") && sweepers.len() == 2, "the decider, then one other voter: {sweepers:?}");
+}
+
 // A red-team review of grant identity (PROTOCOL §11.10, §11.11): each schedule broke the first
 // version of the rules.
 

@@ -10,7 +10,10 @@
 //! voter has seen; the sweep records the largest as the roster's `round_floor`, above which
 //! every later ballot must be, so that a value a lone voter accepted at a high round on a scope
 //! nobody listed can never override a later choice. Any node may run or resume a sweep; it is
-//! idempotent.
+//! idempotent. One at a time is enough: only voters of the new roster sweep; the one that
+//! decided the change starts at once; the others start only when no other node's sweep has
+//! asked them for a page for `sweep_takeover_us`, and of two sweeps that meet, the one further
+//! behind stops.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -67,11 +70,13 @@ fn covered(replies: &BTreeMap<NodeId, Page>) -> (Vec<String>, Option<String>) {
 }
 
 impl Node {
-    /// Starts (or restarts) the sweep of the installed roster, if it still needs one.
+    /// Starts (or restarts) the sweep of the installed roster, if it still needs one and this
+    /// node votes in it (a voter hears of other sweeps through their page requests; a node
+    /// outside the roster would not).
     pub(super) fn start_sweep(&mut self, now: Time) {
         let _ = now;
         let Some(roster) = self.roster.clone() else { return };
-        if roster.sweep_done {
+        if roster.sweep_done || !roster.contains(&self.id) {
             self.sweep = None;
             return;
         }
@@ -88,6 +93,32 @@ impl Node {
         for voter in roster.voters {
             self.send(voter, Body::ListKeys { sweep: id, after: after.clone() });
         }
+    }
+
+    /// Another node's sweep of the installed roster asked this voter for the page after
+    /// `after`. A sweep here that is behind it (or level with it and from a later node id)
+    /// stops: sweeping the same names at once, the two would duel over every scope.
+    pub(super) fn on_peer_sweep(&mut self, now: Time, from: &NodeId, after: &Option<String>) {
+        let Some(version) = self.roster.as_ref().map(|r| r.version) else { return };
+        if *from == self.id {
+            return;
+        }
+        self.sweep_seen = Some((version, now));
+        let Some(sweep) = &self.sweep else { return };
+        let behind = match after.cmp(&sweep.cursor) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal => *from < self.id,
+            std::cmp::Ordering::Less => false,
+        };
+        // A sweep recording its end is finished: let it be.
+        if sweep.version == version && behind && !matches!(sweep.stage, Stage::Marking) {
+            self.sweep = None;
+        }
+    }
+
+    /// Whether another node's sweep of roster `version` asked for a page lately.
+    fn peer_sweeping(&self, now: Time, version: u64) -> bool {
+        self.sweep_seen.is_some_and(|(v, at)| v == version && now.since(at) < self.config.sweep_takeover_us)
     }
 
     pub(super) fn on_key_list(&mut self, now: Time, from: NodeId, their_roster: Option<RosterId>, id: u64, page: Page) {
@@ -185,9 +216,15 @@ impl Node {
             self.sweep = None;
             return;
         }
+        if self.sweep.as_ref().is_none_or(|s| s.version != roster.version) {
+            // Nobody else sweeping: start (or restart) here.
+            if !self.peer_sweeping(now, roster.version) {
+                self.start_sweep(now);
+            }
+            return;
+        }
         match self.sweep.as_mut() {
-            None => self.start_sweep(now),
-            Some(sweep) if sweep.version != roster.version => self.start_sweep(now),
+            None => {}
             Some(sweep) => match &mut sweep.stage {
                 // A page's listing still short of a majority: ask again, from the same cursor.
                 Stage::Listing { .. } => self.list_page(),

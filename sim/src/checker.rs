@@ -5,11 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lockmesh::core::message::AcceptedValue;
-use lockmesh::core::events::EventLog;
-use lockmesh::core::history::MIN_HOLDS;
-use lockmesh::core::record::Outcome;
-use lockmesh::core::{quorum, AutoChoice, AutoLease, Ballot, Key, LockType, NodeId, Reply, RequestId, Roster, RosterId, Value};
+use lockmesh_core::message::AcceptedValue;
+use lockmesh_core::events::EventLog;
+use lockmesh_core::history::MIN_HOLDS;
+use lockmesh_core::record::Outcome;
+use lockmesh_core::{quorum, AutoChoice, AutoLease, Ballot, Key, LockType, NodeId, Reply, RequestId, Roster, RosterId, Value};
 
 /// Durable acceptances of one (register, ballot).
 #[derive(Default)]

@@ -3,7 +3,7 @@
 //! Each trusts a grant exactly as a real client must: from the send of the request that
 //! obtained or renewed it, for `lease * (1 - drift)` on its own clock.
 
-use lockmesh::core::{
+use lockmesh_core::{
     Acquire, Answer, AutoLease, Failure, GrantRef, Key, LeaseRule, LockOp, LockResult, LockType, Op, Priority, Reply, Request,
     RequestId, Time, Which,
 };

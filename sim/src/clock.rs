@@ -1,7 +1,7 @@
 //! Simulated clocks: each node and client reads its own clock, offset and running at its own
 //! rate within the drift bound. True time is the simulator's; nobody inside sees it.
 
-use lockmesh::core::Time;
+use lockmesh_core::Time;
 
 /// A clock that reads `offset + t * (1 + rate_ppm / 10^6)` at true time `t` (microseconds).
 #[derive(Clone, Copy, Debug)]

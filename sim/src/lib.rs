@@ -11,7 +11,7 @@ pub mod clock;
 pub mod net;
 pub mod world;
 
-pub use lockmesh::core::Broken;
+pub use lockmesh_core::Broken;
 
 /// The shape of the runs: bounds within which each seed picks its cluster and workload.
 #[derive(Clone, Debug)]

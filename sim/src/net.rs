@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use lockmesh::core::rng::Rng;
+use lockmesh_core::rng::Rng;
 
 /// How the network misbehaves during the fault phase of one seed.
 #[derive(Clone, Debug)]

@@ -4,10 +4,10 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 
-use lockmesh::core::rng::Rng;
-use lockmesh::core::{
-    Config, Drift, Durable, Envelope, Key, LockOp, Node, NodeId, Op, Reply, Request, Roster, RosterChange, RosterOp, Time,
-    Value, Write,
+use lockmesh_core::rng::Rng;
+use lockmesh_core::{
+    Config, Drift, Durable, Envelope, Key, LockOp, Node, NodeId, Op, Outbox, Reply, Request, Roster, RosterChange, RosterOp,
+    Time, ToDisk, Value, Write,
 };
 
 use crate::checker::Checker;
@@ -63,13 +63,6 @@ impl Ord for Scheduled {
     }
 }
 
-/// Output of one node step waiting for its disk sync; a crash before the sync loses it all.
-struct Batch {
-    writes: Vec<Write>,
-    messages: Vec<Envelope>,
-    replies: Vec<Reply>,
-}
-
 pub(crate) struct SimNode {
     pub id: NodeId,
     pub clock: Clock,
@@ -78,7 +71,10 @@ pub(crate) struct SimNode {
     pub paused_until: u64,
     /// Bumped by every crash, so events for the previous life are dropped.
     pub generation: u64,
-    pending: VecDeque<Batch>,
+    /// The core's outputs waiting for the disk: the runtime's send rule, the same code.
+    outbox: Outbox,
+    /// The outbox's write batches not yet synced, oldest first; a crash loses them all.
+    pending: VecDeque<ToDisk>,
     last_flush_at: u64,
     wake_at: Option<u64>,
 }
@@ -173,6 +169,7 @@ impl World {
                 node: None,
                 paused_until: 0,
                 generation: 0,
+                outbox: Outbox::new(),
                 pending: VecDeque::new(),
                 last_flush_at: 0,
                 wake_at: None,
@@ -376,29 +373,19 @@ impl World {
         let Some(node) = n.node.as_mut() else { return };
         let local = n.clock.local(now);
         f(node, local);
-        let mut out = node.drain();
+        let out = node.drain();
         let next_local = node.next_timeout();
-        // As the runtime does: once every earlier batch is durable, early messages leave at
-        // once, and a batch without writes needs no sync at all.
-        let synced = n.pending.is_empty();
-        if synced {
-            let early = std::mem::take(&mut out.early);
-            self.send_out(i, early);
-        }
-        if synced && out.writes.is_empty() {
-            self.send_out(i, out.messages);
-            self.reply_out(out.replies);
-        } else if !out.is_empty() {
-            let n = &mut self.nodes[i];
-            let mut messages = out.early;
-            messages.extend(out.messages);
-            n.pending.push_back(Batch { writes: out.writes, messages, replies: out.replies });
+        let (now_out, to_disk) = n.outbox.submit(out);
+        if let Some(batch) = to_disk {
+            n.pending.push_back(batch);
             let latency = self.rng.between(20, self.hostility.disk_max_us);
             let at = (now + latency).max(n.last_flush_at);
             n.last_flush_at = at;
             let generation = n.generation;
             self.schedule(at, Event::Flush { node: i, generation });
         }
+        self.send_out(i, now_out.messages);
+        self.reply_out(now_out.replies);
         if let Some(local_at) = next_local {
             let n = &mut self.nodes[i];
             let at = n.clock.true_at(local_at).max(now);
@@ -409,13 +396,14 @@ impl World {
         }
     }
 
-    /// The disk synced: the oldest batch is durable; its messages and replies leave.
+    /// The disk synced: the oldest batch is durable; the outbox releases what waited for it.
     fn flush(&mut self, i: usize, generation: u64) {
         let n = &mut self.nodes[i];
         if n.generation != generation || n.node.is_none() {
             return;
         }
         let Some(batch) = n.pending.pop_front() else { return };
+        let seq = batch.seq;
         let from = n.id.clone();
         for write in batch.writes {
             match &write {
@@ -429,8 +417,9 @@ impl World {
             }
             self.nodes[i].disk.apply(write);
         }
-        self.send_out(i, batch.messages);
-        self.reply_out(batch.replies);
+        let out = self.nodes[i].outbox.durable(seq);
+        self.send_out(i, out.messages);
+        self.reply_out(out.replies);
     }
 
     /// Puts node `i`'s messages on the network.
@@ -486,6 +475,7 @@ impl World {
         let n = &mut self.nodes[i];
         n.node = None;
         n.generation += 1;
+        n.outbox = Outbox::new();
         n.pending.clear();
         n.wake_at = None;
         n.paused_until = 0;
@@ -705,7 +695,7 @@ impl World {
 
 /// One line about a message, for verbose replays.
 fn describe(e: &Envelope) -> String {
-    use lockmesh::core::Body::*;
+    use lockmesh_core::Body::*;
     let body = match &e.body {
         Prepare { key, ballot } => format!("prepare {key:?} {}.{:x}", ballot.round, ballot.proposer & 0xfff),
         Promise { key, ballot, accepted, age_us } => format!(
@@ -724,15 +714,15 @@ fn describe(e: &Envelope) -> String {
     format!("  {} -> {} [{tag}]: {body}", e.from.name, e.to.name)
 }
 
-fn summary(value: &lockmesh::core::Value) -> String {
+fn summary(value: &lockmesh_core::Value) -> String {
     match value {
-        lockmesh::core::Value::Lock(r) => {
+        lockmesh_core::Value::Lock(r) => {
             let holders: Vec<String> =
                 r.holders.iter().map(|g| format!("{}:t{}:{}/{}ms", g.holder, g.token, g.elapsed_floor_us / 1000, g.lease_us / 1000)).collect();
             let queue: Vec<String> = r.queue.iter().map(|w| w.holder.clone()).collect();
             format!("[{}] q[{}] last={}", holders.join(","), queue.join(","), r.last_token)
         }
-        lockmesh::core::Value::Roster(r) => format!("roster v{} {:?} swept={}", r.version, r.voters.iter().map(|v| &v.name).collect::<Vec<_>>(), r.sweep_done),
+        lockmesh_core::Value::Roster(r) => format!("roster v{} {:?} swept={}", r.version, r.voters.iter().map(|v| &v.name).collect::<Vec<_>>(), r.sweep_done),
     }
 }
 

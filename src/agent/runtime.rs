@@ -14,7 +14,7 @@ use super::config::AgentConfig;
 use super::swim::{Swim, SwimId};
 use crate::clock;
 use crate::core::acceptor::Slot;
-use crate::core::{Answer, Key, Node, NodeId, Op, Outputs, Reply, Request, RosterChange, RosterOp, RosterResult, Value, Write};
+use crate::core::{Answer, Key, Node, NodeId, Op, Outbox, Release, Reply, Request, RosterChange, RosterOp, RosterResult, ToDisk, Value, Write};
 use crate::mesh::endpoint::{Inbound, Mesh, Payload};
 use crate::mesh::wire::{Frame, PeerInfo};
 
@@ -31,7 +31,7 @@ const METRICS_TOP_SCOPES: usize = 10;
 pub enum Input {
     Mesh(Inbound),
     Api(ApiCall),
-    Committed(Vec<Outputs>),
+    Committed(Vec<ToDisk>),
 }
 
 pub enum ApiCall {
@@ -94,7 +94,9 @@ pub struct Runtime {
     node: Node,
     me: PeerInfo,
     mesh: Arc<Mesh>,
-    flush: std::sync::mpsc::Sender<Outputs>,
+    flush: std::sync::mpsc::Sender<ToDisk>,
+    /// The core's outputs waiting for the disk: the one send rule (`core::outbox`).
+    outbox: Outbox,
     peers: BTreeMap<String, Peer>,
     pending: HashMap<u64, oneshot::Sender<Reply>>,
     next_client: u64,
@@ -110,8 +112,6 @@ pub struct Runtime {
     /// The voters of the last roster looked at, and when each voter since removed left it.
     voters_seen: Vec<NodeId>,
     removed_at: BTreeMap<NodeId, Instant>,
-    /// Batches handed to the disk thread and not back yet.
-    unflushed: usize,
     /// Where accepted scope values are announced (to watchers and waiters).
     changes: Arc<super::Changes>,
 }
@@ -125,7 +125,7 @@ impl Runtime {
         config: AgentConfig,
         node: Node,
         mesh: Arc<Mesh>,
-        flush: std::sync::mpsc::Sender<Outputs>,
+        flush: std::sync::mpsc::Sender<ToDisk>,
         changes: Arc<super::Changes>,
     ) -> Runtime {
         // Which life of this process: restarts must win over the previous one in SWIM. Only
@@ -145,6 +145,7 @@ impl Runtime {
             me,
             mesh,
             flush,
+            outbox: Outbox::new(),
             peers: BTreeMap::new(),
             pending: HashMap::new(),
             next_client: 1,
@@ -157,7 +158,6 @@ impl Runtime {
             down_since: HashMap::new(),
             voters_seen: Vec::new(),
             removed_at: BTreeMap::new(),
-            unflushed: 0,
             changes,
         }
     }
@@ -185,7 +185,7 @@ impl Runtime {
                     Some(done) => self.handle(done),
                     None => return,
                 },
-                input = inputs.recv(), if self.unflushed < MAX_UNFLUSHED => match input {
+                input = inputs.recv(), if self.outbox.waiting() < MAX_UNFLUSHED => match input {
                     Some(input) => self.handle(input),
                     None => return,
                 },
@@ -284,39 +284,32 @@ impl Runtime {
         }
     }
 
-    /// Hands the core's output to the disk thread; it comes back as `Committed`. When every
-    /// earlier batch is durable, what relies on nothing of this one leaves at once: its early
-    /// messages, and all of it if it writes nothing.
+    /// Hands the core's output to the outbox, which decides what leaves now and what waits
+    /// for the disk thread (back as `Committed`).
     fn pump(&mut self) {
         // A few rounds at most: a delivered reply may make more output; whatever is left
         // then waits for the next wake-up rather than starving the select loop.
         for _ in 0..8 {
             self.refresh_alive();
-            let mut out = self.node.drain();
+            let out = self.node.drain();
             if out.is_empty() {
                 return;
             }
-            if self.unflushed == 0 {
-                for envelope in std::mem::take(&mut out.early) {
-                    self.send_core(envelope);
+            let (now, to_disk) = self.outbox.submit(out);
+            self.dispatch(now);
+            if let Some(batch) = to_disk {
+                if self.flush.send(batch).is_err() {
+                    tracing::error!("the disk thread is gone; stopping");
+                    std::process::exit(1);
                 }
-                if out.writes.is_empty() {
-                    self.dispatch(out);
-                    continue;
-                }
+                return;
             }
-            if self.flush.send(out).is_err() {
-                tracing::error!("the disk thread is gone; stopping");
-                std::process::exit(1);
-            }
-            self.unflushed += 1;
-            return;
         }
     }
 
-    /// Sends a durable batch's messages and delivers its replies.
-    fn dispatch(&mut self, out: Outputs) {
-        for envelope in out.early.into_iter().chain(out.messages) {
+    /// Sends what the outbox released and delivers its replies.
+    fn dispatch(&mut self, out: Release) {
+        for envelope in out.messages {
             self.send_core(envelope);
         }
         for reply in out.replies {
@@ -358,11 +351,11 @@ impl Runtime {
                 let _ = reply.send(self.node.local_scopes());
             }
             Input::Committed(group) => {
-                self.unflushed = self.unflushed.saturating_sub(group.len());
-                for out in &group {
-                    self.announce_changes(&out.writes);
+                for batch in &group {
+                    self.announce_changes(&batch.writes);
                 }
-                for out in group {
+                if let Some(last) = group.last() {
+                    let out = self.outbox.durable(last.seq);
                     self.dispatch(out);
                 }
             }

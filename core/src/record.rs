@@ -5,6 +5,8 @@
 //! applies the requested operations (`apply`). Both are pure functions of the record, so every
 //! node that runs them on the same inputs computes the same record.
 
+use crate::prelude::*;
+
 use serde::{Deserialize, Serialize};
 
 use super::events::{EventKind, EventLog};
@@ -1149,7 +1151,7 @@ mod tests {
 
     #[test]
     fn every_transition_is_numbered_in_the_event_log() {
-        use crate::core::events::Since;
+        use crate::events::Since;
         let mut rec = LockRecord::default();
         rec.apply(&w("a"), 0, &L);
         rec.apply(&w("b"), 0, &L);

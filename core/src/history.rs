@@ -12,6 +12,8 @@
 //! work), nor grants cancelled before their holder heard of them. Buckets are a quarter of a
 //! doubling wide (19 %), so the percentile is over-estimated by at most that much.
 
+use crate::prelude::*;
+
 use serde::{Deserialize, Serialize};
 
 pub const DAY_US: u64 = 86_400_000_000;

@@ -1,12 +1,27 @@
 //! The sans-IO lock core: per-scope Paxos registers holding lock records, leases measured as
 //! drift-corrected ages, and a voter roster changed one member at a time.
 //!
-//! *Architecture invariant:* nothing in this module performs IO or reads a clock. Time comes in
+//! *Architecture invariant:* nothing in this crate performs IO or reads a clock: it is `no_std`
+//! (outside its tests), so the compiler refuses anything that would. Time comes in
 //! as `Time` arguments, randomness as a seed, messages and client requests as values; what must
-//! be persisted, sent or answered comes out of `Node::drain` as `Outputs`. The runtime (or the
-//! simulator) executes those, always persisting `writes` before releasing `messages` and
-//! `replies` of the same batch; only `early` messages may leave before their own batch's
-//! writes are durable, once every earlier batch's are.
+//! be persisted, sent or answered comes out of `Node::drain` as `Outputs`. The runtime and the
+//! simulator both pass those through an `Outbox` (`outbox.rs`), the one place that decides
+//! what may leave before which writes are durable: `writes` before the `messages` and
+//! `replies` of the same batch; only `early` messages before their own batch's writes, once
+//! every earlier batch's are durable.
+
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+/// What `std`'s prelude gives a crate: this one has no `std` outside its tests (no IO, no
+/// clock, no threads can be reached from it), only `alloc`.
+mod prelude {
+    pub use alloc::boxed::Box;
+    pub use alloc::format;
+    pub use alloc::string::{String, ToString};
+    pub use alloc::vec::Vec;
+}
 
 pub mod acceptor;
 mod bootstrap;
@@ -17,6 +32,7 @@ pub mod history;
 pub mod lease;
 pub mod message;
 pub mod node;
+pub mod outbox;
 #[cfg(test)]
 mod node_tests;
 pub mod proposer;
@@ -32,6 +48,7 @@ pub use broken::Broken;
 pub use durable::{Durable, Write};
 pub use lease::Drift;
 pub use message::{Ballot, Body, Envelope, Key, Value};
+pub use outbox::{Outbox, Release, ToDisk};
 pub use node::{Answer, Failure, Node, Op, Outputs, Reply, Request, RosterOp, RosterRefusal, RosterResult, Stats};
 pub use history::{AutoChoice, AutoLease};
 pub use record::{Acquire, GrantRef, LeaseRule, Limits, LockOp, LockRecord, LockResult, LockType, Priority, RequestId, Which};

@@ -3,6 +3,8 @@
 //! The roster is itself the value of a reserved register (`Key::Roster`), changed by ballots
 //! one member at a time. A node *installs* a roster only once it is known to be chosen.
 
+use crate::prelude::*;
+
 use serde::{Deserialize, Serialize};
 
 use super::quorum;
@@ -21,8 +23,8 @@ impl NodeId {
     }
 }
 
-impl std::fmt::Display for NodeId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "{}#{:016x}", self.name, self.incarnation)
     }
 }

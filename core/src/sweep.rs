@@ -15,7 +15,9 @@
 //! asked them for a page for `sweep_takeover_us`, and of two sweeps that meet, the one further
 //! behind stops.
 
-use std::collections::{BTreeMap, BTreeSet};
+use crate::prelude::*;
+
+use alloc::collections::{BTreeMap, BTreeSet};
 
 use super::message::{Body, Key};
 use super::node::{Client, Node, Op, PendingOp, RosterOp, Timer};
@@ -106,9 +108,9 @@ impl Node {
         self.sweep_seen = Some((version, now));
         let Some(sweep) = &self.sweep else { return };
         let behind = match after.cmp(&sweep.cursor) {
-            std::cmp::Ordering::Greater => true,
-            std::cmp::Ordering::Equal => *from < self.id,
-            std::cmp::Ordering::Less => false,
+            core::cmp::Ordering::Greater => true,
+            core::cmp::Ordering::Equal => *from < self.id,
+            core::cmp::Ordering::Less => false,
         };
         // A sweep recording its end is finished: let it be.
         if sweep.version == version && behind && !matches!(sweep.stage, Stage::Marking) {

@@ -3,7 +3,7 @@
 //! The runtime stores these (redb); the simulator keeps them in a fake disk that a crash
 //! rolls back to the last sync. `Durable::apply` is the one definition of what a write means.
 
-use std::collections::BTreeMap;
+use alloc::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 

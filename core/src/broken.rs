@@ -32,7 +32,7 @@ pub enum Broken {
 macro_rules! broken {
     ($config:expr, $variant:ident) => {{
         #[cfg(feature = "broken-variants")]
-        let on = $config.broken == Some($crate::core::Broken::$variant);
+        let on = $config.broken == Some($crate::Broken::$variant);
         #[cfg(not(feature = "broken-variants"))]
         let on = {
             let _ = &$config;

@@ -2,7 +2,9 @@
 //! much time has provably passed, and whether the answer needs an Accept; and the node's
 //! driving of its ballots: Prepare, Accept, retry with a higher ballot after jittered backoff.
 
-use std::collections::{BTreeMap, BTreeSet};
+use crate::prelude::*;
+
+use alloc::collections::{BTreeMap, BTreeSet};
 
 use super::broken::broken;
 use super::lease::Drift;
@@ -295,11 +297,11 @@ impl Node {
                 self.proposals.insert(key, p);
             }
             Decision::Lost => self.retry(now, key, p),
-            Decision::Won => match std::mem::replace(&mut p.phase, Phase::Backoff) {
+            Decision::Won => match core::mem::replace(&mut p.phase, Phase::Backoff) {
                 Phase::Preparing { promises, .. } => self.decide(now, key, p, promises, voters),
                 Phase::Accepting { value, answers, agreed, .. } => {
                     self.own(now, &key, &p, &value);
-                    let ops = std::mem::take(&mut p.ops);
+                    let ops = core::mem::take(&mut p.ops);
                     let agreement = Agreement { ballot: p.ballot, agreed: agreed.into_iter().collect(), voters: p.roster.voters.len() };
                     self.finish(now, &key, value, ops, answers, agreement);
                 }
@@ -334,7 +336,7 @@ impl Node {
         let Some((value, answers, changed)) = applied else {
             // A register holding the wrong kind of value, or a roster register no voter of
             // this quorum holds: nothing can be decided here.
-            for op in std::mem::take(&mut p.ops) {
+            for op in core::mem::take(&mut p.ops) {
                 let failure = if op.accept_sent { Failure::Timeout } else { Failure::Invalid("register holds no usable value") };
                 self.reply(now, &key, op.client, Err(failure), None);
             }
@@ -346,7 +348,7 @@ impl Node {
         // for such an op must be decided at a ballot above that Accept (contract 6).
         let may_have_taken_effect = p.ops.iter().any(|op| op.accept_sent) && !broken!(self.config, BareRefusal);
         if !changed && read.chosen && !may_have_taken_effect {
-            let ops = std::mem::take(&mut p.ops);
+            let ops = core::mem::take(&mut p.ops);
             let ballot = read.highest.unwrap_or(p.ballot);
             self.stats.answered_without_write += 1;
             let agreed = promisers.into_iter().collect();
@@ -391,7 +393,7 @@ impl Node {
     /// This attempt failed (refused or timed out): answer overdue ops, and try again with a
     /// higher ballot after a jittered, growing backoff.
     pub(super) fn retry(&mut self, now: Time, key: Key, mut p: Proposal) {
-        let ops = std::mem::take(&mut p.ops);
+        let ops = core::mem::take(&mut p.ops);
         let ops = self.fail_overdue(now, &key, ops);
         if ops.is_empty() {
             self.after_ballot(now, &key);
@@ -418,7 +420,7 @@ fn apply_lock(record: LockRecord, read: &QuorumRead, ops: &[PendingOp], now: Tim
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::record::LockRecord;
+    use crate::record::LockRecord;
 
     fn promise(node: u64, ballot: Option<u64>, age_us: u64, last_token: u64) -> Promise {
         Promise {

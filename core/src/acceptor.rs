@@ -3,7 +3,9 @@
 //! Everything here that a reply depends on is returned as a `Write` that the runtime must make
 //! durable before the reply leaves (the node's output contract).
 
-use std::collections::BTreeMap;
+use crate::prelude::*;
+
+use alloc::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -160,7 +162,7 @@ impl Acceptor {
     /// Up to `limit` scope names this voter holds a value for, in order, after `after`; and
     /// whether there are more past them.
     pub fn scopes_after(&self, after: Option<&str>, limit: usize) -> (Vec<String>, bool) {
-        use std::ops::Bound;
+        use core::ops::Bound;
         let from = match after {
             Some(name) => Bound::Excluded(Key::Scope(name.to_string())),
             None => Bound::Included(Key::Scope(String::new())),
@@ -198,7 +200,7 @@ impl Acceptor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::record::LockRecord;
+    use crate::record::LockRecord;
 
     fn b(round: u64) -> Ballot {
         Ballot { round, proposer: 1 }

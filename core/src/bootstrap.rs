@@ -2,7 +2,9 @@
 //! installs it. Each node acknowledges at most one first roster, ever, so two different first
 //! rosters that share a member can never both complete (PROTOCOL §12 P7).
 
-use std::collections::BTreeSet;
+use crate::prelude::*;
+
+use alloc::collections::BTreeSet;
 
 use super::durable::Write;
 use super::message::Body;

@@ -2,7 +2,9 @@
 //! receives, and the keeper of the installed roster. Sweeps and bootstrap live beside it
 //! (`sweep.rs`, `bootstrap.rs`) as further `impl Node` blocks.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use crate::prelude::*;
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::acceptor::Acceptor;
 use super::broken::broken;
@@ -314,7 +316,7 @@ impl Node {
                 all.top.push(ScopeContention { scope: scope.to_string(), waiters, contention });
             }
         }
-        all.top.sort_by_key(|s| std::cmp::Reverse((s.waiters, s.contention.conflicts)));
+        all.top.sort_by_key(|s| core::cmp::Reverse((s.waiters, s.contention.conflicts)));
         all.top.truncate(top);
         all
     }
@@ -326,7 +328,7 @@ impl Node {
 
     /// Takes what the runtime must do now: persist `writes`, then send and reply.
     pub fn drain(&mut self) -> Outputs {
-        std::mem::take(&mut self.out)
+        core::mem::take(&mut self.out)
     }
 
     pub fn handle_request(&mut self, now: Time, request: Request) {
@@ -382,7 +384,7 @@ impl Node {
             if let Some(envelope) = self.loopback.pop_front() {
                 self.on_message(now, envelope);
             } else if !self.sweep_done_ops.is_empty() {
-                for (key, ok) in std::mem::take(&mut self.sweep_done_ops) {
+                for (key, ok) in core::mem::take(&mut self.sweep_done_ops) {
                     self.on_sweep_op_done(now, key, ok);
                 }
             } else {

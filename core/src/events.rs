@@ -4,6 +4,8 @@
 //! record again gets every event after the last one it saw, or learns it fell behind (a gap
 //! in the numbers) and must start again from the current state.
 
+use crate::prelude::*;
+
 use serde::{Deserialize, Serialize};
 
 use super::record::LockType;

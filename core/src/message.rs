@@ -1,5 +1,7 @@
 //! Messages between nodes: the ballot protocol, roster install and sweep listing, bootstrap.
 
+use crate::prelude::*;
+
 use serde::{Deserialize, Serialize};
 
 use super::record::LockRecord;

@@ -24,6 +24,7 @@ mod prelude {
 }
 
 pub mod acceptor;
+pub mod call;
 mod bootstrap;
 mod broken;
 pub mod durable;

@@ -1,8 +1,8 @@
 //! The disk thread: it takes the outbox's write batches in order, commits all waiting ones in
 //! one synced transaction (group commit), then hands them back to the runtime, which tells the
 //! outbox they are durable and sends what it releases. The runtime stops taking new input
-//! while too many batches wait here (backpressure), so neither queue grows without bound when
-//! the disk is slow.
+//! while too many batches wait in its outbox (backpressure), so neither queue grows without
+//! bound when the disk is slow.
 
 use std::sync::mpsc as std_mpsc;
 

@@ -15,18 +15,15 @@ use crate::core::history::MAX_WINDOW_DAYS;
 use super::{agreed_by, authorize, call, failure, quorum_text, ApiError};
 use crate::auth::Role;
 use crate::agent::Handle;
-use crate::core::{Acquire, Answer, AutoLease, Failure, GrantRef, Key, LeaseRule, LockOp, LockResult, LockType, Op, Priority, Reply, RequestId, Which};
+use crate::clock;
+use crate::core::call::{Ended, LockCall, NotHeld, Outcome, Step, Timing, UnlockCall};
+use crate::core::{Acquire, Answer, AutoLease, Failure, GrantRef, Key, LeaseRule, LockOp, LockResult, LockType, Op, Priority, RequestId, Which};
 
 const DEFAULT_LEASE_US: u64 = 60_000_000;
 /// The bounds and learning window of `"timeout": "auto"` when the request gives none.
 const DEFAULT_AUTO: AutoLease = AutoLease { min_us: 5_000_000, max_us: 300_000_000, window_days: 7 };
 /// After a grant expires (not after a release) its scope stays closed this long by default.
 const DEFAULT_LOCK_DELAY_US: u64 = 1_000_000;
-/// How long a waiter's place is kept between two polls.
-const WAIT_LEASE_US: u64 = 3_000_000;
-/// How often a waiter polls (keeping its place); it polls at once when this node accepts a
-/// value of the scope that hands the lock to it.
-const POLL: Duration = Duration::from_millis(500);
 
 enum Action {
     Lock { lock_type: LockType, lease: LeaseRule, lock_delay_us: u64, wait_us: u64, priority: Priority, reason: Option<String> },
@@ -257,119 +254,131 @@ struct LockOptions {
 
 async fn lock(handle: &Handle, scope: String, holder: String, request_id: String, named_id: bool, o: LockOptions) -> Response {
     let LockOptions { lock_type, lease, lock_delay_us, wait_us, priority, reason } = o;
-    let key = Key::Scope(scope.clone());
-    let me = scoped(&holder, &request_id);
-    let mut acquire = Acquire {
-        request_id: me.clone(),
+    let acquire = Acquire {
+        request_id: scoped(&holder, &request_id),
         holder: holder.clone(),
         lock_type,
         lease,
         lock_delay_us,
-        wait: wait_us > 0,
-        wait_lease_us: WAIT_LEASE_US,
+        // The call sets how it waits and polls.
+        wait: false,
+        wait_lease_us: 0,
         priority,
         reason,
         node: handle.name.clone(),
         poll: false,
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_micros(wait_us);
-    // Once queued, an Accept carrying this request went out: a later failure is no longer
-    // definite. The same holds from the start for a request id the client gave, as an
-    // earlier attempt of it (at this node or another) may still take effect.
-    let mut unsure = named_id;
-    let mut cancelled = false;
-    // News of the scope, once queued: a handoff to this request is then answered at once.
+    let (mut served, mut step) = LockCall::new(clock::now(), Key::Scope(scope.clone()), acquire, wait_us, named_id, Timing::default());
+    // News of the scope, once waiting: a handoff to this request is then answered at once.
     let mut news = None;
     loop {
-        let reply = match call(handle, key.clone(), Op::Lock(LockOp::Acquire(acquire.clone()))).await {
-            Ok(reply) => reply,
-            Err(e) => return e.into_response(),
-        };
-        let (quorum, agreed) = (quorum_text(&reply), agreed_by(&reply));
-        match reply.result {
-            Ok(Answer::Lock(LockResult::Locked { token, grant, lease_us, lock_type, auto, .. })) => {
-                let mut body = json!({
-                    "status": "locked", "scope": scope, "holder": holder, "fencing_token": token,
-                    "grant": input::format_grant(token, grant),
-                    "lock_type": input::lock_type_name(lock_type), "quorum": quorum, "agreed_by": agreed,
-                    "timeout": input::format_duration(lease_us), "request_id": request_id,
-                });
-                if let Some(choice) = auto {
-                    body["timeout_source"] = json!(input::timeout_source(&choice, lease_us));
+        step = match step {
+            Step::Submit(key, op) => match call(handle, key, op).await {
+                Ok(reply) => served.on_reply(clock::now(), reply),
+                Err(e) => return e.into_response(),
+            },
+            Step::Wait { until } => {
+                let news = news.get_or_insert_with(|| handle.changes.subscribe(&scope));
+                let wait = Duration::from_micros(until.since(clock::now()));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = news.granted(served.request_id()) => {}
                 }
-                return (StatusCode::OK, Json(body)).into_response();
+                served.on_wake(clock::now())
             }
-            Ok(Answer::Lock(LockResult::Queued { position })) => {
-                unsure = true;
-                // From now on this handler polls: it keeps the place or collects the grant,
-                // and never starts the request over if both are gone.
-                acquire.poll = true;
-                let now = tokio::time::Instant::now();
-                if now < deadline {
-                    let news = news.get_or_insert_with(|| handle.changes.subscribe(&scope));
-                    tokio::select! {
-                        _ = tokio::time::sleep_until((now + POLL).min(deadline)) => {}
-                        _ = news.granted(&me) => {}
-                    }
-                    continue;
-                }
-                if cancelled {
-                    return failure(handle, Failure::Timeout).await;
-                }
-                cancelled = true;
-                // Waited long enough: give up the place. A grant handed to us meanwhile that
-                // nobody was told of is released by the cancel; one that a retry of this
-                // request collected (at another node) is kept, and answered below.
-                let cancel = LockOp::Cancel { request_id: me.clone() };
-                match call(handle, key.clone(), Op::Lock(cancel)).await {
-                    Ok(Reply { result: Ok(Answer::Lock(LockResult::Cancelled)), .. }) => {
-                        return busy(handle, &scope, Some(position)).await;
-                    }
-                    // Ours, and already reported: poll once more, which renews it for us.
-                    Ok(Reply { result: Ok(Answer::Lock(LockResult::Collected { .. })), .. }) => continue,
-                    // Granted, reported (to a retry of this request elsewhere) and ended since.
-                    Ok(Reply { result: Ok(Answer::Lock(LockResult::Expired)), .. }) => {
-                        return expired(&scope, "this request_id's grant already ended; use a new request_id");
-                    }
-                    // Our place may still be there, and may yet become a grant: unknown.
-                    _ => return failure(handle, Failure::Timeout).await,
-                }
-            }
-            Ok(Answer::Lock(LockResult::Busy { holders, lock_delay_us, .. })) => return busy_answer(&scope, holders, lock_delay_us, None),
-            Ok(Answer::Lock(LockResult::Expired)) => {
-                return expired(&scope, "this request_id's grant or wait already ended; use a new request_id");
-            }
-            Ok(Answer::Lock(LockResult::TooOld)) => {
-                return expired(
-                    &scope,
-                    "this request waited here longer than the scope's request log reaches back, so it was not granted; retry with a new request_id",
-                );
-            }
-            Ok(Answer::Lock(LockResult::Revoked)) => {
-                let body = json!({"status": "revoked", "scope": scope, "error": "this grant was revoked by an admin"});
-                return (StatusCode::CONFLICT, Json(body)).into_response();
-            }
-            Ok(other) => return ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected answer {other:?}")).into_response(),
-            // This call had no effect, but an earlier one carrying the request may still have.
-            Err(Failure::NoQuorum | Failure::Overloaded) if unsure => return failure(handle, Failure::Timeout).await,
-            Err(f) => return failure(handle, f).await,
+            Step::Answer(outcome) => return answer(handle, &scope, &holder, Some(&request_id), outcome).await,
         }
+    }
+}
+
+async fn unlock(
+    handle: &Handle,
+    scope: String,
+    holder: String,
+    request_id: String,
+    named_id: bool,
+    named: Option<Which>,
+    force: bool,
+) -> Response {
+    let key = Key::Scope(scope.clone());
+    let (mut served, mut step) = UnlockCall::new(key, holder.clone(), scoped(&holder, &request_id), named, force, named_id);
+    loop {
+        step = match step {
+            Step::Submit(key, op) => match call(handle, key, op).await {
+                Ok(reply) => served.on_reply(reply),
+                Err(e) => return e.into_response(),
+            },
+            // An unlock never waits.
+            Step::Wait { .. } => return failure(handle, Failure::Timeout).await,
+            Step::Answer(outcome) => return answer(handle, &scope, &holder, None, outcome).await,
+        }
+    }
+}
+
+/// What a served lock or unlock call tells its client, as JSON. `request_id`: a lock's.
+async fn answer(handle: &Handle, scope: &str, holder: &str, request_id: Option<&str>, outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Done(reply) => {
+            let (quorum, agreed) = (quorum_text(&reply), agreed_by(&reply));
+            match reply.result {
+                Ok(Answer::Lock(LockResult::Locked { token, grant, lease_us, lock_type, auto, .. })) => {
+                    let mut body = json!({
+                        "status": "locked", "scope": scope, "holder": holder, "fencing_token": token,
+                        "grant": input::format_grant(token, grant),
+                        "lock_type": input::lock_type_name(lock_type), "quorum": quorum, "agreed_by": agreed,
+                        "timeout": input::format_duration(lease_us), "request_id": request_id,
+                    });
+                    if let Some(choice) = auto {
+                        body["timeout_source"] = json!(input::timeout_source(&choice, lease_us));
+                    }
+                    (StatusCode::OK, Json(body)).into_response()
+                }
+                Ok(Answer::Lock(LockResult::Revoked)) => {
+                    let body = json!({"status": "revoked", "scope": scope, "quorum": quorum,
+                        "note": "renewals are refused; the grant ends when its lease runs out"});
+                    (StatusCode::OK, Json(body)).into_response()
+                }
+                // Released, or a read that found the scope free.
+                _ => {
+                    let body = json!({"status": "unlocked", "scope": scope, "quorum": quorum, "agreed_by": agreed});
+                    (StatusCode::OK, Json(body)).into_response()
+                }
+            }
+        }
+        Outcome::Busy { holders, lock_delay_us, position, .. } => busy_answer(scope, holders, lock_delay_us, position),
+        Outcome::Expired(Ended::Ended) => expired(scope, "this request_id's grant or wait already ended; use a new request_id"),
+        Outcome::Expired(Ended::GrantEnded) => expired(scope, "this request_id's grant already ended; use a new request_id"),
+        Outcome::Expired(Ended::TooOld) => expired(
+            scope,
+            "this request waited here longer than the scope's request log reaches back, so it was not granted; retry with a new request_id",
+        ),
+        Outcome::Revoked => {
+            let body = json!({"status": "revoked", "scope": scope, "error": "this grant was revoked by an admin"});
+            (StatusCode::CONFLICT, Json(body)).into_response()
+        }
+        Outcome::NotHolder { holders, why } => {
+            let mut body = json!({"status": "not_holder", "scope": scope, "holder": holder, "holders": holders});
+            let error = match why {
+                NotHeld::Nothing => None,
+                NotHeld::NoSuchToken => Some("no grant with that token"),
+                NotHeld::NotOlder => Some("this holder's grants are not provably older than this unlock, which releases only grants made before it arrived: send the \"grant\" the lock answer gave"),
+                NotHeld::TokenOfReader => Some("a fencing_token names a write grant only (readers share theirs): send the \"grant\" the lock answer gave"),
+                NotHeld::Another => Some("this holder holds a grant, but not the one named"),
+            };
+            if let Some(error) = error {
+                body["error"] = json!(error);
+            }
+            (StatusCode::CONFLICT, Json(body)).into_response()
+        }
+        Outcome::Failed(f) => failure(handle, f).await,
+        Outcome::Unexpected(other) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected answer {other:?}")).into_response(),
+        Outcome::Unreadable => ApiError(StatusCode::SERVICE_UNAVAILABLE, "could not read the scope".into()).into_response(),
     }
 }
 
 /// 409 expired: nothing was granted to this request, and nothing will be.
 fn expired(scope: &str, why: &str) -> Response {
     (StatusCode::CONFLICT, Json(json!({"status": "expired", "scope": scope, "error": why}))).into_response()
-}
-
-async fn busy(handle: &Handle, scope: &str, position: Option<usize>) -> Response {
-    let (holders, lock_delay_us) = match call(handle, Key::Scope(scope.to_string()), Op::Lock(LockOp::Read)).await {
-        Ok(Reply { result: Ok(Answer::Lock(LockResult::Record(record))), .. }) => {
-            (record.holders.iter().map(|g| g.holder.clone()).collect(), record.delay_remaining_us)
-        }
-        _ => (Vec::new(), 0),
-    };
-    busy_answer(scope, holders, lock_delay_us, position)
 }
 
 /// 409 busy: who holds the scope, or how long its lock-delay still closes it, and the place
@@ -384,79 +393,6 @@ fn busy_answer(scope: &str, holders: Vec<String>, lock_delay_us: u64, position: 
         body["queue_position"] = json!(position);
     }
     (StatusCode::CONFLICT, Json(body)).into_response()
-}
-
-async fn unlock(
-    handle: &Handle,
-    scope: String,
-    holder: String,
-    request_id: String,
-    named_id: bool,
-    named: Option<Which>,
-    force: bool,
-) -> Response {
-    let key = Key::Scope(scope.clone());
-    let op = if force {
-        let token = match named {
-            Some(Which::Grant { token, .. } | Which::Token(token)) => Some(token),
-            Some(Which::Held) | None => None,
-        };
-        LockOp::Revoke { token }
-    } else {
-        let which = named.unwrap_or(Which::Held);
-        LockOp::Release { request_id: scoped(&holder, &request_id), grant: GrantRef { holder: holder.clone(), which } }
-    };
-    let reply = match call(handle, key.clone(), Op::Lock(op)).await {
-        Ok(reply) => reply,
-        Err(e) => return e.into_response(),
-    };
-    let (quorum, agreed) = (quorum_text(&reply), agreed_by(&reply));
-    match reply.result {
-        Ok(Answer::Lock(LockResult::Released)) => {
-            let body = json!({"status": "unlocked", "scope": scope, "quorum": quorum, "agreed_by": agreed});
-            (StatusCode::OK, Json(body)).into_response()
-        }
-        Ok(Answer::Lock(LockResult::Revoked)) => {
-            let body = json!({"status": "revoked", "scope": scope, "quorum": quorum,
-                "note": "renewals are refused; the grant ends when its lease runs out"});
-            (StatusCode::OK, Json(body)).into_response()
-        }
-        Ok(Answer::Lock(LockResult::NotHolder)) => {
-            // Idempotent on a free scope; a conflict if someone else holds it.
-            match call(handle, key, Op::Lock(LockOp::Read)).await {
-                Ok(read @ Reply { result: Ok(Answer::Lock(LockResult::Record(_))), .. }) if read_is_free(&read) => {
-                    // Already free: the read that found it so is the decision to report.
-                    let body = json!({"status": "unlocked", "scope": scope, "quorum": quorum_text(&read), "agreed_by": agreed_by(&read)});
-                    (StatusCode::OK, Json(body)).into_response()
-                }
-                Ok(Reply { result: Ok(Answer::Lock(LockResult::Record(record))), .. }) => {
-                    let holders: Vec<&str> = record.holders.iter().map(|g| g.holder.as_str()).collect();
-                    let mut body = json!({"status": "not_holder", "scope": scope, "holder": holder, "holders": holders});
-                    if force {
-                        body["error"] = json!("no grant with that token");
-                    } else if holders.contains(&holder.as_str()) {
-                        let reading = record.holders.iter().any(|g| g.holder == holder && g.lock_type == LockType::Read);
-                        body["error"] = json!(match named {
-                            None => "this holder's grants are not provably older than this unlock, which releases only grants made before it arrived: send the \"grant\" the lock answer gave",
-                            Some(Which::Token(_)) if reading => "a fencing_token names a write grant only (readers share theirs): send the \"grant\" the lock answer gave",
-                            Some(_) => "this holder holds a grant, but not the one named",
-                        });
-                    }
-                    (StatusCode::CONFLICT, Json(body)).into_response()
-                }
-                Ok(Reply { result: Err(f), .. }) => failure(handle, f).await,
-                Ok(_) | Err(_) => ApiError(StatusCode::SERVICE_UNAVAILABLE, "could not read the scope".into()).into_response(),
-            }
-        }
-        Ok(other) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected answer {other:?}")).into_response(),
-        // This call had no effect, but an earlier one with the client's request id may have.
-        Err(Failure::NoQuorum | Failure::Overloaded) if named_id => failure(handle, Failure::Timeout).await,
-        Err(f) => failure(handle, f).await,
-    }
-}
-
-fn read_is_free(reply: &Reply) -> bool {
-    matches!(&reply.result, Ok(Answer::Lock(LockResult::Record(record))) if record.holders.is_empty())
 }
 
 async fn renew(handle: &Handle, scope: String, holder: String, named: Which, lease: LeaseRule) -> Response {

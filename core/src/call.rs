@@ -7,8 +7,9 @@
 //!
 //! The HTTP handler and the simulator drive the same code: `new` gives the first `Step`;
 //! after a `Submit` the driver runs the op through its node and passes the reply to
-//! `on_reply`; after a `Wait` it calls `on_wake` at the time named (or earlier, on news that
-//! the scope was handed to this request); an `Answer` ends the call. A driver that stops
+//! `on_reply` (or calls `on_lost` if none will come); after a `Wait` it calls `on_wake` at the
+//! time named (or earlier, on news that the scope was handed to this request); an `Answer`
+//! ends the call. A driver that stops
 //! driving (its client went away) leaves no state behind but the core's: a place that is no
 //! longer polled lapses after its wait lease, a grant nobody collects after its pickup time.
 
@@ -222,6 +223,16 @@ impl LockCall {
     pub fn on_wake(&mut self, _now: Time) -> Step {
         self.submit_acquire()
     }
+
+    /// The last `Submit` got no reply at all (the node is shutting down): whatever it carried
+    /// may have gone out in an Accept, so the outcome is unknown — except for the read behind
+    /// a busy answer, whose refusal is already decided.
+    pub fn on_lost(&mut self) -> Step {
+        match self.stage {
+            LockStage::Reading { position, ballot } => self.answer(Outcome::Busy { holders: Vec::new(), lock_delay_us: 0, position, ballot }),
+            _ => self.answer(Outcome::Failed(Failure::Timeout)),
+        }
+    }
 }
 
 /// One unlock (release, or an admin's revoke) being served.
@@ -268,6 +279,12 @@ impl UnlockCall {
             Err(Failure::NoQuorum | Failure::Overloaded) if self.named_id => Step::Answer(Outcome::Failed(Failure::Timeout)),
             Err(f) => Step::Answer(Outcome::Failed(f)),
         }
+    }
+
+    /// The last `Submit` got no reply at all (the node is shutting down): the release may
+    /// have gone out in an Accept, so its outcome is unknown; a read only could not be made.
+    pub fn on_lost(&mut self) -> Step {
+        Step::Answer(if self.reading { Outcome::Unreadable } else { Outcome::Failed(Failure::Timeout) })
     }
 
     fn on_read(&self, reply: Reply) -> Outcome {
@@ -395,6 +412,30 @@ mod tests {
         call.on_reply(Time(1), reply(Ok(LockResult::Queued { position: 1 })));
         let step = call.on_reply(Time(2), reply(Err(Failure::NoQuorum)));
         assert!(matches!(step, Step::Answer(Outcome::Failed(Failure::Timeout))));
+    }
+
+    #[test]
+    fn an_op_that_gets_no_reply_leaves_the_outcome_unknown_but_a_decided_refusal_stands() {
+        // The first attempt, a poll, a cancel: each may have gone out in an Accept.
+        let (mut call, _) = LockCall::new(Time(0), key(), acquire(), 0, false, Timing::default());
+        assert!(matches!(call.on_lost(), Step::Answer(Outcome::Failed(Failure::Timeout))));
+        let (mut call, _) = LockCall::new(Time(0), key(), acquire(), 5_000_000, false, Timing::default());
+        call.on_reply(Time(1), reply(Ok(LockResult::Queued { position: 1 })));
+        call.on_wake(Time(2));
+        assert!(matches!(call.on_lost(), Step::Answer(Outcome::Failed(Failure::Timeout))));
+        let (mut call, _) = LockCall::new(Time(0), key(), acquire(), 1_000, false, Timing::default());
+        call.on_reply(Time(2_000), reply(Ok(LockResult::Queued { position: 2 })));
+        assert!(matches!(call.on_lost(), Step::Answer(Outcome::Failed(Failure::Timeout))));
+        // The cancel was decided; only the read for the holders failed: still busy.
+        let (mut call, _) = LockCall::new(Time(0), key(), acquire(), 1_000, false, Timing::default());
+        call.on_reply(Time(2_000), reply(Ok(LockResult::Queued { position: 2 })));
+        call.on_reply(Time(3_000), reply(Ok(LockResult::Cancelled)));
+        assert!(matches!(call.on_lost(), Step::Answer(Outcome::Busy { position: Some(2), .. })));
+        // An unlock: unknown; its read: unreadable.
+        let (mut call, _) = UnlockCall::new(key(), "h".into(), RequestId("u".into()), None, false, false);
+        assert!(matches!(call.on_lost(), Step::Answer(Outcome::Failed(Failure::Timeout))));
+        call.on_reply(reply(Ok(LockResult::NotHolder)));
+        assert!(matches!(call.on_lost(), Step::Answer(Outcome::Unreadable)));
     }
 
     #[test]

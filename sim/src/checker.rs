@@ -42,8 +42,9 @@ pub struct Checker {
     /// Chosen records' event logs per scope, by ballot (ages zeroed), to check that watchers
     /// see one history: numbers never go back and one number is always the same event.
     chosen_events: BTreeMap<String, BTreeMap<Ballot, EventLog>>,
-    /// Requests that some chosen record shows as a holder, with the node that granted them.
-    granted: BTreeSet<(String, RequestId, String)>,
+    /// Requests that some chosen record shows as a holder, with the node that granted them,
+    /// and when a chosen record last showed it.
+    granted: BTreeMap<(String, RequestId, String), u64>,
     /// Requests every attempt of which got a definite "not granted".
     refused: Vec<(String, RequestId, u64)>,
     /// When each copy of an acquire (named by its serving node and attempt) reached a
@@ -136,7 +137,7 @@ impl Checker {
             }
             (Key::Scope(scope), Some(Value::Lock(record))) => {
                 for g in &record.holders {
-                    self.granted.insert((scope.clone(), g.request_id.clone(), g.node.clone()));
+                    self.granted.insert((scope.clone(), g.request_id.clone(), g.node.clone()), now_us);
                 }
                 // Contract 2: a later chosen record never has a lower last token.
                 let tokens = self.chosen_tokens.entry(scope.clone()).or_default();
@@ -300,7 +301,8 @@ impl Checker {
         self.refused.push((scope.to_string(), request_id.clone(), now_us));
     }
 
-    /// Contract 6, checked once the run is over: no request told "not granted" was granted.
+    /// Contract 6, checked once the run is over: no request told "not granted" was granted
+    /// after that answer.
     ///
     /// A copy of the request that reached the granting node only after the refusal is the one
     /// exception the protocol states (PROTOCOL §9.6): a node cannot tell a request delayed on
@@ -310,7 +312,15 @@ impl Checker {
     pub fn finish(&mut self) {
         let refused = std::mem::take(&mut self.refused);
         for (scope, request_id, at) in refused {
-            let granted_by = self.granted.iter().filter(|(s, r, _)| *s == scope && *r == request_id).map(|(_, _, node)| node.clone()).collect::<Vec<_>>();
+            // A grant a chosen record showed only before the refusal had ended by then (a live
+            // one is collected by a retry of its request, never refused); the contract is that
+            // nothing grants the request after a definite failure.
+            let granted_by = self
+                .granted
+                .iter()
+                .filter(|((s, r, _), last)| *s == scope && *r == request_id && **last >= at)
+                .map(|((_, _, node), _)| node.clone())
+                .collect::<Vec<_>>();
             for node in granted_by {
                 let late = self.reached.get(&(scope.clone(), request_id.clone(), node.clone())).is_some_and(|t| *t >= at);
                 if !late {

@@ -1,22 +1,27 @@
 //! Simulated clients: they acquire (waiting or not, read or write, at any priority), hold,
-//! renew, release, give up waiting, crash while holding, and retry with the same request id.
-//! Each trusts a grant exactly as a real client must: from the send of the request that
-//! obtained or renewed it, for `lease * (1 - drift)` on its own clock.
+//! renew, release, crash while holding, retry a call with the same request id at another node
+//! when its answer does not come, and start over with a fresh id when a wait ends busy. Locks
+//! and unlocks are calls that a node serves with the core's call module, as the HTTP API
+//! does (`serve.rs`); renewals and status reads go to the core directly. Each client trusts a
+//! grant exactly as a real client must: from the send of the request that obtained or
+//! renewed it, for `lease * (1 - drift)` on its own clock.
 
+use lockmesh_core::call::Outcome;
 use lockmesh_core::{
     Acquire, Answer, AutoLease, Failure, GrantRef, Key, LeaseRule, LockOp, LockResult, LockType, Op, Priority, Reply, Request,
     RequestId, Time, Which,
 };
 
 use crate::clock::Clock;
+use crate::serve::CallRequest;
 use crate::world::{client_ref, Event, Phase, World};
 
 /// Core timeout of a client request; the client waits a little longer for the reply.
 const REQUEST_TIMEOUT_US: u64 = 400_000;
 const REPLY_WAIT_US: u64 = 600_000;
 const MAX_ATTEMPTS: u32 = 4;
-const WAIT_LEASE_US: u64 = 300_000;
-const POLL_US: u64 = 80_000;
+/// The longest wait one lock call asks for; a client with more patience calls again.
+const MAX_CALL_WAIT_US: u64 = 2_000_000;
 /// Auto leases of simulated clients: from 0.1 s to 1.5 s, learnt over a day.
 const AUTO: AutoLease = AutoLease { min_us: 100_000, max_us: 1_500_000, window_days: 1 };
 
@@ -37,8 +42,6 @@ pub(crate) struct Wanted {
     awaiting_reply: bool,
     /// Some attempt's outcome is unknown (timeout or lost reply).
     unknown: bool,
-    /// Some attempt was answered with something other than a refusal.
-    answered: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -59,7 +62,6 @@ pub(crate) enum State {
     Holding(Held),
     Renewing { held: Held, sent: Time },
     Releasing { held: Held, request_id: RequestId, attempts: u32 },
-    Cancelling { scope: String, request_id: RequestId, attempts: u32 },
     /// A status read: exercises reads that write back only when needed.
     Reading,
     Crashed,
@@ -105,7 +107,6 @@ impl SimClient {
             State::Holding(_) => "holding",
             State::Renewing { .. } => "renewing",
             State::Releasing { .. } => "releasing",
-            State::Cancelling { .. } => "cancelling",
             State::Reading => "reading",
             State::Crashed => "crashed",
             State::Done => "done",
@@ -142,27 +143,41 @@ impl World {
         self.wake_client_in(c, REPLY_WAIT_US);
     }
 
+    /// A lock or unlock call to a random node, served there as the API serves it; the answer
+    /// is awaited for the call's wait and a little more.
+    fn send_call(&mut self, c: usize, request: CallRequest, wait_us: u64) {
+        self.clients[c].attempt += 1;
+        let attempt = self.clients[c].attempt;
+        let to = self.rng.index(self.nodes.len());
+        self.log(|| format!("client {c} -> n{to} (call {attempt}): {request:?}"));
+        if let Some(delay) = self.net.client_delivery(&mut self.rng) {
+            self.schedule(self.now + delay, Event::Call { to, client: c, attempt, request });
+        }
+        self.wake_client_in(c, wait_us + REPLY_WAIT_US);
+    }
+
     fn send_acquire(&mut self, c: usize, mut wanted: Wanted) {
         wanted.attempts += 1;
         wanted.sent = self.local(c);
         wanted.awaiting_reply = true;
-        let op = LockOp::Acquire(Acquire {
+        let wait_us = if wanted.wait { wanted.wait_until.since(wanted.sent).min(MAX_CALL_WAIT_US) } else { 0 };
+        // How to wait and poll is the serving node's call's business.
+        let acquire = Acquire {
             request_id: wanted.request_id.clone(),
             holder: self.clients[c].holder.clone(),
             lock_type: wanted.lock_type,
             lease: wanted.lease,
             lock_delay_us: wanted.lock_delay_us,
-            wait: wanted.wait,
-            wait_lease_us: WAIT_LEASE_US,
+            wait: false,
+            wait_lease_us: 0,
             priority: wanted.priority,
             reason: None,
             node: String::new(),
-            // After a `Queued` answer, later attempts are polls: they never start over.
-            poll: wanted.answered,
-        });
+            poll: false,
+        };
         let key = Key::Scope(wanted.scope.clone());
         self.clients[c].state = State::Acquiring(wanted);
-        self.send_request(c, key, op);
+        self.send_call(c, CallRequest::Lock { key, acquire, wait_us }, wait_us);
     }
 
     fn new_request_id(&mut self, c: usize) -> RequestId {
@@ -178,7 +193,7 @@ impl World {
     }
 
     fn give_up(&mut self, c: usize, wanted: &Wanted) {
-        if !wanted.unknown && !wanted.answered {
+        if !wanted.unknown {
             self.checker.refused(self.now, &wanted.scope, &wanted.request_id);
         }
         self.rest(c);
@@ -203,18 +218,13 @@ impl World {
             }
             State::Acquiring(mut wanted) => {
                 if wanted.awaiting_reply {
-                    // No reply: it, or the request, was lost. The outcome is unknown.
+                    // No answer: the call, or its answer, was lost, or its node went down. The
+                    // outcome is unknown: the same request again, at another node.
                     wanted.unknown = true;
-                    if wanted.attempts >= MAX_ATTEMPTS && !self.clients[c].probe {
-                        self.give_up(c, &wanted);
-                    } else {
-                        self.send_acquire(c, wanted);
-                    }
-                } else if now_local >= wanted.wait_until || (healed && !self.clients[c].probe) {
-                    let scope = wanted.scope.clone();
-                    self.send_cancel(c, scope, wanted.request_id, 0);
+                }
+                if wanted.attempts >= MAX_ATTEMPTS && !self.clients[c].probe {
+                    self.give_up(c, &wanted);
                 } else {
-                    // Poll: keeps our place, and finds a grant handed to us.
                     self.send_acquire(c, wanted);
                 }
             }
@@ -260,13 +270,6 @@ impl World {
                     self.send_release(c, held, Some(request_id), attempts + 1);
                 }
             }
-            State::Cancelling { scope, request_id, attempts } => {
-                if attempts + 1 >= MAX_ATTEMPTS {
-                    self.rest(c);
-                } else {
-                    self.send_cancel(c, scope, request_id, attempts + 1);
-                }
-            }
             State::Reading => self.rest(c),
             State::Crashed => {
                 // Back as a new process: a new holder name, nothing remembered.
@@ -305,7 +308,6 @@ impl World {
             sent: Time(0),
             awaiting_reply: false,
             unknown: false,
-            answered: false,
         };
         self.send_acquire(c, wanted);
     }
@@ -322,10 +324,10 @@ impl World {
         // Stop using the resource before asking to release it.
         self.checker.stop_trusting(c, &held.scope, held.token, self.now);
         let request_id = request_id.unwrap_or_else(|| self.new_request_id(c));
-        let op = LockOp::Release { request_id: request_id.clone(), grant: self.grant_ref(c, &held) };
+        let GrantRef { holder, which } = self.grant_ref(c, &held);
         let key = Key::Scope(held.scope.clone());
-        self.clients[c].state = State::Releasing { held, request_id, attempts };
-        self.send_request(c, key, op);
+        self.clients[c].state = State::Releasing { held, request_id: request_id.clone(), attempts };
+        self.send_call(c, CallRequest::Unlock { key, holder, request_id, named: Some(which) }, 0);
     }
 
     /// How a client names its grant: by id, or (a write grant) sometimes by its token alone.
@@ -338,12 +340,6 @@ impl World {
         GrantRef { holder: self.clients[c].holder.clone(), which }
     }
 
-    fn send_cancel(&mut self, c: usize, scope: String, request_id: RequestId, attempts: u32) {
-        let op = LockOp::Cancel { request_id: request_id.clone() };
-        self.clients[c].state = State::Cancelling { scope: scope.clone(), request_id, attempts };
-        self.send_request(c, Key::Scope(scope), op);
-    }
-
     fn after_release(&mut self, c: usize) {
         if self.clients[c].probe {
             self.clients[c].done = true;
@@ -353,8 +349,8 @@ impl World {
         }
     }
 
-    /// A reply that node let go at `sent_at` reaches client `c`.
-    pub(crate) fn client_reply(&mut self, c: usize, reply: Reply, sent_at: u64) {
+    /// A reply of the core (to a renewal or a status read) reaches client `c`.
+    pub(crate) fn client_reply(&mut self, c: usize, reply: Reply) {
         if c >= self.clients.len() || reply.client != client_ref(c, self.clients[c].attempt) {
             return; // the operator's, or an answer to an attempt given up on
         }
@@ -365,45 +361,6 @@ impl World {
             Key::Roster => return,
         };
         match self.clients[c].state.clone() {
-            State::Acquiring(mut wanted) if wanted.awaiting_reply => {
-                wanted.awaiting_reply = false;
-                match reply.result {
-                    Ok(Answer::Lock(LockResult::Locked { token, grant, lease_us, lock_type, auto, .. })) => {
-                        let holder = self.clients[c].holder.clone();
-                        self.checker.locked_reply(self.now, &scope, reply.ballot, &holder, token, lease_us);
-                        if let (LeaseRule::Auto(rule), Some(choice)) = (wanted.lease, auto) {
-                            self.checker.auto_lease(self.now, &scope, &rule, lease_us, &choice);
-                        }
-                        let trust_end = wanted.sent.plus_micros(self.config.drift.holder_trust(lease_us));
-                        if now_local >= trust_end {
-                            // Granted, but the answer came too late to trust; let it expire.
-                            self.rest(c);
-                            return;
-                        }
-                        let end = self.clients[c].clock.true_at(trust_end);
-                        self.checker.trusted(c, &scope, token, lock_type, self.now, end);
-                        self.log(|| format!("client {c} holds {scope} token {token} {lock_type:?} until {:.3}s", end as f64 / 1e6));
-                        self.hold_a_while(c, Held { scope, grant, token, lock_type, trust_end });
-                    }
-                    Ok(Answer::Lock(LockResult::Queued { .. })) => {
-                        wanted.answered = true;
-                        self.clients[c].state = State::Acquiring(wanted);
-                        self.wake_client_in(c, POLL_US);
-                    }
-                    Ok(Answer::Lock(LockResult::Busy { .. })) => {
-                        // "Busy" is final, whatever earlier attempts of this request did.
-                        self.checker.busy(self.now, &wanted.scope, reply.ballot, &wanted.request_id);
-                        self.checker.refused(sent_at, &wanted.scope, &wanted.request_id);
-                        self.rest(c);
-                    }
-                    Ok(_) => self.rest(c),
-                    Err(Failure::Timeout) => {
-                        wanted.unknown = true;
-                        self.retry_acquire(c, wanted);
-                    }
-                    Err(_) => self.retry_acquire(c, wanted),
-                }
-            }
             State::Renewing { held, sent } => {
                 // Trusted for the lease the answer names (at least what was asked for).
                 if let Ok(Answer::Lock(LockResult::Locked { token, lease_us, .. })) = reply.result {
@@ -420,10 +377,86 @@ impl World {
                 }
                 self.hold_a_while(c, held);
             }
-            State::Releasing { .. } => self.after_release(c),
-            State::Cancelling { .. } | State::Reading => self.rest(c),
+            State::Reading => self.rest(c),
             _ => {}
         }
+    }
+
+    /// The answer to client `c`'s call `attempt`, which its node sent at `sent_at`.
+    pub(crate) fn client_answer(&mut self, c: usize, attempt: u64, outcome: Outcome, sent_at: u64) {
+        if c >= self.clients.len() || attempt != self.clients[c].attempt {
+            return; // an answer to an attempt given up on
+        }
+        self.log(|| format!("client {c} <- (call {attempt}) {outcome:?}"));
+        match self.clients[c].state.clone() {
+            State::Acquiring(mut wanted) if wanted.awaiting_reply => {
+                wanted.awaiting_reply = false;
+                match outcome {
+                    Outcome::Done(reply) => self.granted(c, wanted, reply),
+                    Outcome::Busy { ballot, position, .. } => {
+                        if position.is_none() {
+                            // Refused outright: the refusal is in the chosen record, and no
+                            // attempt of this request is ever granted. (A wait that ended busy
+                            // cancelled its place: a grant handed to it, never told of, may
+                            // have been freed by that cancel.)
+                            self.checker.busy(self.now, &wanted.scope, ballot, &wanted.request_id);
+                            self.checker.refused(sent_at, &wanted.scope, &wanted.request_id);
+                        }
+                        if wanted.wait && self.local(c) < wanted.wait_until {
+                            // Patience left: a new request, with a fresh id.
+                            let request_id = self.new_request_id(c);
+                            self.send_acquire(c, Wanted { request_id, attempts: 0, unknown: false, ..wanted });
+                        } else {
+                            self.rest(c);
+                        }
+                    }
+                    Outcome::Failed(Failure::Timeout) => {
+                        wanted.unknown = true;
+                        self.retry_acquire(c, wanted);
+                    }
+                    Outcome::Failed(_) => self.retry_acquire(c, wanted),
+                    _ => self.rest(c),
+                }
+            }
+            State::Releasing { held, request_id, attempts } => match outcome {
+                // The outcome is unknown: release again, with the same request id.
+                Outcome::Failed(_) if attempts + 1 < MAX_ATTEMPTS => self.send_release(c, held, Some(request_id), attempts + 1),
+                _ => self.after_release(c),
+            },
+            _ => {}
+        }
+    }
+
+    /// Client `c`'s call `attempt` was refused or cut off by its node going down.
+    pub(crate) fn client_call_lost(&mut self, c: usize, attempt: u64) {
+        if c < self.clients.len() && attempt == self.clients[c].attempt {
+            let now = self.now;
+            self.wake_client_at(c, now);
+        }
+    }
+
+    /// A lock call answered `locked` (`reply`): trusted from the send of this attempt.
+    fn granted(&mut self, c: usize, wanted: Wanted, reply: Reply) {
+        let Ok(Answer::Lock(LockResult::Locked { token, grant, lease_us, lock_type, auto, .. })) = reply.result else {
+            self.rest(c);
+            return;
+        };
+        let scope = wanted.scope.clone();
+        let holder = self.clients[c].holder.clone();
+        self.checker.locked_reply(self.now, &scope, reply.ballot, &holder, token, lease_us);
+        if let (LeaseRule::Auto(rule), Some(choice)) = (wanted.lease, auto) {
+            self.checker.auto_lease(self.now, &scope, &rule, lease_us, &choice);
+        }
+        let trust_end = wanted.sent.plus_micros(self.config.drift.holder_trust(lease_us));
+        if self.local(c) >= trust_end {
+            // Granted, but the answer came too late to trust; let it expire.
+            self.rest(c);
+            return;
+        }
+        let end = self.clients[c].clock.true_at(trust_end);
+        self.checker.trusted(c, &scope, token, lock_type, self.now, end);
+        self.log(|| format!("client {c} holds {scope} token {token} {lock_type:?} until {:.3}s", end as f64 / 1e6));
+        self.hold_a_while(c, Held { scope, grant, token, lock_type, trust_end });
     }
 
     fn retry_acquire(&mut self, c: usize, wanted: Wanted) {

@@ -9,6 +9,7 @@ pub mod checker;
 pub mod client;
 pub mod clock;
 pub mod net;
+pub mod serve;
 pub mod world;
 
 pub use lockmesh_core::Broken;

@@ -2,8 +2,9 @@
 //! operator changing the roster, and a fault schedule, all driven by one seeded event queue.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
+use lockmesh_core::call::Outcome;
 use lockmesh_core::rng::Rng;
 use lockmesh_core::{
     Config, Drift, Durable, Envelope, Key, LockOp, Node, NodeId, Op, Outbox, Reply, Request, Roster, RosterChange, RosterOp,
@@ -14,6 +15,7 @@ use crate::checker::Checker;
 use crate::client::SimClient;
 use crate::clock::Clock;
 use crate::net::{Net, NetFaults};
+use crate::serve::{CallRequest, Handler, CALL_BIT};
 use crate::{Options, Report};
 
 /// Ids of client requests carry the client's index in their upper half.
@@ -24,8 +26,16 @@ pub(crate) fn client_ref(client: usize, attempt: u64) -> u64 {
 pub(crate) enum Event {
     Deliver { to: usize, envelope: Envelope },
     Request { to: usize, request: Request },
-    /// `sent_at`: when the node let the reply go (after its decision was made durable).
-    Reply { client: usize, reply: Reply, sent_at: u64 },
+    Reply { client: usize, reply: Reply },
+    /// A client's call reaches a node, which serves it with the core's call module.
+    Call { to: usize, client: usize, attempt: u64, request: CallRequest },
+    /// The node's reply to an op of a call it serves.
+    CallReply { id: u64, reply: Reply },
+    CallWake { id: u64 },
+    /// A call's answer reaches its client; `sent_at`: when the node sent it.
+    CallAnswer { client: usize, attempt: u64, outcome: Outcome, sent_at: u64 },
+    /// The node serving a client's call crashed (or was down): the connection is reset.
+    CallLost { client: usize, attempt: u64 },
     NodeWake { node: usize },
     Flush { node: usize, generation: u64 },
     ClientWake { client: usize, token: u64 },
@@ -123,6 +133,9 @@ pub(crate) struct World {
     pub faults: [u64; 4],
     pub heal_at: u64,
     pub end_at: u64,
+    /// Calls being served at the nodes, by id.
+    pub(crate) calls: BTreeMap<u64, Handler>,
+    pub(crate) next_call: u64,
 }
 
 impl World {
@@ -200,6 +213,8 @@ impl World {
             faults: [0; 4],
             heal_at: p.fault_us,
             end_at: p.fault_us + p.liveness_us,
+            calls: BTreeMap::new(),
+            next_call: 0,
         }
     }
 
@@ -323,7 +338,19 @@ impl World {
                 }
                 self.step_node(to, |node, now| node.handle_request(now, request));
             }
-            Event::Reply { client, reply, sent_at } => self.client_reply(client, reply, sent_at),
+            Event::Reply { client, reply } => self.client_reply(client, reply),
+            Event::Call { to, client, attempt, request } => {
+                if self.nodes[to].paused_until > self.now {
+                    let at = self.nodes[to].paused_until;
+                    self.schedule(at, Event::Call { to, client, attempt, request });
+                    return;
+                }
+                self.call_arrived(to, client, attempt, request);
+            }
+            Event::CallReply { id, reply } => self.call_reply(id, reply),
+            Event::CallWake { id } => self.call_wake(id),
+            Event::CallAnswer { client, attempt, outcome, sent_at } => self.client_answer(client, attempt, outcome, sent_at),
+            Event::CallLost { client, attempt } => self.client_call_lost(client, attempt),
             Event::NodeWake { node } => {
                 if self.nodes[node].wake_at == Some(self.now) {
                     self.nodes[node].wake_at = None;
@@ -437,9 +464,14 @@ impl World {
     fn reply_out(&mut self, replies: Vec<Reply>) {
         for reply in replies {
             self.checker.agreement(self.now, &reply);
+            if reply.client & CALL_BIT != 0 {
+                // To a call this node serves: no network in between.
+                self.schedule(self.now, Event::CallReply { id: reply.client & !CALL_BIT, reply });
+                continue;
+            }
             let client = (reply.client >> 32) as usize;
             if let Some(delay) = self.net.client_delivery(&mut self.rng) {
-                self.schedule(self.now + delay, Event::Reply { client, reply, sent_at: self.now });
+                self.schedule(self.now + delay, Event::Reply { client, reply });
             }
         }
     }
@@ -479,6 +511,7 @@ impl World {
         n.pending.clear();
         n.wake_at = None;
         n.paused_until = 0;
+        self.calls_lost(i);
         self.schedule_alive_update();
     }
 

@@ -1,0 +1,152 @@
+//! The server side of client calls at the simulated nodes. Each lock or unlock a client sends
+//! is served by the core's `call` module at the node it reached, exactly as the HTTP handler
+//! serves it: submit, wait in the queue and poll, cancel at the deadline (keeping a grant a
+//! retry elsewhere collected), read the scope for a busy answer. Its outcome travels back to
+//! the client over the client network; a node that crashes resets the calls it was serving.
+
+use lockmesh_core::call::{LockCall, Step, Timing, UnlockCall};
+use lockmesh_core::{Acquire, Key, Reply, Request, RequestId, Which};
+
+use crate::world::{Event, World};
+
+/// Core timeout of one op a call submits.
+const OP_TIMEOUT_US: u64 = 400_000;
+/// Replies to the ops of calls carry this bit in their client id.
+pub(crate) const CALL_BIT: u64 = 1 << 63;
+/// Waits at the simulator's scale.
+pub(crate) const TIMING: Timing = Timing { wait_lease_us: 300_000, poll_us: 80_000 };
+
+/// What a client asks of a node.
+#[derive(Clone, Debug)]
+pub(crate) enum CallRequest {
+    Lock { key: Key, acquire: Acquire, wait_us: u64 },
+    Unlock { key: Key, holder: String, request_id: RequestId, named: Option<Which> },
+}
+
+enum Served {
+    Lock(LockCall),
+    Unlock(UnlockCall),
+}
+
+/// A call being served.
+pub(crate) struct Handler {
+    node: usize,
+    /// The node's life it started in: a crash ends it.
+    generation: u64,
+    client: usize,
+    attempt: u64,
+    served: Served,
+}
+
+impl World {
+    /// Client `client`'s call (its attempt `attempt`) reached node `to`.
+    pub(crate) fn call_arrived(&mut self, to: usize, client: usize, attempt: u64, request: CallRequest) {
+        if self.nodes[to].node.is_none() {
+            // Refused: the client hears of it at once, as a reset connection.
+            self.schedule(self.now, Event::CallLost { client, attempt });
+            return;
+        }
+        let id = self.next_call;
+        self.next_call += 1;
+        let now = self.nodes[to].clock.local(self.now);
+        let (served, step) = match request {
+            CallRequest::Lock { key, mut acquire, wait_us } => {
+                // The serving node names itself (as the API does), with the call, so a grant
+                // says which copy of the request made it; the checker learns when it arrived.
+                acquire.node = format!("{}#c{id}", self.nodes[to].id.name);
+                if let Key::Scope(scope) = &key {
+                    self.checker.reached(self.now, scope, &acquire.request_id, &acquire.node);
+                }
+                let (call, step) = LockCall::new(now, key, acquire, wait_us, true, TIMING);
+                (Served::Lock(call), step)
+            }
+            CallRequest::Unlock { key, holder, request_id, named } => {
+                let (call, step) = UnlockCall::new(key, holder, request_id, named, false, true);
+                (Served::Unlock(call), step)
+            }
+        };
+        let generation = self.nodes[to].generation;
+        self.calls.insert(id, Handler { node: to, generation, client, attempt, served });
+        self.drive(id, step);
+    }
+
+    fn drive(&mut self, id: u64, step: Step) {
+        let Some(node) = self.calls.get(&id).map(|h| h.node) else { return };
+        match step {
+            Step::Submit(key, op) => {
+                let request = Request { client: CALL_BIT | id, key, op, timeout_us: OP_TIMEOUT_US };
+                self.log(|| format!("call {id} at n{node}: {:?}", request.op));
+                self.step_node(node, |n, now| n.handle_request(now, request));
+            }
+            Step::Wait { until } => {
+                let at = self.nodes[node].clock.true_at(until).max(self.now);
+                self.schedule(at, Event::CallWake { id });
+            }
+            Step::Answer(outcome) => {
+                let Some(h) = self.calls.remove(&id) else { return };
+                self.log(|| format!("call {id} at n{node} answers client {}: {outcome:?}", h.client));
+                if let Some(delay) = self.net.client_delivery(&mut self.rng) {
+                    let event = Event::CallAnswer { client: h.client, attempt: h.attempt, outcome, sent_at: self.now };
+                    self.schedule(self.now + delay, event);
+                }
+            }
+        }
+    }
+
+    /// Whether call `id` still runs; a call whose node crashed since it started is gone. If
+    /// its node is paused, the event waits for it (`retry`).
+    fn live_call(&mut self, id: u64, retry: impl FnOnce() -> Event) -> bool {
+        let Some(h) = self.calls.get(&id) else { return false };
+        let n = &self.nodes[h.node];
+        if n.generation != h.generation || n.node.is_none() {
+            self.calls.remove(&id);
+            return false;
+        }
+        if n.paused_until > self.now {
+            let at = n.paused_until;
+            self.schedule(at, retry());
+            return false;
+        }
+        true
+    }
+
+    /// The node's reply to an op of call `id`.
+    pub(crate) fn call_reply(&mut self, id: u64, reply: Reply) {
+        let again = reply.clone();
+        if !self.live_call(id, || Event::CallReply { id, reply: again }) {
+            return;
+        }
+        let Some(h) = self.calls.get_mut(&id) else { return };
+        let now = self.nodes[h.node].clock.local(self.now);
+        let step = match &mut h.served {
+            Served::Lock(call) => call.on_reply(now, reply),
+            Served::Unlock(call) => call.on_reply(reply),
+        };
+        self.drive(id, step);
+    }
+
+    /// Call `id`'s wait is over: it polls.
+    pub(crate) fn call_wake(&mut self, id: u64) {
+        if !self.live_call(id, || Event::CallWake { id }) {
+            return;
+        }
+        let Some(h) = self.calls.get_mut(&id) else { return };
+        let now = self.nodes[h.node].clock.local(self.now);
+        let step = match &mut h.served {
+            Served::Lock(call) => call.on_wake(now),
+            Served::Unlock(_) => return,
+        };
+        self.drive(id, step);
+    }
+
+    /// Node `node` crashed: the calls it served end, and their clients see the connection
+    /// reset.
+    pub(crate) fn calls_lost(&mut self, node: usize) {
+        let lost: Vec<u64> = self.calls.iter().filter(|(_, h)| h.node == node).map(|(id, _)| *id).collect();
+        for id in lost {
+            if let Some(h) = self.calls.remove(&id) {
+                self.schedule(self.now, Event::CallLost { client: h.client, attempt: h.attempt });
+            }
+        }
+    }
+}

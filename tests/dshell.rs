@@ -415,6 +415,8 @@ fn a_wait_on_a_terminal_shows_who_holds_the_scope() {
     let c = Cluster::started("dshell-progress", 3);
     let o = dshell(&c, 0, &["manager", "lock", "acquire", "--scope", "deploy", "--holder", "ops/first", "--timeout", "1m"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let printed = stdout(&o);
+    let grant = printed.split("grant ").nth(1).and_then(|g| g.split(',').next()).unwrap_or_default().trim().to_string();
     // `script` runs dshell on a terminal of its own (a pty), where the progress is shown.
     let port = c.http(1).port();
     let line = format!("{DSHELL} -s 127.0.0.1 -p {port} manager lock acquire --scope deploy --holder ops/second --wait 60s");
@@ -428,7 +430,7 @@ fn a_wait_on_a_terminal_shows_who_holds_the_scope() {
         .expect("script (util-linux) runs");
     let rx = lines_of(&mut waiting);
     expect_line(&rx, "Waiting for deploy: held by ops/first");
-    let o = dshell(&c, 2, &["manager", "lock", "release", "--scope", "deploy", "--holder", "ops/first"]);
+    let o = dshell(&c, 2, &["manager", "lock", "release", "--scope", "deploy", "--holder", "ops/first", "--grant", &grant]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     expect_line(&rx, "Lock acquired. Holder: ops/second");
     assert!(waiting.wait().unwrap().success());

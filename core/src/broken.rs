@@ -23,6 +23,9 @@ pub enum Broken {
     /// Answer "busy" bare: without committing the refusal, even after an Accept that may
     /// carry the request's effect went out (PROTOCOL §12 P4).
     BareRefusal,
+    /// The outbox lets a batch's messages and replies leave before its own writes are
+    /// durable (the same-batch half of write-before-send removed).
+    SendBeforeWrite,
     /// Voters accept without promising the ballot's successor, while proposers still skip
     /// the Prepare after a ballot of theirs a majority accepted.
     NoSuccessorPromise,

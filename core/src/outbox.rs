@@ -51,11 +51,19 @@ struct Waiting {
 pub struct Outbox {
     waiting: VecDeque<Waiting>,
     next_seq: u64,
+    #[cfg(feature = "broken-variants")]
+    broken: Option<super::broken::Broken>,
 }
 
 impl Outbox {
     pub fn new() -> Outbox {
         Outbox::default()
+    }
+
+    /// An outbox running a known-broken variant of the rule (the simulator must catch it).
+    #[cfg(feature = "broken-variants")]
+    pub fn with_broken(broken: Option<super::broken::Broken>) -> Outbox {
+        Outbox { broken, ..Outbox::default() }
     }
 
     /// Takes one batch of the node's outputs: returns what may leave at once and, if the batch
@@ -75,7 +83,11 @@ impl Outbox {
             all.append(&mut messages);
             messages = all;
         }
-        let later = Release { messages, replies };
+        let mut later = Release { messages, replies };
+        if super::broken::broken!(self, SendBeforeWrite) {
+            now.messages.append(&mut later.messages);
+            now.replies.append(&mut later.replies);
+        }
         if writes.is_empty() {
             if !later.is_empty() {
                 self.waiting.push_back(Waiting { seq: None, release: later });

@@ -146,6 +146,7 @@ pub fn parse_broken(name: &str) -> Option<Broken> {
         "roster-change-before-sweep" => Broken::RosterChangeBeforeSweep,
         "bare-refusal" => Broken::BareRefusal,
         "no-successor-promise" => Broken::NoSuccessorPromise,
+        "send-before-write" => Broken::SendBeforeWrite,
         _ => return None,
     })
 }

@@ -15,7 +15,7 @@ usage: lockmesh-sim [--seeds N] [--first S] [--seed S] [--threads T] [--verbose]
   --broken V    run a known-broken protocol variant (quorum-over-reachable,
                 forget-promises-on-restart, expiry-ignores-drift, ages-from-stale-promises,
                 roster-installed-when-accepted, roster-change-before-sweep, bare-refusal,
-                no-successor-promise)";
+                no-successor-promise, send-before-write)";
 
 fn main() -> ExitCode {
     let mut seeds = 300u64;

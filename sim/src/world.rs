@@ -182,7 +182,7 @@ impl World {
                 node: None,
                 paused_until: 0,
                 generation: 0,
-                outbox: Outbox::new(),
+                outbox: Outbox::with_broken(config.broken),
                 pending: VecDeque::new(),
                 last_flush_at: 0,
                 wake_at: None,
@@ -507,7 +507,7 @@ impl World {
         let n = &mut self.nodes[i];
         n.node = None;
         n.generation += 1;
-        n.outbox = Outbox::new();
+        n.outbox = Outbox::with_broken(self.config.broken);
         n.pending.clear();
         n.wake_at = None;
         n.paused_until = 0;

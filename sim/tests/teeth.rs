@@ -51,3 +51,8 @@ fn catches_a_bare_busy_after_an_accept_went_out() {
 fn catches_a_fast_path_whose_voters_did_not_promise_the_successor() {
     assert_caught(Broken::NoSuccessorPromise, Profile::default(), 1000);
 }
+
+#[test]
+fn catches_messages_and_replies_sent_before_their_batch_is_durable() {
+    assert_caught(Broken::SendBeforeWrite, Profile::default(), 200);
+}

@@ -26,6 +26,9 @@ pub enum Broken {
     /// The outbox lets a batch's messages and replies leave before its own writes are
     /// durable (the same-batch half of write-before-send removed).
     SendBeforeWrite,
+    /// The outbox lets early messages leave while earlier batches still wait for the disk
+    /// (the earlier-batch half of the early-message rule removed).
+    EarlyBeforeEarlierBatches,
     /// Voters accept without promising the ballot's successor, while proposers still skip
     /// the Prepare after a ballot of theirs a majority accepted.
     NoSuccessorPromise,

@@ -71,9 +71,9 @@ impl Outbox {
     pub fn submit(&mut self, out: Outputs) -> (Release, Option<ToDisk>) {
         let Outputs { writes, early, mut messages, replies } = out;
         let mut now = Release::default();
-        if self.waiting.is_empty() {
+        if self.waiting.is_empty() || super::broken::broken!(self, EarlyBeforeEarlierBatches) {
             now.messages = early;
-            if writes.is_empty() {
+            if writes.is_empty() && self.waiting.is_empty() {
                 now.messages.extend(messages);
                 now.replies = replies;
                 return (now, None);

@@ -31,6 +31,9 @@ pub struct Profile {
     pub roster_churn: bool,
     /// Nodes restart every few milliseconds with hardly any downtime, on one hot scope.
     pub restart_storm: bool,
+    /// Crashes inside durability windows: a node that just let messages leave while writes
+    /// of its wait for the disk is sometimes crashed at once, losing those writes.
+    pub sync_crashes: bool,
 }
 
 impl Default for Profile {
@@ -45,6 +48,7 @@ impl Default for Profile {
             drift_ppm: 50_000,
             roster_churn: false,
             restart_storm: false,
+            sync_crashes: false,
         }
     }
 }
@@ -60,20 +64,22 @@ pub struct Options {
 }
 
 impl Profile {
-    /// The profile a seed runs under when profiles are mixed: half the seeds the default, a
-    /// quarter roster churn, a quarter restart storms.
+    /// The profile a seed runs under when profiles are mixed: three eighths the default,
+    /// a quarter roster churn, a quarter restart storms, an eighth crashes in sync windows.
     pub fn for_seed(seed: u64) -> Profile {
-        match seed % 4 {
-            2 => Profile { roster_churn: true, ..Profile::default() },
-            3 => Profile { restart_storm: true, ..Profile::default() },
+        match seed % 8 {
+            2 | 6 => Profile { roster_churn: true, ..Profile::default() },
+            3 | 7 => Profile { restart_storm: true, ..Profile::default() },
+            4 => Profile { sync_crashes: true, ..Profile::default() },
             _ => Profile::default(),
         }
     }
 
     pub fn name(&self) -> &'static str {
-        match (self.roster_churn, self.restart_storm) {
-            (true, _) => "roster-churn",
-            (_, true) => "restart-storm",
+        match (self.roster_churn, self.restart_storm, self.sync_crashes) {
+            (true, _, _) => "roster-churn",
+            (_, true, _) => "restart-storm",
+            (_, _, true) => "sync-crash",
             _ => "mixed-faults",
         }
     }
@@ -147,6 +153,7 @@ pub fn parse_broken(name: &str) -> Option<Broken> {
         "bare-refusal" => Broken::BareRefusal,
         "no-successor-promise" => Broken::NoSuccessorPromise,
         "send-before-write" => Broken::SendBeforeWrite,
+        "early-before-earlier-batches" => Broken::EarlyBeforeEarlierBatches,
         _ => return None,
     })
 }

@@ -7,7 +7,7 @@ use lockmesh_sim::{parse_broken, run_many, Options, Profile};
 
 const USAGE: &str = "\
 usage: lockmesh-sim [--seeds N] [--first S] [--seed S] [--threads T] [--verbose]
-                    [--profile all|mixed-faults|roster-churn|restart-storm] [--broken VARIANT]
+                    [--profile all|mixed-faults|roster-churn|restart-storm|sync-crash] [--broken VARIANT]
 
   --seeds N     run seeds FIRST..FIRST+N (default 300, FIRST 0)
   --seed S      replay one seed (add --verbose for its events)
@@ -15,7 +15,8 @@ usage: lockmesh-sim [--seeds N] [--first S] [--seed S] [--threads T] [--verbose]
   --broken V    run a known-broken protocol variant (quorum-over-reachable,
                 forget-promises-on-restart, expiry-ignores-drift, ages-from-stale-promises,
                 roster-installed-when-accepted, roster-change-before-sweep, bare-refusal,
-                no-successor-promise, send-before-write)";
+                no-successor-promise, send-before-write,
+                early-before-earlier-batches)";
 
 fn main() -> ExitCode {
     let mut seeds = 300u64;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
                         "all" | "mixed-faults" => Profile::default(),
                         "roster-churn" => Profile { roster_churn: true, ..Profile::default() },
                         "restart-storm" => Profile { restart_storm: true, ..Profile::default() },
+                        "sync-crash" => Profile { sync_crashes: true, ..Profile::default() },
                         other => return Err(format!("unknown profile '{other}'")),
                     };
                 }

@@ -47,6 +47,8 @@ pub(crate) enum Event {
     Resume { node: usize, generation: u64 },
     AliveUpdate,
     Heal,
+    /// A crash inside a durability window (profile `sync_crashes`).
+    SyncCrash { node: usize, generation: u64 },
 }
 
 struct Scheduled {
@@ -133,6 +135,7 @@ pub(crate) struct World {
     pub faults: [u64; 4],
     pub heal_at: u64,
     pub end_at: u64,
+    sync_crashes: bool,
     /// Calls being served at the nodes, by id.
     pub(crate) calls: BTreeMap<u64, Handler>,
     pub(crate) next_call: u64,
@@ -213,6 +216,7 @@ impl World {
             faults: [0; 4],
             heal_at: p.fault_us,
             end_at: p.fault_us + p.liveness_us,
+            sync_crashes: p.sync_crashes,
             calls: BTreeMap::new(),
             next_call: 0,
         }
@@ -390,6 +394,16 @@ impl World {
             }
             Event::AliveUpdate => self.update_alive(),
             Event::Heal => self.heal(),
+            Event::SyncCrash { node, generation } => {
+                if self.nodes[node].generation == generation && self.nodes[node].node.is_some() {
+                    self.crash(node);
+                    self.faults[0] += 1;
+                    let down = self.rng.between(self.hostility.downtime_us.0, self.hostility.downtime_us.1);
+                    let generation = self.nodes[node].generation;
+                    self.log(|| format!("crash n{node} inside a sync window for {}ms", down / 1000));
+                    self.schedule(self.now + down, Event::Restart { node, generation });
+                }
+            }
         }
     }
 
@@ -403,6 +417,7 @@ impl World {
         let out = node.drain();
         let next_local = node.next_timeout();
         let (now_out, to_disk) = n.outbox.submit(out);
+        let wrote = to_disk.is_some();
         if let Some(batch) = to_disk {
             n.pending.push_back(batch);
             let latency = self.rng.between(20, self.hostility.disk_max_us);
@@ -411,8 +426,18 @@ impl World {
             let generation = n.generation;
             self.schedule(at, Event::Flush { node: i, generation });
         }
+        let sent = !now_out.messages.is_empty();
+        let own = usize::from(wrote);
         self.send_out(i, now_out.messages);
         self.reply_out(now_out.replies);
+        // A crash inside the window: messages are out, writes of this node still unsynced —
+        // now and then when they are only this batch's own, often when an earlier batch's.
+        let unsynced = self.nodes[i].pending.len();
+        let chance = if unsynced > own { 0.5 } else { 0.02 };
+        if self.sync_crashes && sent && self.phase == Phase::Faults && unsynced > 0 && self.rng.chance(chance) {
+            let generation = self.nodes[i].generation;
+            self.schedule(now, Event::SyncCrash { node: i, generation });
+        }
         if let Some(local_at) = next_local {
             let n = &mut self.nodes[i];
             let at = n.clock.true_at(local_at).max(now);

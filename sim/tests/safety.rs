@@ -37,3 +37,10 @@ fn roster_churn_400_seeds() {
 fn restart_storm_400_seeds() {
     assert_clean(Profile { restart_storm: true, ..Profile::default() }, 400);
 }
+
+/// The mixed faults, plus crashes right after a node let messages leave while writes of its
+/// were still unsynced.
+#[test]
+fn sync_crash_400_seeds() {
+    assert_clean(Profile { sync_crashes: true, ..Profile::default() }, 400);
+}

@@ -56,3 +56,8 @@ fn catches_a_fast_path_whose_voters_did_not_promise_the_successor() {
 fn catches_messages_and_replies_sent_before_their_batch_is_durable() {
     assert_caught(Broken::SendBeforeWrite, Profile::default(), 200);
 }
+
+#[test]
+fn catches_early_messages_sent_while_earlier_batches_wait_for_the_disk() {
+    assert_caught(Broken::EarlyBeforeEarlierBatches, Profile { sync_crashes: true, ..Profile::default() }, 1000);
+}

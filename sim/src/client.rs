@@ -153,7 +153,11 @@ impl World {
         if let Some(delay) = self.net.client_delivery(&mut self.rng) {
             self.schedule(self.now + delay, Event::Call { to, client: c, attempt, request });
         }
-        self.wake_client_in(c, wait_us + REPLY_WAIT_US);
+        // Now and then a waiting call's connection breaks early: the client retries the
+        // request elsewhere while the node that had it goes on serving it (and cancels it at
+        // its deadline).
+        let patience = if wait_us > 0 && self.rng.chance(0.2) { self.rng.between(1, wait_us) } else { wait_us + REPLY_WAIT_US };
+        self.wake_client_in(c, patience);
     }
 
     fn send_acquire(&mut self, c: usize, mut wanted: Wanted) {

@@ -69,22 +69,17 @@ impl Outbox {
     /// Takes one batch of the node's outputs: returns what may leave at once and, if the batch
     /// writes anything, the writes to make durable.
     pub fn submit(&mut self, out: Outputs) -> (Release, Option<ToDisk>) {
-        let Outputs { writes, early, mut messages, replies } = out;
+        let Outputs { writes, early, messages, replies } = out;
+        let nothing_waits = self.waiting.is_empty();
         let mut now = Release::default();
-        if self.waiting.is_empty() || super::broken::broken!(self, EarlyBeforeEarlierBatches) {
+        let mut later = Release { messages: Vec::new(), replies };
+        if nothing_waits || super::broken::broken!(self, EarlyBeforeEarlierBatches) {
             now.messages = early;
-            if writes.is_empty() && self.waiting.is_empty() {
-                now.messages.extend(messages);
-                now.replies = replies;
-                return (now, None);
-            }
         } else {
-            let mut all = early;
-            all.append(&mut messages);
-            messages = all;
+            later.messages = early;
         }
-        let mut later = Release { messages, replies };
-        if super::broken::broken!(self, SendBeforeWrite) {
+        later.messages.extend(messages);
+        if (nothing_waits && writes.is_empty()) || super::broken::broken!(self, SendBeforeWrite) {
             now.messages.append(&mut later.messages);
             now.replies.append(&mut later.replies);
         }

@@ -225,19 +225,17 @@ impl Node {
             }
             return;
         }
-        match self.sweep.as_mut() {
-            None => {}
-            Some(sweep) => match &mut sweep.stage {
-                // A page's listing still short of a majority: ask again, from the same cursor.
-                Stage::Listing { .. } => self.list_page(),
-                Stage::Rewriting { pending, in_flight, failed, .. } => {
-                    if *in_flight == 0 && !failed.is_empty() {
-                        pending.append(failed);
-                        self.pump_sweep(now);
-                    }
+        let Some(sweep) = self.sweep.as_mut() else { return };
+        match &mut sweep.stage {
+            // A page's listing still short of a majority: ask again, from the same cursor.
+            Stage::Listing { .. } => self.list_page(),
+            Stage::Rewriting { pending, in_flight, failed, .. } => {
+                if *in_flight == 0 && !failed.is_empty() {
+                    pending.append(failed);
+                    self.pump_sweep(now);
                 }
-                Stage::Marking => {}
-            },
+            }
+            Stage::Marking => {}
         }
     }
 }

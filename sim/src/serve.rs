@@ -28,6 +28,12 @@ enum Served {
     Unlock(UnlockCall),
 }
 
+enum CallState {
+    Live,
+    Gone,
+    PausedUntil(u64),
+}
+
 /// A call being served.
 pub(crate) struct Handler {
     node: usize,
@@ -93,28 +99,27 @@ impl World {
         }
     }
 
-    /// Whether call `id` still runs; a call whose node crashed since it started is gone. If
-    /// its node is paused, the event waits for it (`retry`).
-    fn live_call(&mut self, id: u64, retry: impl FnOnce() -> Event) -> bool {
-        let Some(h) = self.calls.get(&id) else { return false };
+    /// Whether call `id` still runs (a call whose node crashed since it started is gone), and
+    /// if its node is paused, until when its next event must wait.
+    fn call_state(&mut self, id: u64) -> CallState {
+        let Some(h) = self.calls.get(&id) else { return CallState::Gone };
         let n = &self.nodes[h.node];
         if n.generation != h.generation || n.node.is_none() {
             self.calls.remove(&id);
-            return false;
+            return CallState::Gone;
         }
         if n.paused_until > self.now {
-            let at = n.paused_until;
-            self.schedule(at, retry());
-            return false;
+            return CallState::PausedUntil(n.paused_until);
         }
-        true
+        CallState::Live
     }
 
     /// The node's reply to an op of call `id`.
     pub(crate) fn call_reply(&mut self, id: u64, reply: Reply) {
-        let again = reply.clone();
-        if !self.live_call(id, || Event::CallReply { id, reply: again }) {
-            return;
+        match self.call_state(id) {
+            CallState::Gone => return,
+            CallState::PausedUntil(at) => return self.schedule(at, Event::CallReply { id, reply }),
+            CallState::Live => {}
         }
         let Some(h) = self.calls.get_mut(&id) else { return };
         let now = self.nodes[h.node].clock.local(self.now);
@@ -127,8 +132,10 @@ impl World {
 
     /// Call `id`'s wait is over: it polls.
     pub(crate) fn call_wake(&mut self, id: u64) {
-        if !self.live_call(id, || Event::CallWake { id }) {
-            return;
+        match self.call_state(id) {
+            CallState::Gone => return,
+            CallState::PausedUntil(at) => return self.schedule(at, Event::CallWake { id }),
+            CallState::Live => {}
         }
         let Some(h) = self.calls.get_mut(&id) else { return };
         let now = self.nodes[h.node].clock.local(self.now);

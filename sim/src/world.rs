@@ -490,7 +490,9 @@ impl World {
         for reply in replies {
             self.checker.agreement(self.now, &reply);
             if reply.client & CALL_BIT != 0 {
-                // To a call this node serves: no network in between.
+                // To a call this node serves: no network in between. (The operator's requests,
+                // client u64::MAX, carry the bit too; no call has their id, so their replies
+                // are dropped, as the operator ignores them.)
                 self.schedule(self.now, Event::CallReply { id: reply.client & !CALL_BIT, reply });
                 continue;
             }

@@ -169,6 +169,9 @@ pub(super) enum Client {
     External(u64),
     /// The sweep of roster `version`.
     Sweep(u64),
+    /// A read of the roster register that installs a roster this voter accepted at the
+    /// ballot given (the answer is the installation itself).
+    RosterCatchUp(Ballot),
 }
 
 #[derive(Clone, Debug)]
@@ -215,6 +218,10 @@ pub struct Node {
     pub(super) sweep_seen: Option<(u64, Time)>,
     /// Sweep ops answered since the last `flush`, handled after the current step.
     pub(super) sweep_done_ops: Vec<(Key, bool)>,
+    /// The ballot of the accepted roster that the last successful catch-up read was for: a
+    /// value this voter accepted that was never chosen stays in its register, and is not read
+    /// again and again.
+    pub(super) roster_read_for: Option<Ballot>,
     pub(super) alive: Option<BTreeSet<NodeId>>,
     loopback: VecDeque<Envelope>,
     pub(super) out: Outputs,
@@ -258,6 +265,7 @@ impl Node {
             sweep: None,
             sweep_seen: None,
             sweep_done_ops: Vec::new(),
+            roster_read_for: None,
             alive: None,
             loopback: VecDeque::new(),
             out: Outputs::default(),
@@ -647,6 +655,11 @@ impl Node {
             Client::Sweep(version) => {
                 if self.sweep.as_ref().is_some_and(|s| s.version == version) {
                     self.sweep_done_ops.push((key.clone(), result.is_ok()));
+                }
+            }
+            Client::RosterCatchUp(ballot) => {
+                if result.is_ok() {
+                    self.roster_read_for = Some(ballot);
                 }
             }
         }

@@ -713,6 +713,40 @@ fn one_voter_sweeps_at_a_time_and_another_takes_over_when_it_stops() {
     assert!(sweepers.contains("C") && sweepers.len() == 2, "the decider, then one other voter: {sweepers:?}");
 }
 
+/// A roster change chosen while its proposer is cut off is installed and swept all the same:
+/// the voters that accepted it read the roster register from their periodic check. (Found by
+/// the simulator's liveness check: nobody installed such a change, and no later one could be
+/// made.)
+#[test]
+fn a_roster_change_chosen_while_its_proposer_is_cut_off_is_installed_and_swept() {
+    let config = Config { sweep_check_us: 20_000, ..Config::default() };
+    let mut net = Net::new(&["A", "B", "C", "D"], vec![Durable::default(); 4], config);
+    net.bootstrap(&["A", "B", "C"]);
+    net.request("A", 1, scope(), acquire_for("a", 60_000_000, false));
+    net.run(100_000, &keep_all);
+    assert!(is_locked(net.result(1)));
+    // C's ballot for the change runs until its Accepts go out; they reach A and B, and from
+    // then on nothing to or from C arrives.
+    let accepts_sent = std::cell::Cell::new(false);
+    let cut_but_accepts = |e: &Envelope| {
+        let accept_from_c = e.from.name == "C" && matches!(e.body, Body::Accept { key: Key::Roster, .. });
+        if accept_from_c {
+            accepts_sent.set(true);
+        }
+        accepts_sent.get() && (e.from.name == "C" || e.to.name == "C") && !(accept_from_c && e.to.name != "C")
+    };
+    net.request("C", 2, Key::Roster, Op::Roster(RosterOp::Change { change: RosterChange::Add(net.id("D")), expected_version: None }));
+    let start = net.now;
+    while !["A", "B", "D"].iter().all(|n| net.nodes[net.idx(n)].roster().is_some_and(|r| r.version == 2 && r.sweep_done)) {
+        net.run(10_000, &cut_but_accepts);
+        assert!(net.now < start + 30_000_000, "the chosen change was never installed and swept: {:?}", net.nodes.iter().map(|n| (n.roster().map(|r| (r.version, r.sweep_done)), n.sweeping())).collect::<Vec<_>>());
+    }
+    // The scope was swept onto the new roster: a grant through D still finds it held.
+    net.request("D", 3, scope(), acquire_for("b", 60_000_000, false));
+    net.run(1_000_000, &cut_but_accepts);
+    assert!(matches!(net.result(3), Some(Ok(Answer::Lock(LockResult::Busy { .. })))), "{:?}", net.result(3));
+}
+
 // A red-team review of grant identity (PROTOCOL §11.10, §11.11): each schedule broke the first
 // version of the rules.
 

@@ -13,16 +13,18 @@
 //! idempotent. One at a time is enough: only voters of the new roster sweep; the one that
 //! decided the change starts at once; the others start only when no other node's sweep has
 //! asked them for a page for `sweep_takeover_us`, and of two sweeps that meet, the one further
-//! behind stops.
+//! behind stops. A voter holding an accepted roster newer than its installed one reads the
+//! roster register from its periodic check, so a change chosen while its proposer was cut off
+//! is installed and swept all the same.
 
 use crate::prelude::*;
 
 use alloc::collections::{BTreeMap, BTreeSet};
 
-use super::message::{Body, Key};
+use super::message::{AcceptedValue, Body, Key, Value};
 use super::node::{Client, Node, Op, PendingOp, RosterOp, Timer};
 use super::record::LockOp;
-use super::roster::{NodeId, RosterId};
+use super::roster::{NodeId, Roster, RosterId};
 use super::time::Time;
 
 /// A running sweep of roster `version`. Scopes are listed and rewritten a page at a time, in
@@ -214,6 +216,7 @@ impl Node {
         let next = self.rng.between(self.config.sweep_check_us / 2, self.config.sweep_check_us);
         self.set_timer(now.plus_micros(next), Timer::SweepCheck);
         let Some(roster) = self.roster.clone() else { return };
+        self.catch_up_roster(now, &roster);
         if roster.sweep_done {
             self.sweep = None;
             return;
@@ -237,6 +240,31 @@ impl Node {
             }
             Stage::Marking => {}
         }
+    }
+}
+
+impl Node {
+    /// A roster this voter accepted that is newer than the installed one may have been chosen
+    /// while its proposer was cut off or crashed: nobody would install it (nor sweep it) until
+    /// the next roster change, which it blocks. A read of the register finds it chosen, or
+    /// chooses it, and the ballot installs and announces the result.
+    fn catch_up_roster(&mut self, now: Time, installed: &Roster) {
+        let accepted = match self.acceptor.slot(&Key::Roster).and_then(|s| s.accepted) {
+            Some(AcceptedValue { value: Value::Roster(r), ballot, .. })
+                if r.cluster_id == installed.cluster_id
+                    && (r.version, r.sweep_done) > (installed.version, installed.sweep_done) =>
+            {
+                ballot
+            }
+            _ => return,
+        };
+        let busy = self.proposals.contains_key(&Key::Roster) || self.waiting.contains_key(&Key::Roster);
+        if busy || self.roster_read_for == Some(accepted) {
+            return;
+        }
+        let deadline = now.plus_micros(self.config.phase_timeout_us.saturating_mul(10));
+        let op = PendingOp { client: Client::RosterCatchUp(accepted), op: Op::Roster(RosterOp::Read), deadline, arrived: now, accept_sent: false };
+        self.enqueue(now, Key::Roster, op);
     }
 }
 

@@ -266,7 +266,7 @@ impl World {
             self.now = next.at;
             self.events += 1;
             self.handle(next.event);
-            if self.phase == Phase::Healed && self.probes_done() {
+            if self.phase == Phase::Healed && self.probes_done() && self.roster_swept() {
                 break;
             }
         }
@@ -289,6 +289,15 @@ impl World {
                 stuck.join(", ")
             ));
         }
+        if !self.roster_swept() {
+            let version = self.checker.latest_roster.as_ref().map_or(0, |r| r.version);
+            let at = self.now;
+            self.checker.violations.push(format!(
+                "t={:.3}s liveness: {} s after healing, roster v{version} is chosen but its sweep is not",
+                at as f64 / 1e6,
+                (self.end_at - self.heal_at) / 1_000_000,
+            ));
+        }
         self.checker.finish();
         Report {
             violations: std::mem::take(&mut self.checker.violations),
@@ -302,6 +311,13 @@ impl World {
             partitions: self.faults[3],
             simulated_us: self.now,
         }
+    }
+
+    /// The latest chosen roster change is complete: chosen with `sweep_done` (so it was
+    /// installed, announced and swept). A change chosen while its proposer was cut off must
+    /// still complete after healing.
+    fn roster_swept(&self) -> bool {
+        self.checker.latest_roster.as_ref().is_none_or(|r| r.sweep_done)
     }
 
     fn probes_done(&self) -> bool {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one test command: unit tests, the deterministic simulator (1800 seeds and every broken
+# The one test command: unit tests, the deterministic simulator (2600 seeds and every broken
 # variant), real-process tests, and, as root with nft, real network partitions. One release
 # build is shared by all of them.
 set -euo pipefail

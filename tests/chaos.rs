@@ -10,15 +10,15 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lockmesh::core::rng::Rng;
 use serde_json::Value;
 use support::chaos::{
-    check, long_gaps, max_unavailability, recoveries, unknown_outcomes, Attempt, Decision, Episode, History, Impairment, Observation, Outcome,
-    Resource, Trust, Use,
+    check, long_gaps, max_unavailability, recoveries, unknown_outcomes, Attempt, BareUnlock, Decision, Episode, History, Impairment, Observation,
+    Outcome, Resource, Shown, Trust, Use,
 };
 use support::{get, post, Cluster};
 
@@ -29,6 +29,8 @@ const SCOPES: [&str; 2] = ["hot-a", "hot-b"];
 /// What the clients and the observer share.
 struct Shared {
     nodes: Vec<SocketAddr>,
+    /// Per pair of clients sharing a holder name: the name's generation.
+    generations: Vec<AtomicU64>,
     history: Mutex<History>,
     resource: Mutex<Resource>,
     stop: AtomicBool,
@@ -69,33 +71,96 @@ fn outcome(answer: &Result<(u16, Value), String>) -> Outcome {
     }
 }
 
+/// Another node than `node`, for a retry.
+fn other(rng: &mut Rng, node: usize, n: usize) -> usize {
+    if n < 2 {
+        return node;
+    }
+    (node + 1 + rng.index(n - 1)) % n
+}
+
+/// Whether an unlock's answer leaves its fate unknown: no answer, or `timeout`.
+fn unlock_unknown(answer: &Result<(u16, Value), String>) -> bool {
+    match answer {
+        Ok((_, v)) => v["status"] == "timeout",
+        Err(e) => !e.contains("Connection refused"),
+    }
+}
+
+fn lock_unknown(answer: &Result<(u16, Value), String>) -> bool {
+    matches!(outcome(answer), Outcome::Unknown { .. })
+}
+
+/// Sends `body` to `node`; if its fate is unknown (`unknown` says: no answer, a timeout),
+/// sends the same request (same request id) again to other nodes, up to three tries. Returns
+/// the node and send time of the last try, its answer, and whether an earlier try's fate
+/// stayed unknown.
+fn send_with_retries(
+    s: &Shared,
+    rng: &mut Rng,
+    node: usize,
+    body: &str,
+    unknown_fate: fn(&Result<(u16, Value), String>) -> bool,
+) -> (usize, Instant, Result<(u16, Value), String>, bool) {
+    let n = s.nodes.len();
+    let mut node = node;
+    let mut unknown = false;
+    for tries in 1.. {
+        let sent = Instant::now();
+        let answer = post(s.nodes[node], body);
+        let lost = unknown_fate(&answer);
+        if !lost || tries == 3 || s.stop.load(Ordering::Relaxed) {
+            return (node, sent, answer, unknown);
+        }
+        unknown = true;
+        std::thread::sleep(Duration::from_millis(rng.between(10, 50)));
+        node = other(rng, node, n);
+    }
+    unreachable!()
+}
+
+/// One client process. Clients 0 and 1, 2 and 3, ... share a holder name (two processes of
+/// one application), which changes only after a bare release of theirs had an unknown fate;
+/// the last odd one out uses a name per attempt. Some releases are bare, and after one the
+/// process often locks the same scope again at once. A request whose answer does not come is
+/// sent again, with the same request id, to another node.
 fn client(id: usize, seed: u64, s: Arc<Shared>) {
     let mut rng = Rng::new(seed ^ (id as u64 * 7919));
     let n = s.nodes.len();
+    let pair = id / 2;
+    let shared = pair < s.generations.len();
     let mut attempt = 0;
+    let mut again: Option<&str> = None;
     while !s.stop.load(Ordering::Relaxed) {
         attempt += 1;
-        let holder = format!("c{id}-{attempt}");
-        let scope = SCOPES[rng.index(SCOPES.len())];
+        let holder = if shared { format!("g{pair}.{}", s.generations[pair].load(Ordering::Relaxed)) } else { format!("c{id}-{attempt}") };
+        let scope = again.take().unwrap_or(SCOPES[rng.index(SCOPES.len())]);
         let write = rng.index(4) != 0;
         let lease_ms = rng.between(1_000, 2_000);
-        let node = rng.index(n);
+        let request_id = format!("r{id}-{attempt}");
         let body = format!(
-            r#"{{"scope": "{scope}", "action": "lock", "holder": "{holder}", "lock_type": "{}", "timeout": "{lease_ms}ms", "wait": "1s"}}"#,
+            r#"{{"scope": "{scope}", "action": "lock", "holder": "{holder}", "request_id": "{request_id}", "lock_type": "{}", "timeout": "{lease_ms}ms", "wait": "1s"}}"#,
             if write { "write" } else { "read" }
         );
-        let sent = Instant::now();
-        let answer = post(s.nodes[node], &body);
-        let outcome = outcome(&answer);
+        let asked = Instant::now();
+        let first = rng.index(n);
+        let (node, sent, answer, unknown_before) = send_with_retries(&s, &mut rng, first, &body, lock_unknown);
+        let mut outcome = outcome(&answer);
+        if let Outcome::Failed { queued, .. } = &mut outcome {
+            // An earlier try may have queued, been granted and been taken back meanwhile.
+            *queued |= unknown_before;
+        }
         let told = Instant::now();
-        s.history.lock().unwrap().attempts.push(Attempt { holder: holder.clone(), scope: scope.into(), sent, done: told, outcome: outcome.clone() });
+        let reply = answer.map(|(_, v)| v).unwrap_or_default();
+        // Renewals and named releases name the grant, as every client of the API should.
+        let grant = reply["grant"].as_str().unwrap_or_default().to_string();
+        let acked = matches!(outcome, Outcome::Acked { .. }).then(|| grant.clone());
+        s.history.lock().unwrap().attempts.push(Attempt { holder: holder.clone(), shared, scope: scope.into(), sent: asked, done: told, outcome: outcome.clone(), grant: acked });
         let Outcome::Acked { token } = outcome else {
             std::thread::sleep(Duration::from_millis(rng.between(20, 70)));
             continue;
         };
-        let reply = answer.map(|(_, v)| v).unwrap_or_default();
-        // Renewals and the release name the grant, as every client of the API should.
-        let grant = reply["grant"].as_str().unwrap_or_default().to_string();
+        // Trusted from the send of the try that got the grant.
         let mut trust_end = sent + Duration::from_millis((lease_ms as f64 * (1.0 - DRIFT)) as u64);
         {
             let mut h = s.history.lock().unwrap();
@@ -115,14 +180,35 @@ fn client(id: usize, seed: u64, s: Arc<Shared>) {
             }
         }
         let end = if roll == 1 { trust_end } else { Instant::now().min(trust_end) };
-        s.history.lock().unwrap().trusts.push(Trust { client: id, holder: holder.clone(), scope: scope.into(), token, write, start: told, end });
+        let trust = Trust { client: id, holder: holder.clone(), scope: scope.into(), token, grant: grant.clone(), write, asked, start: told, end };
+        s.history.lock().unwrap().trusts.push(trust);
         if roll == 1 {
             continue; // Crashed while holding: never releases; the lease runs out.
         }
-        let unlock = format!(r#"{{"scope": "{scope}", "action": "unlock", "holder": "{holder}", "grant": "{grant}"}}"#);
+        let bare = rng.index(10) < 3;
+        let unlock_id = format!("u{id}-{attempt}");
+        let unlock = if bare {
+            format!(r#"{{"scope": "{scope}", "action": "unlock", "holder": "{holder}", "request_id": "{unlock_id}"}}"#)
+        } else {
+            format!(r#"{{"scope": "{scope}", "action": "unlock", "holder": "{holder}", "request_id": "{unlock_id}", "grant": "{grant}"}}"#)
+        };
         let unlock_sent = Instant::now();
-        if let Ok((200, reply)) = post(s.nodes[node], &unlock) {
-            s.history.lock().unwrap().decisions.push(decision("release", node, unlock_sent, &reply, n));
+        let (node, last_sent, answer, unknown_before) = send_with_retries(&s, &mut rng, node, &unlock, unlock_unknown);
+        let definite = !unlock_unknown(&answer) && !unknown_before;
+        if let Ok((200, reply)) = &answer {
+            s.history.lock().unwrap().decisions.push(decision("release", node, last_sent, reply, n));
+        }
+        if bare {
+            let done = definite.then(Instant::now);
+            s.history.lock().unwrap().bare_unlocks.push(BareUnlock { holder: holder.clone(), scope: scope.into(), sent: unlock_sent, done });
+            if done.is_none() && shared {
+                // A copy may still arrive and free whatever this name holds then: the pair
+                // moves on to a new name.
+                s.generations[pair].fetch_add(1, Ordering::Relaxed);
+            }
+            if rng.index(2) == 0 {
+                again = Some(scope);
+            }
         }
     }
 }
@@ -152,7 +238,14 @@ fn observer(seed: u64, s: Arc<Shared>) {
             let holders = v["holders"]
                 .as_array()
                 .map(|a| {
-                    a.iter().map(|h| (h["holder"].as_str().unwrap_or_default().to_string(), h["fencing_token"].as_u64().unwrap_or(0), h["lock_type"] == "write")).collect()
+                    a.iter()
+                        .map(|h| Shown {
+                            holder: h["holder"].as_str().unwrap_or_default().to_string(),
+                            token: h["fencing_token"].as_u64().unwrap_or(0),
+                            write: h["lock_type"] == "write",
+                            grant: h["grant"].as_str().unwrap_or_default().to_string(),
+                        })
+                        .collect()
                 })
                 .unwrap_or_default();
             let queue = v["queue"].as_array().map(|q| q.iter().map(|w| w["holder"].as_str().unwrap_or_default().to_string()).collect()).unwrap_or_default();
@@ -372,14 +465,16 @@ fn run_once(n: usize, seconds: u64, seed: u64) -> RunReport {
     let expect = n.to_string();
     c.start_all(&["--bootstrap-expect", &expect]);
     c.wait_for_roster(&(0..n).collect::<Vec<_>>(), n);
+    let clients = n + 3;
     let shared = Arc::new(Shared {
         nodes: (0..n).map(|i| c.http(i)).collect(),
+        generations: (0..clients / 2).map(|_| AtomicU64::new(0)).collect(),
         history: Mutex::new(History::default()),
         resource: Mutex::new(Resource::default()),
         stop: AtomicBool::new(false),
     });
     let started = Instant::now();
-    let mut threads: Vec<_> = (0..n + 3)
+    let mut threads: Vec<_> = (0..clients)
         .map(|id| {
             let s = shared.clone();
             std::thread::spawn(move || client(id, seed, s))
@@ -423,11 +518,13 @@ fn run_once(n: usize, seconds: u64, seed: u64) -> RunReport {
     let recovered: Vec<f64> = recoveries(&history, end).into_iter().filter_map(|(_, r)| r).collect();
     println!(
         "chaos run seed {seed}, {n} nodes{}: {} acquires ({} granted, {failed} refused, {unknown} unknown of which {unknown_granted} later seen granted), \
-         {} decisions checked for a majority, {} reads, {} uses ({} rejected); faults: {kinds}; \
+         {} bare releases ({} of unknown fate), {} decisions checked for a majority, {} reads, {} uses ({} rejected); faults: {kinds}; \
          {unavailable:.1} s max unavailability, {:.1} s max recovery after a fault healed",
         if partitions { " with partitions" } else { " (no partitions: not root)" },
         history.attempts.len(),
         history.grants.len(),
+        history.bare_unlocks.len(),
+        history.bare_unlocks.iter().filter(|u| u.done.is_none()).count(),
         history.decisions.len(),
         history.observations.len(),
         history.uses.len(),
@@ -477,20 +574,31 @@ fn chaos_7_nodes() {
 fn the_checker_catches_known_violations() {
     let t0 = Instant::now();
     let s = |ms: u64| t0 + Duration::from_millis(ms);
-    let trust = |client: usize, token, start, end| Trust { client, holder: format!("c{client}"), scope: "x".into(), token, write: true, start: s(start), end: s(end) };
+    let trust = |client: usize, token, start, end| Trust {
+        client,
+        holder: format!("c{client}"),
+        scope: "x".into(),
+        token,
+        grant: format!("{token}-{token}"),
+        write: true,
+        asked: s(start),
+        start: s(start),
+        end: s(end),
+    };
     let read = |start, end, holders: &[(&str, u64)]| Observation {
         node: 0,
         scope: "x".into(),
         start: s(start),
         end: s(end),
-        holders: holders.iter().map(|&(h, t)| (h.to_string(), t, true)).collect(),
+        holders: holders.iter().map(|&(h, t)| Shown { holder: h.to_string(), token: t, write: true, grant: format!("{t}-{t}") }).collect(),
         queue: vec![],
     };
-    let attempt = |holder: &str, sent, done, outcome| Attempt { holder: holder.into(), scope: "x".into(), sent: s(sent), done: s(done), outcome };
+    let attempt = |holder: &str, sent, done, outcome| Attempt { holder: holder.into(), shared: false, scope: "x".into(), sent: s(sent), done: s(done), outcome, grant: None };
     let decided = |agreed: Vec<Option<usize>>, voters| Decision { what: "grant".into(), node: 0, sent: s(3000), told: s(3100), agreed, voters };
     let history = History {
         trusts: vec![trust(1, 5, 0, 1000), trust(2, 6, 500, 1500), trust(3, 4, 2000, 2500)],
         uses: vec![Use { client: 3, scope: "x".into(), token: 4, at: s(2100), accepted: false, believed_valid: true }],
+        bare_unlocks: vec![],
         grants: vec![s(0), s(500), s(2000)],
         attempts: vec![
             attempt("c9", 2600, 2700, Outcome::Failed { why: "no_quorum".into(), queued: false }),
@@ -508,7 +616,7 @@ fn the_checker_catches_known_violations() {
         "believed its lease valid",
         "acknowledged with [Some(0)] of 3",
         "counted node 2",
-        "lost: c3 held x (token 4)",
+        "lost: c3 held x (grant 4-4)",
         "c9 was told no_quorum",
         "c8 was told busy",
         "exclusion: a read",
@@ -526,4 +634,49 @@ fn the_checker_catches_known_violations() {
     };
     assert!(check(&clean).is_empty(), "{:?}", check(&clean));
     assert!((max_unavailability(&clean, s(0), s(3000)) - 2.0).abs() < 0.01);
+}
+
+/// Processes sharing a holder name are one holder for a bare release: it may free the
+/// partner's grant made before its answer (no violation when someone else takes the scope
+/// then), but never a grant asked for after its answer (a violation).
+#[test]
+fn the_checker_lets_a_bare_release_free_only_older_grants_of_its_holder() {
+    let t0 = Instant::now();
+    let s = |ms: u64| t0 + Duration::from_millis(ms);
+    let trust = |client: usize, holder: &str, token: u64, asked, start, end| Trust {
+        client,
+        holder: holder.into(),
+        scope: "x".into(),
+        token,
+        grant: format!("{token}-{token}"),
+        write: true,
+        asked: s(asked),
+        start: s(start),
+        end: s(end),
+    };
+    let bare = |sent, done: Option<u64>| BareUnlock { holder: "g0.0".into(), scope: "x".into(), sent: s(sent), done: done.map(s) };
+    // Client 1 (g0.0) holds from 100 to 2000; its partner's bare release is sent at 500 and
+    // answered at 600; client 2 takes the scope at 700. Client 1's use at 800 is rejected.
+    let use_at = |at| Use { client: 1, scope: "x".into(), token: 5, at: s(at), accepted: false, believed_valid: true };
+    let freed = History {
+        trusts: vec![trust(1, "g0.0", 5, 50, 100, 2000), trust(2, "c2", 6, 650, 700, 1500)],
+        uses: vec![use_at(800)],
+        bare_unlocks: vec![bare(500, Some(600))],
+        ..History::default()
+    };
+    assert!(check(&freed).is_empty(), "{:#?}", check(&freed));
+    // The same, but client 1 asked for its grant after the release was answered: it must
+    // not have been freed.
+    let kept = History {
+        trusts: vec![trust(1, "g0.0", 5, 650, 660, 2000), trust(2, "c2", 6, 650, 700, 1500)],
+        uses: vec![use_at(800)],
+        bare_unlocks: vec![bare(500, Some(600))],
+        ..History::default()
+    };
+    let found = check(&kept);
+    assert!(found.iter().any(|v| v.contains("exclusion: x: client 1")), "{found:#?}");
+    assert!(found.iter().any(|v| v.contains("believed its lease valid")), "{found:#?}");
+    // A bare release whose fate is unknown may arrive at any time: it may free any grant.
+    let unknown = History { bare_unlocks: vec![bare(500, None)], ..kept };
+    assert!(check(&unknown).is_empty(), "{:#?}", check(&unknown));
 }

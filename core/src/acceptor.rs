@@ -143,6 +143,12 @@ impl Acceptor {
         Some(Slot { promised: state.promised, accepted: Some(accepted) })
     }
 
+    /// When this voter accepted the value it holds for `key` (its own clock; the restart
+    /// time after a restart).
+    pub fn accepted_at(&self, key: &Key) -> Option<Time> {
+        self.slots.get(key).filter(|s| s.accepted.is_some()).map(|s| s.accepted_at)
+    }
+
     pub fn slot(&self, key: &Key) -> Option<Slot> {
         self.slots.get(key).map(SlotState::slot)
     }

@@ -32,6 +32,14 @@ pub enum Broken {
     /// Voters accept without promising the ballot's successor, while proposers still skip
     /// the Prepare after a ballot of theirs a majority accepted.
     NoSuccessorPromise,
+    /// A bare unlock frees the holder's grants whatever their age: the arrival rule removed.
+    BareUnlockWithoutArrivalRule,
+    /// A cancel frees its request's grant even when a retry of the request collected it
+    /// (the grant is reported).
+    CancelFreesReportedGrant,
+    /// A poll or retry that collects a handed-over grant answers `locked` without marking
+    /// the grant reported, so a cancel may still free it.
+    LockedBeforeReported,
 }
 
 /// Whether `$config` runs the broken variant `$variant`; always `false` without the feature.

@@ -676,11 +676,15 @@ pub(super) fn apply_roster_ops(
     let mut roster = base.clone();
     let answers = ops
         .iter()
-        .map(|op| {
-            let Op::Roster(op) = &op.op else {
+        .map(|pending| {
+            let Op::Roster(op) = &pending.op else {
                 return Answer::Roster(RosterResult::Refused(RosterRefusal::Moved { current: roster.version }));
             };
             Answer::Roster(match op {
+                // An earlier attempt of this change sent Accepts, and the register now shows
+                // the change made: it took effect (or an identical one did). A refusal would
+                // say it did not (contract 6).
+                RosterOp::Change { change, .. } if pending.accept_sent && roster.shows(change) => RosterResult::Changed(roster.clone()),
                 RosterOp::Change { change, expected_version } => {
                     if roster.version != installed_version || expected_version.is_some_and(|v| v != roster.version) {
                         RosterResult::Refused(RosterRefusal::Moved { current: roster.version })
@@ -710,6 +714,37 @@ pub(super) fn apply_roster_ops(
     (roster, answers)
 }
 
+/// The record-level broken variants, before an op is applied: returns the arrival to apply
+/// it with, and the grant (by id) that an acquire is about to collect unreported.
+#[cfg(feature = "broken-variants")]
+fn broken_before(record: &mut LockRecord, lock: &LockOp, arrived_us: u64, config: &Config) -> (u64, Option<u64>) {
+    use super::record::Which;
+    match lock {
+        LockOp::Release { grant, .. } if grant.which == Which::Held && broken!(config, BareUnlockWithoutArrivalRule) => (0, None),
+        LockOp::Cancel { request_id } if broken!(config, CancelFreesReportedGrant) => {
+            for g in record.holders.iter_mut().filter(|g| g.request_id == *request_id) {
+                g.reported = false;
+            }
+            (arrived_us, None)
+        }
+        LockOp::Acquire(a) if broken!(config, LockedBeforeReported) => {
+            let unreported = record.holders.iter().find(|g| g.request_id == a.request_id && !g.reported).map(|g| g.id);
+            (arrived_us, unreported)
+        }
+        _ => (arrived_us, None),
+    }
+}
+
+/// After the op: a grant collected without being marked reported.
+#[cfg(feature = "broken-variants")]
+fn broken_after(record: &mut LockRecord, collecting: Option<u64>) {
+    if let Some(id) = collecting {
+        for g in record.holders.iter_mut().filter(|g| g.id == id) {
+            g.reported = false;
+        }
+    }
+}
+
 /// Applies a batch of lock operations to a scope's record, after carrying it forward by
 /// `elapsed_us`. Returns the new record, the answers, and whether anything but the floors
 /// changed (only then does a chosen record need an Accept). Each op is applied with an upper
@@ -728,7 +763,13 @@ pub(super) fn apply_lock_ops(
         .map(|op| match &op.op {
             Op::Lock(lock) => {
                 let arrived_us = config.drift.true_elapsed_ceiling(now.since(op.arrived));
-                Answer::Lock(record.apply(lock, arrived_us, &config.limits))
+                #[cfg(feature = "broken-variants")]
+                let (arrived_us, collecting) = broken_before(&mut record, lock, arrived_us, config);
+                #[allow(clippy::let_and_return)]
+                let answer = record.apply(lock, arrived_us, &config.limits);
+                #[cfg(feature = "broken-variants")]
+                broken_after(&mut record, collecting);
+                Answer::Lock(answer)
             }
             Op::Roster(_) => Answer::Lock(LockResult::NotHolder),
         })

@@ -747,6 +747,88 @@ fn a_roster_change_chosen_while_its_proposer_is_cut_off_is_installed_and_swept()
     assert!(matches!(net.result(3), Some(Ok(Answer::Lock(LockResult::Busy { .. })))), "{:?}", net.result(3));
 }
 
+fn add_change(net: &Net, add: &str, expected: Option<u64>) -> Op {
+    Op::Roster(RosterOp::Change { change: RosterChange::Add(net.id(add)), expected_version: expected })
+}
+
+/// Red team of the catch-up read: no message is lost, but C's Accepts of its change reach A at
+/// once and B, D, E late; A's periodic check fires in between and reads the register (found
+/// v1 chosen there), so B, D, E refuse C's late Accepts and C retries. C's change is the
+/// roster in the end, and C must say so — it answered `Moved` ("refused") before the fix.
+#[test]
+fn a_catch_up_read_overtaking_a_changes_accepts_does_not_turn_its_success_into_a_refusal() {
+    use std::cell::{Cell, RefCell};
+    let names = ["A", "B", "C", "D", "E", "F"];
+    let config = Config { sweep_check_us: 20_000, phase_timeout_us: 1_000, ..Config::default() };
+    let mut net = Net::new(&names, vec![Durable::default(); 6], config);
+    net.bootstrap(&["A", "B", "C", "D", "E"]);
+    let held = RefCell::new(Vec::new());
+    let a_read = Cell::new(false);
+    let hold_late_accepts = |e: &Envelope| {
+        let late = e.from.name == "C" && e.to.name != "A" && matches!(e.body, Body::Accept { key: Key::Roster, .. });
+        if e.from.name == "A" && matches!(e.body, Body::Prepare { key: Key::Roster, .. }) {
+            a_read.set(true);
+        }
+        if late {
+            held.borrow_mut().push(e.clone());
+        }
+        late
+    };
+    net.request("C", 7, Key::Roster, add_change(&net, "F", Some(1)));
+    net.pump(&hold_late_accepts);
+    assert_eq!(held.borrow().len(), 3, "C's Accepts to B, D, E are on their way");
+    // A's periodic check fires while they travel (only A's timers run).
+    let ai = net.idx("A");
+    while !a_read.get() {
+        let t = net.nodes[ai].next_timeout().unwrap().0;
+        net.now = net.now.max(t);
+        net.nodes[ai].handle_timeout(Time(net.now));
+        net.collect(ai);
+        net.pump(&hold_late_accepts);
+        assert!(net.now < 1_000_000, "A's check never read the register");
+    }
+    net.queue.extend(held.take());
+    net.run(5_000_000, &keep_all);
+    let roster = net.nodes[net.idx("C")].roster().cloned().unwrap();
+    assert!(roster.version == 2 && roster.contains(&net.id("F")), "the roster is C's change: {roster:?}");
+    let answer = net.result(7).cloned();
+    assert!(matches!(answer, Some(Ok(Answer::Roster(RosterResult::Changed(_))))), "C answers {answer:?}");
+}
+
+/// Red team: the decider of a change is cut off right after its Accepts went out; a majority
+/// took them, and the catch-up installs and sweeps the change meanwhile. When the decider
+/// heals, its retry must not answer that its change was refused (contract 6: after an Accept
+/// carrying the effect, only success, `timeout` or a refusal committed instead of it). It
+/// answered `Moved` before the fix (also before the catch-up existed).
+#[test]
+fn the_decider_of_a_change_finished_while_it_was_cut_off_is_not_told_it_was_refused() {
+    use std::cell::Cell;
+    let config = Config { sweep_check_us: 20_000, ..Config::default() };
+    let mut net = Net::new(&["A", "B", "C", "D"], vec![Durable::default(); 4], config);
+    net.bootstrap(&["A", "B", "C"]);
+    let accepts_sent = Cell::new(false);
+    let healed = Cell::new(false);
+    let cut_but_accepts = |e: &Envelope| {
+        let accept_from_c = e.from.name == "C" && matches!(e.body, Body::Accept { key: Key::Roster, .. });
+        if accept_from_c {
+            accepts_sent.set(true);
+        }
+        !healed.get() && accepts_sent.get() && (e.from.name == "C" || e.to.name == "C") && !(accept_from_c && e.to.name != "C")
+    };
+    net.request("C", 2, Key::Roster, add_change(&net, "D", Some(1)));
+    net.run(15_000_000, &cut_but_accepts);
+    let at_a = net.nodes[net.idx("A")].roster().map(|r| (r.version, r.sweep_done));
+    assert_eq!(at_a, Some((2, true)), "the catch-up installed and swept the change");
+    assert!(net.result(2).is_none(), "C still retries its change");
+    healed.set(true);
+    net.run(5_000_000, &cut_but_accepts);
+    let answer = net.result(2).cloned();
+    assert!(
+        matches!(answer, Some(Ok(Answer::Roster(RosterResult::Changed(_)))) | Some(Err(Failure::Timeout))),
+        "C's change took effect, but C answers {answer:?}"
+    );
+}
+
 // A red-team review of grant identity (PROTOCOL §11.10, §11.11): each schedule broke the first
 // version of the rules.
 

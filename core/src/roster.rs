@@ -91,6 +91,15 @@ impl Roster {
         self.voters.binary_search(node).is_ok()
     }
 
+    /// Whether this roster shows `change` made: the node added is a voter, the one removed
+    /// is not.
+    pub fn shows(&self, change: &RosterChange) -> bool {
+        match change {
+            RosterChange::Add(node) => self.contains(node),
+            RosterChange::Remove(node) => !self.contains(node),
+        }
+    }
+
     /// The roster after `change`, one version later and not yet swept.
     pub fn changed(&self, change: &RosterChange) -> Result<Roster, ChangeError> {
         let mut voters = self.voters.clone();

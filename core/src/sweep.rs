@@ -262,6 +262,13 @@ impl Node {
         if busy || self.roster_read_for == Some(accepted) {
             return;
         }
+        // Give the change's own decider time to finish: a read overtaking its Accepts in
+        // flight makes it retry (it then answers from the register all the same).
+        let age = now.since(self.acceptor.accepted_at(&Key::Roster).unwrap_or(now));
+        let settled = age >= self.config.phase_timeout_us.saturating_mul(10);
+        if !settled {
+            return;
+        }
         let deadline = now.plus_micros(self.config.phase_timeout_us.saturating_mul(10));
         let op = PendingOp { client: Client::RosterCatchUp(accepted), op: Op::Roster(RosterOp::Read), deadline, arrived: now, accept_sent: false };
         self.enqueue(now, Key::Roster, op);

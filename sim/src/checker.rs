@@ -8,8 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use lockmesh_core::message::AcceptedValue;
 use lockmesh_core::events::EventLog;
 use lockmesh_core::history::MIN_HOLDS;
-use lockmesh_core::record::Outcome;
-use lockmesh_core::{quorum, AutoChoice, AutoLease, Ballot, Key, LockType, NodeId, Reply, RequestId, Roster, RosterId, Value};
+use lockmesh_core::record::{LockRecord, Outcome};
+use lockmesh_core::call::Outcome as CallOutcome;
+use lockmesh_core::{
+    quorum, Answer, AutoChoice, AutoLease, Ballot, Key, LockResult, LockType, NodeId, Reply, RequestId, Roster, RosterId, Value, Which, Write,
+};
+
+use crate::serve::CallRequest;
+use lockmesh_core::acceptor::Slot;
 
 /// Durable acceptances of one (register, ballot).
 #[derive(Default)]
@@ -25,6 +31,9 @@ struct Acceptance {
 #[derive(Clone, Debug)]
 struct Interval {
     client: usize,
+    holder: String,
+    /// The grant's id.
+    grant: u64,
     token: u64,
     lock_type: LockType,
     start_us: u64,
@@ -39,6 +48,8 @@ pub struct Checker {
     chosen_rosters: BTreeSet<RosterId>,
     /// Chosen records' last tokens per scope, by ballot, to check they never go back.
     chosen_tokens: BTreeMap<String, BTreeMap<Ballot, u64>>,
+    /// Chosen records per scope, by ballot, as far as the chain check needs them.
+    chain: BTreeMap<String, BTreeMap<Ballot, Link>>,
     /// Chosen records' event logs per scope, by ballot (ages zeroed), to check that watchers
     /// see one history: numbers never go back and one number is always the same event.
     chosen_events: BTreeMap<String, BTreeMap<Ballot, EventLog>>,
@@ -51,12 +62,55 @@ pub struct Checker {
     /// running node (true time).
     reached: BTreeMap<(String, RequestId, String), u64>,
     intervals: BTreeMap<String, Vec<Interval>>,
+    /// When a voter first wrote a record holding each grant (scope, holder, id, token): no
+    /// grant is older than that.
+    first_written: BTreeMap<(String, String, u64, u64), u64>,
+    /// When bare unlocks of each (scope, holder) reached the node that applies them.
+    bare_arrivals: BTreeMap<(String, String), Vec<u64>>,
+    /// The same by request: (digest of the request id) -> (holder, arrivals of its copies).
+    bare_requests: BTreeMap<u64, (String, Vec<u64>)>,
     pub grants_trusted: u64,
     /// Auto leases granted, and how many of them were chosen from a percentile.
     pub auto_leases: (u64, u64),
     pub latest_roster: Option<Roster>,
     /// Entries a record's request log keeps (the core's `Limits::log_capacity`).
     pub log_capacity: usize,
+}
+
+/// One grant of a chosen record, as the chain check sees it.
+#[derive(Clone, Debug)]
+struct LinkGrant {
+    id: u64,
+    token: u64,
+    holder: String,
+    /// `RequestId::digest` of the acquire it answers.
+    request: u64,
+    reported: bool,
+}
+
+/// What the chain check needs of a chosen record: its grants, and its request log (digest,
+/// outcome) unless the log is full (then it may have pushed out what the check looks for).
+#[derive(Clone, Debug)]
+struct Link {
+    grants: Vec<LinkGrant>,
+    log: Option<Vec<(u64, Outcome)>>,
+}
+
+impl Link {
+    fn new(record: &LockRecord, log_capacity: usize) -> Link {
+        let grants = record
+            .holders
+            .iter()
+            .map(|g| LinkGrant { id: g.id, token: g.token, holder: g.holder.clone(), request: g.request_id.digest(), reported: g.reported })
+            .collect();
+        let full = record.log.len() >= log_capacity;
+        let log = (!full).then(|| record.log.iter().map(|e| (e.request, e.outcome)).collect());
+        Link { grants, log }
+    }
+
+    fn holds(&self, g: &LinkGrant) -> bool {
+        self.grants.iter().any(|x| x.id == g.id && x.token == g.token)
+    }
 }
 
 /// Whether `later` continues `earlier`: no fewer events, and every number both still hold
@@ -150,6 +204,17 @@ impl Checker {
                 if let Some((b, t)) = above.filter(|(_, t)| *t < record.last_token) {
                     self.violation(now_us, format!("fencing: scope {scope} chose last_token {} at {ballot:?} before {t} at {b:?}", record.last_token));
                 }
+                // Chosen records form one chain: a grant leaves only by ending.
+                let link = Link::new(&record, self.log_capacity);
+                let links = self.chain.get(scope.as_str());
+                let below = links.and_then(|l| l.range(..ballot).next_back()).and_then(|(b, l)| self.broken_link(scope, l, &link).map(|why| (*b, why)));
+                let above = links
+                    .and_then(|l| l.range((std::ops::Bound::Excluded(ballot), std::ops::Bound::Unbounded)).next())
+                    .and_then(|(b, l)| self.broken_link(scope, &link, l).map(|why| (*b, why)));
+                self.chain.entry(scope.clone()).or_default().insert(ballot, link);
+                for (b, why) in below.into_iter().chain(above) {
+                    self.violation(now_us, format!("chain: scope {scope} chose records at {b:?} and {ballot:?} that are not one chain: {why}"));
+                }
                 let mut log = record.events.clone();
                 log.events.iter_mut().for_each(|e| e.age_floor_us = 0);
                 let logs = self.chosen_events.entry(scope.clone()).or_default();
@@ -164,6 +229,36 @@ impl Checker {
             }
             _ => {}
         }
+    }
+
+    /// How `later` fails to continue `earlier` as one chain of scope `scope`. A grant leaves
+    /// only by ending — released, expired, or cancelled before anyone was told of it — and
+    /// the later record's log says which: `Used` for a grant someone was told of (only an
+    /// unreported one can end unused). And a bare release frees only grants older than its
+    /// arrival: a release that the later record newly logs, whose holder lost exactly one
+    /// grant there, must have arrived after that grant was first written.
+    fn broken_link(&self, scope: &str, earlier: &Link, later: &Link) -> Option<String> {
+        let log = later.log.as_ref()?;
+        let gone: Vec<&LinkGrant> = earlier.grants.iter().filter(|g| !later.holds(g)).collect();
+        for g in &gone {
+            let ended = log.iter().filter(|e| e.0 == g.request).map(|e| e.1).collect::<Vec<_>>();
+            let explained = ended.contains(&Outcome::Used) || (!g.reported && ended.contains(&Outcome::Ended));
+            if !explained {
+                return Some(format!("grant {} (token {}, {}reported) left with outcome {ended:?}", g.id, g.token, if g.reported { "" } else { "un" }));
+            }
+        }
+        let released_before = |d: u64| earlier.log.as_ref().is_some_and(|l| l.contains(&(d, Outcome::Released)));
+        for (digest, _) in log.iter().filter(|e| e.1 == Outcome::Released && !released_before(e.0)) {
+            let Some((holder, arrivals)) = self.bare_requests.get(digest) else { continue };
+            let theirs: Vec<&&LinkGrant> = gone.iter().filter(|g| g.holder == *holder).collect();
+            let [g] = theirs.as_slice() else { continue };
+            let last_arrival = arrivals.iter().max().copied().unwrap_or(0);
+            let written = self.first_written.get(&(scope.to_string(), holder.clone(), g.id, g.token));
+            if written.is_some_and(|w| *w >= last_arrival) {
+                return Some(format!("a bare release of {holder} (last copy arrived {last_arrival} µs) freed grant {} first written later", g.id));
+            }
+        }
+        None
     }
 
     /// Contract 5: a node installs only a chosen roster, and one roster per version.
@@ -229,13 +324,62 @@ impl Checker {
         }
     }
 
+    /// A voter submitted `writes` for its disk: the first time a record holding a grant is
+    /// written bounds that grant's age from above.
+    pub fn written(&mut self, now_us: u64, writes: &[Write]) {
+        for w in writes {
+            let Write::Slot(Key::Scope(scope), Slot { accepted: Some(a), .. }) = w else { continue };
+            let Value::Lock(record) = &a.value else { continue };
+            for g in &record.holders {
+                self.first_written.entry((scope.clone(), g.holder.clone(), g.id, g.token)).or_insert(now_us);
+            }
+        }
+    }
+
+    /// Whether a bare unlock of `holder` that reached its node at `arrived_us` may free grant
+    /// `grant`: the arrival rule frees only grants provably older than the arrival, and none
+    /// is older than its first write.
+    fn may_free(&self, scope: &str, holder: &str, grant: u64, token: u64, arrived_us: u64) -> bool {
+        self.first_written.get(&(scope.to_string(), holder.to_string(), grant, token)).is_some_and(|w| *w < arrived_us)
+    }
+
+    /// A bare unlock of `holder` on `scope` reached the node that applies it. Processes sharing
+    /// a holder name are one holder (PROTOCOL §6): the unlock may free any grant of that name
+    /// older than its arrival, so every process stops trusting such a grant there. Grants
+    /// made after the arrival stay theirs — a variant that freed them is caught by exclusion.
+    pub fn bare_unlock_arrived(&mut self, now_us: u64, scope: &str, holder: &str, request_id: &RequestId) {
+        self.bare_arrivals.entry((scope.to_string(), holder.to_string())).or_default().push(now_us);
+        self.bare_requests.entry(request_id.digest()).or_insert_with(|| (holder.to_string(), Vec::new())).1.push(now_us);
+        let freeable: Vec<(u64, u64)> = self
+            .intervals
+            .get(scope)
+            .into_iter()
+            .flatten()
+            .filter(|i| i.holder == holder && i.end_us > now_us && self.may_free(scope, holder, i.grant, i.token, now_us))
+            .map(|i| (i.grant, i.token))
+            .collect();
+        for i in self.intervals.get_mut(scope).into_iter().flatten() {
+            if i.holder == holder && freeable.contains(&(i.grant, i.token)) && i.end_us > now_us {
+                i.end_us = now_us.max(i.start_us);
+            }
+        }
+    }
+
     /// Contract 1 and 2: a client trusts a grant from `start_us` to `end_us` (true time).
-    pub fn trusted(&mut self, client: usize, scope: &str, token: u64, lock_type: LockType, start_us: u64, end_us: u64) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn trusted(&mut self, client: usize, scope: &str, holder: &str, grant: u64, token: u64, lock_type: LockType, start_us: u64, end_us: u64) {
+        // A bare unlock of this holder name that arrived after the grant was made may have
+        // freed it: trust ends at that arrival (so none is left if it came first).
+        let arrivals = self.bare_arrivals.get(&(scope.to_string(), holder.to_string())).cloned().unwrap_or_default();
+        let end_us = arrivals
+            .into_iter()
+            .filter(|a| self.may_free(scope, holder, grant, token, *a))
+            .fold(end_us, |end, a| end.min(a.max(start_us)));
         if end_us <= start_us {
             return;
         }
         self.grants_trusted += 1;
-        let new = Interval { client, token, lock_type, start_us, end_us };
+        let new = Interval { client, holder: holder.to_string(), grant, token, lock_type, start_us, end_us };
         let mut found = Vec::new();
         for other in self.intervals.get(scope).into_iter().flatten() {
             let same_grant = other.client == client && other.token == token;
@@ -287,6 +431,72 @@ impl Checker {
         };
         if !remembered {
             self.violation(now_us, format!("honesty: {} told busy on {scope} at {ballot:?}, but no record accepted there remembers the refusal", request_id.0));
+        }
+    }
+
+    /// Contract 6 for what calls answer: each answer is true of the record it was drawn
+    /// from (the one accepted at the ballot of the call's last reply, or the cancel's).
+    /// `expired`: the request neither holds nor waits, and the log says it ended; a wait
+    /// that ended `busy` after its cancel: it neither holds nor waits; `released`: the log
+    /// shows the release applied; `not_holder`: the grant named is not held. An answer the
+    /// call never asks for is a bug. (A read that found the scope free answers from a record
+    /// it carried forward, which expired what the accepted value still lists: not checked.)
+    pub fn call_answer(&mut self, now_us: u64, asked: &CallRequest, outcome: &CallOutcome, last_ballot: Option<Ballot>) {
+        let (scope, key) = match asked {
+            CallRequest::Lock { key: Key::Scope(s), .. } | CallRequest::Unlock { key: Key::Scope(s), .. } => (s.clone(), Key::Scope(s.clone())),
+            _ => return,
+        };
+        let record_at = |ballot: Option<Ballot>| match ballot.and_then(|b| self.acceptances.get(&(key.clone(), b))).and_then(|a| a.value.as_ref()) {
+            Some(Value::Lock(r)) => Some(r.clone()),
+            _ => None,
+        };
+        let logged = |r: &LockRecord, id: &RequestId, outcomes: &[Outcome]| {
+            let d = id.digest();
+            r.log.len() >= self.log_capacity || r.log.iter().any(|e| e.request == d && outcomes.contains(&e.outcome))
+        };
+        let lie = match (asked, outcome) {
+            (_, CallOutcome::Unexpected(answer)) => Some(format!("the core answered {answer:?}, which the call never asks for")),
+            (CallRequest::Lock { acquire, .. }, CallOutcome::Expired(why)) => match record_at(last_ballot) {
+                None => Some(format!("expired ({why:?}) drawn from no accepted record")),
+                Some(r) => {
+                    let id = &acquire.request_id;
+                    let present = r.holders.iter().any(|g| g.request_id == *id) || r.queue.iter().any(|w| w.request_id == *id);
+                    (present || !logged(&r, id, &[Outcome::Ended, Outcome::Used])).then(|| format!("{} told expired ({why:?}), but the record holds it or does not say it ended", id.0))
+                }
+            },
+            (CallRequest::Lock { acquire, .. }, CallOutcome::Busy { position: Some(_), ballot, .. }) => match record_at(*ballot) {
+                None => Some("a cancelled wait drawn from no accepted record".to_string()),
+                Some(r) => {
+                    let id = &acquire.request_id;
+                    let present = r.holders.iter().any(|g| g.request_id == *id) || r.queue.iter().any(|w| w.request_id == *id);
+                    present.then(|| format!("{} told busy after its cancel, but the cancel's record still holds or queues it", id.0))
+                }
+            },
+            (CallRequest::Unlock { holder, request_id, .. }, CallOutcome::Done(reply)) => match (&reply.result, record_at(reply.ballot)) {
+                (_, None) => Some("an unlock answered from no accepted record".to_string()),
+                (Ok(Answer::Lock(LockResult::Released)), Some(r)) => {
+                    (!logged(&r, request_id, &[Outcome::Released])).then(|| format!("{holder}'s release {} told released, but the record does not show it applied", request_id.0))
+                }
+                _ => None,
+            },
+            (CallRequest::Unlock { holder, named: Some(which), .. }, CallOutcome::NotHolder { .. }) => match record_at(last_ballot) {
+                None => Some("not_holder drawn from no accepted record".to_string()),
+                Some(r) => {
+                    let held = r.holders.iter().any(|g| {
+                        g.holder == *holder
+                            && match which {
+                                Which::Grant { token, id } => g.token == *token && g.id == *id,
+                                Which::Token(token) => g.token == *token && g.lock_type == LockType::Write,
+                                Which::Held => false,
+                            }
+                    });
+                    held.then(|| format!("{holder} told not_holder for {which:?}, which the record holds"))
+                }
+            },
+            _ => None,
+        };
+        if let Some(lie) = lie {
+            self.violation(now_us, format!("honesty: on {scope}: {lie}"));
         }
     }
 

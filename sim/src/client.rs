@@ -1,6 +1,7 @@
 //! Simulated clients: they acquire (waiting or not, read or write, at any priority), hold,
-//! renew, release, crash while holding, retry a call with the same request id at another node
-//! when its answer does not come, and start over with a fresh id when a wait ends busy. Locks
+//! renew, release (naming the grant, or bare), crash while holding, retry a call with the same
+//! request id at another node when its answer does not come, and start over with a fresh id
+//! when a wait ends busy. In some seeds processes share holder names in pairs. Locks
 //! and unlocks are calls that a node serves with the core's call module, as the HTTP API
 //! does (`serve.rs`); renewals and status reads go to the core directly. Each client trusts a
 //! grant exactly as a real client must: from the send of the request that obtained or
@@ -61,7 +62,8 @@ pub(crate) enum State {
     Acquiring(Wanted),
     Holding(Held),
     Renewing { held: Held, sent: Time },
-    Releasing { held: Held, request_id: RequestId, attempts: u32 },
+    /// `bare`: the release names no grant (the holder's grants older than its arrival).
+    Releasing { held: Held, request_id: RequestId, attempts: u32, bare: bool },
     /// A status read: exercises reads that write back only when needed.
     Reading,
     Crashed,
@@ -81,14 +83,24 @@ pub(crate) struct SimClient {
     pub probe: bool,
     pub done: bool,
     pub scope_hint: Option<String>,
+    /// The scope to lock next: after a bare release, a process often locks the same scope
+    /// again at once (while a copy of the release may still be in a node's queue).
+    again: Option<String>,
 }
 
 impl SimClient {
-    pub fn new(index: usize, clock: Clock, probe: bool) -> SimClient {
+    /// `shared`: this process shares its holder name with the client next to it (0 and 1,
+    /// 2 and 3, ...), as two processes of one application might.
+    pub fn new(index: usize, clock: Clock, probe: bool, shared: bool) -> SimClient {
+        let holder = match (probe, shared) {
+            (true, _) => format!("probe{index}"),
+            (false, true) => format!("h{}", index / 2),
+            (false, false) => format!("c{index}"),
+        };
         SimClient {
             index,
             clock,
-            holder: format!("{}{index}", if probe { "probe" } else { "c" }),
+            holder,
             state: State::Idle,
             attempt: 0,
             wake_token: 0,
@@ -97,6 +109,7 @@ impl SimClient {
             probe,
             done: false,
             scope_hint: None,
+            again: None,
         }
     }
 
@@ -137,7 +150,7 @@ impl World {
         let to = self.rng.index(self.nodes.len());
         self.log(|| format!("client {c} -> n{to} (attempt {}): {op:?}", client & 0xffff_ffff));
         let request = Request { client, key, op: Op::Lock(op), timeout_us: REQUEST_TIMEOUT_US };
-        if let Some(delay) = self.net.client_delivery(&mut self.rng) {
+        if let Some(delay) = self.net.client_delivery(&mut self.rng, c, to) {
             self.schedule(self.now + delay, Event::Request { to, request });
         }
         self.wake_client_in(c, REPLY_WAIT_US);
@@ -150,13 +163,15 @@ impl World {
         let attempt = self.clients[c].attempt;
         let to = self.rng.index(self.nodes.len());
         self.log(|| format!("client {c} -> n{to} (call {attempt}): {request:?}"));
-        if let Some(delay) = self.net.client_delivery(&mut self.rng) {
+        if let Some(delay) = self.net.client_delivery(&mut self.rng, c, to) {
             self.schedule(self.now + delay, Event::Call { to, client: c, attempt, request });
         }
-        // Now and then a waiting call's connection breaks early: the client retries the
-        // request elsewhere while the node that had it goes on serving it (and cancels it at
-        // its deadline).
-        let patience = if wait_us > 0 && self.rng.chance(0.2) { self.rng.between(1, wait_us) } else { wait_us + REPLY_WAIT_US };
+        // Now and then a call's connection breaks early: the client retries the request
+        // elsewhere while the node that had it goes on serving it (a waiting one until it
+        // cancels at its deadline).
+        // (Profile `stalls`: half the waiting calls, so that two nodes serve one request often.)
+        let breaks = if self.stalls && wait_us > 0 { 0.5 } else { 0.2 };
+        let patience = if self.rng.chance(breaks) { self.rng.between(1, wait_us.max(REQUEST_TIMEOUT_US)) } else { wait_us + REPLY_WAIT_US };
         self.wake_client_in(c, patience);
     }
 
@@ -187,7 +202,7 @@ impl World {
     fn new_request_id(&mut self, c: usize) -> RequestId {
         let client = &mut self.clients[c];
         client.next_request += 1;
-        RequestId(format!("{}-{}-{}", client.holder, client.lives, client.next_request))
+        RequestId(format!("{}-{}-{}-{}", client.holder, client.index, client.lives, client.next_request))
     }
 
     fn rest(&mut self, c: usize) {
@@ -240,7 +255,9 @@ impl World {
                 }
                 let roll = self.rng.index(100);
                 if healed || roll < 50 {
-                    self.send_release(c, held, None, 0);
+                    // Some releases name no grant: the seed's bare unlock.
+                    let bare = self.bare_unlocks && self.rng.chance(0.3);
+                    self.send_release(c, held, None, 0, bare);
                 } else if roll < 85 {
                     // A fixed lease, or the one the grant has (what an auto grant renews with).
                     let lease = if self.rng.chance(0.3) {
@@ -267,11 +284,11 @@ impl World {
                 self.clients[c].state = State::Holding(held.clone());
                 self.hold_a_while(c, held);
             }
-            State::Releasing { held, request_id, attempts } => {
+            State::Releasing { held, request_id, attempts, bare } => {
                 if attempts + 1 >= MAX_ATTEMPTS {
-                    self.after_release(c);
+                    self.after_release(c, bare.then_some(held.scope));
                 } else {
-                    self.send_release(c, held, Some(request_id), attempts + 1);
+                    self.send_release(c, held, Some(request_id), attempts + 1, bare);
                 }
             }
             State::Reading => self.rest(c),
@@ -288,17 +305,21 @@ impl World {
 
     fn start_acquire(&mut self, c: usize) {
         let probe = self.clients[c].probe;
-        let scope = match &self.clients[c].scope_hint {
-            Some(s) => s.clone(),
-            None => self.scopes[self.rng.index(self.scopes.len())].clone(),
+        let again = self.clients[c].again.take();
+        let scope = match (self.clients[c].scope_hint.clone(), again) {
+            (Some(s), _) | (None, Some(s)) => s,
+            (None, None) => self.scopes[self.rng.index(self.scopes.len())].clone(),
         };
         let lock_type = if !probe && self.rng.chance(0.25) { LockType::Read } else { LockType::Write };
-        let wait = probe || self.rng.chance(0.5);
+        // Profile `stalls`: every lock waits, so waits end queued and calls cancel often.
+        let wait = probe || self.stalls || self.rng.chance(0.5);
         let priority = [Priority::High, Priority::Normal, Priority::Normal, Priority::Low][self.rng.index(4)];
         // Sometimes "auto": chosen by the record from the scope's history of holds.
         let lease = if self.rng.chance(0.3) { LeaseRule::Auto(AUTO) } else { LeaseRule::Fixed(self.rng.between(100_000, 1_500_000)) };
         let lock_delay_us = if self.rng.chance(0.5) { 0 } else { self.rng.between(10_000, 500_000) };
-        let patience = if probe { 60_000_000 } else { self.rng.between(100_000, 3_000_000) };
+        // Profile `stalls`: waits longer than one call, so a retry's call outlives the first.
+        let longest = if self.stalls { 6_000_000 } else { 3_000_000 };
+        let patience = if probe { 60_000_000 } else { self.rng.between(100_000, longest) };
         let wanted = Wanted {
             scope,
             request_id: self.new_request_id(c),
@@ -324,14 +345,15 @@ impl World {
         self.wake_client_in(c, hold.max(1));
     }
 
-    fn send_release(&mut self, c: usize, held: Held, request_id: Option<RequestId>, attempts: u32) {
+    fn send_release(&mut self, c: usize, held: Held, request_id: Option<RequestId>, attempts: u32, bare: bool) {
         // Stop using the resource before asking to release it.
         self.checker.stop_trusting(c, &held.scope, held.token, self.now);
         let request_id = request_id.unwrap_or_else(|| self.new_request_id(c));
         let GrantRef { holder, which } = self.grant_ref(c, &held);
+        let named = if bare { None } else { Some(which) };
         let key = Key::Scope(held.scope.clone());
-        self.clients[c].state = State::Releasing { held, request_id: request_id.clone(), attempts };
-        self.send_call(c, CallRequest::Unlock { key, holder, request_id, named: Some(which) }, 0);
+        self.clients[c].state = State::Releasing { held, request_id: request_id.clone(), attempts, bare };
+        self.send_call(c, CallRequest::Unlock { key, holder, request_id, named }, 0);
     }
 
     /// How a client names its grant: by id, or (a write grant) sometimes by its token alone.
@@ -344,11 +366,15 @@ impl World {
         GrantRef { holder: self.clients[c].holder.clone(), which }
     }
 
-    fn after_release(&mut self, c: usize) {
+    /// `bare_on`: the scope of a bare release just made.
+    fn after_release(&mut self, c: usize, bare_on: Option<String>) {
         if self.clients[c].probe {
             self.clients[c].done = true;
             self.clients[c].state = State::Done;
         } else {
+            if self.rng.chance(0.5) {
+                self.clients[c].again = bare_on;
+            }
             self.rest(c);
         }
     }
@@ -373,7 +399,7 @@ impl World {
                     let trust_end = sent.plus_micros(self.config.drift.holder_trust(lease_us));
                     if now_local < trust_end {
                         let end = self.clients[c].clock.true_at(trust_end);
-                        self.checker.trusted(c, &scope, token, held.lock_type, self.now, end);
+                        self.checker.trusted(c, &scope, &holder, held.grant, token, held.lock_type, self.now, end);
                         let held = Held { trust_end: trust_end.max(held.trust_end), ..held };
                         self.hold_a_while(c, held);
                         return;
@@ -422,10 +448,10 @@ impl World {
                     _ => self.rest(c),
                 }
             }
-            State::Releasing { held, request_id, attempts } => match outcome {
+            State::Releasing { held, request_id, attempts, bare } => match outcome {
                 // The outcome is unknown: release again, with the same request id.
-                Outcome::Failed(_) if attempts + 1 < MAX_ATTEMPTS => self.send_release(c, held, Some(request_id), attempts + 1),
-                _ => self.after_release(c),
+                Outcome::Failed(_) if attempts + 1 < MAX_ATTEMPTS => self.send_release(c, held, Some(request_id), attempts + 1, bare),
+                _ => self.after_release(c, bare.then_some(held.scope)),
             },
             _ => {}
         }
@@ -458,7 +484,7 @@ impl World {
             return;
         }
         let end = self.clients[c].clock.true_at(trust_end);
-        self.checker.trusted(c, &scope, token, lock_type, self.now, end);
+        self.checker.trusted(c, &scope, &holder, grant, token, lock_type, self.now, end);
         self.log(|| format!("client {c} holds {scope} token {token} {lock_type:?} until {:.3}s", end as f64 / 1e6));
         self.hold_a_while(c, Held { scope, grant, token, lock_type, trust_end });
     }

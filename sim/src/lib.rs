@@ -34,6 +34,10 @@ pub struct Profile {
     /// Crashes inside durability windows: a node that just let messages leave while writes
     /// of its wait for the disk is sometimes crashed at once, losing those writes.
     pub sync_crashes: bool,
+    /// Stalls at the edges: a node that takes a bare release or a cancel is often paused at
+    /// once (a process stopped right after it queued the op), so the op is decided late,
+    /// after a retry of the client elsewhere has moved on.
+    pub stalls: bool,
 }
 
 impl Default for Profile {
@@ -49,6 +53,7 @@ impl Default for Profile {
             roster_churn: false,
             restart_storm: false,
             sync_crashes: false,
+            stalls: false,
         }
     }
 }
@@ -64,22 +69,30 @@ pub struct Options {
 }
 
 impl Profile {
-    /// The profile a seed runs under when profiles are mixed: three eighths the default,
-    /// a quarter roster churn, a quarter restart storms, an eighth crashes in sync windows.
+    /// The profile a seed runs under when profiles are mixed: a quarter the default, a
+    /// quarter roster churn, a quarter restart storms, an eighth crashes in sync windows, an
+    /// eighth stalls at the edges.
     pub fn for_seed(seed: u64) -> Profile {
         match seed % 8 {
             2 | 6 => Profile { roster_churn: true, ..Profile::default() },
             3 | 7 => Profile { restart_storm: true, ..Profile::default() },
             4 => Profile { sync_crashes: true, ..Profile::default() },
+            5 => Profile::stalls(),
             _ => Profile::default(),
         }
     }
 
+    /// Stalls at the edges, on one hot scope where every lock waits.
+    pub fn stalls() -> Profile {
+        Profile { stalls: true, max_scopes: 1, max_clients: 3, ..Profile::default() }
+    }
+
     pub fn name(&self) -> &'static str {
-        match (self.roster_churn, self.restart_storm, self.sync_crashes) {
-            (true, _, _) => "roster-churn",
-            (_, true, _) => "restart-storm",
-            (_, _, true) => "sync-crash",
+        match (self.roster_churn, self.restart_storm, self.sync_crashes, self.stalls) {
+            (true, ..) => "roster-churn",
+            (_, true, ..) => "restart-storm",
+            (_, _, true, _) => "sync-crash",
+            (.., true) => "stalls",
             _ => "mixed-faults",
         }
     }
@@ -154,6 +167,9 @@ pub fn parse_broken(name: &str) -> Option<Broken> {
         "no-successor-promise" => Broken::NoSuccessorPromise,
         "send-before-write" => Broken::SendBeforeWrite,
         "early-before-earlier-batches" => Broken::EarlyBeforeEarlierBatches,
+        "bare-unlock-without-arrival-rule" => Broken::BareUnlockWithoutArrivalRule,
+        "cancel-frees-reported-grant" => Broken::CancelFreesReportedGrant,
+        "locked-before-reported" => Broken::LockedBeforeReported,
         _ => return None,
     })
 }

@@ -7,7 +7,7 @@ use lockmesh_sim::{parse_broken, run_many, Options, Profile};
 
 const USAGE: &str = "\
 usage: lockmesh-sim [--seeds N] [--first S] [--seed S] [--threads T] [--verbose]
-                    [--profile all|mixed-faults|roster-churn|restart-storm|sync-crash] [--broken VARIANT]
+                    [--profile all|mixed-faults|roster-churn|restart-storm|sync-crash|stalls] [--broken VARIANT]
 
   --seeds N     run seeds FIRST..FIRST+N (default 300, FIRST 0)
   --seed S      replay one seed (add --verbose for its events)
@@ -16,7 +16,8 @@ usage: lockmesh-sim [--seeds N] [--first S] [--seed S] [--threads T] [--verbose]
                 forget-promises-on-restart, expiry-ignores-drift, ages-from-stale-promises,
                 roster-installed-when-accepted, roster-change-before-sweep, bare-refusal,
                 no-successor-promise, send-before-write,
-                early-before-earlier-batches)";
+                early-before-earlier-batches, bare-unlock-without-arrival-rule,
+                cancel-frees-reported-grant, locked-before-reported)";
 
 fn main() -> ExitCode {
     let mut seeds = 300u64;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
                         "roster-churn" => Profile { roster_churn: true, ..Profile::default() },
                         "restart-storm" => Profile { restart_storm: true, ..Profile::default() },
                         "sync-crash" => Profile { sync_crashes: true, ..Profile::default() },
+                        "stalls" => Profile::stalls(),
                         other => return Err(format!("unknown profile '{other}'")),
                     };
                 }

@@ -1,5 +1,5 @@
 //! The simulated network between nodes (and clients): loss, duplication, delay, reordering,
-//! and partitions as a set of cut directed links.
+//! and partitions as a set of cut directed links (and of cut client-node pairs).
 
 use std::collections::BTreeSet;
 
@@ -29,11 +29,14 @@ pub struct Net {
     pub faults: NetFaults,
     /// Directed links (from, to) that drop everything.
     pub cut: BTreeSet<(usize, usize)>,
+    /// (client, node) pairs that cannot reach each other, either way: a client on one side
+    /// of a partition reaches only the nodes on its side.
+    pub client_cut: BTreeSet<(usize, usize)>,
 }
 
 impl Net {
     pub fn new(faults: NetFaults) -> Net {
-        Net { faults, cut: BTreeSet::new() }
+        Net { faults, cut: BTreeSet::new(), client_cut: BTreeSet::new() }
     }
 
     /// Delivery delays for one message from `from` to `to`: none if lost, two if duplicated.
@@ -45,9 +48,10 @@ impl Net {
         (0..copies).map(|_| self.delay(rng)).collect()
     }
 
-    /// Delay of a client message: clients see loss and delay but no partitions.
-    pub fn client_delivery(&self, rng: &mut Rng) -> Option<u64> {
-        if rng.chance(self.faults.drop) {
+    /// Delay of a message between client `client` and node `node` (either way): none if
+    /// lost or if the two are cut off from each other.
+    pub fn client_delivery(&self, rng: &mut Rng, client: usize, node: usize) -> Option<u64> {
+        if self.client_cut.contains(&(client, node)) || rng.chance(self.faults.drop) {
             return None;
         }
         Some(self.delay(rng))
@@ -59,6 +63,12 @@ impl Net {
         } else {
             rng.between(self.faults.delay_min_us, self.faults.delay_max_us)
         }
+    }
+
+    /// Heals every partition, between nodes and between clients and nodes.
+    pub fn heal(&mut self) {
+        self.cut.clear();
+        self.client_cut.clear();
     }
 
     pub fn reachable(&self, a: usize, b: usize) -> bool {

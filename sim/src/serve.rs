@@ -5,12 +5,12 @@
 //! the client over the client network; a node that crashes resets the calls it was serving.
 
 use lockmesh_core::call::{LockCall, Step, Timing, UnlockCall};
-use lockmesh_core::{Acquire, Key, Reply, Request, RequestId, Which};
+use lockmesh_core::{Acquire, Ballot, Key, LockOp, Op, Reply, Request, RequestId, Which};
 
-use crate::world::{Event, World};
+use crate::world::{Event, Phase, World};
 
 /// Core timeout of one op a call submits.
-const OP_TIMEOUT_US: u64 = 400_000;
+const OP_TIMEOUT_US: u64 = 1_500_000;
 /// Replies to the ops of calls carry this bit in their client id.
 pub(crate) const CALL_BIT: u64 = 1 << 63;
 /// Waits at the simulator's scale.
@@ -18,7 +18,7 @@ pub(crate) const TIMING: Timing = Timing { wait_lease_us: 300_000, poll_us: 80_0
 
 /// What a client asks of a node.
 #[derive(Clone, Debug)]
-pub(crate) enum CallRequest {
+pub enum CallRequest {
     Lock { key: Key, acquire: Acquire, wait_us: u64 },
     Unlock { key: Key, holder: String, request_id: RequestId, named: Option<Which> },
 }
@@ -42,6 +42,10 @@ pub(crate) struct Handler {
     client: usize,
     attempt: u64,
     served: Served,
+    /// What the client asked, for the checker.
+    asked: CallRequest,
+    /// The ballot of the last reply the call got: its answer is drawn from that record.
+    last_ballot: Option<Ballot>,
 }
 
 impl World {
@@ -55,6 +59,7 @@ impl World {
         let id = self.next_call;
         self.next_call += 1;
         let now = self.nodes[to].clock.local(self.now);
+        let asked = request.clone();
         let (served, step) = match request {
             CallRequest::Lock { key, mut acquire, wait_us } => {
                 // The serving node names itself (as the API does), with the call, so a grant
@@ -72,7 +77,7 @@ impl World {
             }
         };
         let generation = self.nodes[to].generation;
-        self.calls.insert(id, Handler { node: to, generation, client, attempt, served });
+        self.calls.insert(id, Handler { node: to, generation, client, attempt, served, asked, last_ballot: None });
         self.drive(id, step);
     }
 
@@ -80,9 +85,21 @@ impl World {
         let Some(node) = self.calls.get(&id).map(|h| h.node) else { return };
         match step {
             Step::Submit(key, op) => {
+                if let (Key::Scope(scope), Op::Lock(LockOp::Release { grant, request_id })) = (&key, &op) {
+                    if grant.which == Which::Held && self.nodes[node].node.is_some() {
+                        self.checker.bare_unlock_arrived(self.now, scope, &grant.holder, request_id);
+                    }
+                }
+                let stall = matches!(&op, Op::Lock(LockOp::Cancel { .. }))
+                    || matches!(&op, Op::Lock(LockOp::Release { grant, .. }) if grant.which == Which::Held);
                 let request = Request { client: CALL_BIT | id, key, op, timeout_us: OP_TIMEOUT_US };
                 self.log(|| format!("call {id} at n{node}: {:?}", request.op));
                 self.step_node(node, |n, now| n.handle_request(now, request));
+                // Profile `stalls`: the process stops right after it queued the op.
+                if stall && self.stalls && self.phase == Phase::Faults && self.rng.chance(0.7) {
+                    let length = self.rng.between(100_000, 2_000_000);
+                    self.pause(node, length);
+                }
             }
             Step::Wait { until } => {
                 let at = self.nodes[node].clock.true_at(until).max(self.now);
@@ -91,7 +108,8 @@ impl World {
             Step::Answer(outcome) => {
                 let Some(h) = self.calls.remove(&id) else { return };
                 self.log(|| format!("call {id} at n{node} answers client {}: {outcome:?}", h.client));
-                if let Some(delay) = self.net.client_delivery(&mut self.rng) {
+                self.checker.call_answer(self.now, &h.asked, &outcome, h.last_ballot);
+                if let Some(delay) = self.net.client_delivery(&mut self.rng, h.client, node) {
                     let event = Event::CallAnswer { client: h.client, attempt: h.attempt, outcome, sent_at: self.now };
                     self.schedule(self.now + delay, event);
                 }
@@ -123,6 +141,7 @@ impl World {
         }
         let Some(h) = self.calls.get_mut(&id) else { return };
         let now = self.nodes[h.node].clock.local(self.now);
+        h.last_ballot = reply.ballot.or(h.last_ballot);
         let step = match &mut h.served {
             Served::Lock(call) => call.on_reply(now, reply),
             Served::Unlock(call) => call.on_reply(reply),

@@ -136,9 +136,13 @@ pub(crate) struct World {
     pub heal_at: u64,
     pub end_at: u64,
     sync_crashes: bool,
+    /// Profile `stalls`: pause a node that takes a bare release or a cancel.
+    pub(crate) stalls: bool,
     /// Calls being served at the nodes, by id.
     pub(crate) calls: BTreeMap<u64, Handler>,
     pub(crate) next_call: u64,
+    /// Clients send some releases bare (naming no grant).
+    pub(crate) bare_unlocks: bool,
 }
 
 impl World {
@@ -194,7 +198,11 @@ impl World {
         let scope_count = if p.restart_storm { 1 } else { rng.between(1, p.max_scopes as u64) as usize };
         let scopes = (0..scope_count).map(|i| format!("scope-{i}")).collect();
         let client_count = rng.between(2, p.max_clients as u64) as usize;
-        let clients = (0..client_count).map(|i| SimClient::new(i, random_clock(&mut rng, bound), false)).collect();
+        // Without consuming the seed's randomness either: in half the seeds processes share
+        // holder names in pairs, and in two of three some releases are bare.
+        let shared_holders = (options.seed / 3) % 2 == 0;
+        let bare_unlocks = (options.seed / 5) % 3 != 0;
+        let clients = (0..client_count).map(|i| SimClient::new(i, random_clock(&mut rng, bound), false, shared_holders)).collect();
         let net = Net::new(hostility.net.clone());
         World {
             now: 0,
@@ -217,8 +225,10 @@ impl World {
             heal_at: p.fault_us,
             end_at: p.fault_us + p.liveness_us,
             sync_crashes: p.sync_crashes,
+            stalls: p.stalls,
             calls: BTreeMap::new(),
             next_call: 0,
+            bare_unlocks,
         }
     }
 
@@ -382,7 +392,15 @@ impl World {
                 }
                 self.step_node(node, |n, now| n.handle_timeout(now));
             }
-            Event::Flush { node, generation } => self.flush(node, generation),
+            Event::Flush { node, generation } => {
+                // A stopped process learns of no sync: what waited for it waits on.
+                if self.nodes[node].paused_until > self.now {
+                    let at = self.nodes[node].paused_until;
+                    self.schedule(at, Event::Flush { node, generation });
+                    return;
+                }
+                self.flush(node, generation);
+            }
             Event::ClientWake { client, token } => {
                 if self.clients[client].wake_token == token {
                     self.client_wake(client);
@@ -393,7 +411,7 @@ impl World {
             Event::Revoke => self.revoke(),
             Event::HealPartition { generation } => {
                 if generation == self.partition_generation {
-                    self.net.cut.clear();
+                    self.net.heal();
                     self.log(|| "partition healed".into());
                     self.schedule_alive_update();
                 }
@@ -435,6 +453,8 @@ impl World {
         let (now_out, to_disk) = n.outbox.submit(out);
         let wrote = to_disk.is_some();
         if let Some(batch) = to_disk {
+            self.checker.written(now, &batch.writes);
+            let n = &mut self.nodes[i];
             n.pending.push_back(batch);
             let latency = self.rng.between(20, self.hostility.disk_max_us);
             let at = (now + latency).max(n.last_flush_at);
@@ -445,7 +465,7 @@ impl World {
         let sent = !now_out.messages.is_empty();
         let own = usize::from(wrote);
         self.send_out(i, now_out.messages);
-        self.reply_out(now_out.replies);
+        self.reply_out(i, now_out.replies);
         // A crash inside the window: messages are out, writes of this node still unsynced —
         // now and then when they are only this batch's own, often when an earlier batch's.
         let unsynced = self.nodes[i].pending.len();
@@ -487,7 +507,7 @@ impl World {
         }
         let out = self.nodes[i].outbox.durable(seq);
         self.send_out(i, out.messages);
-        self.reply_out(out.replies);
+        self.reply_out(i, out.replies);
     }
 
     /// Puts node `i`'s messages on the network.
@@ -502,7 +522,7 @@ impl World {
     }
 
     /// Sends replies to their clients, after the checker has seen them.
-    fn reply_out(&mut self, replies: Vec<Reply>) {
+    fn reply_out(&mut self, node: usize, replies: Vec<Reply>) {
         for reply in replies {
             self.checker.agreement(self.now, &reply);
             if reply.client & CALL_BIT != 0 {
@@ -513,7 +533,7 @@ impl World {
                 continue;
             }
             let client = (reply.client >> 32) as usize;
-            if let Some(delay) = self.net.client_delivery(&mut self.rng) {
+            if let Some(delay) = self.net.client_delivery(&mut self.rng, client, node) {
                 self.schedule(self.now + delay, Event::Reply { client, reply });
             }
         }
@@ -605,16 +625,12 @@ impl World {
             pick -= h.crash;
             pick < h.pause
         } {
-            self.faults[2] += 1;
             let length = self.rng.between(5_000, 2_500_000);
-            self.nodes[victim].paused_until = self.now + length;
-            let generation = self.nodes[victim].generation;
-            self.log(|| format!("pause n{victim} for {}ms", length / 1000));
-            self.schedule(self.now + length, Event::Resume { node: victim, generation });
+            self.pause(victim, length);
         } else {
             self.partition_generation += 1;
             self.faults[3] += 1;
-            self.net.cut.clear();
+            self.net.heal();
             let kind = self.rng.index(4);
             let mut order: Vec<usize> = (0..n).collect();
             for k in (1..n).rev() {
@@ -647,15 +663,40 @@ impl World {
                     }
                 }
             }
+            // Clients, too, may sit on one side: each (in half the partitions) reaches only
+            // the nodes of a random group, and is cut off from the others.
+            if self.rng.chance(0.5) {
+                for c in 0..self.clients.len() {
+                    if self.clients[c].probe || !self.rng.chance(0.5) {
+                        continue;
+                    }
+                    let reach = self.rng.between(1, n as u64) as usize;
+                    for &node in &order[reach.min(n)..] {
+                        self.net.client_cut.insert((c, node));
+                    }
+                    order.rotate_left(1);
+                }
+            }
             let length = self.rng.between(50_000, 3_000_000);
             let cut = self.net.cut.clone();
-            self.log(|| format!("partition {cut:?} for {}ms", length / 1000));
+            let client_cut = self.net.client_cut.clone();
+            self.log(|| format!("partition {cut:?} clients {client_cut:?} for {}ms", length / 1000));
             let generation = self.partition_generation;
             self.schedule(self.now + length, Event::HealPartition { generation });
             self.schedule_alive_update();
         }
         let gap = self.rng.between(h.fault_gap_us.0, h.fault_gap_us.1);
         self.schedule(self.now + gap, Event::Fault);
+    }
+
+    /// Stops node `i` for `length`: messages, timers, calls and disk syncs wait; its clock
+    /// runs on.
+    pub(crate) fn pause(&mut self, i: usize, length: u64) {
+        self.faults[2] += 1;
+        self.nodes[i].paused_until = self.now + length;
+        let generation = self.nodes[i].generation;
+        self.log(|| format!("pause n{i} for {}ms", length / 1000));
+        self.schedule(self.now + length, Event::Resume { node: i, generation });
     }
 
     /// Whether `victim` may lose its disk and the cluster stay repairable: every roster that is
@@ -745,7 +786,7 @@ impl World {
     /// down and one probe per scope must get the lock within the liveness bound.
     fn heal(&mut self) {
         self.phase = Phase::Healed;
-        self.net.cut.clear();
+        self.net.heal();
         self.net.faults = NetFaults::calm();
         for i in 0..self.nodes.len() {
             self.nodes[i].paused_until = 0;
@@ -758,7 +799,7 @@ impl World {
         let scopes = self.scopes.clone();
         for (k, scope) in scopes.into_iter().enumerate() {
             let clock = random_clock(&mut self.rng, self.config.drift.ppm() as i64);
-            let mut probe = SimClient::new(first_probe + k, clock, true);
+            let mut probe = SimClient::new(first_probe + k, clock, true, false);
             probe.scope_hint = Some(scope);
             self.clients.push(probe);
             // Give leases of crashed holders time to run out before probing.

@@ -44,3 +44,11 @@ fn restart_storm_400_seeds() {
 fn sync_crash_400_seeds() {
     assert_clean(Profile { sync_crashes: true, ..Profile::default() }, 400);
 }
+
+/// The mixed faults on one hot scope where every lock waits, with nodes stopped right after
+/// they queue a cancel or a bare release, and clients that give up on calls early and retry
+/// elsewhere.
+#[test]
+fn stalls_400_seeds() {
+    assert_clean(Profile::stalls(), 400);
+}

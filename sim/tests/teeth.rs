@@ -61,3 +61,18 @@ fn catches_messages_and_replies_sent_before_their_batch_is_durable() {
 fn catches_early_messages_sent_while_earlier_batches_wait_for_the_disk() {
     assert_caught(Broken::EarlyBeforeEarlierBatches, Profile { sync_crashes: true, ..Profile::default() }, 1000);
 }
+
+#[test]
+fn catches_a_bare_unlock_that_frees_grants_younger_than_its_arrival() {
+    assert_caught(Broken::BareUnlockWithoutArrivalRule, Profile::stalls(), 1000);
+}
+
+#[test]
+fn catches_a_cancel_that_frees_a_grant_a_retry_collected() {
+    assert_caught(Broken::CancelFreesReportedGrant, Profile::stalls(), 1000);
+}
+
+#[test]
+fn catches_a_locked_answer_before_the_grant_is_marked_reported() {
+    assert_caught(Broken::LockedBeforeReported, Profile::default(), 1000);
+}

@@ -16,9 +16,24 @@ pub struct Trust {
     pub holder: String,
     pub scope: String,
     pub token: u64,
+    /// The grant as the lock answer named it ("token-id").
+    pub grant: String,
     pub write: bool,
+    /// When the request that made the grant was first sent: the grant is no older.
+    pub asked: Instant,
     pub start: Instant,
     pub end: Instant,
+}
+
+/// A release that named no grant (the holder's grants older than its arrival).
+#[derive(Clone, Debug)]
+pub struct BareUnlock {
+    pub holder: String,
+    pub scope: String,
+    pub sent: Instant,
+    /// When a definite answer came; `None` if some copy's fate is unknown (it may arrive at
+    /// any time later).
+    pub done: Option<Instant>,
 }
 
 /// One use of the fenced resource.
@@ -44,14 +59,18 @@ pub enum Outcome {
     Unknown { why: String },
 }
 
-/// One acquire request. Every attempt uses a holder name of its own.
+/// One acquire request (with its retries, under one request id). Clients that share a
+/// holder name mark it `shared`; the others use a holder name per attempt.
 #[derive(Clone, Debug)]
 pub struct Attempt {
     pub holder: String,
+    pub shared: bool,
     pub scope: String,
     pub sent: Instant,
     pub done: Instant,
     pub outcome: Outcome,
+    /// The grant an acknowledged attempt got ("token-id").
+    pub grant: Option<String>,
 }
 
 /// An acknowledged decision (grant, renewal or release) and who the serving node said agreed.
@@ -67,14 +86,23 @@ pub struct Decision {
     pub voters: usize,
 }
 
-/// A linearizable read of one scope: its holders (name, token, write) and queue.
+/// One holder a read showed.
+#[derive(Clone, Debug)]
+pub struct Shown {
+    pub holder: String,
+    pub token: u64,
+    pub write: bool,
+    pub grant: String,
+}
+
+/// A linearizable read of one scope: its holders and queue.
 #[derive(Clone, Debug)]
 pub struct Observation {
     pub node: usize,
     pub scope: String,
     pub start: Instant,
     pub end: Instant,
-    pub holders: Vec<(String, u64, bool)>,
+    pub holders: Vec<Shown>,
     pub queue: Vec<String>,
 }
 
@@ -101,6 +129,7 @@ pub struct Episode {
 pub struct History {
     pub trusts: Vec<Trust>,
     pub uses: Vec<Use>,
+    pub bare_unlocks: Vec<BareUnlock>,
     /// When each successful grant was told to its client.
     pub grants: Vec<Instant>,
     pub attempts: Vec<Attempt>,
@@ -130,10 +159,46 @@ impl Resource {
 /// Every violation in the history, one line each.
 pub fn check(history: &History) -> Vec<String> {
     let mut found = Vec::new();
+    let history = &bare_unlocks_applied(history);
     exclusion_and_fencing(history, &mut found);
     majorities(history, &mut found);
     reads(history, &mut found);
     found
+}
+
+/// Processes sharing a holder name are one holder for a bare release (PROTOCOL §6): it may
+/// free any of that name's grants made before it arrived — which is before its answer, if it
+/// had a definite one. So every such grant stops being trusted (and used) from the release's
+/// send; grants asked for after the answer must stay exclusive.
+fn bare_unlocks_applied(history: &History) -> History {
+    let mut trusts = history.trusts.clone();
+    for t in &mut trusts {
+        for u in history.bare_unlocks.iter().filter(|u| u.holder == t.holder && u.scope == t.scope) {
+            let may_free = u.done.is_none_or(|done| t.asked < done);
+            if may_free && t.end > u.sent {
+                t.end = u.sent.max(t.start);
+            }
+        }
+    }
+    let mut uses = history.uses.clone();
+    for u in &mut uses {
+        let cut = trusts.iter().filter(|t| t.client == u.client && t.scope == u.scope && t.token == u.token && t.start <= u.at).any(|t| u.at >= t.end);
+        let trusted = trusts.iter().any(|t| t.client == u.client && t.scope == u.scope && t.token == u.token && t.start <= u.at && u.at < t.end);
+        if cut && !trusted {
+            u.believed_valid = false;
+        }
+    }
+    History {
+        trusts,
+        uses,
+        bare_unlocks: history.bare_unlocks.clone(),
+        grants: history.grants.clone(),
+        attempts: history.attempts.clone(),
+        decisions: history.decisions.clone(),
+        observations: history.observations.clone(),
+        impairments: history.impairments.clone(),
+        episodes: history.episodes.clone(),
+    }
 }
 
 /// No two conflicting trusted leases overlap; tokens rise; the resource never rejected a
@@ -213,15 +278,28 @@ fn majorities(history: &History, found: &mut Vec<String>) {
 /// holders; an acknowledged grant shows with its token while trusted (nothing acknowledged was
 /// lost); a definitely failed acquire never shows (or, if it had queued, not after its answer).
 fn reads(history: &History, found: &mut Vec<String>) {
-    let attempts: HashMap<&str, &Attempt> = history.attempts.iter().map(|a| (a.holder.as_str(), a)).collect();
+    let mut by_holder: HashMap<(&str, &str), Vec<&Attempt>> = HashMap::new();
+    for a in &history.attempts {
+        by_holder.entry((a.holder.as_str(), a.scope.as_str())).or_default().push(a);
+    }
     for o in &history.observations {
-        let writers = o.holders.iter().filter(|h| h.2).count();
+        let writers = o.holders.iter().filter(|h| h.write).count();
         if writers > 0 && o.holders.len() > 1 {
-            found.push(format!("exclusion: a read of {} at node {} showed {:?}", o.scope, o.node, o.holders));
+            let shown: Vec<(&str, u64)> = o.holders.iter().map(|h| (h.holder.as_str(), h.token)).collect();
+            found.push(format!("exclusion: a read of {} at node {} showed {shown:?}", o.scope, o.node));
         }
-        let seen = o.holders.iter().map(|h| (h.0.as_str(), Some(h.1))).chain(o.queue.iter().map(|q| (q.as_str(), None)));
-        for (holder, token) in seen {
-            let Some(a) = attempts.get(holder) else { continue };
+        let seen = o.holders.iter().map(|h| (h.holder.as_str(), Some(h))).chain(o.queue.iter().map(|q| (q.as_str(), None)));
+        for (holder, shown) in seen {
+            let Some(attempts) = by_holder.get(&(holder, o.scope.as_str())) else { continue };
+            // The attempt this entry is: an acknowledged one with this grant; else, under a
+            // name of its own, the attempt; a shared name's other entries are not told apart.
+            let acked = shown.and_then(|h| attempts.iter().find(|a| a.grant.as_deref() == Some(h.grant.as_str())));
+            let a = match (acked, attempts.as_slice()) {
+                (Some(a), _) => a,
+                (None, [a]) if !a.shared => a,
+                _ => continue,
+            };
+            let token = shown.map(|h| h.token);
             match &a.outcome {
                 Outcome::Acked { token: acked } => {
                     if token.is_some_and(|t| t != *acked) {
@@ -246,8 +324,9 @@ fn reads(history: &History, found: &mut Vec<String>) {
     }
     for t in &history.trusts {
         for o in history.observations.iter().filter(|o| o.scope == t.scope && o.start >= t.start && o.end <= t.end) {
-            if !o.holders.iter().any(|h| h.0 == t.holder && h.1 == t.token) {
-                found.push(format!("lost: {} held {} (token {}), but a read at node {} did not show it: {:?}", t.holder, t.scope, t.token, o.node, o.holders));
+            if !o.holders.iter().any(|h| h.holder == t.holder && h.token == t.token && h.grant == t.grant) {
+                let shown: Vec<(&str, &str)> = o.holders.iter().map(|h| (h.holder.as_str(), h.grant.as_str())).collect();
+                found.push(format!("lost: {} held {} (grant {}), but a read at node {} did not show it: {shown:?}", t.holder, t.scope, t.grant, o.node));
             }
         }
     }
@@ -256,7 +335,7 @@ fn reads(history: &History, found: &mut Vec<String>) {
 /// Acquires whose outcome is unknown, and how many of them reads later showed as granted.
 pub fn unknown_outcomes(history: &History) -> (usize, usize) {
     let unknown: Vec<&Attempt> = history.attempts.iter().filter(|a| matches!(a.outcome, Outcome::Unknown { .. })).collect();
-    let granted = unknown.iter().filter(|a| history.observations.iter().any(|o| o.holders.iter().any(|h| h.0 == a.holder))).count();
+    let granted = unknown.iter().filter(|a| !a.shared && history.observations.iter().any(|o| o.holders.iter().any(|h| h.holder == a.holder))).count();
     (unknown.len(), granted)
 }
 

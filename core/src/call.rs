@@ -240,6 +240,7 @@ impl LockCall {
 pub struct UnlockCall {
     key: Key,
     holder: String,
+    request_id: RequestId,
     named: Option<Which>,
     force: bool,
     named_id: bool,
@@ -257,10 +258,10 @@ impl UnlockCall {
             };
             LockOp::Revoke { token }
         } else {
-            LockOp::Release { request_id, grant: GrantRef { holder: holder.clone(), which: named.unwrap_or(Which::Held) } }
+            LockOp::Release { request_id: request_id.clone(), grant: GrantRef { holder: holder.clone(), which: named.unwrap_or(Which::Held) } }
         };
         let step = Step::Submit(key.clone(), Op::Lock(op));
-        (UnlockCall { key, holder, named, force, named_id, reading: false }, step)
+        (UnlockCall { key, holder, request_id, named, force, named_id, reading: false }, step)
     }
 
     pub fn on_reply(&mut self, reply: Reply) -> Step {
@@ -295,6 +296,10 @@ impl UnlockCall {
             Err(f) => return Outcome::Failed(f.clone()),
             Ok(_) => return Outcome::Unreadable,
         };
+        // Another copy of this very request (a retry at another node) released it first.
+        if !self.force && record.logged(&self.request_id) == Some(crate::record::Outcome::Released) {
+            return Outcome::Done(reply);
+        }
         let holders = holder_names(record);
         let why = if self.force {
             NotHeld::NoSuchToken
@@ -459,10 +464,21 @@ mod tests {
         call.on_reply(reply(Ok(LockResult::NotHolder)));
         let step = call.on_reply(reply(Ok(LockResult::Record(Box::new(grant.clone())))));
         assert!(matches!(step, Step::Answer(Outcome::NotHolder { why: NotHeld::NotOlder, .. })), "{step:?}");
-        let (mut call, _) = UnlockCall::new(key(), "other".into(), id, None, false, true);
+        let (mut call, _) = UnlockCall::new(key(), "other".into(), id.clone(), None, false, true);
         call.on_reply(reply(Ok(LockResult::NotHolder)));
         let step = call.on_reply(reply(Ok(LockResult::Record(Box::new(grant)))));
         assert!(matches!(step, Step::Answer(Outcome::NotHolder { why: NotHeld::Nothing, .. })), "{step:?}");
+        // A copy of this request released elsewhere first (a retry): released, not "not held".
+        let mut released = LockRecord::default();
+        released.apply(&LockOp::Acquire(acquire()), 0, &crate::record::Limits::default());
+        let release = LockOp::Release { request_id: id.clone(), grant: GrantRef { holder: "h".into(), which: Which::Token(1) } };
+        released.apply(&release, 0, &crate::record::Limits::default());
+        released.apply(&LockOp::Acquire(Acquire { request_id: RequestId("h\u{0}again".into()), ..acquire() }), 0, &crate::record::Limits::default());
+        assert_eq!(released.logged(&id), Some(crate::record::Outcome::Released));
+        let (mut call, _) = UnlockCall::new(key(), "h".into(), id.clone(), None, false, false);
+        call.on_reply(reply(Ok(LockResult::NotHolder)));
+        let step = call.on_reply(reply(Ok(LockResult::Record(Box::new(released)))));
+        assert!(matches!(step, Step::Answer(Outcome::Done(_))), "{step:?}");
         // No quorum with the client's request id: an earlier attempt may still release.
         let (mut call, _) = UnlockCall::new(key(), "h".into(), RequestId("x".into()), None, false, true);
         assert!(matches!(call.on_reply(reply(Err(Failure::NoQuorum))), Step::Answer(Outcome::Failed(Failure::Timeout))));

@@ -781,7 +781,8 @@ impl LockRecord {
         self.next_lease_seq
     }
 
-    fn logged(&self, request_id: &RequestId) -> Option<Outcome> {
+    /// What the request log remembers of this request (its latest outcome), if anything.
+    pub fn logged(&self, request_id: &RequestId) -> Option<Outcome> {
         let request = request_id.digest();
         self.log.iter().rev().find(|e| e.request == request).map(|e| e.outcome)
     }

@@ -32,8 +32,9 @@ struct Acceptance {
 struct Interval {
     client: usize,
     holder: String,
-    /// The grant's id.
+    /// The grant's id, and the digest of the request it answers.
     grant: u64,
+    request: u64,
     token: u64,
     lock_type: LockType,
     start_us: u64,
@@ -62,9 +63,10 @@ pub struct Checker {
     /// running node (true time).
     reached: BTreeMap<(String, RequestId, String), u64>,
     intervals: BTreeMap<String, Vec<Interval>>,
-    /// When a voter first wrote a record holding each grant (scope, holder, id, token): no
-    /// grant is older than that.
-    first_written: BTreeMap<(String, String, u64, u64), u64>,
+    /// When a voter first wrote a record holding each grant (scope, request digest, id,
+    /// token): the grant is no younger than that. (Two branches of proposals may give two
+    /// requests the same id and token; the request tells them apart.)
+    first_written: BTreeMap<(String, u64, u64, u64), u64>,
     /// When bare unlocks of each (scope, holder) reached the node that applies them.
     bare_arrivals: BTreeMap<(String, String), Vec<u64>>,
     /// The same by request: (digest of the request id) -> (holder, arrivals of its copies).
@@ -89,11 +91,12 @@ struct LinkGrant {
 }
 
 /// What the chain check needs of a chosen record: its grants, and its request log (digest,
-/// outcome) unless the log is full (then it may have pushed out what the check looks for).
+/// outcome); `full`: the log is full, so it may have pushed out what the check looks for.
 #[derive(Clone, Debug)]
 struct Link {
     grants: Vec<LinkGrant>,
-    log: Option<Vec<(u64, Outcome)>>,
+    log: Vec<(u64, Outcome)>,
+    full: bool,
 }
 
 impl Link {
@@ -104,8 +107,8 @@ impl Link {
             .map(|g| LinkGrant { id: g.id, token: g.token, holder: g.holder.clone(), request: g.request_id.digest(), reported: g.reported })
             .collect();
         let full = record.log.len() >= log_capacity;
-        let log = (!full).then(|| record.log.iter().map(|e| (e.request, e.outcome)).collect());
-        Link { grants, log }
+        let log = record.log.iter().map(|e| (e.request, e.outcome)).collect();
+        Link { grants, log, full }
     }
 
     fn holds(&self, g: &LinkGrant) -> bool {
@@ -238,22 +241,29 @@ impl Checker {
     /// arrival: a release that the later record newly logs, whose holder lost exactly one
     /// grant there, must have arrived after that grant was first written.
     fn broken_link(&self, scope: &str, earlier: &Link, later: &Link) -> Option<String> {
-        let log = later.log.as_ref()?;
+        let log = &later.log;
         let gone: Vec<&LinkGrant> = earlier.grants.iter().filter(|g| !later.holds(g)).collect();
         for g in &gone {
             let ended = log.iter().filter(|e| e.0 == g.request).map(|e| e.1).collect::<Vec<_>>();
+            // A full log may have pushed the entry out: then only what it still holds counts.
+            if ended.is_empty() && later.full {
+                continue;
+            }
             let explained = ended.contains(&Outcome::Used) || (!g.reported && ended.contains(&Outcome::Ended));
             if !explained {
                 return Some(format!("grant {} (token {}, {}reported) left with outcome {ended:?}", g.id, g.token, if g.reported { "" } else { "un" }));
             }
         }
-        let released_before = |d: u64| earlier.log.as_ref().is_some_and(|l| l.contains(&(d, Outcome::Released)));
+        if earlier.full || later.full {
+            return None;
+        }
+        let released_before = |d: u64| earlier.log.contains(&(d, Outcome::Released));
         for (digest, _) in log.iter().filter(|e| e.1 == Outcome::Released && !released_before(e.0)) {
             let Some((holder, arrivals)) = self.bare_requests.get(digest) else { continue };
             let theirs: Vec<&&LinkGrant> = gone.iter().filter(|g| g.holder == *holder).collect();
             let [g] = theirs.as_slice() else { continue };
             let last_arrival = arrivals.iter().max().copied().unwrap_or(0);
-            let written = self.first_written.get(&(scope.to_string(), holder.clone(), g.id, g.token));
+            let written = self.first_written.get(&(scope.to_string(), g.request, g.id, g.token));
             if written.is_some_and(|w| *w >= last_arrival) {
                 return Some(format!("a bare release of {holder} (last copy arrived {last_arrival} µs) freed grant {} first written later", g.id));
             }
@@ -331,7 +341,7 @@ impl Checker {
             let Write::Slot(Key::Scope(scope), Slot { accepted: Some(a), .. }) = w else { continue };
             let Value::Lock(record) = &a.value else { continue };
             for g in &record.holders {
-                self.first_written.entry((scope.clone(), g.holder.clone(), g.id, g.token)).or_insert(now_us);
+                self.first_written.entry((scope.clone(), g.request_id.digest(), g.id, g.token)).or_insert(now_us);
             }
         }
     }
@@ -339,8 +349,8 @@ impl Checker {
     /// Whether a bare unlock of `holder` that reached its node at `arrived_us` may free grant
     /// `grant`: the arrival rule frees only grants provably older than the arrival, and none
     /// is older than its first write.
-    fn may_free(&self, scope: &str, holder: &str, grant: u64, token: u64, arrived_us: u64) -> bool {
-        self.first_written.get(&(scope.to_string(), holder.to_string(), grant, token)).is_some_and(|w| *w < arrived_us)
+    fn may_free(&self, scope: &str, request: u64, grant: u64, token: u64, arrived_us: u64) -> bool {
+        self.first_written.get(&(scope.to_string(), request, grant, token)).is_some_and(|w| *w < arrived_us)
     }
 
     /// A bare unlock of `holder` on `scope` reached the node that applies it. Processes sharing
@@ -350,16 +360,16 @@ impl Checker {
     pub fn bare_unlock_arrived(&mut self, now_us: u64, scope: &str, holder: &str, request_id: &RequestId) {
         self.bare_arrivals.entry((scope.to_string(), holder.to_string())).or_default().push(now_us);
         self.bare_requests.entry(request_id.digest()).or_insert_with(|| (holder.to_string(), Vec::new())).1.push(now_us);
-        let freeable: Vec<(u64, u64)> = self
+        let freeable: Vec<(u64, u64, u64)> = self
             .intervals
             .get(scope)
             .into_iter()
             .flatten()
-            .filter(|i| i.holder == holder && i.end_us > now_us && self.may_free(scope, holder, i.grant, i.token, now_us))
-            .map(|i| (i.grant, i.token))
+            .filter(|i| i.holder == holder && i.end_us > now_us && self.may_free(scope, i.request, i.grant, i.token, now_us))
+            .map(|i| (i.request, i.grant, i.token))
             .collect();
         for i in self.intervals.get_mut(scope).into_iter().flatten() {
-            if i.holder == holder && freeable.contains(&(i.grant, i.token)) && i.end_us > now_us {
+            if i.holder == holder && freeable.contains(&(i.request, i.grant, i.token)) && i.end_us > now_us {
                 i.end_us = now_us.max(i.start_us);
             }
         }
@@ -367,26 +377,25 @@ impl Checker {
 
     /// Contract 1 and 2: a client trusts a grant from `start_us` to `end_us` (true time).
     #[allow(clippy::too_many_arguments)]
-    pub fn trusted(&mut self, client: usize, scope: &str, holder: &str, grant: u64, token: u64, lock_type: LockType, start_us: u64, end_us: u64) {
+    pub fn trusted(&mut self, client: usize, scope: &str, holder: &str, request: &RequestId, grant: u64, token: u64, lock_type: LockType, start_us: u64, end_us: u64) {
         // A bare unlock of this holder name that arrived after the grant was made may have
-        // freed it: trust ends at that arrival (so none is left if it came first).
+        // freed it: trust ends at that arrival (so none is left if it came first). Its token
+        // must have risen all the same (contract 2), so the fencing check runs regardless.
+        let request = request.digest();
         let arrivals = self.bare_arrivals.get(&(scope.to_string(), holder.to_string())).cloned().unwrap_or_default();
         let end_us = arrivals
             .into_iter()
-            .filter(|a| self.may_free(scope, holder, grant, token, *a))
+            .filter(|a| self.may_free(scope, request, grant, token, *a))
             .fold(end_us, |end, a| end.min(a.max(start_us)));
-        if end_us <= start_us {
-            return;
-        }
-        self.grants_trusted += 1;
-        let new = Interval { client, holder: holder.to_string(), grant, token, lock_type, start_us, end_us };
+        let empty = end_us <= start_us;
+        let new = Interval { client, holder: holder.to_string(), grant, request, token, lock_type, start_us, end_us };
         let mut found = Vec::new();
         for other in self.intervals.get(scope).into_iter().flatten() {
             let same_grant = other.client == client && other.token == token;
             if same_grant {
                 continue;
             }
-            if conflicts(other.lock_type, lock_type) && other.start_us < end_us && start_us < other.end_us {
+            if !empty && conflicts(other.lock_type, lock_type) && other.start_us < end_us && start_us < other.end_us {
                 found.push(format!(
                     "exclusion: on {scope}, client {client} ({lock_type:?}, token {token}) trusts [{:.3}s, {:.3}s] while client {} ({:?}, token {}) trusts [{:.3}s, {:.3}s]",
                     start_us as f64 / 1e6, end_us as f64 / 1e6, other.client, other.lock_type, other.token, other.start_us as f64 / 1e6, other.end_us as f64 / 1e6
@@ -404,7 +413,10 @@ impl Checker {
         for text in found {
             self.violation(start_us, text);
         }
-        self.intervals.entry(scope.to_string()).or_default().push(new);
+        if !empty {
+            self.grants_trusted += 1;
+            self.intervals.entry(scope.to_string()).or_default().push(new);
+        }
     }
 
     /// The client stopped trusting its grant (it is about to send a release).
@@ -477,11 +489,23 @@ impl Checker {
                 (Ok(Answer::Lock(LockResult::Released)), Some(r)) => {
                     (!logged(&r, request_id, &[Outcome::Released])).then(|| format!("{holder}'s release {} told released, but the record does not show it applied", request_id.0))
                 }
-                _ => None,
+                (Ok(Answer::Lock(LockResult::Revoked)), _) => None,
+                // A read behind the answer: it found the scope free, or this very request
+                // released by another copy of it.
+                (Ok(Answer::Lock(LockResult::Record(read))), _) => {
+                    let free = read.holders.is_empty() || read.logged(request_id) == Some(Outcome::Released);
+                    (!free).then(|| format!("{holder}'s release told done, but the read behind it shows {:?}", read.holders.iter().map(|g| &g.holder).collect::<Vec<_>>()))
+                }
+                (other, _) => Some(format!("{holder}'s release told done on {other:?}")),
             },
-            (CallRequest::Unlock { holder, named: Some(which), .. }, CallOutcome::NotHolder { .. }) => match record_at(last_ballot) {
+            (CallRequest::Unlock { holder, request_id, named, .. }, CallOutcome::NotHolder { .. }) => match record_at(last_ballot) {
                 None => Some("not_holder drawn from no accepted record".to_string()),
+                Some(r) if r.logged(request_id) == Some(Outcome::Released) => {
+                    Some(format!("{holder}'s release {} told not_holder, but the record shows it applied", request_id.0))
+                }
+                Some(_) if named.is_none() => None,
                 Some(r) => {
+                    let which = named.as_ref().unwrap_or(&Which::Held);
                     let held = r.holders.iter().any(|g| {
                         g.holder == *holder
                             && match which {

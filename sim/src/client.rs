@@ -48,8 +48,9 @@ pub(crate) struct Wanted {
 #[derive(Clone, Debug)]
 pub(crate) struct Held {
     scope: String,
-    /// The grant's id, as the answer named it.
+    /// The grant's id, as the answer named it, and the request that got it.
     grant: u64,
+    request: RequestId,
     token: u64,
     lock_type: LockType,
     /// Trust ends here, on the client's clock.
@@ -399,7 +400,7 @@ impl World {
                     let trust_end = sent.plus_micros(self.config.drift.holder_trust(lease_us));
                     if now_local < trust_end {
                         let end = self.clients[c].clock.true_at(trust_end);
-                        self.checker.trusted(c, &scope, &holder, held.grant, token, held.lock_type, self.now, end);
+                        self.checker.trusted(c, &scope, &holder, &held.request, held.grant, token, held.lock_type, self.now, end);
                         let held = Held { trust_end: trust_end.max(held.trust_end), ..held };
                         self.hold_a_while(c, held);
                         return;
@@ -484,9 +485,9 @@ impl World {
             return;
         }
         let end = self.clients[c].clock.true_at(trust_end);
-        self.checker.trusted(c, &scope, &holder, grant, token, lock_type, self.now, end);
+        self.checker.trusted(c, &scope, &holder, &wanted.request_id, grant, token, lock_type, self.now, end);
         self.log(|| format!("client {c} holds {scope} token {token} {lock_type:?} until {:.3}s", end as f64 / 1e6));
-        self.hold_a_while(c, Held { scope, grant, token, lock_type, trust_end });
+        self.hold_a_while(c, Held { scope, grant, request: wanted.request_id, token, lock_type, trust_end });
     }
 
     fn retry_acquire(&mut self, c: usize, wanted: Wanted) {

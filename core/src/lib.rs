@@ -43,6 +43,7 @@ pub mod roster;
 pub mod rng;
 pub mod sweep;
 pub mod time;
+pub mod validate;
 
 #[cfg(feature = "broken-variants")]
 pub use broken::Broken;

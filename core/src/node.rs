@@ -16,6 +16,7 @@ use super::rng::Rng;
 use super::roster::{ChangeError, NodeId, Roster, RosterChange, RosterId};
 use super::sweep::Sweep;
 use super::time::Time;
+use super::validate;
 use super::Config;
 
 /// An operation on one register.
@@ -161,6 +162,9 @@ pub struct Stats {
     pub fast_ballots: u64,
     /// Operations answered (decided or failed).
     pub answered: u64,
+    /// Values from peers refused because they break a record's invariants or limits, or a
+    /// roster's shape (`validate`).
+    pub invalid_from_peers: u64,
 }
 
 /// Who is waiting for an operation's answer.
@@ -223,6 +227,8 @@ pub struct Node {
     /// again and again.
     pub(super) roster_read_for: Option<Ballot>,
     pub(super) alive: Option<BTreeSet<NodeId>>,
+    /// Peers' values refused since the runtime last asked (at most a few kept).
+    rejected: Vec<(NodeId, validate::Invalid)>,
     loopback: VecDeque<Envelope>,
     pub(super) out: Outputs,
     pub(super) stats: Stats,
@@ -267,6 +273,7 @@ impl Node {
             sweep_done_ops: Vec::new(),
             roster_read_for: None,
             alive: None,
+            rejected: Vec::new(),
             loopback: VecDeque::new(),
             out: Outputs::default(),
             stats: Stats::default(),
@@ -445,12 +452,38 @@ impl Node {
         self.next_id
     }
 
+    /// Peers' values refused since the last call (the runtime logs them), oldest first.
+    pub fn take_rejected(&mut self) -> Vec<(NodeId, validate::Invalid)> {
+        core::mem::take(&mut self.rejected)
+    }
+
+    /// Checks a value a peer sent; a bad one is counted and kept for the runtime to log.
+    fn valid_from(&mut self, from: &NodeId, checked: Result<(), validate::Invalid>) -> bool {
+        let Err(why) = checked else { return true };
+        self.stats.invalid_from_peers += 1;
+        if self.rejected.len() < 16 {
+            self.rejected.push((from.clone(), why));
+        }
+        false
+    }
+
     fn on_message(&mut self, now: Time, envelope: Envelope) {
         let Envelope { from, roster: their_roster, body, .. } = envelope;
         match body {
             Body::Prepare { key, ballot } => self.on_prepare(now, from, their_roster, key, ballot),
-            Body::Accept { key, ballot, value } => self.on_accept(now, from, their_roster, key, ballot, value),
+            Body::Accept { key, ballot, value } => {
+                // Never stored, never answered: the proposer's ballot fails as if lost.
+                if self.valid_from(&from, validate::value(&key, &value, &self.config.limits)) {
+                    self.on_accept(now, from, their_roster, key, ballot, value)
+                }
+            }
             Body::Promise { key, ballot, accepted, age_us } => {
+                let checked = accepted.as_ref().map_or(Ok(()), |a| validate::value(&key, &a.value, &self.config.limits));
+                if !self.valid_from(&from, checked) {
+                    // A promise carrying a value that no honest voter could hold counts as a
+                    // refusal: the ballot goes on without it, and the value is never used.
+                    return self.on_vote(now, from, key, ballot, Vote::Refused);
+                }
                 if let Some(a) = &accepted {
                     self.max_round_seen = self.max_round_seen.max(a.ballot.round);
                 }
@@ -467,7 +500,9 @@ impl Node {
                 self.on_vote(now, from, key, ballot, Vote::Refused)
             }
             Body::Commit { roster } => {
-                self.learn_roster(now, roster, false);
+                if self.valid_from(&from, validate::roster(&roster)) {
+                    self.learn_roster(now, roster, false);
+                }
             }
             Body::RosterPull => {
                 if let Some(roster) = self.roster.clone() {
@@ -486,7 +521,11 @@ impl Node {
                 let page = super::sweep::Page { after, keys, more, max_round };
                 self.on_key_list(now, from, their_roster, sweep, page)
             }
-            Body::BootstrapOffer { roster } => self.on_bootstrap_offer(from, roster),
+            Body::BootstrapOffer { roster } => {
+                if self.valid_from(&from, validate::roster(&roster)) {
+                    self.on_bootstrap_offer(from, roster)
+                }
+            }
             Body::BootstrapAck { roster } => self.on_bootstrap_ack(now, from, roster),
         }
     }

@@ -1026,3 +1026,93 @@ fn a_copy_held_before_a_busy_answered_from_the_log_is_never_granted() {
     let late = locked_token(net.result(3));
     assert!(late.is_none(), "w was told busy, yet its copy held at C got token {late:?}: {:?}", net.result(3));
 }
+
+// Peer input that no honest node sends (issue: "validation instead of panics").
+
+fn two_writers() -> LockRecord {
+    let mut record = LockRecord::default();
+    for (i, holder) in ["x", "y"].iter().enumerate() {
+        let op = acquire(holder);
+        let _ = record.apply(&op_lock(op), 0, &Limits::default());
+        // Force a second writer beside the first, as a forged value would carry.
+        if i == 1 {
+            let mut second = record.holders[0].clone();
+            second.holder = (*holder).into();
+            second.id = record.next_lease_seq + 1;
+            record.next_lease_seq += 1;
+            record.holders.push(second);
+        }
+    }
+    record
+}
+
+fn op_lock(op: Op) -> LockOp {
+    match op {
+        Op::Lock(l) => l,
+        Op::Roster(_) => unreachable!(),
+    }
+}
+
+/// A review crashed voters in a loop with an Accept whose record has two write holders: the
+/// voter stored it, and its next ballot on the scope tripped the record invariant check. Now
+/// the voter refuses it (stores nothing, answers nothing), counts it, and serves the scope.
+#[test]
+fn an_accept_with_an_invalid_record_is_refused_and_changes_nothing() {
+    let mut c = Cluster::new(3);
+    let roster = c.nodes[0].roster().unwrap().id();
+    let forged = Value::Lock(two_writers());
+    assert!(crate::validate::value(&scope(), &forged, &Limits::default()).is_err());
+    let rogue = NodeId::new("rogue", 999);
+    let to = c.nodes[0].id().clone();
+    let ballot = Ballot { round: 1 << 40, proposer: 999 };
+    c.nodes[0].handle_message(c.now, Envelope { from: rogue.clone(), to, roster: Some(roster), body: Body::Accept { key: scope(), ballot, value: forged } });
+    let out = c.nodes[0].drain();
+    assert!(out.writes.is_empty() && out.messages.is_empty() && out.early.is_empty(), "{out:?}");
+    assert_eq!(c.nodes[0].stats().invalid_from_peers, 1);
+    let rejected = c.nodes[0].take_rejected();
+    assert!(rejected.len() == 1 && rejected[0].0 == rogue && rejected[0].1.contains("writer"), "{rejected:?}");
+    // The voter serves the scope as if nothing had come.
+    c.request(0, 1, scope(), acquire("a"));
+    c.settle();
+    assert!(matches!(c.take_reply(1).result, Ok(Answer::Lock(LockResult::Locked { token: 1, .. }))));
+}
+
+/// A promise carrying an invalid record counts as a refusal: the proposer never reads it.
+#[test]
+fn a_promise_with_an_invalid_record_counts_as_a_refusal() {
+    let mut c = Cluster::new(3);
+    c.request(0, 1, scope(), acquire("a"));
+    c.collect();
+    // Deliver n0's Prepares; replace n1's promise with one carrying a forged record.
+    let mut forged_once = false;
+    while let Some(mut e) = c.inbox.pop_front() {
+        if let Body::Promise { accepted, .. } = &mut e.body {
+            if e.from == *c.nodes[1].id() && !forged_once {
+                forged_once = true;
+                *accepted = Some(crate::message::AcceptedValue { ballot: Ballot { round: 1 << 40, proposer: 1 }, value: Value::Lock(two_writers()), roster: e.roster });
+            }
+        }
+        let to = c.index(&e.to);
+        c.nodes[to].handle_message(c.now, e);
+        c.collect();
+    }
+    assert!(forged_once);
+    assert_eq!(c.nodes[0].stats().invalid_from_peers, 1);
+    let reply = c.take_reply(1);
+    assert!(matches!(reply.result, Ok(Answer::Lock(LockResult::Locked { token: 1, .. }))), "{reply:?}");
+}
+
+/// A Commit of a roster that no ballot could choose (no voters; voters out of order) is
+/// refused before anything looks at it.
+#[test]
+fn a_commit_of_a_malformed_roster_is_refused() {
+    let mut c = Cluster::new(3);
+    let installed = c.nodes[0].roster().cloned().unwrap();
+    let rogue = NodeId::new("rogue", 999);
+    let to = c.nodes[0].id().clone();
+    for roster in [Roster { voters: vec![], version: 9, ..installed.clone() }, Roster { voters: installed.voters.iter().rev().cloned().collect(), version: 9, ..installed.clone() }] {
+        c.nodes[0].handle_message(c.now, Envelope { from: rogue.clone(), to: to.clone(), roster: None, body: Body::Commit { roster } });
+    }
+    assert_eq!(c.nodes[0].roster(), Some(&installed));
+    assert_eq!(c.nodes[0].stats().invalid_from_peers, 2);
+}

@@ -231,7 +231,7 @@ impl Node {
     fn use_round(&mut self, round: u64) {
         self.max_round_seen = self.max_round_seen.max(round);
         if round > self.round_reserved {
-            self.round_reserved = round + ROUND_RESERVE;
+            self.round_reserved = round.saturating_add(ROUND_RESERVE);
             self.out.writes.push(super::durable::Write::RoundReserved(self.round_reserved));
         }
     }

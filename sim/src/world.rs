@@ -449,6 +449,11 @@ impl World {
         let Some(node) = n.node.as_mut() else { return };
         let local = n.clock.local(now);
         f(node, local);
+        // Every node here follows the protocol: none of their values may be refused.
+        for (from, why) in node.take_rejected() {
+            let text = format!("validation: {} refused a value from {from}, an honest node: {why}", n.id);
+            self.checker.violations.push(format!("t={:.3}s {text}", now as f64 / 1e6));
+        }
         let out = node.drain();
         let next_local = node.next_timeout();
         let (now_out, to_disk) = n.outbox.submit(out);

@@ -114,6 +114,8 @@ pub struct Runtime {
     removed_at: BTreeMap<NodeId, Instant>,
     /// Where accepted scope values are announced (to watchers and waiters).
     changes: Arc<super::Changes>,
+    /// Peers whose invalid values were logged: once per peer (the metric counts them all).
+    logged_invalid: std::collections::HashSet<String>,
 }
 
 fn swim_id(info: &PeerInfo) -> SwimId {
@@ -159,6 +161,7 @@ impl Runtime {
             voters_seen: Vec::new(),
             removed_at: BTreeMap::new(),
             changes,
+            logged_invalid: std::collections::HashSet::new(),
         }
     }
 
@@ -291,6 +294,11 @@ impl Runtime {
         // then waits for the next wake-up rather than starving the select loop.
         for _ in 0..8 {
             self.refresh_alive();
+            for (peer, why) in self.node.take_rejected() {
+                if self.logged_invalid.insert(peer.name.clone()) {
+                    tracing::warn!(peer = %peer, %why, "refused a value from a peer (logged once per peer; see lockmesh_invalid_peer_values_total)");
+                }
+            }
             let out = self.node.drain();
             if out.is_empty() {
                 return;

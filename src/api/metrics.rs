@@ -79,6 +79,11 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap) -
         ("lockmesh_ballot_retries_total", "Ballot attempts retried with a higher ballot (conflicts, losses).", node.stats.retries),
         ("lockmesh_answers_without_write_total", "Answers decided from a chosen value without an Accept.", node.stats.answered_without_write),
         ("lockmesh_answers_total", "Operations answered by this node.", node.stats.answered),
+        (
+            "lockmesh_invalid_peer_values_total",
+            "Values from peers refused because no node following the protocol could send them.",
+            node.stats.invalid_from_peers,
+        ),
     ];
     for (name, help, value) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");

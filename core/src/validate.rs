@@ -1,0 +1,131 @@
+//! Values from peers are checked before they are stored or used. A peer that follows the
+//! protocol never sends a value that fails these checks; one that does is refused (its
+//! message changes nothing), counted, and reported to the runtime, which logs it. The node's
+//! own values are checked by `LockRecord::check_invariants` where they are made: a failure
+//! there is a bug of this node, not bad input.
+
+use crate::prelude::*;
+
+use super::message::{Key, Value};
+use super::record::{Limits, LockRecord};
+use super::roster::Roster;
+
+/// Why a peer's value was refused.
+pub type Invalid = String;
+
+/// Checks a register value a peer sent (in an Accept or a Promise) for register `key`.
+pub fn value(key: &Key, value: &Value, limits: &Limits) -> Result<(), Invalid> {
+    match (key, value) {
+        (Key::Scope(_), Value::Lock(record)) => lock_record(record, limits),
+        (Key::Roster, Value::Roster(roster)) => self::roster(roster),
+        (Key::Scope(_), Value::Roster(_)) => Err("a roster as the value of a scope".into()),
+        (Key::Roster, Value::Lock(_)) => Err("a lock record as the value of the roster register".into()),
+    }
+}
+
+/// Far above any count a record reaches (a grant a nanosecond for a century is below 2^62),
+/// and far enough below the top of a u64 that counting on from it cannot overflow.
+pub const COUNTER_BOUND: u64 = 1 << 62;
+
+/// A lock record keeps its invariants (never two writers, one token per phase, unique
+/// grant ids, nobody waiting on a free lock), the cluster's size limits, and counters that
+/// an honest history could have reached.
+pub fn lock_record(record: &LockRecord, limits: &Limits) -> Result<(), Invalid> {
+    record.check_invariants()?;
+    let counters = [
+        ("last_token", record.last_token),
+        ("next_lease_seq", record.next_lease_seq),
+        ("next_arrival", record.next_arrival),
+        ("log_seq", record.log_seq),
+        ("events.last_seq", record.events.last_seq),
+    ];
+    if let Some((name, n)) = counters.iter().find(|(_, n)| *n >= COUNTER_BOUND) {
+        return Err(format!("{name} is {n}, beyond any count a record reaches"));
+    }
+    if record.holders.len() > limits.max_readers.max(1) {
+        return Err(format!("{} holders, more than the limit of {}", record.holders.len(), limits.max_readers));
+    }
+    if record.queue.len() > limits.max_waiters {
+        return Err(format!("{} waiters, more than the limit of {}", record.queue.len(), limits.max_waiters));
+    }
+    if record.log.len() > limits.log_capacity {
+        return Err(format!("a request log of {} entries, more than its capacity of {}", record.log.len(), limits.log_capacity));
+    }
+    Ok(())
+}
+
+/// A roster has voters, in order and each name once (lookups depend on it), and a version.
+pub fn roster(roster: &Roster) -> Result<(), Invalid> {
+    if roster.voters.is_empty() {
+        return Err("a roster without voters".into());
+    }
+    if roster.version == 0 {
+        return Err("a roster of version 0".into());
+    }
+    if roster.voters.windows(2).any(|w| w[0].name >= w[1].name) {
+        return Err("a roster whose voters are out of order or named twice".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Grant, LockType, Priority, RequestId};
+    use crate::roster::NodeId;
+
+    fn grant(holder: &str, token: u64, id: u64, lock_type: LockType) -> Grant {
+        Grant {
+            holder: holder.into(),
+            token,
+            id,
+            reported: true,
+            pickup_us: 0,
+            lock_type,
+            lease_us: 1_000,
+            auto: None,
+            node: "n1".into(),
+            priority: Priority::Normal,
+            reason: None,
+            request_id: RequestId(holder.into()),
+            lease_seq: id,
+            elapsed_floor_us: 0,
+            revoked: false,
+            lock_delay_us: 0,
+            held_floor_us: 0,
+        }
+    }
+
+    #[test]
+    fn records_that_break_an_invariant_or_a_limit_are_refused() {
+        let limits = Limits::default();
+        let ok = LockRecord { last_token: 1, next_lease_seq: 1, holders: vec![grant("a", 1, 1, LockType::Write)], ..LockRecord::default() };
+        assert_eq!(lock_record(&ok, &limits), Ok(()));
+        let two_writers = LockRecord { holders: vec![grant("a", 1, 1, LockType::Write), grant("b", 1, 2, LockType::Write)], next_lease_seq: 2, last_token: 1, ..LockRecord::default() };
+        assert!(lock_record(&two_writers, &limits).unwrap_err().contains("writer shares"));
+        let readers: Vec<Grant> = (1..=3).map(|i| grant(&format!("r{i}"), 1, i, LockType::Read)).collect();
+        let small = Limits { max_readers: 2, ..limits };
+        let many = LockRecord { holders: readers, next_lease_seq: 3, last_token: 1, ..LockRecord::default() };
+        assert!(lock_record(&many, &small).unwrap_err().contains("more than the limit"));
+        assert!(value(&Key::Roster, &Value::Lock(ok.clone()), &limits).is_err());
+        // Counters at the top of the range would overflow as soon as they count on.
+        let top = LockRecord { last_token: u64::MAX, ..ok.clone() };
+        assert!(lock_record(&top, &limits).unwrap_err().contains("last_token"));
+        let mut events = ok;
+        events.events.last_seq = u64::MAX;
+        assert!(lock_record(&events, &limits).unwrap_err().contains("events.last_seq"));
+    }
+
+    #[test]
+    fn rosters_need_voters_in_order_and_a_version() {
+        let r = Roster::first(vec![NodeId::new("a", 1), NodeId::new("b", 2)]);
+        assert_eq!(roster(&r), Ok(()));
+        assert!(roster(&Roster { voters: vec![], ..r.clone() }).is_err());
+        assert!(roster(&Roster { version: 0, ..r.clone() }).is_err());
+        let mut swapped = r.clone();
+        swapped.voters.reverse();
+        assert!(roster(&swapped).is_err());
+        let twice = Roster { voters: vec![NodeId::new("a", 1), NodeId::new("a", 2)], ..r };
+        assert!(roster(&twice).is_err());
+    }
+}

@@ -146,9 +146,14 @@ fn client(id: usize, seed: u64, s: Arc<Shared>) {
         let first = rng.index(n);
         let (node, sent, answer, unknown_before) = send_with_retries(&s, &mut rng, first, &body, lock_unknown);
         let mut outcome = outcome(&answer);
-        if let Outcome::Failed { queued, .. } = &mut outcome {
-            // An earlier try may have queued, been granted and been taken back meanwhile.
-            *queued |= unknown_before;
+        if let Outcome::Failed { why, queued } = &mut outcome {
+            if unknown_before && why.as_str() == "connection refused" {
+                // The last try never reached a node; an earlier one's fate is unknown.
+                outcome = Outcome::Unknown { why: format!("{why} after a try of unknown fate") };
+            } else {
+                // An earlier try may have queued, been granted and been taken back meanwhile.
+                *queued |= unknown_before;
+            }
         }
         let told = Instant::now();
         let reply = answer.map(|(_, v)| v).unwrap_or_default();

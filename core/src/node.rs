@@ -162,8 +162,8 @@ pub struct Stats {
     pub fast_ballots: u64,
     /// Operations answered (decided or failed).
     pub answered: u64,
-    /// Values from peers refused because they break a record's invariants or limits, or a
-    /// roster's shape (`validate`).
+    /// Messages from peers refused because they carry what no node following the protocol
+    /// sends (`validate::body`).
     pub invalid_from_peers: u64,
 }
 
@@ -457,33 +457,30 @@ impl Node {
         core::mem::take(&mut self.rejected)
     }
 
-    /// Checks a value a peer sent; a bad one is counted and kept for the runtime to log.
-    fn valid_from(&mut self, from: &NodeId, checked: Result<(), validate::Invalid>) -> bool {
-        let Err(why) = checked else { return true };
+    /// A peer's message was refused: counted, and kept (a few) for the runtime to log.
+    fn reject(&mut self, from: &NodeId, why: validate::Invalid) {
         self.stats.invalid_from_peers += 1;
         if self.rejected.len() < 16 {
             self.rejected.push((from.clone(), why));
         }
-        false
     }
 
     fn on_message(&mut self, now: Time, envelope: Envelope) {
         let Envelope { from, roster: their_roster, body, .. } = envelope;
+        if let Err(why) = validate::body(&body, &self.config.limits) {
+            self.reject(&from, why);
+            // A promise carrying what no honest voter could send counts as a refusal: the
+            // ballot goes on without it, and nothing of it is used. Anything else is dropped
+            // unanswered (an Accept is never stored: its ballot fails as if lost).
+            if let Body::Promise { key, ballot, .. } = body {
+                self.on_vote(now, from, key, ballot, Vote::Refused);
+            }
+            return;
+        }
         match body {
             Body::Prepare { key, ballot } => self.on_prepare(now, from, their_roster, key, ballot),
-            Body::Accept { key, ballot, value } => {
-                // Never stored, never answered: the proposer's ballot fails as if lost.
-                if self.valid_from(&from, validate::value(&key, &value, &self.config.limits)) {
-                    self.on_accept(now, from, their_roster, key, ballot, value)
-                }
-            }
+            Body::Accept { key, ballot, value } => self.on_accept(now, from, their_roster, key, ballot, value),
             Body::Promise { key, ballot, accepted, age_us } => {
-                let checked = accepted.as_ref().map_or(Ok(()), |a| validate::value(&key, &a.value, &self.config.limits));
-                if !self.valid_from(&from, checked) {
-                    // A promise carrying a value that no honest voter could hold counts as a
-                    // refusal: the ballot goes on without it, and the value is never used.
-                    return self.on_vote(now, from, key, ballot, Vote::Refused);
-                }
                 if let Some(a) = &accepted {
                     self.max_round_seen = self.max_round_seen.max(a.ballot.round);
                 }
@@ -499,11 +496,7 @@ impl Node {
                 }
                 self.on_vote(now, from, key, ballot, Vote::Refused)
             }
-            Body::Commit { roster } => {
-                if self.valid_from(&from, validate::roster(&roster)) {
-                    self.learn_roster(now, roster, false);
-                }
-            }
+            Body::Commit { roster } => self.learn_roster(now, roster, false),
             Body::RosterPull => {
                 if let Some(roster) = self.roster.clone() {
                     self.send(from, Body::Commit { roster });
@@ -521,11 +514,7 @@ impl Node {
                 let page = super::sweep::Page { after, keys, more, max_round };
                 self.on_key_list(now, from, their_roster, sweep, page)
             }
-            Body::BootstrapOffer { roster } => {
-                if self.valid_from(&from, validate::roster(&roster)) {
-                    self.on_bootstrap_offer(from, roster)
-                }
-            }
+            Body::BootstrapOffer { roster } => self.on_bootstrap_offer(from, roster),
             Body::BootstrapAck { roster } => self.on_bootstrap_ack(now, from, roster),
         }
     }

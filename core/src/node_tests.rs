@@ -1116,3 +1116,272 @@ fn a_commit_of_a_malformed_roster_is_refused() {
     assert_eq!(c.nodes[0].roster(), Some(&installed));
     assert_eq!(c.nodes[0].stats().invalid_from_peers, 2);
 }
+
+// A red team of peer-input validation: values that passed the first `validate` and still
+// hurt. Each failed before rounds, scope names and roster counters from peers were bounded;
+// the last is a probe that held.
+
+/// Forged by a non-member ("rogue"): a Commit of the installed roster at version u64::MAX
+/// (same cluster, same voters, swept), and an Accept of it into the roster register. Both
+/// passed `validate::roster`, and the next roster change computed `version + 1`
+/// (`Roster::changed`) and panicked with an overflow. Now both are refused.
+#[test]
+fn a_roster_at_version_u64_max_from_a_peer_is_refused() {
+    let mut c = Cluster::new(3);
+    let installed = c.nodes[0].roster().cloned().unwrap();
+    let top = Roster { version: u64::MAX, sweep_done: true, ..installed.clone() };
+    assert!(crate::validate::roster(&top).is_err());
+    let rogue = NodeId::new("rogue", 999);
+    for i in 0..3 {
+        let to = c.nodes[i].id().clone();
+        c.nodes[i].handle_message(c.now, Envelope { from: rogue.clone(), to: to.clone(), roster: None, body: Body::Commit { roster: top.clone() } });
+        let ballot = Ballot { round: 1 << 20, proposer: 999 };
+        let body = Body::Accept { key: Key::Roster, ballot, value: Value::Roster(top.clone()) };
+        c.nodes[i].handle_message(c.now, Envelope { from: rogue.clone(), to, roster: Some(top.id()), body });
+    }
+    c.collect();
+    c.inbox.retain(|e| e.to != rogue);
+    assert_eq!(c.nodes[0].stats().invalid_from_peers, 2, "both forged values are refused");
+    assert_eq!(c.nodes[0].roster(), Some(&installed));
+    let change = RosterOp::Change { change: RosterChange::Remove(c.nodes[2].id().clone()), expected_version: None };
+    c.request(0, 1, Key::Roster, Op::Roster(change));
+    for _ in 0..50 {
+        c.settle(); // panicked: attempt to add with overflow (roster.rs, Roster::changed)
+        c.now = c.now.plus_micros(200_000);
+        for n in &mut c.nodes {
+            n.handle_timeout(c.now);
+        }
+    }
+    c.settle();
+    let reply = c.take_reply(1);
+    assert!(reply.result.is_ok(), "{reply:?}");
+}
+
+/// A non-member's Accept carried any scope name: `validate::value` checked the record, not
+/// the key (the HTTP edge caps names at 200 bytes; peers were not held to it). Nine Accepts
+/// with 1 MiB names (each fits a frame) made every voter's first sweep page larger than
+/// the mesh's MAX_FRAME (8 MiB): the page was dropped at encode, no sweep could finish, and
+/// no roster change could complete again (the PROTOCOL §11.14 regression, from peer input).
+/// Now such names are refused.
+#[test]
+fn scope_names_from_peers_are_bounded_so_sweep_pages_fit_a_frame() {
+    const MAX_FRAME: usize = 8 << 20;
+    let mut c = Cluster::new(3);
+    let roster = c.nodes[0].roster().unwrap().id();
+    let rogue = NodeId::new("rogue", 999);
+    let to = c.nodes[0].id().clone();
+    for i in 0..9 {
+        let name = format!("{i}{}", "x".repeat(1 << 20));
+        let body = Body::Accept { key: Key::Scope(name), ballot: Ballot { round: 5, proposer: 999 }, value: Value::Lock(LockRecord::default()) };
+        let e = Envelope { from: rogue.clone(), to: to.clone(), roster: Some(roster), body };
+        assert!(bincode::serde::encode_to_vec(&e, bincode::config::standard()).unwrap().len() < MAX_FRAME, "each Accept fits a frame");
+        c.nodes[0].handle_message(c.now, e);
+    }
+    let _ = c.nodes[0].drain();
+    assert_eq!(c.nodes[0].stats().invalid_from_peers, 9, "the Accepts are refused");
+    // A member's sweep asks for the first page.
+    let sweeper = c.nodes[1].id().clone();
+    c.nodes[0].handle_message(c.now, Envelope { from: sweeper, to: to.clone(), roster: Some(roster), body: Body::ListKeys { sweep: 1, after: None } });
+    let out = c.nodes[0].drain();
+    let page = out.messages.iter().find(|e| matches!(e.body, Body::KeyList { .. })).expect("a page");
+    let len = bincode::serde::encode_to_vec(page, bincode::config::standard()).unwrap().len();
+    assert!(len <= MAX_FRAME, "a sweep page of {len} bytes cannot be sent (MAX_FRAME {MAX_FRAME})");
+}
+
+/// A non-member's Prepare at round u64::MAX (proposer u64::MAX) is promised and persisted:
+/// no ballot can ever exceed it (rounds saturate), so the scope can never be locked again,
+/// and every node that hears the refusal jumps its own rounds to u64::MAX. (The overflow
+/// the fuzzer found was made saturating; this is what saturation leaves behind.)
+#[test]
+fn a_prepare_at_round_u64_max_from_a_peer_does_not_wedge_a_scope() {
+    let mut c = Cluster::new(3);
+    let roster = c.nodes[0].roster().unwrap().id();
+    let rogue = NodeId::new("rogue", 999);
+    for i in 0..3 {
+        let to = c.nodes[i].id().clone();
+        let body = Body::Prepare { key: scope(), ballot: Ballot { round: u64::MAX, proposer: u64::MAX } };
+        c.nodes[i].handle_message(c.now, Envelope { from: rogue.clone(), to, roster: Some(roster), body });
+    }
+    c.collect();
+    c.inbox.retain(|e| e.to != rogue);
+    for attempt in 0..20u64 {
+        c.request(0, 1 + attempt, scope(), acquire(&format!("a{attempt}")));
+        for _ in 0..50 {
+            c.settle();
+            c.now = c.now.plus_micros(200_000);
+            for n in &mut c.nodes {
+                n.handle_timeout(c.now);
+            }
+        }
+        c.settle();
+        if let Some(r) = c.replies.iter().find(|r| r.client == 1 + attempt) {
+            if matches!(r.result, Ok(Answer::Lock(LockResult::Locked { .. }))) {
+                return;
+            }
+        }
+    }
+    panic!("no acquire on the scope ever succeeds after one forged Prepare at round u64::MAX: {:?}", c.replies.iter().map(|r| &r.result).collect::<Vec<_>>());
+}
+
+/// One message from a non-member, a Refuse saying "promised round u64::MAX" (nothing checks
+/// its sender before `max_round_seen` takes it), moves n0's rounds to u64::MAX for good.
+/// There `Ballot::successor` saturates: n0's fast path sends its next value at the very
+/// ballot the voters already accepted, and `Acceptor::accept_promising` takes it for a
+/// duplicate — acknowledged, not stored. n0 answers "released" and "locked" for values no
+/// voter holds. Result: b is told it holds token 2, and c is granted token 2 as well, both
+/// within their leases.
+#[test]
+fn a_round_at_u64_max_from_a_peer_cannot_make_the_fast_path_lose_writes() {
+    let mut c = Cluster::new(3);
+    let roster = c.nodes[0].roster().unwrap().id();
+    let rogue = NodeId::new("rogue", 999);
+    let to = c.nodes[0].id().clone();
+    let why = crate::message::Refusal::Promised(Ballot { round: u64::MAX, proposer: 0 });
+    let body = Body::Refuse { key: Key::Scope("anything".into()), ballot: Ballot { round: 1, proposer: 1 }, why };
+    c.nodes[0].handle_message(c.now, Envelope { from: rogue, to, roster: Some(roster), body });
+    c.settle();
+    // t = 0: a locks (full ballot at (u64::MAX, n0)), then releases (n0's fast path).
+    c.request(0, 1, scope(), acquire("a"));
+    c.settle();
+    assert!(matches!(c.take_reply(1).result, Ok(Answer::Lock(LockResult::Locked { token: 1, .. }))));
+    let release = Op::Lock(LockOp::Release { request_id: RequestId("a-rel".into()), grant: GrantRef { holder: "a".into(), which: Which::Token(1) } });
+    c.request(0, 2, scope(), release);
+    c.settle();
+    assert!(matches!(c.take_reply(2).result, Ok(Answer::Lock(LockResult::Released))));
+    // t = 9 s: b locks through n0's fast path: told token 2, lease 10 s (to t = 19 s).
+    c.now = Time(9_000_000);
+    c.request(0, 3, scope(), acquire("b"));
+    c.settle();
+    let b = c.take_reply(3);
+    assert!(matches!(b.result, Ok(Answer::Lock(LockResult::Locked { token: 2, .. }))), "{b:?}");
+    // t = 10.5 s: c locks through n1.
+    c.now = Time(10_500_000);
+    c.request(1, 4, scope(), acquire("c"));
+    c.settle();
+    let r = c.take_reply(4);
+    assert!(!matches!(r.result, Ok(Answer::Lock(LockResult::Locked { .. }))), "b holds token 2 until t = 19 s, yet c got {:?}", r.result);
+}
+
+/// Red team probe (passes): records that pass `validate::lock_record` with every field that
+/// check does not cover at an extreme, then random operations (auto leases, renewals,
+/// cancels, revokes, polls) and advances: `apply` never panics and the invariants hold.
+#[test]
+fn validated_records_with_extreme_fields_keep_their_invariants() {
+    use crate::events::{Event, EventKind};
+    use crate::history::{AutoLease, Day};
+    use crate::record::{HighRequest, LogEntry, Outcome, Window};
+    let mut rng = crate::rng::Rng::new(0x5eed);
+    let limits = Limits { max_waiters: 4, max_readers: 3, log_capacity: 6, log_ttl_us: 1_000_000, aging_us: 1_000 };
+    let ext = |rng: &mut crate::rng::Rng| -> u64 {
+        match rng.between(0, 5) {
+            0 => 0,
+            1 => u64::MAX,
+            2 => u64::MAX - rng.between(0, 3),
+            3 => rng.between(0, 2_000),
+            4 => (1 << 62) - 1,
+            _ => rng.next_u64(),
+        }
+    };
+    let mut stored = 0;
+    for _ in 0..200_000 {
+        // An honest record first, then fields the validator does not look at set to extremes.
+        let mut r = LockRecord::default();
+        let ops_for = |rng: &mut crate::rng::Rng, k: u64| -> LockOp {
+            let holder = format!("h{}", rng.between(0, 3));
+            let lease = if rng.chance(0.3) {
+                LeaseRule::Auto(AutoLease { min_us: ext(rng), max_us: ext(rng), window_days: rng.between(0, 255) as u8 })
+            } else {
+                LeaseRule::Fixed(ext(rng))
+            };
+            match rng.between(0, 6) {
+                0 | 1 => LockOp::Acquire(Acquire {
+                    request_id: RequestId(format!("q{}", rng.between(0, k + 3))),
+                    holder,
+                    lock_type: if rng.chance(0.5) { LockType::Read } else { LockType::Write },
+                    lease,
+                    lock_delay_us: ext(rng),
+                    wait: rng.chance(0.7),
+                    wait_lease_us: ext(rng),
+                    priority: [Priority::High, Priority::Normal, Priority::Low][rng.between(0, 2) as usize],
+                    reason: None,
+                    node: "n".into(),
+                    poll: rng.chance(0.2),
+                }),
+                2 => LockOp::Release {
+                    request_id: RequestId(format!("u{}", rng.between(0, 5))),
+                    grant: GrantRef { holder, which: [Which::Held, Which::Token(rng.between(0, 4)), Which::Grant { token: rng.between(0, 4), id: rng.between(0, 6) }][rng.between(0, 2) as usize] },
+                },
+                3 => LockOp::Renew { grant: GrantRef { holder, which: Which::Grant { token: rng.between(0, 4), id: rng.between(0, 6) } }, lease },
+                4 => LockOp::Cancel { request_id: RequestId(format!("q{}", rng.between(0, k + 3))) },
+                5 => LockOp::Revoke { token: None },
+                _ => LockOp::Read,
+            }
+        };
+        for k in 0..rng.between(0, 8) {
+            let op = ops_for(&mut rng, k);
+            let _ = r.apply(&op, rng.between(0, 100), &limits);
+            let e = rng.between(0, 3_000);
+            r.advance(e, &limits);
+        }
+        for g in &mut r.holders {
+            g.lease_us = ext(&mut rng);
+            g.pickup_us = ext(&mut rng);
+            g.elapsed_floor_us = ext(&mut rng);
+            g.held_floor_us = ext(&mut rng);
+            g.lock_delay_us = ext(&mut rng);
+            g.lease_seq = ext(&mut rng);
+            g.reported = rng.chance(0.5);
+            g.revoked = rng.chance(0.3);
+        }
+        for w in &mut r.queue {
+            w.wait_lease_us = ext(&mut rng);
+            w.elapsed_floor_us = ext(&mut rng);
+            w.waited_floor_us = ext(&mut rng);
+            w.arrival = ext(&mut rng);
+            w.poll_seq = ext(&mut rng);
+            if rng.chance(0.3) {
+                w.lease = LeaseRule::Auto(AutoLease { min_us: ext(&mut rng), max_us: ext(&mut rng), window_days: rng.between(0, 255) as u8 });
+            }
+        }
+        for e in &mut r.log {
+            e.elapsed_floor_us = ext(&mut rng);
+        }
+        if rng.chance(0.5) {
+            r.log.push(LogEntry { request: ext(&mut rng), outcome: Outcome::Refused, elapsed_floor_us: ext(&mut rng) });
+        }
+        r.log_forgot_floor_us = if rng.chance(0.5) { Some(ext(&mut rng)) } else { None };
+        r.delay_remaining_us = if rng.chance(0.5) { ext(&mut rng) } else { 0 };
+        for _ in 0..rng.between(0, 3) {
+            r.high_log.push(HighRequest { holder: "x".into(), reason: None, age_floor_us: ext(&mut rng) });
+            r.recent.push(Window { age_floor_us: ext(&mut rng), attempts: u32::MAX, conflicts: u32::MAX, holds: u32::MAX, hold_total_us: ext(&mut rng) });
+            let buckets = (0..rng.between(0, 4)).map(|_| (rng.between(0, 255) as u8, u32::MAX)).collect();
+            r.history.days.push(Day { age_floor_us: ext(&mut rng), buckets });
+            r.events.events.push(Event { seq: ext(&mut rng), kind: EventKind::Granted, holder: "e".into(), token: ext(&mut rng), grant: ext(&mut rng), lock_type: LockType::Write, age_floor_us: ext(&mut rng) });
+        }
+        r.last_token = r.last_token.max(rng.between(0, 3) + r.last_token.min((1 << 62) - 10));
+        r.next_lease_seq = if rng.chance(0.5) { (1 << 62) - 1 } else { r.next_lease_seq };
+        r.next_arrival = if rng.chance(0.5) { (1 << 62) - 1 } else { r.next_arrival };
+        r.log_seq = if rng.chance(0.5) { (1 << 62) - 1 } else { r.log_seq };
+        r.events.last_seq = if rng.chance(0.5) { (1 << 62) - 1 } else { r.events.last_seq };
+        if rng.chance(0.5) {
+            r.last_token = (1 << 62) - 1;
+        }
+        if crate::validate::lock_record(&r, &limits).is_err() {
+            continue;
+        }
+        stored += 1;
+        // As a ballot: carry forward, apply a batch, check.
+        let mut rec = r.clone();
+        rec.advance(ext(&mut rng), &limits);
+        for k in 0..rng.between(1, 6) {
+            let op = ops_for(&mut rng, k);
+            let _ = rec.apply(&op, ext(&mut rng), &limits);
+        }
+        if let Err(e) = rec.check_invariants() {
+            panic!("invariant broken: {e}\nfrom {r:?}\nto {rec:?}");
+        }
+        let _ = rec.events.since(ext(&mut rng) % ((1 << 62) - 1));
+        let _ = rec.contention();
+    }
+    assert!(stored > 10_000, "only {stored} records passed validation");
+}

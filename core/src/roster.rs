@@ -121,7 +121,7 @@ impl Roster {
                 voters.remove(at);
             }
         }
-        Ok(Roster { version: self.version + 1, voters, sweep_done: false, ..self.clone() })
+        Ok(Roster { version: self.version.saturating_add(1), voters, sweep_done: false, ..self.clone() })
     }
 }
 

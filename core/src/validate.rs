@@ -6,12 +6,72 @@
 
 use crate::prelude::*;
 
-use super::message::{Key, Value};
+use super::message::{Ballot, Body, Key, Value};
 use super::record::{Limits, LockRecord};
 use super::roster::Roster;
 
 /// Why a peer's value was refused.
 pub type Invalid = String;
+
+/// The longest scope name a peer may send (the HTTP API takes 200 bytes): a page of a sweep
+/// (2048 names) must fit a frame, whatever names voters hold.
+pub const MAX_SCOPE_BYTES: usize = 256;
+
+/// Checks everything a peer's message carries that the node would store, count on from or
+/// compare with: ballot rounds (a round at the top of the range would pin every later ballot
+/// there, where a successor equals its ballot), scope names, register values, rosters.
+pub fn body(body: &Body, limits: &Limits) -> Result<(), Invalid> {
+    match body {
+        Body::Prepare { key: k, ballot: b } | Body::Accepted { key: k, ballot: b } => key(k).and(self::ballot(b)),
+        Body::Accept { key: k, ballot: b, value: v } => key(k).and(self::ballot(b)).and(value(k, v, limits)),
+        Body::Promise { key: k, ballot: b, accepted, .. } => {
+            key(k).and(self::ballot(b))?;
+            match accepted {
+                Some(a) => self::ballot(&a.ballot).and(value(k, &a.value, limits)),
+                None => Ok(()),
+            }
+        }
+        Body::Refuse { key: k, ballot: b, why } => {
+            key(k).and(self::ballot(b))?;
+            match why {
+                super::message::Refusal::Promised(p) => self::ballot(p),
+                _ => Ok(()),
+            }
+        }
+        Body::Commit { roster: r } | Body::BootstrapOffer { roster: r } => roster(r),
+        Body::KeyList { keys, max_round, after, .. } => {
+            round(*max_round)?;
+            keys.iter().chain(after.iter()).try_for_each(|k| scope_name(k))
+        }
+        Body::ListKeys { after, .. } => after.iter().try_for_each(|k| scope_name(k)),
+        Body::RosterPull | Body::BootstrapAck { .. } => Ok(()),
+    }
+}
+
+fn round(round: u64) -> Result<(), Invalid> {
+    if round >= COUNTER_BOUND {
+        return Err(format!("ballot round {round}, beyond any round a cluster reaches"));
+    }
+    Ok(())
+}
+
+fn ballot(b: &Ballot) -> Result<(), Invalid> {
+    round(b.round)
+}
+
+fn key(key: &Key) -> Result<(), Invalid> {
+    match key {
+        Key::Roster => Ok(()),
+        Key::Scope(name) => scope_name(name),
+    }
+}
+
+fn scope_name(name: &str) -> Result<(), Invalid> {
+    if name.len() > MAX_SCOPE_BYTES {
+        return Err(format!("a scope name of {} bytes, longer than {MAX_SCOPE_BYTES}", name.len()));
+    }
+    Ok(())
+}
 
 /// Checks a register value a peer sent (in an Accept or a Promise) for register `key`.
 pub fn value(key: &Key, value: &Value, limits: &Limits) -> Result<(), Invalid> {
@@ -59,9 +119,10 @@ pub fn roster(roster: &Roster) -> Result<(), Invalid> {
     if roster.voters.is_empty() {
         return Err("a roster without voters".into());
     }
-    if roster.version == 0 {
-        return Err("a roster of version 0".into());
+    if roster.version == 0 || roster.version >= COUNTER_BOUND {
+        return Err(format!("a roster of version {}", roster.version));
     }
+    round(roster.round_floor)?;
     if roster.voters.windows(2).any(|w| w[0].name >= w[1].name) {
         return Err("a roster whose voters are out of order or named twice".into());
     }

@@ -9,7 +9,8 @@
 //!   handlers;
 //! - random datagrams and mutated ones to SWIM,
 //!
-//! while clients keep locking and releasing through the nodes, so that whatever a node
+//! while clients keep locking, renewing, cancelling, releasing and revoking through the nodes
+//! (and now and then change the roster), so that whatever a node
 //! stored is read again by its next ballots. Any panic fails the test. The seed comes from
 //! `FUZZ_SEED` (default: the time), and is printed.
 
@@ -22,7 +23,7 @@ use lockmesh::core::record::{Grant, LogEntry, Outcome, Waiter};
 use lockmesh::core::rng::Rng;
 use lockmesh::core::{
     Acquire, Ballot, Body, Config, Durable, Envelope, GrantRef, Key, LeaseRule, LockOp, LockRecord, LockType, Node, NodeId, Op, Priority,
-    Request, RequestId, Roster, RosterId, Time, Value, Which,
+    Request, RequestId, Roster, RosterChange, RosterId, RosterOp, Time, Value, Which,
 };
 use lockmesh::mesh::wire::{self, Frame, PeerInfo};
 
@@ -310,7 +311,7 @@ impl Cluster {
         let i = g.n(2) as usize;
         let scope = format!("s{}", g.n(2));
         let holder = format!("h{}", g.n(3));
-        let op = match g.n(3) {
+        let op = match g.n(6) {
             0 | 1 => LockOp::Acquire(Acquire {
                 request_id: RequestId(format!("r{}", self.next_client)),
                 holder,
@@ -325,10 +326,21 @@ impl Cluster {
                 poll: false,
             }),
             2 => LockOp::Release { request_id: RequestId(format!("u{}", self.next_client)), grant: GrantRef { holder, which: Which::Held } },
+            3 => LockOp::Renew { grant: GrantRef { holder, which: Which::Grant { token: g.n(8), id: g.n(8) } }, lease: LeaseRule::Fixed(g.n(2_000_000)) },
+            4 => LockOp::Cancel { request_id: RequestId(format!("r{}", g.n(self.next_client))) },
+            5 => LockOp::Revoke { token: g.chance(0.5).then(|| g.n(8)) },
             _ => LockOp::Read,
         };
         self.next_client += 1;
-        let request = Request { client: self.next_client, key: Key::Scope(scope), op: Op::Lock(op), timeout_us: 1_000_000 };
+        // Now and then a roster change instead (an operator's; most are refused).
+        let (key, op) = if g.chance(0.05) {
+            let node = self.nodes[g.n(2) as usize].id().clone();
+            let change = if g.chance(0.5) { RosterChange::Remove(node) } else { RosterChange::Add(NodeId::new(format!("x{}", g.n(3)), g.any())) };
+            (Key::Roster, Op::Roster(RosterOp::Change { change, expected_version: None }))
+        } else {
+            (Key::Scope(scope), Op::Lock(op))
+        };
+        let request = Request { client: self.next_client, key, op, timeout_us: 1_000_000 };
         self.nodes[i].handle_request(Time(self.now), request);
         for n in &mut self.nodes {
             n.handle_timeout(Time(self.now));

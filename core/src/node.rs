@@ -477,11 +477,14 @@ impl Node {
             }
             return;
         }
+        // Rounds a vote reports only steer this node's next ballot above them: taken from
+        // voters of the installed roster only, so no other peer can pin them high.
+        let from_voter = self.roster.as_ref().is_some_and(|r| r.contains(&from));
         match body {
             Body::Prepare { key, ballot } => self.on_prepare(now, from, their_roster, key, ballot),
             Body::Accept { key, ballot, value } => self.on_accept(now, from, their_roster, key, ballot, value),
             Body::Promise { key, ballot, accepted, age_us } => {
-                if let Some(a) = &accepted {
+                if let Some(a) = accepted.as_ref().filter(|_| from_voter) {
                     self.max_round_seen = self.max_round_seen.max(a.ballot.round);
                 }
                 let promise = Promise { from: from.clone(), accepted, age_us };
@@ -490,7 +493,8 @@ impl Node {
             Body::Accepted { key, ballot } => self.on_vote(now, from, key, ballot, Vote::Accepted),
             Body::Refuse { key, ballot, why } => {
                 match why {
-                    Refusal::Promised(promised) => self.max_round_seen = self.max_round_seen.max(promised.round),
+                    Refusal::Promised(promised) if from_voter => self.max_round_seen = self.max_round_seen.max(promised.round),
+                    Refusal::Promised(_) => {}
                     Refusal::RosterMismatch => self.sync_roster(&from, their_roster),
                     Refusal::NotVoter => {}
                 }

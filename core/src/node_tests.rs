@@ -1385,3 +1385,24 @@ fn validated_records_with_extreme_fields_keep_their_invariants() {
     }
     assert!(stored > 10_000, "only {stored} records passed validation");
 }
+
+/// A non-member's refusal claiming a round just below the bound once pinned the proposer's
+/// rounds there: its next ballots were at or past the bound, refused by every voter as
+/// impossible, so the node could never decide anything again. Rounds in votes now count
+/// only from voters.
+#[test]
+fn a_non_members_refusal_does_not_pin_a_proposers_rounds() {
+    let mut c = Cluster::new(3);
+    let roster = c.nodes[0].roster().unwrap().id();
+    let rogue = NodeId::new("rogue", 999);
+    let to = c.nodes[0].id().clone();
+    let high = Ballot { round: crate::validate::COUNTER_BOUND - 1, proposer: 999 };
+    let body = Body::Refuse { key: scope(), ballot: Ballot { round: 1, proposer: 100 }, why: crate::message::Refusal::Promised(high) };
+    c.nodes[0].handle_message(c.now, Envelope { from: rogue, to, roster: Some(roster), body });
+    c.collect();
+    c.inbox.clear();
+    c.request(0, 1, scope(), acquire("a"));
+    c.settle();
+    let reply = c.take_reply(1);
+    assert!(matches!(reply.result, Ok(Answer::Lock(LockResult::Locked { token: 1, .. }))), "{reply:?}");
+}

@@ -1,6 +1,6 @@
-//! Values from peers are checked before they are stored or used. A peer that follows the
-//! protocol never sends a value that fails these checks; one that does is refused (its
-//! message changes nothing), counted, and reported to the runtime, which logs it. The node's
+//! What peers send is checked before it is stored or used (`body`, on every message). A peer
+//! that follows the protocol never sends what fails these checks; a message that does is
+//! refused (it changes nothing), counted, and reported to the runtime, which logs it. The node's
 //! own values are checked by `LockRecord::check_invariants` where they are made: a failure
 //! there is a bug of this node, not bad input.
 

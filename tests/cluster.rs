@@ -324,7 +324,7 @@ fn malformed_peer_input_closes_streams_and_changes_nothing() {
         }
         // A frame that speaks for another node than the certificate's is refused too.
         let hello = lockmesh::mesh::wire::Frame::Hello {
-            me: lockmesh::mesh::wire::PeerInfo { name: "node-1".into(), incarnation: 1, mesh_addr: target, http_addr: target, bump: 1 },
+            me: lockmesh::mesh::wire::PeerInfo { name: "node-1".into(), incarnation: 1, key: [0; 32], mesh_addr: target, http_addr: target, bump: 1 },
             cluster_id: None,
             roster_version: 0,
             peers: vec![],
@@ -449,4 +449,92 @@ fn with_require_grant_an_unlock_must_name_its_grant() {
     let named = format!(r#"{{"scope": "strict", "action": "unlock", "holder": "a", "grant": "{grant}"}}"#);
     let (status, body) = post(c.http(1), &named).unwrap();
     assert_eq!((status, body["status"].as_str()), (200, Some("unlocked")), "{body}");
+}
+
+/// The review's attacks by a never-admitted certificate (signed by the cluster CA, valid for
+/// its own name and key): a roster Commit, version +1000, in which it alone votes (two clients
+/// then both got `locked, token 1`), and an Accept granting a scope to someone at a huge
+/// ballot, tagged with the roster in force (computed from the members' own Hellos). Voters take
+/// neither: the roster stays, the scope is free, nobody crashes, and the refusals are counted.
+#[test]
+fn a_never_admitted_certificate_can_neither_split_the_cluster_nor_grant_a_scope() {
+    use lockmesh::core::{Acquire, Ballot, Body, Envelope, Key, LeaseRule, Limits, LockOp, LockRecord, LockType, NodeId, Priority, RequestId, Roster, Value};
+    use lockmesh::mesh::wire::{Frame, PeerInfo};
+    let mut c = Cluster::started("never-admitted", 3);
+    let rogue = c.add_agent();
+    let (certs, name) = (c.certs.clone(), c.agents[rogue].name.clone());
+    let targets: Vec<std::net::SocketAddr> = (0..3).map(|i| c.agents[i].mesh).collect();
+    let (_, before) = get(c.http(0), "/api/v1.0/members").unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let identity = lockmesh::mesh::tls::Identity::load(&certs, &name).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let mesh = lockmesh::mesh::endpoint::Mesh::bind("127.0.0.1:0".parse().unwrap(), &identity, tx, |_| None).unwrap();
+        let addr = mesh.local_addr().unwrap();
+        let me = PeerInfo { name: name.clone(), incarnation: 1, key: identity.key_hash().unwrap(), mesh_addr: addr, http_addr: addr, bump: 1 };
+        // Greet every member until each has greeted back: their Hellos name them and the cluster.
+        let mut members: std::collections::BTreeMap<String, (PeerInfo, u64, u64)> = Default::default();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while members.len() < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "the members never greeted back: {members:?}");
+            for t in &targets {
+                mesh.send(*t, &Frame::Hello { me: me.clone(), cluster_id: None, roster_version: 0, peers: vec![], leaving: true });
+            }
+            while let Ok(Some(inbound)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+                if let lockmesh::mesh::endpoint::Payload::Frame(Frame::Hello { me: peer, cluster_id: Some(id), roster_version, .. }) = inbound.payload {
+                    members.insert(peer.name.clone(), (peer, id, roster_version));
+                }
+            }
+        }
+        let ids: Vec<NodeId> = members.values().map(|(p, _, _)| NodeId::new(p.name.clone(), p.incarnation, p.key)).collect();
+        let (cluster_id, version) = members.values().map(|(_, id, v)| (*id, *v)).next().unwrap();
+        let in_force = Roster::first(ids.clone());
+        assert_eq!((in_force.cluster_id, in_force.version), (cluster_id, version), "the roster in force follows from the Hellos");
+        let rogue_id = NodeId::new(name.clone(), 1, me.key);
+        let forged = Roster { version: version + 1000, voters: vec![rogue_id.clone()], ..in_force.clone() };
+        let mut record = LockRecord::default();
+        let acquire = Acquire {
+            request_id: RequestId("mallory".into()),
+            holder: "mallory".into(),
+            lock_type: LockType::Write,
+            lease: LeaseRule::Fixed(600_000_000),
+            lock_delay_us: 0,
+            wait: false,
+            wait_lease_us: 0,
+            priority: Priority::Normal,
+            reason: None,
+            node: String::new(),
+            poll: false,
+        };
+        record.apply(&LockOp::Acquire(acquire), 0, &Limits::default());
+        let ballot = Ballot { round: 1 << 40, proposer: 1 };
+        for (t, to) in targets.iter().zip(&ids) {
+            for body in [
+                Body::Accept { key: Key::Scope("attacked".into()), ballot, value: Value::Lock(record.clone()) },
+                Body::Commit { roster: forged.clone() },
+            ] {
+                let envelope = Envelope { from: rogue_id.clone(), to: to.clone(), roster: Some(in_force.id()), body };
+                mesh.send(*t, &Frame::Core(envelope));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        mesh.close();
+    });
+    // Two clients on two nodes: one gets the scope (token 1, as nobody held it), the other is busy.
+    let (status, first) = post(c.http(0), &lock_body("attacked", "alice")).unwrap();
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["fencing_token"], 1, "{first}");
+    let (status, second) = post(c.http(1), &lock_body("attacked", "bob")).unwrap();
+    assert_ne!(status, 200, "two holders of one write lock: {second}");
+    for i in 0..3 {
+        let (status, after) = get(c.http(i), "/api/v1.0/members").unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(after["roster_version"], before["roster_version"], "node {i} installed a forged roster: {after}");
+        assert_eq!(after["roster_size"], 3);
+        wait_for("the forged messages to be counted", Duration::from_secs(30), || {
+            support::get_text(c.http(i), "/metrics").is_ok_and(|(_, m)| m.lines().any(|l| l.starts_with("lockmesh_unauthorized_peer_messages_total") && !l.ends_with(" 0")))
+        });
+    }
+    assert!(c.log(0).contains("unauthorized"), "the refusal is logged");
 }

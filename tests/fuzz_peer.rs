@@ -56,7 +56,7 @@ impl Gen {
         if !known.is_empty() && self.chance(0.7) {
             known[self.n(known.len() as u64 - 1) as usize].clone()
         } else {
-            NodeId::new(self.text(), self.any())
+            NodeId::new(self.text(), self.any(), [self.n(255) as u8; 32])
         }
     }
 
@@ -153,7 +153,8 @@ impl Gen {
             Some(r) if self.chance(0.7) => r.version.saturating_add(self.n(3)),
             _ => self.any(),
         };
-        Roster { cluster_id, version, voters, sweep_done: self.chance(0.5), round_floor: self.any() }
+        let members = if self.chance(0.3) { (0..self.n(3)).map(|_| self.node(known)).collect() } else { Vec::new() };
+        Roster { cluster_id, version, voters, members, sweep_done: self.chance(0.5), round_floor: self.any() }
     }
 
     /// A record an honest history could reach: random operations applied to an empty one
@@ -265,7 +266,7 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Cluster {
-        let ids: Vec<NodeId> = (0..3).map(|i| NodeId::new(format!("n{i}"), 100 + i)).collect();
+        let ids: Vec<NodeId> = (0..3).map(|i| NodeId::new(format!("n{i}"), 100 + i, [i as u8; 32])).collect();
         let nodes = ids.iter().map(|id| Node::new(Config::default(), id.clone(), Durable::default(), Time(0), 7)).collect();
         let mut c = Cluster { nodes, queue: VecDeque::new(), now: 0, next_client: 1 };
         for i in 0..3 {
@@ -335,7 +336,12 @@ impl Cluster {
         // Now and then a roster change instead (an operator's; most are refused).
         let (key, op) = if g.chance(0.05) {
             let node = self.nodes[g.n(2) as usize].id().clone();
-            let change = if g.chance(0.5) { RosterChange::Remove(node) } else { RosterChange::Add(NodeId::new(format!("x{}", g.n(3)), g.any())) };
+            let other = NodeId::new(format!("x{}", g.n(3)), g.any(), [9; 32]);
+            let change = match g.n(2) {
+                0 => RosterChange::Remove(node),
+                1 => RosterChange::Add(other),
+                _ => RosterChange::AddMember(other),
+            };
             (Key::Roster, Op::Roster(RosterOp::Change { change, expected_version: None }))
         } else {
             (Key::Scope(scope), Op::Lock(op))
@@ -350,7 +356,7 @@ impl Cluster {
 }
 
 fn peer_info(g: &mut Gen) -> PeerInfo {
-    PeerInfo { name: g.text(), incarnation: g.any(), mesh_addr: "127.0.0.1:1".parse().unwrap(), http_addr: "127.0.0.1:2".parse().unwrap(), bump: g.any() }
+    PeerInfo { name: g.text(), incarnation: g.any(), key: [g.n(255) as u8; 32], mesh_addr: "127.0.0.1:1".parse().unwrap(), http_addr: "127.0.0.1:2".parse().unwrap(), bump: g.any() }
 }
 
 #[test]

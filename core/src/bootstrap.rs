@@ -45,6 +45,12 @@ impl Node {
         if self.roster.is_some() || !roster.contains(&self.id) || roster != Roster::first(roster.voters.clone()) {
             return;
         }
+        // Only the first roster this node's own runtime proposes (every node of a bootstrap
+        // set proposes the same one): a stranger's offer would otherwise take this node's one
+        // acknowledgement, forever. The offerer resends until this node proposes too.
+        if self.bootstrapping.as_ref().is_none_or(|(mine, _)| *mine != roster) {
+            return;
+        }
         let id = roster.id();
         match self.bootstrap_ack {
             Some(acked) if acked != id => return,

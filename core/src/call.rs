@@ -150,7 +150,7 @@ impl LockCall {
     /// A failure to report: `Timeout` where an earlier attempt may still take effect.
     fn failed(&mut self, failure: Failure) -> Step {
         let failure = match failure {
-            Failure::NoQuorum | Failure::Overloaded if self.unsure => Failure::Timeout,
+            Failure::NoQuorum | Failure::Overloaded | Failure::NotMember if self.unsure => Failure::Timeout,
             f => f,
         };
         self.answer(Outcome::Failed(failure))
@@ -277,7 +277,7 @@ impl UnlockCall {
             }
             Ok(other) => Step::Answer(Outcome::Unexpected(other)),
             // This call had no effect, but an earlier one with the client's request id may have.
-            Err(Failure::NoQuorum | Failure::Overloaded) if self.named_id => Step::Answer(Outcome::Failed(Failure::Timeout)),
+            Err(Failure::NoQuorum | Failure::Overloaded | Failure::NotMember) if self.named_id => Step::Answer(Outcome::Failed(Failure::Timeout)),
             Err(f) => Step::Answer(Outcome::Failed(f)),
         }
     }

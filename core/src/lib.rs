@@ -51,10 +51,10 @@ pub use durable::{Durable, Write};
 pub use lease::Drift;
 pub use message::{Ballot, Body, Envelope, Key, Value};
 pub use outbox::{Outbox, Release, ToDisk};
-pub use node::{Answer, Failure, Node, Op, Outputs, Reply, Request, RosterOp, RosterRefusal, RosterResult, Stats};
+pub use node::{Answer, Failure, Node, Op, Outputs, Refused, Reply, Request, RosterOp, RosterRefusal, RosterResult, Stats};
 pub use history::{AutoChoice, AutoLease};
 pub use record::{Acquire, GrantRef, LeaseRule, Limits, LockOp, LockRecord, LockResult, LockType, Priority, RequestId, Which};
-pub use roster::{NodeId, Roster, RosterChange, RosterId};
+pub use roster::{KeyHash, NodeId, Roster, RosterChange, RosterId};
 pub use time::Time;
 
 /// Tunables of the core. Every node of a cluster must use the same `drift` and `limits`.

@@ -74,6 +74,9 @@ pub enum Failure {
     NoQuorum,
     /// This node has no installed roster: not part of a cluster yet.
     NoRoster,
+    /// This node is not a member of its installed roster (removed, or not admitted yet):
+    /// the voters would refuse its ballots. Nothing carrying the request's effect was sent.
+    NotMember,
     /// The request is malformed (the key and operation do not match); nothing changed.
     Invalid(&'static str),
     /// Too many requests for this key are already waiting here; nothing changed.
@@ -165,6 +168,28 @@ pub struct Stats {
     /// Messages from peers refused because they carry what no node following the protocol
     /// sends (`validate::body`).
     pub invalid_from_peers: u64,
+    /// Messages from peers refused because their sender may not send them: ballot requests,
+    /// sweep listings, roster pulls and Commits from a node that is not a member of the
+    /// installed roster (`Node::authorize`).
+    pub unauthorized_from_peers: u64,
+}
+
+/// A peer's message this node refused, for the runtime to log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// It carried what no node following the protocol sends (`validate::body`).
+    Invalid(validate::Invalid),
+    /// Its sender may not send it (`Node::authorize`).
+    Unauthorized(String),
+}
+
+impl core::fmt::Display for Refused {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Refused::Invalid(why) => write!(f, "invalid: {why}"),
+            Refused::Unauthorized(why) => write!(f, "unauthorized: {why}"),
+        }
+    }
 }
 
 /// Who is waiting for an operation's answer.
@@ -227,8 +252,11 @@ pub struct Node {
     /// again and again.
     pub(super) roster_read_for: Option<Ballot>,
     pub(super) alive: Option<BTreeSet<NodeId>>,
+    /// Before this node belongs to a cluster, the peers it takes a roster from (by name, which
+    /// the transport proves): the ones the operator named to join through. `None`: any peer.
+    seeds: Option<BTreeSet<String>>,
     /// Peers' values refused since the runtime last asked (at most a few kept).
-    rejected: Vec<(NodeId, validate::Invalid)>,
+    rejected: Vec<(NodeId, Refused)>,
     loopback: VecDeque<Envelope>,
     pub(super) out: Outputs,
     pub(super) stats: Stats,
@@ -273,6 +301,7 @@ impl Node {
             sweep_done_ops: Vec::new(),
             roster_read_for: None,
             alive: None,
+            seeds: None,
             rejected: Vec::new(),
             loopback: VecDeque::new(),
             out: Outputs::default(),
@@ -306,6 +335,14 @@ impl Node {
     /// `NoQuorum` when too few voters are alive; quorums are always counted over the roster.
     pub fn set_alive(&mut self, alive: impl IntoIterator<Item = NodeId>) {
         self.alive = Some(alive.into_iter().collect());
+    }
+
+    /// The peers this node takes its first roster from (a `Commit` or a pull answer) while it
+    /// has none: the ones reached through the addresses it was told to join (the runtime
+    /// names them as they greet it). Anyone else's roster could be a stranger's, which the
+    /// cluster would install from this node once it is admitted.
+    pub fn set_seeds(&mut self, seeds: impl IntoIterator<Item = String>) {
+        self.seeds = Some(seeds.into_iter().collect());
     }
 
     pub fn stats(&self) -> Stats {
@@ -360,8 +397,12 @@ impl Node {
         self.flush(now);
     }
 
+    /// A message from a peer: checked (`validate::body`) and authorized (`authorize`) before
+    /// anything of it is used. The node's messages to itself skip both (`flush`).
     pub fn handle_message(&mut self, now: Time, envelope: Envelope) {
-        self.on_message(now, envelope);
+        if self.admit(now, &envelope) {
+            self.on_message(now, envelope);
+        }
         self.flush(now);
     }
 
@@ -453,30 +494,73 @@ impl Node {
     }
 
     /// Peers' values refused since the last call (the runtime logs them), oldest first.
-    pub fn take_rejected(&mut self) -> Vec<(NodeId, validate::Invalid)> {
+    pub fn take_rejected(&mut self) -> Vec<(NodeId, Refused)> {
         core::mem::take(&mut self.rejected)
     }
 
-    /// A peer's message was refused: counted, and kept (a few) for the runtime to log.
-    fn reject(&mut self, from: &NodeId, why: validate::Invalid) {
-        self.stats.invalid_from_peers += 1;
+    /// A peer's message was refused: kept (a few) for the runtime to log.
+    fn reject(&mut self, from: &NodeId, why: Refused) {
         if self.rejected.len() < 16 {
             self.rejected.push((from.clone(), why));
         }
     }
 
-    fn on_message(&mut self, now: Time, envelope: Envelope) {
-        let Envelope { from, roster: their_roster, body, .. } = envelope;
-        if let Err(why) = validate::body(&body, &self.config.limits) {
-            self.reject(&from, why);
+    /// Whether a peer's message may be handled: it carries only what an honest node sends,
+    /// and its sender may send it. A refused message changes nothing, and is counted.
+    fn admit(&mut self, now: Time, envelope: &Envelope) -> bool {
+        if let Err(why) = validate::body(&envelope.body, &self.config.limits) {
+            self.stats.invalid_from_peers += 1;
+            self.reject(&envelope.from, Refused::Invalid(why));
             // A promise carrying what no honest voter could send counts as a refusal: the
             // ballot goes on without it, and nothing of it is used. Anything else is dropped
             // unanswered (an Accept is never stored: its ballot fails as if lost).
-            if let Body::Promise { key, ballot, .. } = body {
-                self.on_vote(now, from, key, ballot, Vote::Refused);
+            if let Body::Promise { key, ballot, .. } = &envelope.body {
+                self.on_vote(now, envelope.from.clone(), key.clone(), *ballot, Vote::Refused);
             }
-            return;
+            return false;
         }
+        if let Err(why) = self.authorize(&envelope.from, &envelope.body) {
+            self.stats.unauthorized_from_peers += 1;
+            self.reject(&envelope.from, Refused::Unauthorized(why));
+            return false;
+        }
+        true
+    }
+
+    /// Who may send what. Once a roster is installed, ballot requests (Prepare, Accept), sweep
+    /// listings, roster pulls and Commits are taken only from its members: the sender's name
+    /// and certificate key are proven by the transport, so a node the roster does not list
+    /// (never admitted, removed, another cluster's, or an old certificate of a member's name)
+    /// can neither decide, read nor stall anything here. Votes and key lists are counted only
+    /// from the voters of their ballot's or sweep's roster (`on_vote`, `on_key_list`), and a
+    /// roster is synced only with members (`sync_roster`). Before any roster is installed,
+    /// nothing here can be decided or read: ballot requests are refused, and a Commit (how a
+    /// joining node learns its cluster) is taken only from its seeds (`set_seeds`).
+    fn authorize(&self, from: &NodeId, body: &Body) -> Result<(), String> {
+        let Some(roster) = &self.roster else {
+            return match (body, &self.seeds) {
+                (Body::Commit { .. }, Some(seeds)) if !seeds.contains(&from.name) => {
+                    Err(format!("a roster Commit from {from}, not a node this one joins through, before it belongs to a cluster"))
+                }
+                _ => Ok(()),
+            };
+        };
+        let what = match body {
+            Body::Prepare { .. } => "a Prepare",
+            Body::Accept { .. } => "an Accept",
+            Body::ListKeys { .. } => "a sweep listing",
+            Body::RosterPull => "a roster pull",
+            Body::Commit { .. } => "a roster Commit",
+            _ => return Ok(()),
+        };
+        if roster.is_member(from) {
+            return Ok(());
+        }
+        Err(format!("{what} from {from}, which is not a member of roster version {}", roster.version))
+    }
+
+    fn on_message(&mut self, now: Time, envelope: Envelope) {
+        let Envelope { from, roster: their_roster, body, .. } = envelope;
         // Rounds a vote reports only steer this node's next ballot above them: taken from
         // voters of the installed roster only, so no other peer can pin them high.
         let from_voter = self.roster.as_ref().is_some_and(|r| r.contains(&from));
@@ -544,8 +628,13 @@ impl Node {
         Ok(())
     }
 
-    /// Brings whichever of the two sides is behind up to the other's installed roster.
+    /// Brings whichever of the two sides is behind up to the other's installed roster: only
+    /// with a member of this node's installed roster (if any), so that no other peer is sent
+    /// the roster or can make this node pull.
     fn sync_roster(&mut self, peer: &NodeId, theirs: Option<RosterId>) {
+        if self.roster.as_ref().is_some_and(|r| !r.is_member(peer)) {
+            return;
+        }
         let mine = self.roster.as_ref().map(Roster::id);
         match (mine, theirs) {
             (Some(m), Some(t)) if t.version > m.version => self.send(peer.clone(), Body::RosterPull),
@@ -568,11 +657,13 @@ impl Node {
     }
 
     fn on_prepare(&mut self, now: Time, from: NodeId, their_roster: Option<RosterId>, key: Key, ballot: Ballot) {
-        self.max_round_seen = self.max_round_seen.max(ballot.round);
         if let Err(why) = self.voter_check(&from, their_roster, ballot) {
             self.send(from, Body::Refuse { key, ballot, why });
             return;
         }
+        // Only a ballot this node votes on moves its rounds: before any roster (when anyone
+        // may send one) a refused ballot's round would stay with it for good.
+        self.max_round_seen = self.max_round_seen.max(ballot.round);
         match self.acceptor.prepare(now, &key, ballot) {
             Ok((promise, slot)) => {
                 if let Some(slot) = slot {
@@ -585,11 +676,13 @@ impl Node {
     }
 
     fn on_accept(&mut self, now: Time, from: NodeId, their_roster: Option<RosterId>, key: Key, ballot: Ballot, value: Value) {
-        self.max_round_seen = self.max_round_seen.max(ballot.round);
         if let Err(why) = self.voter_check(&from, their_roster, ballot) {
             self.send(from, Body::Refuse { key, ballot, why });
             return;
         }
+        // Only a ballot this node votes on moves its rounds: before any roster (when anyone
+        // may send one) a refused ballot's round would stay with it for good.
+        self.max_round_seen = self.max_round_seen.max(ballot.round);
         #[allow(unused_variables)]
         let accepted_roster = match &value {
             Value::Roster(r) => Some(r.clone()),
@@ -652,8 +745,8 @@ impl Node {
             self.sweep = None;
         }
         if announce {
-            let mut to: BTreeSet<NodeId> = roster.voters.iter().cloned().collect();
-            to.extend(old.iter().flat_map(|o| o.voters.iter().cloned()));
+            let mut to: BTreeSet<NodeId> = roster.voters.iter().chain(&roster.members).cloned().collect();
+            to.extend(old.iter().flat_map(|o| o.voters.iter().chain(&o.members).cloned()));
             for voter in to {
                 self.send(voter, Body::Commit { roster: roster.clone() });
             }
@@ -790,7 +883,7 @@ pub(super) fn apply_lock_ops(
 ) -> (LockRecord, Vec<Answer>, bool) {
     let mut record = base.clone();
     record.advance(elapsed_us, &config.limits);
-    let answers = ops
+    let answers: Vec<Answer> = ops
         .iter()
         .map(|op| match &op.op {
             Op::Lock(lock) => {
@@ -813,6 +906,15 @@ pub(super) fn apply_lock_ops(
     // A record that breaks its own invariants would double-grant: stop here, loudly.
     if let Err(e) = record.check_invariants() {
         panic!("lock record invariant broken: {e}");
+    }
+    // Reads see the batch's outcome, as if placed last in it: a read placed before another
+    // op of its batch would report a state no chosen value shows (an unlock's read saying
+    // "not the holder" while another copy of the same request, later in the batch, released).
+    let mut answers = answers;
+    for (op, answer) in ops.iter().zip(answers.iter_mut()) {
+        if matches!(op.op, Op::Lock(LockOp::Read)) {
+            *answer = Answer::Lock(LockResult::Record(Box::new(record.clone())));
+        }
     }
     let changed = !record.same_state(&base);
     (record, answers, changed)

@@ -148,6 +148,15 @@ impl Node {
             }
             return;
         };
+        if !roster.is_member(&self.id) {
+            // Voters take ballots from members only. What may have taken effect while this
+            // node was one is unknown (contract 6); the rest had no effect.
+            for op in ops {
+                let failure = if op.accept_sent { Failure::Timeout } else { Failure::NotMember };
+                self.reply(now, &key, op.client, Err(failure), None);
+            }
+            return;
+        }
         if ops.is_empty() {
             if self.waiting.contains_key(&key) {
                 self.start_proposal(now, key, 0, Vec::new());
@@ -268,7 +277,10 @@ impl Node {
     /// Counts a voter's answer to our ballot on `key`.
     pub(super) fn on_vote(&mut self, now: Time, from: NodeId, key: Key, ballot: Ballot, vote: Vote) {
         let Some(mut p) = self.proposals.remove(&key) else { return };
-        if p.ballot != ballot || !p.roster.contains(&from) {
+        // A voter of the ballot's roster that the installed roster no longer lists was
+        // removed: it is no longer trusted, and its votes count for nothing.
+        let still_member = self.roster.as_ref().is_some_and(|r| r.is_member(&from));
+        if p.ballot != ballot || !p.roster.contains(&from) || !still_member {
             self.proposals.insert(key, p);
             return;
         }
@@ -364,7 +376,10 @@ impl Node {
             op.accept_sent = true;
         }
         let tag = Some(p.roster.id());
-        for voter in p.roster.voters.clone() {
+        // Not to a voter removed since the ballot started: it is no longer trusted with values
+        // (nor are its votes counted, `on_vote`).
+        let members: Vec<NodeId> = p.roster.voters.iter().filter(|v| self.roster.as_ref().is_some_and(|r| r.is_member(v))).cloned().collect();
+        for voter in members {
             self.send_tagged(voter, Body::Accept { key: key.clone(), ballot: p.ballot, value: value.clone() }, tag);
         }
         p.phase = Phase::Accepting { value, answers, agreed: BTreeSet::new(), refused: BTreeSet::new() };
@@ -424,7 +439,7 @@ mod tests {
 
     fn promise(node: u64, ballot: Option<u64>, age_us: u64, last_token: u64) -> Promise {
         Promise {
-            from: NodeId::new(format!("n{node}"), node),
+            from: NodeId::new(format!("n{node}"), node, [node as u8; 32]),
             accepted: ballot.map(|round| AcceptedValue {
                 ballot: Ballot { round, proposer: 1 },
                 value: Value::Lock(LockRecord { last_token, ..LockRecord::default() }),

@@ -284,7 +284,7 @@ mod tests {
     }
 
     fn replies(pages: &[Page]) -> BTreeMap<NodeId, Page> {
-        pages.iter().enumerate().map(|(i, p)| (NodeId::new(format!("v{i}"), i as u64), p.clone())).collect()
+        pages.iter().enumerate().map(|(i, p)| (NodeId::new(format!("v{i}"), i as u64, [i as u8; 32]), p.clone())).collect()
     }
 
     #[test]

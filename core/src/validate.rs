@@ -114,7 +114,8 @@ pub fn lock_record(record: &LockRecord, limits: &Limits) -> Result<(), Invalid> 
     Ok(())
 }
 
-/// A roster has voters, in order and each name once (lookups depend on it), and a version.
+/// A roster has voters, voters and members in order and each name once (lookups depend on
+/// it), and a version.
 pub fn roster(roster: &Roster) -> Result<(), Invalid> {
     if roster.voters.is_empty() {
         return Err("a roster without voters".into());
@@ -125,6 +126,12 @@ pub fn roster(roster: &Roster) -> Result<(), Invalid> {
     round(roster.round_floor)?;
     if roster.voters.windows(2).any(|w| w[0].name >= w[1].name) {
         return Err("a roster whose voters are out of order or named twice".into());
+    }
+    if roster.members.windows(2).any(|w| w[0].name >= w[1].name) {
+        return Err("a roster whose members are out of order or named twice".into());
+    }
+    if roster.members.iter().any(|m| roster.voters.iter().any(|v| v.name == m.name)) {
+        return Err("a roster naming one node both voter and member".into());
     }
     Ok(())
 }
@@ -179,14 +186,16 @@ mod tests {
 
     #[test]
     fn rosters_need_voters_in_order_and_a_version() {
-        let r = Roster::first(vec![NodeId::new("a", 1), NodeId::new("b", 2)]);
+        let r = Roster::first(vec![NodeId::new("a", 1, [1; 32]), NodeId::new("b", 2, [2; 32])]);
         assert_eq!(roster(&r), Ok(()));
         assert!(roster(&Roster { voters: vec![], ..r.clone() }).is_err());
         assert!(roster(&Roster { version: 0, ..r.clone() }).is_err());
         let mut swapped = r.clone();
         swapped.voters.reverse();
         assert!(roster(&swapped).is_err());
-        let twice = Roster { voters: vec![NodeId::new("a", 1), NodeId::new("a", 2)], ..r };
+        let twice = Roster { voters: vec![NodeId::new("a", 1, [1; 32]), NodeId::new("a", 2, [1; 32])], ..r.clone() };
         assert!(roster(&twice).is_err());
+        let both = Roster { members: vec![NodeId::new("a", 3, [1; 32])], ..r };
+        assert!(roster(&both).is_err());
     }
 }

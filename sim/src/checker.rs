@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use lockmesh_core::message::AcceptedValue;
-use lockmesh_core::events::EventLog;
+use lockmesh_core::events::{EventKind, EventLog};
 use lockmesh_core::history::MIN_HOLDS;
 use lockmesh_core::record::{LockRecord, Outcome};
 use lockmesh_core::call::Outcome as CallOutcome;
@@ -298,8 +298,10 @@ impl Checker {
     /// Contract 5 and 6: a `locked` answer only after a majority of a roster in force (a chosen
     /// one) durably accepted a record that holds this grant, with at least the lease the
     /// answer names (the holder trusts that one; an auto lease is computed by the record; a
-    /// later op of the same batch, a renewal, may have lengthened it).
-    pub fn locked_reply(&mut self, now_us: u64, scope: &str, ballot: Option<Ballot>, holder: &str, token: u64, lease_us: u64) {
+    /// later op of the same batch, a renewal, may have lengthened it; a later op of the same
+    /// batch, a bare release by a process sharing the holder name, may have ended it, which
+    /// the record's events then show).
+    pub fn locked_reply(&mut self, now_us: u64, scope: &str, ballot: Option<Ballot>, holder: &str, (token, grant): (u64, u64), lease_us: u64) {
         let Some(ballot) = ballot else {
             self.violation(now_us, format!("honesty: {holder} told locked on {scope} without a ballot"));
             return;
@@ -309,7 +311,8 @@ impl Checker {
             return;
         };
         let has_grant = matches!(&a.value, Some(Value::Lock(r))
-            if r.holders.iter().any(|g| g.holder == holder && g.token == token && g.lease_us >= lease_us));
+            if r.holders.iter().any(|g| g.holder == holder && g.token == token && g.lease_us >= lease_us)
+                || r.events.events.iter().any(|e| e.kind == EventKind::Released && e.holder == holder && e.token == token && e.grant == grant));
         let tag_chosen = a.tag.is_some_and(|t| self.chosen_rosters.contains(&t));
         let majority = self.majority_of_tag(a);
         let voters = a.voters.len();

@@ -394,9 +394,9 @@ impl World {
         match self.clients[c].state.clone() {
             State::Renewing { held, sent } => {
                 // Trusted for the lease the answer names (at least what was asked for).
-                if let Ok(Answer::Lock(LockResult::Locked { token, lease_us, .. })) = reply.result {
+                if let Ok(Answer::Lock(LockResult::Locked { token, grant, lease_us, .. })) = reply.result {
                     let holder = self.clients[c].holder.clone();
-                    self.checker.locked_reply(self.now, &scope, reply.ballot, &holder, token, lease_us);
+                    self.checker.locked_reply(self.now, &scope, reply.ballot, &holder, (token, grant), lease_us);
                     let trust_end = sent.plus_micros(self.config.drift.holder_trust(lease_us));
                     if now_local < trust_end {
                         let end = self.clients[c].clock.true_at(trust_end);
@@ -474,7 +474,7 @@ impl World {
         };
         let scope = wanted.scope.clone();
         let holder = self.clients[c].holder.clone();
-        self.checker.locked_reply(self.now, &scope, reply.ballot, &holder, token, lease_us);
+        self.checker.locked_reply(self.now, &scope, reply.ballot, &holder, (token, grant), lease_us);
         if let (LeaseRule::Auto(rule), Some(choice)) = (wanted.lease, auto) {
             self.checker.auto_lease(self.now, &scope, &rule, lease_us, &choice);
         }

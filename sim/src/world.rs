@@ -182,7 +182,8 @@ impl World {
         let mut nodes = Vec::new();
         for i in 0..node_count {
             let clock = random_clock(&mut rng, bound);
-            let id = NodeId::new(format!("n{i}"), rng.next_u64() | 1);
+            // Each node holds its own certificate: a key of its own (the same across wipes).
+            let id = NodeId::new(format!("n{i}"), rng.next_u64() | 1, [i as u8 + 1; 32]);
             nodes.push(SimNode {
                 id,
                 clock,
@@ -450,7 +451,11 @@ impl World {
         let local = n.clock.local(now);
         f(node, local);
         // Every node here follows the protocol: none of their values may be refused.
-        for (from, why) in node.take_rejected() {
+        for (from, refused) in node.take_rejected() {
+            // Honest nodes can send what another may not take (a Commit from a member the
+            // receiver has not installed yet, a removed node's ballot): only invalid values
+            // are impossible.
+            let lockmesh_core::Refused::Invalid(why) = refused else { continue };
             let text = format!("validation: {} refused a value from {from}, an honest node: {why}", n.id);
             self.checker.violations.push(format!("t={:.3}s {text}", now as f64 / 1e6));
         }
@@ -750,8 +755,15 @@ impl World {
             .filter(|n| !latest.voters.iter().any(|v| v.name == n.id.name))
             .map(|n| n.id.clone())
             .collect();
+        // Members that do not vote: proposers the voters take ballots from.
+        let stale_member = latest.members.iter().find(|m| current(self, &m.name).is_some_and(|c| c != **m)).cloned();
+        let joinable: Vec<NodeId> = outside.iter().filter(|n| !latest.members.iter().any(|m| m.name == n.name)).cloned().collect();
         // Never below three voters: a two-voter roster loses everything with one disk.
-        let change = if let Some(stale) = stale {
+        let change = if let Some(stale) = stale_member {
+            RosterChange::Remove(stale)
+        } else if !joinable.is_empty() && self.rng.chance(0.25) {
+            RosterChange::AddMember(joinable[self.rng.index(joinable.len())].clone())
+        } else if let Some(stale) = stale {
             if latest.voters.len() > 3 {
                 RosterChange::Remove(stale)
             } else if !outside.is_empty() {

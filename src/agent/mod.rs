@@ -59,7 +59,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     };
     let opened = Store::open(&config.data_dir)?;
     let identity = Identity::load(&config.certs, &config.name)?;
-    let id = NodeId::new(config.name.clone(), opened.incarnation);
+    let id = NodeId::new(config.name.clone(), opened.incarnation, identity.key_hash()?);
     tracing::info!(node = %id, data_dir = %config.data_dir.display(), "starting");
     let (input_tx, input_rx) = mpsc::channel(8192);
     let (mesh_tx, mut mesh_rx) = mpsc::channel(8192);

@@ -116,6 +116,14 @@ pub struct Runtime {
     changes: Arc<super::Changes>,
     /// Peers whose invalid values were logged: once per peer (the metric counts them all).
     logged_invalid: std::collections::HashSet<String>,
+    /// Peers that greeted this node from one of its `--join` addresses: before it belongs to a
+    /// cluster, it takes a roster only from them (`Node::set_seeds`).
+    seeds: std::collections::BTreeSet<String>,
+}
+
+/// A peer's identity as the core names it.
+fn peer_id(info: &PeerInfo) -> NodeId {
+    NodeId::new(info.name.clone(), info.incarnation, info.key)
 }
 
 fn swim_id(info: &PeerInfo) -> SwimId {
@@ -130,12 +138,16 @@ impl Runtime {
         flush: std::sync::mpsc::Sender<ToDisk>,
         changes: Arc<super::Changes>,
     ) -> Runtime {
+        let mut node = node;
+        // No roster is taken from anyone until a node at a `--join` address greets this one.
+        node.set_seeds(std::iter::empty());
         // Which life of this process: restarts must win over the previous one in SWIM. Only
         // an ordering between lives of one node, never compared across nodes.
         let bump = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let me = PeerInfo {
             name: config.name.clone(),
             incarnation: node.id().incarnation,
+            key: node.id().key,
             mesh_addr: mesh.local_addr().unwrap_or(config.mesh),
             http_addr: config.http,
             bump,
@@ -162,6 +174,7 @@ impl Runtime {
             removed_at: BTreeMap::new(),
             changes,
             logged_invalid: std::collections::HashSet::new(),
+            seeds: std::collections::BTreeSet::new(),
         }
     }
 
@@ -252,7 +265,9 @@ impl Runtime {
         if id.name == self.me.name {
             return;
         }
-        let info = PeerInfo { name: id.name.clone(), incarnation: id.incarnation, mesh_addr: id.mesh_addr, http_addr: id.http_addr, bump: id.bump };
+        // SWIM does not carry certificate keys: a peer's stays what its own Hello proved.
+        let key = self.peers.get(&id.name).map_or([0; 32], |p| p.info.key);
+        let info = PeerInfo { name: id.name.clone(), incarnation: id.incarnation, key, mesh_addr: id.mesh_addr, http_addr: id.http_addr, bump: id.bump };
         match self.peers.get_mut(&id.name) {
             Some(p) => p.info = info,
             None => {
@@ -296,7 +311,7 @@ impl Runtime {
             self.refresh_alive();
             for (peer, why) in self.node.take_rejected() {
                 if self.logged_invalid.insert(peer.name.clone()) {
-                    tracing::warn!(peer = %peer, %why, "refused a value from a peer (logged once per peer; see lockmesh_invalid_peer_values_total)");
+                    tracing::warn!(peer = %peer, %why, "refused a message from a peer (logged once per peer; see lockmesh_invalid_peer_values_total and lockmesh_unauthorized_peer_messages_total)");
                 }
             }
             let out = self.node.drain();
@@ -416,10 +431,16 @@ impl Runtime {
                 // could not hear) pulls the roster from a peer that has a newer one.
                 let my_version = self.node.roster().map_or(0, |r| r.version);
                 let same_cluster = mine.is_none() || mine == cluster_id;
-                if roster_version > my_version && same_cluster && !leaving {
+                // The connection's address, not the claimed one, says whether this is a node
+                // the operator named to join through.
+                if mine.is_none() && self.config.join.contains(&inbound.remote) && self.seeds.insert(me.name.clone()) {
+                    self.node.set_seeds(self.seeds.iter().cloned());
+                }
+                let trusted = mine.is_some() || self.seeds.contains(&me.name);
+                if roster_version > my_version && same_cluster && trusted && !leaving {
                     let pull = crate::core::Envelope {
                         from: self.node.id().clone(),
-                        to: NodeId::new(me.name.clone(), me.incarnation),
+                        to: peer_id(&me),
                         roster: self.node.roster().map(|r| r.id()),
                         body: crate::core::Body::RosterPull,
                     };
@@ -529,7 +550,7 @@ impl Runtime {
     fn tick(&mut self) {
         self.ticks += 1;
         self.announce(false);
-        let mut alive: Vec<NodeId> = self.candidates().map(|p| NodeId::new(p.info.name.clone(), p.info.incarnation)).collect();
+        let mut alive: Vec<NodeId> = self.candidates().map(|p| peer_id(&p.info)).collect();
         alive.push(self.node.id().clone());
         if self.node.roster().is_none() {
             self.try_bootstrap(alive);
@@ -573,7 +594,8 @@ impl Runtime {
     }
 
     /// The lowest-named alive voter proposes, one change at a time: replace a voter whose
-    /// data dir was wiped (same name, new incarnation), else add a node that is not a voter.
+    /// data dir was wiped or whose certificate has a new key (same name, new identity), else
+    /// add a node that is not a voter.
     fn admit(&mut self) {
         let Some(roster) = self.node.roster().cloned() else { return };
         if !roster.sweep_done || self.admin_in_flight.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
@@ -581,7 +603,7 @@ impl Runtime {
         }
         let alive: Vec<&Peer> = self.candidates().collect();
         let me = self.node.id().clone();
-        let alive_voters = roster.voters.iter().filter(|v| **v == me || alive.iter().any(|p| p.info.name == v.name && p.info.incarnation == v.incarnation));
+        let alive_voters = roster.voters.iter().filter(|v| **v == me || alive.iter().any(|p| peer_id(&p.info) == **v));
         if alive_voters.min_by(|a, b| a.name.cmp(&b.name)) != Some(&me) {
             return;
         }
@@ -597,8 +619,8 @@ impl Runtime {
             change = Some(RosterChange::Remove(gone.clone()));
         }
         for peer in alive.iter().filter(|_| change.is_none()) {
-            let current = NodeId::new(peer.info.name.clone(), peer.info.incarnation);
-            if let Some(old) = roster.voters.iter().find(|v| v.name == current.name && v.incarnation != current.incarnation) {
+            let current = peer_id(&peer.info);
+            if let Some(old) = roster.voters.iter().find(|v| v.name == current.name && **v != current) {
                 change = Some(RosterChange::Remove(old.clone()));
                 break;
             }
@@ -642,13 +664,13 @@ impl Runtime {
 
     fn members(&self) -> MembersView {
         let roster = self.node.roster();
-        let voter = |name: &str, incarnation: u64| roster.is_some_and(|r| r.contains(&NodeId::new(name, incarnation)));
+        let voter = |info: &PeerInfo| roster.is_some_and(|r| r.contains(&peer_id(info)));
         let mut members = vec![MemberView {
             name: self.me.name.clone(),
             mesh_addr: self.me.mesh_addr,
             http_addr: self.me.http_addr,
             state: "alive",
-            voter: voter(&self.me.name, self.me.incarnation),
+            voter: voter(&self.me),
         }];
         for p in self.peers.values() {
             let state = if p.leaving {
@@ -667,7 +689,7 @@ impl Runtime {
                 mesh_addr: p.info.mesh_addr,
                 http_addr: p.info.http_addr,
                 state,
-                voter: voter(&p.info.name, p.info.incarnation),
+                voter: voter(&p.info),
             });
         }
         MembersView {

@@ -519,7 +519,7 @@ mod no_reply {
                     log.lock().unwrap().push(format!("{}{}", kind(&op), if poll { "(poll)" } else { "" }));
                     match script(&op) {
                         Some(result) => {
-                            let agreed = vec![NodeId::new("n1", 1), NodeId::new("n2", 1)];
+                            let agreed = vec![NodeId::new("n1", 1, [1; 32]), NodeId::new("n2", 1, [2; 32])];
                             let _ = reply.send(Reply { client: 1, key, result, agreed, voters: 3, ballot: None });
                         }
                         None => drop(reply),

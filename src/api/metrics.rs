@@ -84,6 +84,11 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap) -
             "Values from peers refused because no node following the protocol could send them.",
             node.stats.invalid_from_peers,
         ),
+        (
+            "lockmesh_unauthorized_peer_messages_total",
+            "Messages from peers refused because the roster does not let their sender send them (not a member).",
+            node.stats.unauthorized_from_peers,
+        ),
     ];
     for (name, help, value) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");

@@ -127,6 +127,10 @@ async fn failure(handle: &Handle, failure: crate::core::Failure) -> Response {
             let body = json!({"status": "no_cluster", "error": "this node is not part of a cluster yet: start it with --join and --bootstrap-expect, or --bootstrap"});
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
+        Failure::NotMember => {
+            let body = json!({"status": "not_member", "error": "this node is not a member of the cluster's roster (removed, or not admitted yet): send requests to a member"});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
         Failure::Overloaded => {
             let body = json!({"status": "overloaded", "error": "too many requests waiting for this scope here; retry later"});
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()

@@ -2,7 +2,8 @@
 //! over unidirectional streams. Each peer has one sender task that keeps one stream open and
 //! writes every frame waiting for that peer at once (length-prefixed), so a burst of messages
 //! for many scopes costs one write, not a stream each. Every frame's sender is checked against
-//! the peer's certificate: a peer can speak only for the node name its certificate carries.
+//! the peer's certificate: a peer can speak only for the node name its certificate carries and
+//! the key it holds.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::tls::{self, Identity, TlsError};
 use super::wire::{self, Frame, MAX_FRAME};
+use crate::core::KeyHash;
 
 /// A frame or a membership datagram from a peer, with the node name its certificate was
 /// checked for.
@@ -267,8 +269,13 @@ impl Mesh {
     /// streams at once (a peer's sender keeps one open, and opens another after a failed
     /// write; beyond the limit the peer waits, as QUIC flow control makes it).
     async fn read_frames(self: Arc<Self>, connection: quinn::Connection) {
-        tokio::spawn(self.clone().read_datagrams(connection.clone()));
         let remote = connection.remote_address();
+        let Some(key) = tls::peer_key(&connection) else {
+            tracing::warn!(%remote, "mesh: a peer certificate without a readable public key");
+            connection.close(quinn::VarInt::from_u32(WRONG_NAME), b"unreadable certificate key");
+            return;
+        };
+        tokio::spawn(self.clone().read_datagrams(connection.clone()));
         let names = Arc::new(Mutex::new(HashMap::new()));
         let slots = Arc::new(tokio::sync::Semaphore::new(STREAMS_PER_CONNECTION));
         loop {
@@ -283,7 +290,7 @@ impl Mesh {
             let (mesh, connection, names) = (self.clone(), connection.clone(), names.clone());
             tokio::spawn(async move {
                 let _held = permit;
-                mesh.read_stream(stream, &connection, &names).await;
+                mesh.read_stream(stream, &connection, key, &names).await;
             });
         }
     }
@@ -291,8 +298,9 @@ impl Mesh {
     /// Reads length-prefixed frames from one stream until the peer finishes it. A frame that
     /// does not decode, one longer than `MAX_FRAME`, or a stream that breaks off inside a
     /// frame ends the stream (the peer's sender opens another); a frame speaking for a name
-    /// the certificate does not carry closes the connection. Nothing panics.
-    async fn read_stream(&self, mut stream: quinn::RecvStream, connection: &quinn::Connection, names: &Mutex<HashMap<String, bool>>) {
+    /// the certificate does not carry, or for another key than the certificate's (`key`),
+    /// closes the connection. Nothing panics.
+    async fn read_stream(&self, mut stream: quinn::RecvStream, connection: &quinn::Connection, key: KeyHash, names: &Mutex<HashMap<String, bool>>) {
         let remote = connection.remote_address();
         loop {
             let mut prefix = [0u8; 4];
@@ -331,13 +339,13 @@ impl Mesh {
                     return;
                 }
             };
-            let claimed = match &frame {
-                Frame::Hello { me, .. } => me.name.clone(),
-                Frame::Core(envelope) => envelope.from.name.clone(),
+            let (claimed, claimed_key) = match &frame {
+                Frame::Hello { me, .. } => (me.name.clone(), me.key),
+                Frame::Core(envelope) => (envelope.from.name.clone(), envelope.from.key),
             };
-            if !allowed(names, connection, &claimed) {
-                tracing::warn!(%remote, %claimed, "mesh: peer spoke for a name its certificate does not carry");
-                connection.close(quinn::VarInt::from_u32(WRONG_NAME), b"name does not match certificate");
+            if !allowed(names, connection, &claimed) || claimed_key != key {
+                tracing::warn!(%remote, %claimed, "mesh: peer spoke for a name or key its certificate does not carry");
+                connection.close(quinn::VarInt::from_u32(WRONG_NAME), b"name or key does not match certificate");
                 return;
             }
             if self.inbound.send(Inbound { peer: claimed, remote, payload: Payload::Frame(frame) }).await.is_err() {

@@ -10,11 +10,12 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::certs::SHARED_NAME;
+use crate::core::KeyHash;
 
 /// The mesh's wire format, as the TLS handshake names it: nodes of different formats cannot
 /// connect (their handshake fails with "no application protocol", which the mesh logs as a
 /// format mismatch). Bump it with any change to `Frame` or anything it carries.
-pub const ALPN: &[u8] = b"lockmesh/3";
+pub const ALPN: &[u8] = b"lockmesh/4";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -29,6 +30,16 @@ pub struct Identity {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
     pub roots: Arc<RootCertStore>,
+}
+
+/// The hash of a certificate's public key (SHA-256 of its DER SubjectPublicKeyInfo): what a
+/// roster names a member by, besides its name. A certificate renewed with the same key keeps
+/// it; a new key is a new identity.
+pub fn key_hash(cert: &CertificateDer<'_>) -> Option<KeyHash> {
+    let cert = webpki::EndEntityCert::try_from(cert).ok()?;
+    let spki = cert.subject_public_key_info();
+    let digest = ring::digest::digest(&ring::digest::SHA256, spki.as_ref());
+    digest.as_ref().try_into().ok()
 }
 
 impl Identity {
@@ -48,6 +59,11 @@ impl Identity {
             roots.add(ca).map_err(|e| TlsError::Setup(format!("bad CA certificate: {e}")))?;
         }
         Ok(Identity { chain, key, roots: Arc::new(roots) })
+    }
+
+    /// The hash of this node's certificate key.
+    pub fn key_hash(&self) -> Result<KeyHash, TlsError> {
+        self.chain.first().and_then(key_hash).ok_or_else(|| TlsError::Setup("the node certificate does not parse".into()))
     }
 }
 
@@ -94,13 +110,23 @@ pub fn dial_name() -> &'static str {
     SHARED_NAME
 }
 
+/// The peer's certificate (already verified against the CA by TLS).
+fn peer_leaf(connection: &quinn::Connection) -> Option<CertificateDer<'static>> {
+    let identity = connection.peer_identity()?;
+    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    certs.first().cloned()
+}
+
+/// The hash of the peer's certificate key: every frame it sends speaks for this key.
+pub fn peer_key(connection: &quinn::Connection) -> Option<KeyHash> {
+    key_hash(&peer_leaf(connection)?)
+}
+
 /// Whether the peer's certificate (already verified against the CA by TLS) is valid for the
 /// node name it claims.
 pub fn verify_peer_name(connection: &quinn::Connection, name: &str) -> bool {
-    let Some(identity) = connection.peer_identity() else { return false };
-    let Ok(certs) = identity.downcast::<Vec<CertificateDer<'static>>>() else { return false };
-    let Some(leaf) = certs.first() else { return false };
-    let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else { return false };
+    let Some(leaf) = peer_leaf(connection) else { return false };
+    let Ok(cert) = webpki::EndEntityCert::try_from(&leaf) else { return false };
     let Ok(server_name) = ServerName::try_from(name) else { return false };
     cert.verify_is_valid_for_subject_name(&server_name).is_ok()
 }

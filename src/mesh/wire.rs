@@ -16,6 +16,9 @@ pub const MAX_FRAME: usize = 8 << 20;
 pub struct PeerInfo {
     pub name: String,
     pub incarnation: u64,
+    /// The hash of its certificate key (`mesh::tls::key_hash`); checked against the
+    /// certificate in the peer's own Hello, only gossip in another's.
+    pub key: crate::core::KeyHash,
     pub mesh_addr: SocketAddr,
     pub http_addr: SocketAddr,
     /// Which life of the process this is (SWIM tells restarts apart by it).
@@ -70,7 +73,7 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_garbage_is_an_error_not_a_panic() {
-        let me = PeerInfo { name: "a".into(), incarnation: 7, mesh_addr: "127.0.0.1:1".parse().unwrap(), http_addr: "127.0.0.1:2".parse().unwrap(), bump: 1 };
+        let me = PeerInfo { name: "a".into(), incarnation: 7, key: [7; 32], mesh_addr: "127.0.0.1:1".parse().unwrap(), http_addr: "127.0.0.1:2".parse().unwrap(), bump: 1 };
         let frame = Frame::Hello { me, cluster_id: Some(3), roster_version: 1, peers: vec![], leaving: false };
         let prefixed = encode_prefixed(&frame).unwrap();
         let bytes = prefixed[4..].to_vec();
@@ -95,8 +98,8 @@ mod tests {
     fn a_voter_with_700_000_scopes_lists_them_in_frames_that_fit() {
         use crate::core::message::AcceptedValue;
         use crate::core::{Ballot, Body, Config, Durable, Key, LockRecord, Node, NodeId, Roster, Time, Value};
-        let (me, sweeper) = (NodeId::new("node-1", 1), NodeId::new("node-2", 2));
-        let roster = Roster::first(vec![me.clone(), sweeper.clone(), NodeId::new("node-3", 3)]);
+        let (me, sweeper) = (NodeId::new("node-1", 1, [1; 32]), NodeId::new("node-2", 2, [2; 32]));
+        let roster = Roster::first(vec![me.clone(), sweeper.clone(), NodeId::new("node-3", 3, [3; 32])]);
         let mut durable = Durable { roster: Some(roster.clone()), ..Durable::default() };
         let accepted = AcceptedValue { ballot: Ballot { round: 1, proposer: 2 }, value: Value::Lock(LockRecord::default()), roster: Some(roster.id()) };
         for i in 0..700_000 {
@@ -131,7 +134,7 @@ mod tests {
         let page = Config::default().sweep_page;
         let keys: Vec<String> = (0..page).map(|i| format!("{i:0>200}")).collect();
         let body = Body::KeyList { sweep: 1, after: Some("x".repeat(200)), keys, more: true, max_round: u64::MAX };
-        let frame = Frame::Core(crate::core::Envelope { from: NodeId::new("node-1", 1), to: NodeId::new("node-2", 2), roster: None, body });
+        let frame = Frame::Core(crate::core::Envelope { from: NodeId::new("node-1", 1, [1; 32]), to: NodeId::new("node-2", 2, [2; 32]), roster: None, body });
         let bytes = encode_prefixed(&frame).expect("a full page encodes");
         assert!(bytes.len() < MAX_FRAME / 8, "{} bytes", bytes.len());
     }

@@ -15,7 +15,7 @@ const DECODE_LIMIT: usize = 64 << 20;
 /// data dir says which it was written in; a build refuses one of another format with a clear
 /// error instead of misreading it. Bump it with any change to `Durable`, `Slot`, `Value` or
 /// anything they contain.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 /// redb's own page cache (its default is 1 GiB). Voters keep every value they need in
 /// memory and only write here; the B-tree pages an insert walks are read back through the
 /// kernel's page cache when this one misses. A small cache keeps a node with a million

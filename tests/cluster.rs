@@ -538,3 +538,100 @@ fn a_never_admitted_certificate_can_neither_split_the_cluster_nor_grant_a_scope(
     }
     assert!(c.log(0).contains("unauthorized"), "the refusal is logged");
 }
+
+fn role_of(c: &Cluster, at: usize, name: &str) -> Option<String> {
+    let (_, v) = get(c.http(at), "/api/v1.0/members").ok()?;
+    v["members"].as_array()?.iter().find(|m| m["name"] == name).and_then(|m| m["role"].as_str().map(str::to_string))
+}
+
+/// A review removed a running voter through the API and automatic admission put it back within
+/// a second. An admin's removal now bans the node's name and key in the roster: it stays out
+/// (a minute later too), its frames are refused at the mesh, its own API says it is no
+/// member, and an admin's approval re-admits it.
+#[test]
+fn an_admins_removal_sticks_until_the_node_is_re_admitted() {
+    let c = Cluster::started("removal-sticks", 3);
+    let (status, body) = support::request(c.http(0), "POST", "/api/v1.0/members/remove", Some(r#"{"name": "node-3"}"#)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["banned"], true, "{body}");
+    c.wait_for_roster(&[0, 1], 2);
+    wait_for("node-3 to learn it was removed", Duration::from_secs(30), || c.log(2).contains("an admin removed this node"));
+    // node-3 runs on and keeps greeting; a minute later it is still out.
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < until {
+        for at in [0, 1] {
+            let (_, v) = get(c.http(at), "/api/v1.0/members").unwrap();
+            assert_eq!(v["roster_size"], 2, "node-3 came back: {v}");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert_eq!(role_of(&c, 0, "node-3").as_deref(), Some("banned"));
+    let (_, v) = get(c.http(0), "/api/v1.0/members").unwrap();
+    assert_eq!(v["banned"][0]["name"], "node-3", "{v}");
+    let (status, body) = post(c.http(2), &lock_body("from-a-removed-node", "x")).unwrap();
+    assert_eq!((status, body["status"].as_str()), (503, Some("not_member")), "{body}");
+    assert!(c.log(0).contains("refused a node an admin removed"), "the mesh logs the refusal");
+    let (status, body) = post(c.http(0), &lock_body("still-serving", "x")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    // An admin re-admits it: the ban is lifted, and it is a voter again.
+    let (status, body) = support::request(c.http(1), "POST", "/api/v1.0/members/approve", Some(r#"{"name": "node-3"}"#)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["unbanned"], true, "{body}");
+    c.wait_for_roster(&[0, 1, 2], 3);
+    let (status, body) = post(c.http(2), &lock_body("back-again", "x")).unwrap();
+    assert_eq!(status, 200, "{body}");
+}
+
+/// With `--admission approve` a new node waits, listed `pending`, until an admin approves it.
+#[test]
+fn with_admission_approve_a_new_node_waits_until_approved() {
+    let mut c = Cluster::new("approve", 3);
+    c.start_all(&["--bootstrap-expect", "3", "--admission", "approve"]);
+    c.wait_for_roster(&[0, 1, 2], 3);
+    let new = c.add_agent();
+    c.start(new, &["--admission", "approve"]);
+    wait_for("node-4 to be listed pending", Duration::from_secs(30), || role_of(&c, 0, "node-4").as_deref() == Some("pending"));
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, v) = get(c.http(0), "/api/v1.0/members").unwrap();
+    assert_eq!((v["roster_size"].as_u64(), v["admission"].as_str()), (Some(3), Some("approve")), "{v}");
+    let (status, body) = post(c.http(new), &lock_body("too-early", "x")).unwrap();
+    assert_eq!((status, body["status"].as_str()), (503, Some("no_cluster")), "{body}");
+    let (status, body) = support::request(c.http(1), "POST", "/api/v1.0/members/approve", Some(r#"{"name": "nobody"}"#)).unwrap();
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = support::request(c.http(1), "POST", "/api/v1.0/members/approve", Some(r#"{"name": "node-4", "key": "not-hex"}"#)).unwrap();
+    assert_eq!(status, 400, "{body}");
+    let wrong_key = format!(r#"{{"name": "node-4", "key": "{}"}}"#, "ab".repeat(32));
+    let (status, body) = support::request(c.http(1), "POST", "/api/v1.0/members/approve", Some(&wrong_key)).unwrap();
+    assert_eq!(status, 404, "another certificate of the name is not the one waiting: {body}");
+    let (status, body) = support::request(c.http(1), "POST", "/api/v1.0/members/approve", Some(r#"{"name": "node-4"}"#)).unwrap();
+    assert_eq!((status, body["status"].as_str()), (200, Some("approved")), "{body}");
+    c.wait_for_roster(&[0, 1, 2, 3], 4);
+    let (status, body) = post(c.http(new), &lock_body("approved", "x")).unwrap();
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A node of a second cluster under the same CA greets the first: neither takes the other's
+/// roster, and both keep serving. (The first may admit it in the moment before it forms its
+/// own cluster; it then removes the voter that greets it as another cluster's.)
+#[test]
+fn a_node_of_another_cluster_with_the_same_ca_is_not_admitted() {
+    let mut c = Cluster::started("second-cluster", 3);
+    let other = c.add_agent();
+    c.start(other, &["--bootstrap"]);
+    wait_for("the second cluster to form", Duration::from_secs(30), || {
+        get(c.http(other), "/api/v1.0/members").is_ok_and(|(_, v)| v["roster_size"] == 1)
+    });
+    c.wait_for_roster(&[0, 1, 2], 3);
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, first) = get(c.http(0), "/api/v1.0/members").unwrap();
+    let (_, second) = get(c.http(other), "/api/v1.0/members").unwrap();
+    assert_eq!(first["roster_size"], 3, "{first}");
+    assert_eq!(second["roster_size"], 1, "{second}");
+    assert_ne!(first["cluster_id"], second["cluster_id"]);
+    assert_ne!(role_of(&c, 0, "node-4").as_deref(), Some("voter"));
+    for at in [0, other] {
+        let (status, body) = post(c.http(at), &lock_body("each-its-own", "x")).unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["fencing_token"], 1, "the clusters share no scope: {body}");
+    }
+}

@@ -154,7 +154,8 @@ impl Gen {
             _ => self.any(),
         };
         let members = if self.chance(0.3) { (0..self.n(3)).map(|_| self.node(known)).collect() } else { Vec::new() };
-        Roster { cluster_id, version, voters, members, sweep_done: self.chance(0.5), round_floor: self.any() }
+        let banned = if self.chance(0.2) { (0..self.n(2)).map(|_| lockmesh::core::Ban { name: self.chance(0.8).then(|| self.text()), key: [self.n(255) as u8; 32] }).collect() } else { Vec::new() };
+        Roster { cluster_id, version, voters, members, banned, sweep_done: self.chance(0.5), round_floor: self.any() }
     }
 
     /// A record an honest history could reach: random operations applied to an empty one
@@ -337,10 +338,12 @@ impl Cluster {
         let (key, op) = if g.chance(0.05) {
             let node = self.nodes[g.n(2) as usize].id().clone();
             let other = NodeId::new(format!("x{}", g.n(3)), g.any(), [9; 32]);
-            let change = match g.n(2) {
+            let change = match g.n(4) {
                 0 => RosterChange::Remove(node),
                 1 => RosterChange::Add(other),
-                _ => RosterChange::AddMember(other),
+                2 => RosterChange::AddMember(other),
+                3 => RosterChange::Ban(node),
+                _ => RosterChange::Unban { name: other.name, key: g.chance(0.5).then_some(other.key) },
             };
             (Key::Roster, Op::Roster(RosterOp::Change { change, expected_version: None }))
         } else {

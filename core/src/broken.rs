@@ -40,6 +40,9 @@ pub enum Broken {
     /// A poll or retry that collects a handed-over grant answers `locked` without marking
     /// the grant reported, so a cancel may still free it.
     LockedBeforeReported,
+    /// Messages are taken from any sender the transport authenticated, member of the roster
+    /// or not (no `Node::authorize`).
+    NoAuthorization,
 }
 
 /// Whether `$config` runs the broken variant `$variant`; always `false` without the feature.

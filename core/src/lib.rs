@@ -54,7 +54,7 @@ pub use outbox::{Outbox, Release, ToDisk};
 pub use node::{Answer, Failure, Node, Op, Outputs, Refused, Reply, Request, RosterOp, RosterRefusal, RosterResult, Stats};
 pub use history::{AutoChoice, AutoLease};
 pub use record::{Acquire, GrantRef, LeaseRule, Limits, LockOp, LockRecord, LockResult, LockType, Priority, RequestId, Which};
-pub use roster::{KeyHash, NodeId, Roster, RosterChange, RosterId};
+pub use roster::{Ban, KeyHash, NodeId, Roster, RosterChange, RosterId};
 pub use time::Time;
 
 /// Tunables of the core. Every node of a cluster must use the same `drift` and `limits`.

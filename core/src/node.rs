@@ -537,6 +537,9 @@ impl Node {
     /// nothing here can be decided or read: ballot requests are refused, and a Commit (how a
     /// joining node learns its cluster) is taken only from its seeds (`set_seeds`).
     fn authorize(&self, from: &NodeId, body: &Body) -> Result<(), String> {
+        if broken!(self.config, NoAuthorization) {
+            return Ok(());
+        }
         let Some(roster) = &self.roster else {
             return match (body, &self.seeds) {
                 (Body::Commit { .. }, Some(seeds)) if !seeds.contains(&from.name) => {

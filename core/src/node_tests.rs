@@ -1850,3 +1850,84 @@ fn a_strangers_prepare_before_admission_does_not_wedge_the_joining_nodes_rounds(
     let results: Vec<_> = c.replies.iter().filter(|r| r.client >= 10).map(|r| &r.result).collect();
     assert!(results.iter().any(|r| matches!(r, Ok(Answer::Lock(_)))), "the admitted member never decides anything: {results:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Red team: bans.
+
+/// What every node's mesh does once a roster with these bans is installed: a connection of a
+/// banned key is closed at the handshake, a frame speaking for a banned name closes its
+/// connection; nothing of theirs arrives, nothing reaches them.
+fn mesh_refuses(bans: &[crate::roster::Ban], e: &Envelope) -> bool {
+    bans.iter().any(|b| [&e.from, &e.to].iter().any(|n| b.name.as_ref() == Some(&n.name) || n.key == b.key))
+}
+
+fn roster_change(change: RosterChange) -> Op {
+    Op::Roster(RosterOp::Change { change, expected_version: None })
+}
+
+/// The brief's case: a node that is pending under the name of a voter with another identity
+/// (a second device certified for the name, or the voter's new certificate) is banned. The
+/// voter is not the ban's target, so it stays a voter, but its name is banned: every mesh
+/// refuses it. Two such bans in a three-voter cluster leave one reachable voter of three,
+/// for good (removing the others needs the quorum that is lost; `admit` never replaces a
+/// banned name).
+#[test]
+fn a_ban_of_a_voters_namesake_does_not_cut_the_voter_off() {
+    let config = Config { sweep_check_us: 200_000, ..Config::default() };
+    let mut net = Net::new(&["A", "B", "C"], vec![Durable::default(); 3], config);
+    net.bootstrap(&["A", "B", "C"]);
+    let mut bans = Vec::new();
+    for (client, name) in [(1, "B"), (2, "C")] {
+        let namesake = NodeId { incarnation: 99, key: [0xee; 32], ..net.id(name) };
+        net.request("A", client, Key::Roster, roster_change(RosterChange::Ban(namesake)));
+        let now_banned = bans.clone();
+        net.run(2_000_000, &|e: &Envelope| mesh_refuses(&now_banned, e));
+        bans = net.nodes[net.idx("A")].roster().unwrap().banned.clone();
+    }
+    net.request("A", 3, scope(), acquire_for("X", 10_000_000, false));
+    net.run(30_000_000, &|e: &Envelope| mesh_refuses(&bans, e));
+    let roster = net.nodes[net.idx("A")].roster().cloned().unwrap();
+    assert!(
+        is_locked(net.result(3)),
+        "no quorum: voters {:?}, banned {:?}: {:?}",
+        roster.voters.iter().map(|v| &v.name).collect::<Vec<_>>(),
+        roster.banned.iter().map(|b| &b.name).collect::<Vec<_>>(),
+        net.result(3)
+    );
+}
+
+/// Reachable through the API: one certificate speaks for every name it is valid for, and
+/// every node certificate is valid for the shared dial name `lockmesh-node` (and its DNS and
+/// IP names); the mesh checks only that. A never-admitted node R greets as `R` and as
+/// `lockmesh-node`; automatic admission adds both (a node of each name). The admin removes
+/// `R` (a Ban of R's name and key): the roster keeps `lockmesh-node`, R's own key, as a voter —
+/// the banned node is still in the roster (the admin cannot even name it: the API refuses
+/// `lockmesh-node` as a node name), counted in every quorum while every mesh refuses its key.
+/// One crash of an honest voter then stops the cluster for good, where three voters should
+/// survive it.
+#[test]
+fn a_banned_nodes_second_name_does_not_keep_it_in_the_roster() {
+    let config = Config { sweep_check_us: 200_000, ..Config::default() };
+    let mut net = Net::new(&["A", "B", "C", "R"], vec![Durable::default(); 4], config);
+    net.bootstrap(&["A", "B", "C"]);
+    let r = net.id("R");
+    let alias = NodeId::new("lockmesh-node", 77, r.key);
+    let no_alias = |e: &Envelope| e.to.name == "lockmesh-node";
+    net.request("A", 1, Key::Roster, roster_change(RosterChange::Add(r.clone())));
+    net.run(3_000_000, &no_alias);
+    assert!(matches!(net.result(1), Some(Ok(Answer::Roster(RosterResult::Changed(_))))), "{:?}", net.result(1));
+    net.request("A", 2, Key::Roster, roster_change(RosterChange::Add(alias.clone())));
+    net.run(3_000_000, &no_alias);
+    // The admin's removal of R.
+    net.request("A", 3, Key::Roster, roster_change(RosterChange::Ban(r.clone())));
+    net.run(3_000_000, &no_alias);
+    assert!(matches!(net.result(3), Some(Ok(Answer::Roster(RosterResult::Changed(_))))), "{:?}", net.result(3));
+    let roster = net.nodes[net.idx("A")].roster().cloned().unwrap();
+    let kept: Vec<&NodeId> = roster.voters.iter().chain(&roster.members).filter(|m| m.key == r.key).collect();
+    // C crashes; the meshes refuse R's key.
+    let bans = roster.banned.clone();
+    let cut = |e: &Envelope| no_alias(e) || mesh_refuses(&bans, e) || e.from.name == "C" || e.to.name == "C";
+    net.request("A", 4, scope(), acquire_for("X", 10_000_000, false));
+    net.run(30_000_000, &cut);
+    assert!(kept.is_empty() && is_locked(net.result(4)), "the banned key stays a voter as {:?}; with C down: {:?}", kept.iter().map(|k| &k.name).collect::<Vec<_>>(), net.result(4));
+}

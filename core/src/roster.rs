@@ -59,9 +59,24 @@ pub struct Roster {
     pub voters: Vec<NodeId>,
     /// Members that do not vote. Sorted by name, names unique, none also a voter's.
     pub members: Vec<NodeId>,
+    /// Nodes an admin removed: refused by name and by certificate key, as members and at the
+    /// transport, until an admin re-admits them. Sorted by (name, key), each pair once.
+    pub banned: Vec<Ban>,
     pub sweep_done: bool,
     pub round_floor: u64,
 }
+
+/// A node an admin removed, by name and certificate key (either one is refused). A ban whose
+/// name was lifted for another key keeps the old key banned alone (`name` is `None`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Ban {
+    pub name: Option<String>,
+    pub key: KeyHash,
+}
+
+/// Most bans a roster keeps: it travels in every Commit, and its identity (hashed into every
+/// message's roster tag) covers the bans, about 20 µs of hashing at this bound.
+pub const MAX_BANS: usize = 256;
 
 /// A proposed change of one member.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +87,13 @@ pub enum RosterChange {
     AddMember(NodeId),
     /// Removes a voter or a member.
     Remove(NodeId),
+    /// Removes a voter or a member if it is one, and bans its name and key: it is not added
+    /// again until an `Unban`.
+    Ban(NodeId),
+    /// Lifts the ban on a name: for every key if `key` is `None` (the same node re-admitted),
+    /// else for that key only, other keys banned under the name staying banned by key (a
+    /// replacement device for the name, the lost one kept out).
+    Unban { name: String, key: Option<KeyHash> },
 }
 
 /// Why a roster change cannot be applied to a roster.
@@ -85,6 +107,17 @@ pub enum ChangeError {
     NotVoter,
     /// Removing the last voter would leave nobody to decide anything.
     LastVoter,
+    /// The node's name or key is banned: an admin must re-admit it first.
+    Banned,
+    /// No ban names this node.
+    NotBanned,
+    /// The roster keeps `MAX_BANS` bans at most.
+    TooManyBans,
+    /// Another member holds this certificate key under another name: one key, one member.
+    KeyInUse,
+    /// A member of the roster has this node's name or key but is not this node: ban that
+    /// member (the roster's entry), or nothing would remove it while the ban cuts it off.
+    NotTheMember,
 }
 
 impl Roster {
@@ -93,12 +126,12 @@ impl Roster {
     pub fn first(mut voters: Vec<NodeId>) -> Roster {
         voters.sort();
         voters.dedup_by(|a, b| a.name == b.name);
-        let cluster_id = digest(0, 0, &voters, &[]);
-        Roster { cluster_id, version: 1, voters, members: Vec::new(), sweep_done: true, round_floor: 0 }
+        let cluster_id = digest(0, 0, &voters, &[], &[]);
+        Roster { cluster_id, version: 1, voters, members: Vec::new(), banned: Vec::new(), sweep_done: true, round_floor: 0 }
     }
 
     pub fn id(&self) -> RosterId {
-        RosterId { version: self.version, digest: digest(self.cluster_id, self.version, &self.voters, &self.members) }
+        RosterId { version: self.version, digest: digest(self.cluster_id, self.version, &self.voters, &self.members, &self.banned) }
     }
 
     pub fn majority(&self) -> usize {
@@ -115,13 +148,20 @@ impl Roster {
         self.contains(node) || self.members.binary_search(node).is_ok()
     }
 
+    /// Whether a node of this name or this certificate key is banned.
+    pub fn is_banned(&self, name: &str, key: &KeyHash) -> bool {
+        self.banned.iter().any(|b| b.name.as_deref() == Some(name) || b.key == *key)
+    }
+
     /// Whether this roster shows `change` made: the node added is a voter (or member), the
-    /// one removed is neither.
+    /// one removed is neither, the one banned is banned, the name unbanned is not.
     pub fn shows(&self, change: &RosterChange) -> bool {
         match change {
             RosterChange::Add(node) => self.contains(node),
             RosterChange::AddMember(node) => self.members.binary_search(node).is_ok(),
             RosterChange::Remove(node) => !self.is_member(node),
+            RosterChange::Ban(node) => !self.is_member(node) && self.banned.iter().any(|b| b.name.as_ref() == Some(&node.name) && b.key == node.key),
+            RosterChange::Unban { name, key } => !self.banned.iter().any(|b| b.name.as_ref() == Some(name) || Some(b.key) == *key),
         }
     }
 
@@ -129,8 +169,21 @@ impl Roster {
     /// yet; a change of the members that do not vote leaves the voters, hence every quorum,
     /// as they were, and needs no sweep.
     pub fn changed(&self, change: &RosterChange) -> Result<Roster, ChangeError> {
-        let (mut voters, mut members) = (self.voters.clone(), self.members.clone());
+        let (mut voters, mut members, mut banned) = (self.voters.clone(), self.members.clone(), self.banned.clone());
         let named = |list: &[NodeId], node: &NodeId| list.iter().position(|v| v.name == node.name);
+        if let RosterChange::Add(node) | RosterChange::AddMember(node) = change {
+            if self.is_banned(&node.name, &node.key) {
+                return Err(ChangeError::Banned);
+            }
+            if voters.iter().chain(&members).any(|m| m.key == node.key && m.name != node.name) {
+                return Err(ChangeError::KeyInUse);
+            }
+        }
+        if let RosterChange::Ban(node) = change {
+            if voters.iter().chain(&members).any(|m| (m.name == node.name || m.key == node.key) && m != node) {
+                return Err(ChangeError::NotTheMember);
+            }
+        }
         let voters_change = match change {
             RosterChange::Add(node) => {
                 if named(&voters, node).is_some() {
@@ -156,32 +209,56 @@ impl Roster {
                 members.push(node.clone());
                 false
             }
-            RosterChange::Remove(node) => {
-                if let Some(at) = members.iter().position(|v| v == node) {
-                    members.remove(at);
-                    false
-                } else {
-                    let Some(at) = voters.iter().position(|v| v == node) else {
-                        return Err(ChangeError::NotVoter);
-                    };
-                    if voters.len() == 1 {
-                        return Err(ChangeError::LastVoter);
-                    }
-                    voters.remove(at);
-                    true
+            RosterChange::Remove(node) => remove(&mut voters, &mut members, node)?.ok_or(ChangeError::NotVoter)?,
+            RosterChange::Ban(node) => {
+                let removed = remove(&mut voters, &mut members, node)?;
+                // A name may be banned under several keys (each device certified for it).
+                banned.retain(|b| b.key != node.key);
+                if banned.len() >= MAX_BANS {
+                    return Err(ChangeError::TooManyBans);
                 }
+                banned.push(Ban { name: Some(node.name.clone()), key: node.key });
+                removed.unwrap_or(false)
+            }
+            RosterChange::Unban { name, key } => {
+                if !banned.iter().any(|b| b.name.as_ref() == Some(name) || Some(b.key) == *key) {
+                    return Err(ChangeError::NotBanned);
+                }
+                // The name is free; the key admitted is too; any other key banned under the
+                // name stays banned by itself.
+                banned.retain(|b| Some(b.key) != *key && (key.is_some() || b.name.as_ref() != Some(name)));
+                for b in banned.iter_mut().filter(|b| b.name.as_ref() == Some(name)) {
+                    b.name = None;
+                }
+                false
             }
         };
         voters.sort();
         members.sort();
+        banned.sort();
         let sweep_done = self.sweep_done && !voters_change;
-        Ok(Roster { version: self.version.saturating_add(1), voters, members, sweep_done, ..self.clone() })
+        Ok(Roster { version: self.version.saturating_add(1), voters, members, banned, sweep_done, ..self.clone() })
     }
+}
+
+/// Removes `node` from the voters or the members: whether it was a voter, or `None` if it was
+/// neither.
+fn remove(voters: &mut Vec<NodeId>, members: &mut Vec<NodeId>, node: &NodeId) -> Result<Option<bool>, ChangeError> {
+    if let Some(at) = members.iter().position(|v| v == node) {
+        members.remove(at);
+        return Ok(Some(false));
+    }
+    let Some(at) = voters.iter().position(|v| v == node) else { return Ok(None) };
+    if voters.len() == 1 {
+        return Err(ChangeError::LastVoter);
+    }
+    voters.remove(at);
+    Ok(Some(true))
 }
 
 /// FNV-1a over the roster's identity. Not cryptographic: it only tells rosters of one cluster
 /// apart; who may send what is decided by the roster's members and their certificate keys.
-fn digest(cluster_id: u64, version: u64, voters: &[NodeId], members: &[NodeId]) -> u64 {
+fn digest(cluster_id: u64, version: u64, voters: &[NodeId], members: &[NodeId], banned: &[Ban]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for &b in bytes {
@@ -198,6 +275,14 @@ fn digest(cluster_id: u64, version: u64, voters: &[NodeId], members: &[NodeId]) 
         eat(&node.incarnation.to_le_bytes());
         eat(&node.key);
     }
+    for ban in banned {
+        eat(&[2]);
+        let name = ban.name.as_deref().unwrap_or("");
+        eat(&[ban.name.is_some() as u8]);
+        eat(&(name.len() as u64).to_le_bytes());
+        eat(name.as_bytes());
+        eat(&ban.key);
+    }
     hash
 }
 
@@ -206,7 +291,11 @@ mod tests {
     use super::*;
 
     fn id(name: &str, incarnation: u64) -> NodeId {
-        NodeId::new(name, incarnation, [name.len() as u8; 32])
+        let mut key = [name.len() as u8; 32];
+        for (k, b) in key.iter_mut().zip(name.bytes()) {
+            *k = b;
+        }
+        NodeId::new(name, incarnation, key)
     }
 
     fn ids(names: &[&str]) -> Vec<NodeId> {
@@ -263,6 +352,93 @@ mod tests {
         assert!(promoted.contains(&m) && promoted.members.is_empty() && !promoted.sweep_done);
         let without = with.changed(&RosterChange::Remove(m.clone())).unwrap();
         assert!(!without.is_member(&m) && without.sweep_done && without.voters == r.voters);
+    }
+
+    #[test]
+    fn a_ban_removes_and_keeps_out_by_name_and_by_key_until_lifted() {
+        let r = Roster::first(ids(&["a", "b", "c"]));
+        let c = r.voters[2].clone();
+        let banned = r.changed(&RosterChange::Ban(c.clone())).unwrap();
+        assert!(!banned.is_member(&c) && !banned.sweep_done && banned.shows(&RosterChange::Ban(c.clone())));
+        assert_ne!(banned.id(), r.changed(&RosterChange::Remove(c.clone())).unwrap().id());
+        let mut swept = banned.clone();
+        swept.sweep_done = true;
+        // Neither the same name (a wiped data dir, a new key) nor the same key comes back.
+        let renamed = NodeId::new("z", 9, c.key);
+        for again in [NodeId { incarnation: 99, ..c.clone() }, NodeId { key: [7; 32], ..c.clone() }, renamed.clone()] {
+            assert_eq!(swept.changed(&RosterChange::Add(again.clone())), Err(ChangeError::Banned));
+            assert_eq!(swept.changed(&RosterChange::AddMember(again)), Err(ChangeError::Banned));
+        }
+        // Lifting a ban needs no sweep; then the node may be added again.
+        let unban = RosterChange::Unban { name: "c".into(), key: None };
+        let lifted = swept.changed(&unban).unwrap();
+        assert!(lifted.sweep_done && lifted.banned.is_empty() && lifted.shows(&unban));
+        assert!(lifted.changed(&RosterChange::Add(c.clone())).is_ok());
+        assert_eq!(lifted.changed(&unban), Err(ChangeError::NotBanned));
+        // A replacement device for the name, with a new key: the name is free, the lost key
+        // stays banned (under any name).
+        let fresh = NodeId::new("c", 77, [0xcc; 32]);
+        let replaced = swept.changed(&RosterChange::Unban { name: "c".into(), key: Some(fresh.key) }).unwrap();
+        assert!(replaced.changed(&RosterChange::Add(fresh.clone())).is_ok());
+        assert!(replaced.is_banned("other", &c.key) && !replaced.is_banned("c", &fresh.key));
+        assert_eq!(replaced.changed(&RosterChange::Add(NodeId { incarnation: 3, ..c.clone() })), Err(ChangeError::Banned));
+        // A node that is no member can be banned too (a lost device), with no sweep.
+        let outsider = swept.changed(&RosterChange::Ban(id("x", 5))).unwrap();
+        assert!(outsider.sweep_done && outsider.is_banned("x", &[9; 32]) && outsider.is_banned("y", &id("x", 5).key));
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Red team: bans.
+
+    /// Every roster entry a ban applies to: a voter or member whose name or key is banned.
+    fn banned_members(r: &Roster) -> Vec<String> {
+        r.voters.iter().chain(&r.members).filter(|m| r.is_banned(&m.name, &m.key)).map(|m| m.name.clone()).collect()
+    }
+
+    /// A ban's target need not be the roster's entry of that name or key: another identity of
+    /// a voter's name (a second device certified for the name, waiting as pending; the voter's
+    /// new certificate) or another name of a voter's key (one certificate speaks for every name
+    /// it is valid for: the shared dial name `lockmesh-node`, its DNS and IP names). `remove`
+    /// finds no exact entry, so nothing is removed, yet the ban is recorded: the voter stays in
+    /// the roster, counted in every quorum, while every mesh refuses its frames (by name or at
+    /// the handshake, by key) — a voter lost without a removal, and it can never be re-added
+    /// or replaced (`admit` skips banned names). Two such bans in a three-voter roster are a
+    /// lasting loss of quorum (see the node test of the same name).
+    #[test]
+    fn a_ban_leaves_no_voter_or_member_whose_name_or_key_it_bans() {
+        let r = Roster::first(vec![NodeId::new("a", 1, [0xa; 32]), NodeId::new("b", 2, [0xb; 32]), NodeId::new("c", 3, [0xc; 32])]);
+        let c = r.voters[2].clone();
+        let namesake = NodeId { incarnation: 9, key: [0xcc; 32], ..c.clone() };
+        let alias = NodeId::new("lockmesh-node", 9, c.key);
+        for target in [namesake, alias] {
+            match r.changed(&RosterChange::Ban(target.clone())) {
+                Err(_) => {}
+                Ok(next) => assert!(banned_members(&next).is_empty(), "Ban({}) left {:?} in the roster, banned", target.name, banned_members(&next)),
+            }
+        }
+        // The alias admitted beside its key's first name (automatic admission takes any name
+        // the certificate is valid for), then the admin bans the node by its name.
+        let with_alias = match r.changed(&RosterChange::AddMember(NodeId::new("lockmesh-node", 9, c.key))) {
+            Err(_) => return, // one key, one member: fine
+            Ok(x) => x,
+        };
+        let banned = with_alias.changed(&RosterChange::Ban(c.clone())).unwrap();
+        assert!(banned_members(&banned).is_empty(), "the banned key is still a member: {:?}", banned_members(&banned));
+    }
+
+    /// A second ban of a name replaces the first (`retain` by name), lifting the first ban's
+    /// key: an admin who removes `x` (key K1, a stolen device) and then `x` again (the pending
+    /// device now greeting as `x`, key K2) has let K1 back in under any other name its
+    /// certificate is valid for.
+    #[test]
+    fn a_second_ban_of_a_name_keeps_the_first_key_banned() {
+        let r = Roster::first(ids(&["a", "b", "c"]));
+        let stolen = NodeId::new("x", 5, [0x51; 32]);
+        let replacement = NodeId::new("x", 6, [0x52; 32]);
+        let once = r.changed(&RosterChange::Ban(stolen.clone())).unwrap();
+        let twice = once.changed(&RosterChange::Ban(replacement.clone())).unwrap();
+        assert!(twice.is_banned("x", &replacement.key));
+        assert!(twice.is_banned("lockmesh-node", &stolen.key), "the stolen key is no longer banned: {:?}", twice.banned);
     }
 
     #[test]

@@ -133,6 +133,16 @@ pub fn roster(roster: &Roster) -> Result<(), Invalid> {
     if roster.members.iter().any(|m| roster.voters.iter().any(|v| v.name == m.name)) {
         return Err("a roster naming one node both voter and member".into());
     }
+    if roster.banned.len() > super::roster::MAX_BANS || roster.banned.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("a roster whose bans are too many, out of order or named twice".into());
+    }
+    let listed = || roster.voters.iter().chain(&roster.members);
+    if listed().any(|m| roster.is_banned(&m.name, &m.key)) {
+        return Err("a roster that bans one of its own members".into());
+    }
+    if listed().any(|m| listed().any(|n| n.key == m.key && n.name != m.name)) {
+        return Err("a roster naming one certificate key under two names".into());
+    }
     Ok(())
 }
 

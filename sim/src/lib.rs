@@ -9,6 +9,7 @@ pub mod checker;
 pub mod client;
 pub mod clock;
 pub mod net;
+mod rogue;
 pub mod serve;
 pub mod world;
 
@@ -170,6 +171,7 @@ pub fn parse_broken(name: &str) -> Option<Broken> {
         "bare-unlock-without-arrival-rule" => Broken::BareUnlockWithoutArrivalRule,
         "cancel-frees-reported-grant" => Broken::CancelFreesReportedGrant,
         "locked-before-reported" => Broken::LockedBeforeReported,
+        "no-authorization" => Broken::NoAuthorization,
         _ => return None,
     })
 }

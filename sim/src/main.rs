@@ -17,7 +17,7 @@ usage: lockmesh-sim [--seeds N] [--first S] [--seed S] [--threads T] [--verbose]
                 roster-installed-when-accepted, roster-change-before-sweep, bare-refusal,
                 no-successor-promise, send-before-write,
                 early-before-earlier-batches, bare-unlock-without-arrival-rule,
-                cancel-frees-reported-grant, locked-before-reported)";
+                cancel-frees-reported-grant, locked-before-reported, no-authorization)";
 
 fn main() -> ExitCode {
     let mut seeds = 300u64;

@@ -49,6 +49,8 @@ pub(crate) enum Event {
     Heal,
     /// A crash inside a durability window (profile `sync_crashes`).
     SyncCrash { node: usize, generation: u64 },
+    /// The rogue sends a forged message (`rogue.rs`).
+    Rogue,
 }
 
 struct Scheduled {
@@ -78,7 +80,7 @@ impl Ord for Scheduled {
 pub(crate) struct SimNode {
     pub id: NodeId,
     pub clock: Clock,
-    disk: Durable,
+    pub(crate) disk: Durable,
     pub node: Option<Node>,
     pub paused_until: u64,
     /// Bumped by every crash, so events for the previous life are dropped.
@@ -143,6 +145,8 @@ pub(crate) struct World {
     pub(crate) next_call: u64,
     /// Clients send some releases bare (naming no grant).
     pub(crate) bare_unlocks: bool,
+    /// Forges messages as nodes the roster does not list.
+    pub(crate) rogue: crate::rogue::Rogue,
 }
 
 impl World {
@@ -231,12 +235,25 @@ impl World {
             calls: BTreeMap::new(),
             next_call: 0,
             bare_unlocks,
+            rogue: crate::rogue::Rogue::new(options.seed),
         }
     }
 
     pub(crate) fn schedule(&mut self, at: u64, event: Event) {
         self.seq += 1;
         self.queue.push(Scheduled { at: at.max(self.now), seq: self.seq, event });
+    }
+
+    /// A ballot node `i` runs now, as the Prepares and Accepts it has in flight show it.
+    pub(crate) fn ballot_in_flight(&self, i: usize) -> Option<(Key, lockmesh_core::Ballot)> {
+        let me = &self.nodes[i].id;
+        self.queue.iter().find_map(|s| match &s.event {
+            Event::Deliver { envelope, .. } if envelope.from == *me => match &envelope.body {
+                lockmesh_core::Body::Prepare { key, ballot } | lockmesh_core::Body::Accept { key, ballot, .. } => Some((key.clone(), *ballot)),
+                _ => None,
+            },
+            _ => None,
+        })
     }
 
     pub(crate) fn log(&self, text: impl FnOnce() -> String) {
@@ -269,6 +286,7 @@ impl World {
         }
         let first_revoke = self.rng.between(500_000, 4_000_000);
         self.schedule(first_revoke, Event::Revoke);
+        self.schedule(100_000, Event::Rogue);
         self.schedule(self.heal_at, Event::Heal);
 
         while let Some(next) = self.queue.pop() {
@@ -411,6 +429,11 @@ impl World {
             Event::Fault => self.inject_fault(),
             Event::Operator => self.operator(),
             Event::Revoke => self.revoke(),
+            Event::Rogue => {
+                if self.phase == Phase::Faults {
+                    self.rogue_act();
+                }
+            }
             Event::HealPartition { generation } => {
                 if generation == self.partition_generation {
                     self.net.heal();
@@ -456,6 +479,9 @@ impl World {
             // receiver has not installed yet, a removed node's ballot): only invalid values
             // are impossible.
             let lockmesh_core::Refused::Invalid(why) = refused else { continue };
+            if self.rogue.used.contains(&from) {
+                continue;
+            }
             let text = format!("validation: {} refused a value from {from}, an honest node: {why}", n.id);
             self.checker.violations.push(format!("t={:.3}s {text}", now as f64 / 1e6));
         }
@@ -566,9 +592,14 @@ impl World {
 
     fn start_node(&mut self, i: usize) {
         let seed = self.rng.next_u64();
-        let n = &mut self.nodes[i];
+        let n = &self.nodes[i];
         let local = n.clock.local(self.now);
-        n.node = Some(Node::new(self.config.clone(), n.id.clone(), n.disk.clone(), local, seed));
+        let mut node = Node::new(self.config.clone(), n.id.clone(), n.disk.clone(), local, seed);
+        // Before it has a roster, a node takes one only from the nodes it joins through: all
+        // the cluster's, as a `--join` list names them.
+        node.set_seeds((0..self.nodes.len()).map(|j| format!("n{j}")));
+        let n = &mut self.nodes[i];
+        n.node = Some(node);
         n.paused_until = 0;
         n.wake_at = None;
         self.log(|| format!("start {}", self.nodes[i].id));
@@ -761,6 +792,12 @@ impl World {
         // Never below three voters: a two-voter roster loses everything with one disk.
         let change = if let Some(stale) = stale_member {
             RosterChange::Remove(stale)
+        } else if let Some(ban) = latest.banned.first().filter(|_| self.rng.chance(0.5)) {
+            // An admin re-admits a node it removed (auto admission may then add it again).
+            RosterChange::Unban { name: ban.name.clone().unwrap_or_default(), key: Some(ban.key) }
+        } else if latest.voters.len() > 3 && self.rng.chance(0.1) {
+            // An admin removes a voter for good: banned, until re-admitted.
+            RosterChange::Ban(latest.voters[self.rng.index(latest.voters.len())].clone())
         } else if !joinable.is_empty() && self.rng.chance(0.25) {
             RosterChange::AddMember(joinable[self.rng.index(joinable.len())].clone())
         } else if let Some(stale) = stale {

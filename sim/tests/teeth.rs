@@ -76,3 +76,8 @@ fn catches_a_cancel_that_frees_a_grant_a_retry_collected() {
 fn catches_a_locked_answer_before_the_grant_is_marked_reported() {
     assert_caught(Broken::LockedBeforeReported, Profile::default(), 1000);
 }
+
+#[test]
+fn catches_messages_taken_from_senders_the_roster_does_not_list() {
+    assert_caught(Broken::NoAuthorization, Profile::default(), 200);
+}

@@ -50,6 +50,11 @@ pub struct AgentArgs {
     /// Refuse unlocks that name no grant (neither `grant` nor `fencing_token`).
     #[arg(long)]
     pub require_grant: bool,
+    /// How new nodes join: `auto` (any node certificate of the CA that greets a member is
+    /// admitted) or `approve` (they wait, listed `pending`, until an admin approves them)
+    /// [default: auto]. Give every node the same.
+    #[arg(long, value_parser = ["auto", "approve"])]
+    pub admission: Option<String>,
     /// A TOML file with any of the settings above.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -71,6 +76,16 @@ struct FileConfig {
     request_timeout_ms: Option<u64>,
     reap_after_secs: Option<u64>,
     require_grant: Option<bool>,
+    admission: Option<String>,
+}
+
+/// How new nodes become members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Any node certificate of the CA that greets a member is admitted.
+    Auto,
+    /// A new node waits until an admin approves it.
+    Approve,
 }
 
 /// Settings after merging flags, file and defaults, and checking them.
@@ -89,6 +104,7 @@ pub struct AgentConfig {
     pub request_timeout_ms: u64,
     pub reap_after_secs: u64,
     pub require_grant: bool,
+    pub admission: Admission,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +144,13 @@ impl AgentConfig {
         if request_timeout_ms == 0 {
             return Err(ConfigError("--request-timeout-ms must be positive".into()));
         }
+        let admission = match args.admission.or(file.admission).as_deref() {
+            None | Some("auto") => Admission::Auto,
+            Some("approve") => Admission::Approve,
+            Some(other) => return Err(ConfigError(format!("admission {other:?}: use auto or approve"))),
+        };
         Ok(AgentConfig {
+            admission,
             name,
             http: args.http.or(file.http).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 20194))),
             mesh: args.mesh.or(file.mesh).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 20195))),
@@ -186,6 +208,12 @@ mod tests {
         assert_eq!(c.http.to_string(), "127.0.0.1:9000");
         assert_eq!(c.mesh.to_string(), "127.0.0.1:7");
         assert_eq!(c.bootstrap_expect, Some(3));
+        assert_eq!(c.admission, Admission::Auto);
+        std::fs::write(&path, "admission = \"approve\"\n").unwrap();
+        assert_eq!(AgentConfig::from_args(AgentArgs { config: Some(path.clone()), ..args() }).unwrap().admission, Admission::Approve);
+        std::fs::write(&path, "admission = \"maybe\"\n").unwrap();
+        let e = AgentConfig::from_args(AgentArgs { config: Some(path.clone()), ..args() }).unwrap_err();
+        assert!(e.0.contains("auto or approve"), "{e}");
         std::fs::write(&path, "colour = \"blue\"\n").unwrap();
         let e = AgentConfig::from_args(AgentArgs { config: Some(path.clone()), ..args() }).unwrap_err();
         assert!(e.0.contains("colour"), "{e}");

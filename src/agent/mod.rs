@@ -11,7 +11,7 @@ pub mod swim;
 use tokio::sync::mpsc;
 
 pub use changes::{Changes, Subscription};
-pub use config::{AgentArgs, AgentConfig, ConfigError};
+pub use config::{Admission, AgentArgs, AgentConfig, ConfigError};
 pub use runtime::{shutdown_signal, ApiCall, Input, MemberView, MembersView, NodeMetrics};
 
 use crate::core::{Config, Node, NodeId};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::config::AgentConfig;
+use super::config::{Admission, AgentConfig};
 use super::swim::{Swim, SwimId};
 use crate::clock;
 use crate::core::acceptor::Slot;
@@ -44,6 +44,9 @@ pub enum ApiCall {
     Metrics(oneshot::Sender<NodeMetrics>),
     /// Scopes this node holds as a voter.
     Scopes(oneshot::Sender<Vec<String>>),
+    /// The identity of a node of this name (and key, if given) that greeted this one and is
+    /// not a member: what an admin approves or bans (its key as its own certificate proved it).
+    Candidate(String, Option<crate::core::KeyHash>, oneshot::Sender<Option<NodeId>>),
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +64,18 @@ pub struct MemberView {
     pub http_addr: SocketAddr,
     pub state: &'static str,
     pub voter: bool,
+    /// `voter`; `member` (does not vote); `pending` (greeted, not admitted yet); `banned`
+    /// (removed by an admin); `none` (known, not a member: it left, or is another cluster's).
+    pub role: &'static str,
+    /// The hash of its certificate's public key, in hex (as its own greeting proved it).
+    pub key: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BanView {
+    /// `None`: the key alone is banned (its name was lifted for another key).
+    pub name: Option<String>,
+    pub key: String,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -70,6 +85,16 @@ pub struct MembersView {
     pub roster_size: usize,
     pub quorum_size: usize,
     pub sweep_done: bool,
+    /// The cluster's id, in hex (none before this node belongs to a cluster).
+    pub cluster_id: Option<String>,
+    /// `auto` or `approve` (this node's `--admission`).
+    pub admission: &'static str,
+    /// Names and keys an admin removed, refused until re-admitted.
+    pub banned: Vec<BanView>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 struct Peer {
@@ -119,6 +144,8 @@ pub struct Runtime {
     /// Peers that greeted this node from one of its `--join` addresses: before it belongs to a
     /// cluster, it takes a roster only from them (`Node::set_seeds`).
     seeds: std::collections::BTreeSet<String>,
+    /// The roster version whose bans the mesh enforces.
+    bans_of: u64,
 }
 
 /// A peer's identity as the core names it.
@@ -175,6 +202,7 @@ impl Runtime {
             changes,
             logged_invalid: std::collections::HashSet::new(),
             seeds: std::collections::BTreeSet::new(),
+            bans_of: 0,
         }
     }
 
@@ -265,11 +293,18 @@ impl Runtime {
         if id.name == self.me.name {
             return;
         }
-        // SWIM does not carry certificate keys: a peer's stays what its own Hello proved.
-        let key = self.peers.get(&id.name).map_or([0; 32], |p| p.info.key);
-        let info = PeerInfo { name: id.name.clone(), incarnation: id.incarnation, key, mesh_addr: id.mesh_addr, http_addr: id.http_addr, bump: id.bump };
+        // SWIM does not carry certificate keys: a peer's stays what its own Hello proved, for
+        // the same life of it. A new incarnation may come with a new key: unknown (and the
+        // peer no candidate for admission) until its own Hello proves it.
+        let known = self.peers.get(&id.name).filter(|p| p.info.incarnation == id.incarnation).map(|p| p.info.key);
+        let info = PeerInfo { name: id.name.clone(), incarnation: id.incarnation, key: known.unwrap_or([0; 32]), mesh_addr: id.mesh_addr, http_addr: id.http_addr, bump: id.bump };
         match self.peers.get_mut(&id.name) {
-            Some(p) => p.info = info,
+            Some(p) => {
+                if known.is_none() {
+                    p.last_seen = None;
+                }
+                p.info = info;
+            }
             None => {
                 self.peers.insert(id.name.clone(), Peer { info, cluster_id: None, last_seen: None, leaving: false });
             }
@@ -287,6 +322,13 @@ impl Runtime {
     /// leave the roster (see `admit`).
     fn refresh_alive(&mut self) {
         let Some(roster) = self.node.roster() else { return };
+        if roster.version != self.bans_of {
+            self.bans_of = roster.version;
+            self.mesh.set_banned(roster.banned.iter().map(|b| (b.name.clone(), b.key)));
+            if roster.is_banned(&self.me.name, &self.me.key) {
+                tracing::error!("an admin removed this node from the cluster: it is banned until an admin re-admits it (POST /api/v1.0/members/approve)");
+            }
+        }
         let not_down: Vec<NodeId> = roster.voters.iter().filter(|v| !self.known_down(v)).cloned().collect();
         let changed = (roster.voters != self.voters_seen).then(|| roster.voters.clone());
         self.node.set_alive(not_down);
@@ -373,6 +415,14 @@ impl Runtime {
             Input::Api(ApiCall::Scopes(reply)) => {
                 let _ = reply.send(self.node.local_scopes());
             }
+            Input::Api(ApiCall::Candidate(name, key, reply)) => {
+                let roster = self.node.roster();
+                let found = self
+                    .candidates()
+                    .map(|p| peer_id(&p.info))
+                    .find(|id| id.name == name && key.is_none_or(|k| id.key == k) && !roster.is_some_and(|r| r.is_member(id)));
+                let _ = reply.send(found);
+            }
             Input::Committed(group) => {
                 for batch in &group {
                     self.announce_changes(&batch.writes);
@@ -452,6 +502,12 @@ impl Runtime {
                 if let (Some(a), Some(b)) = (mine, cluster_id) {
                     if a != b {
                         tracing::warn!(peer = %me.name, "peer belongs to another cluster; ignored");
+                        // Remembered, so that a voter added here that formed or joined another
+                        // cluster meanwhile is removed (`admit`).
+                        if let Some(p) = self.peers.get_mut(&me.name).filter(|p| peer_id(&p.info) == peer_id(&me)) {
+                            p.cluster_id = cluster_id;
+                            p.last_seen = Some(Instant::now());
+                        }
                         return;
                     }
                 }
@@ -500,7 +556,8 @@ impl Runtime {
         let hello = self.hello(leaving);
         let mut sent: Vec<SocketAddr> = Vec::new();
         let to_peers = leaving || self.node.roster().is_none() || self.ticks % 7 == 0;
-        for peer in self.peers.values().filter(|_| to_peers) {
+        let banned = |p: &Peer| self.node.roster().is_some_and(|r| r.is_banned(&p.info.name, &p.info.key));
+        for peer in self.peers.values().filter(|p| to_peers && !banned(p)) {
             self.mesh.send(peer.info.mesh_addr, &hello);
             sent.push(peer.info.mesh_addr);
         }
@@ -618,16 +675,29 @@ impl Runtime {
             tracing::warn!(voter = %gone, "reaping a voter down for longer than reap_after");
             change = Some(RosterChange::Remove(gone.clone()));
         }
+        // A voter added here that greets us as a member of another cluster (it formed or joined
+        // one before it learnt of this one) will never vote here.
+        let foreign = roster.voters.iter().find(|v| {
+            self.peers.get(&v.name).is_some_and(|p| peer_id(&p.info) == **v && p.greeted_lately() && p.cluster_id.is_some_and(|c| c != roster.cluster_id))
+        });
+        if let Some(foreign) = foreign.filter(|_| change.is_none()) {
+            tracing::warn!(voter = %foreign, "removing a voter that belongs to another cluster");
+            change = Some(RosterChange::Remove(foreign.clone()));
+        }
         for peer in alive.iter().filter(|_| change.is_none()) {
             let current = peer_id(&peer.info);
-            if let Some(old) = roster.voters.iter().find(|v| v.name == current.name && **v != current) {
+            if let Some(old) = roster.voters.iter().find(|v| v.name == current.name && **v != current).filter(|_| !roster.is_banned(&current.name, &current.key)) {
                 change = Some(RosterChange::Remove(old.clone()));
                 break;
             }
             // A member removed (by an admin, or reaped) comes back only once it greets us
-            // after the removal: a dead one that looked alive a moment ago never does.
+            // after the removal: a dead one that looked alive a moment ago never does. A
+            // banned one (an admin's removal) not until an admin re-admits it; with
+            // `--admission approve`, no new node until an admin approves it.
             let removed_since_seen = self.removed_at.get(&current).is_some_and(|at| peer.last_seen.is_none_or(|seen| seen <= *at));
-            if !roster.voters.iter().any(|v| v.name == current.name) && !removed_since_seen {
+            let banned = roster.is_banned(&current.name, &current.key);
+            let approve = self.config.admission == Admission::Approve;
+            if !roster.voters.iter().any(|v| v.name == current.name) && !removed_since_seen && !banned && !approve {
                 change = Some(RosterChange::Add(current));
                 break;
             }
@@ -665,12 +735,28 @@ impl Runtime {
     fn members(&self) -> MembersView {
         let roster = self.node.roster();
         let voter = |info: &PeerInfo| roster.is_some_and(|r| r.contains(&peer_id(info)));
+        let ours = roster.map(|r| r.cluster_id);
+        let role = |info: &PeerInfo, greeted: Option<&Peer>| {
+            let id = peer_id(info);
+            match roster {
+                Some(r) if r.contains(&id) => "voter",
+                Some(r) if r.is_member(&id) => "member",
+                Some(r) if r.is_banned(&id.name, &id.key) => "banned",
+                _ if greeted.is_some_and(|p| p.last_seen.is_some() && self.peer_up(p) && (p.cluster_id.is_none() || p.cluster_id == ours)) => "pending",
+                _ => "none",
+            }
+        };
         let mut members = vec![MemberView {
             name: self.me.name.clone(),
             mesh_addr: self.me.mesh_addr,
             http_addr: self.me.http_addr,
             state: "alive",
             voter: voter(&self.me),
+            role: match role(&self.me, None) {
+                "none" if roster.is_none() => "pending",
+                r => r,
+            },
+            key: hex(&self.me.key),
         }];
         for p in self.peers.values() {
             let state = if p.leaving {
@@ -690,6 +776,8 @@ impl Runtime {
                 http_addr: p.info.http_addr,
                 state,
                 voter: voter(&p.info),
+                role: role(&p.info, Some(p)),
+                key: hex(&p.info.key),
             });
         }
         MembersView {
@@ -698,6 +786,12 @@ impl Runtime {
             roster_size: roster.map_or(0, |r| r.voters.len()),
             quorum_size: roster.map_or(0, |r| r.majority()),
             sweep_done: roster.is_some_and(|r| r.sweep_done),
+            cluster_id: ours.map(|id| format!("{id:016x}")),
+            admission: match self.config.admission {
+                Admission::Auto => "auto",
+                Admission::Approve => "approve",
+            },
+            banned: roster.map_or_else(Vec::new, |r| r.banned.iter().map(|b| BanView { name: b.name.clone(), key: hex(&b.key) }).collect()),
         }
     }
 }

@@ -68,6 +68,7 @@ pub fn router(handle: Handle) -> Router {
         .route("/metrics", get(metrics::get))
         .route("/api/v1.0/members", get(members::get))
         .route("/api/v1.0/members/remove", post(members::remove))
+        .route("/api/v1.0/members/approve", post(members::approve))
         .route("/healthz", get(health::get))
         .with_state(handle)
 }

@@ -34,7 +34,8 @@ pub fn execute(me: &Identity, session: Option<&Session>, command: Command, out: 
         },
         Command::Manager { what: Manager::Member { what } } => match what {
             MemberCommand::List => members(me, out),
-            MemberCommand::Remove { name } => remove_member(me, &name, out),
+            MemberCommand::Remove { name, key } => remove_member(me, &name, key.as_deref(), out),
+            MemberCommand::Approve { name, key } => approve_member(me, &name, key.as_deref(), out),
         },
         Command::Orch { what: Orch::Run { file, vars } } => orch::run_file(me, &file, &vars),
     }
@@ -222,26 +223,45 @@ fn list(me: &Identity, out: Output) -> Result<u8, Failure> {
 
 fn members(me: &Identity, out: Output) -> Result<u8, Failure> {
     let Some(v) = text_or_json(me.client.get("/api/v1.0/members")?, out)? else { return Ok(0) };
-    println!("{:<20} {:<8} {:<6} {:<22} MESH", "NAME", "STATE", "VOTER", "HTTP");
+    println!("{:<20} {:<8} {:<8} {:<22} MESH", "NAME", "STATE", "ROLE", "HTTP");
     for m in v["members"].as_array().cloned().unwrap_or_default() {
         println!(
-            "{:<20} {:<8} {:<6} {:<22} {}",
+            "{:<20} {:<8} {:<8} {:<22} {}",
             m["name"].as_str().unwrap_or("?"),
             m["state"].as_str().unwrap_or("?"),
-            if m["voter"] == true { "yes" } else { "no" },
+            m["role"].as_str().unwrap_or("?"),
             m["http_addr"].as_str().unwrap_or("?"),
             m["mesh_addr"].as_str().unwrap_or("?")
         );
     }
     println!("Roster version {}: {} voters, quorum {}{}", v["roster_version"], v["roster_size"], v["quorum_size"], if v["sweep_done"] == true { "" } else { " (change in progress)" });
+    for b in v["banned"].as_array().cloned().unwrap_or_default() {
+        println!("Banned: {} (key {})", b["name"].as_str().unwrap_or("(key only)"), b["key"].as_str().unwrap_or("?"));
+    }
+    if v["admission"] == "approve" {
+        println!("Admission: approve (pending nodes wait for `dshell manager member approve NAME`)");
+    }
     Ok(0)
 }
 
-fn remove_member(me: &Identity, name: &str, out: Output) -> Result<u8, Failure> {
-    let body = serde_json::json!({"name": name});
+fn remove_member(me: &Identity, name: &str, key: Option<&str>, out: Output) -> Result<u8, Failure> {
+    let body = serde_json::json!({"name": name, "key": key});
     let answer = me.client.call("POST", "/api/v1.0/members/remove", Some(&body), Duration::from_secs(30))?;
     if let Some(v) = text_or_json(answer, out)? {
         println!("Removed {name}: roster version {}, {} voters", v["roster_version"], v["roster_size"]);
+    }
+    Ok(0)
+}
+
+fn approve_member(me: &Identity, name: &str, key: Option<&str>, out: Output) -> Result<u8, Failure> {
+    let body = serde_json::json!({"name": name, "key": key});
+    let answer = me.client.call("POST", "/api/v1.0/members/approve", Some(&body), Duration::from_secs(30))?;
+    if let Some(v) = text_or_json(answer, out)? {
+        match v["status"].as_str() {
+            Some("approved") => println!("Approved {name}: roster version {}, {} voters", v["roster_version"], v["roster_size"]),
+            Some("member") => println!("{name} is a member (roster version {})", v["roster_version"]),
+            _ => println!("Re-admitted {name}: {}", v["note"].as_str().unwrap_or("")),
+        }
     }
     Ok(0)
 }

@@ -208,10 +208,22 @@ pub struct RunArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum MemberCommand {
-    /// Members, their state, and the roster.
+    /// Members, their state and role (voter, member, pending, banned), the roster and its bans.
     List,
-    /// Remove a member from the roster (admin).
-    Remove { name: String },
+    /// Remove a member from the roster for good (admin): banned until re-admitted.
+    Remove {
+        name: String,
+        /// Only the node of this certificate key (as `member list --json` shows it).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Re-admit a removed node, or admit one waiting as pending (admin). With --key, admit
+    /// that certificate under the name (a replacement device; the old key stays banned).
+    Approve {
+        name: String,
+        #[arg(long)]
+        key: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -41,6 +41,7 @@ const STREAMS_PER_CONNECTION: usize = 256;
 /// Stream error codes.
 const BAD_FRAME: u32 = 1;
 const WRONG_NAME: u32 = 2;
+const BANNED: u32 = 3;
 
 /// Datagrams in flight at once; more are dropped, as a lossy network would (SWIM copes).
 const MAX_DATAGRAMS_IN_FLIGHT: usize = 4096;
@@ -60,6 +61,16 @@ pub struct Mesh {
     outboxes: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
     inbound: mpsc::Sender<Inbound>,
     datagram_sender: DatagramSender,
+    banned: Mutex<Banned>,
+}
+
+/// Names and certificate keys the roster bans (`Mesh::set_banned`), and the keys whose
+/// refusal was logged (once each).
+#[derive(Default)]
+struct Banned {
+    names: std::collections::HashSet<String>,
+    keys: std::collections::HashSet<KeyHash>,
+    logged: std::collections::HashSet<KeyHash>,
 }
 
 fn transport() -> Arc<quinn::TransportConfig> {
@@ -106,9 +117,31 @@ impl Mesh {
             outboxes: Mutex::new(HashMap::new()),
             inbound,
             datagram_sender,
+            banned: Mutex::new(Banned::default()),
         });
         tokio::spawn(mesh.clone().accept_loop());
         Ok(mesh)
+    }
+
+    /// Refuses these names and keys from now on: a connection from a banned key is closed
+    /// right after its handshake, and a frame speaking for a banned name closes its
+    /// connection (also one opened before the ban); datagrams from them are dropped.
+    pub fn set_banned(&self, bans: impl IntoIterator<Item = (Option<String>, KeyHash)>) {
+        if let Ok(mut banned) = self.banned.lock() {
+            let (names, keys): (Vec<Option<String>>, _) = bans.into_iter().unzip();
+            banned.names = names.into_iter().flatten().collect();
+            banned.keys = keys;
+        }
+    }
+
+    /// Whether `name` or `key` is banned; logs the first refusal of each key.
+    fn refuse(&self, remote: SocketAddr, name: Option<&str>, key: &KeyHash) -> bool {
+        let Ok(mut banned) = self.banned.lock() else { return false };
+        let refused = banned.keys.contains(key) || name.is_some_and(|n| banned.names.contains(n));
+        if refused && banned.logged.insert(*key) {
+            tracing::warn!(%remote, name = name.unwrap_or("?"), "mesh: refused a node an admin removed (banned in the roster; logged once)");
+        }
+        refused
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -275,7 +308,11 @@ impl Mesh {
             connection.close(quinn::VarInt::from_u32(WRONG_NAME), b"unreadable certificate key");
             return;
         };
-        tokio::spawn(self.clone().read_datagrams(connection.clone()));
+        if self.refuse(remote, None, &key) {
+            connection.close(quinn::VarInt::from_u32(BANNED), b"banned");
+            return;
+        }
+        tokio::spawn(self.clone().read_datagrams(connection.clone(), key));
         let names = Arc::new(Mutex::new(HashMap::new()));
         let slots = Arc::new(tokio::sync::Semaphore::new(STREAMS_PER_CONNECTION));
         loop {
@@ -348,6 +385,10 @@ impl Mesh {
                 connection.close(quinn::VarInt::from_u32(WRONG_NAME), b"name or key does not match certificate");
                 return;
             }
+            if self.refuse(remote, Some(&claimed), &key) {
+                connection.close(quinn::VarInt::from_u32(BANNED), b"banned");
+                return;
+            }
             if self.inbound.send(Inbound { peer: claimed, remote, payload: Payload::Frame(frame) }).await.is_err() {
                 return;
             }
@@ -356,13 +397,16 @@ impl Mesh {
 
     /// Reads datagrams from one connection until it closes; a datagram whose claimed sender
     /// the certificate does not carry is dropped.
-    async fn read_datagrams(self: Arc<Self>, connection: quinn::Connection) {
+    async fn read_datagrams(self: Arc<Self>, connection: quinn::Connection, key: KeyHash) {
         let remote = connection.remote_address();
         let names = Mutex::new(HashMap::new());
         while let Ok(packet) = connection.read_datagram().await {
             let Some(claimed) = (self.datagram_sender)(&packet) else { continue };
             if !allowed(&names, &connection, &claimed) {
                 tracing::warn!(%remote, %claimed, "mesh: datagram for a name the certificate does not carry");
+                continue;
+            }
+            if self.refuse(remote, Some(&claimed), &key) {
                 continue;
             }
             if self.inbound.try_send(Inbound { peer: claimed, remote, payload: Payload::Datagram(packet) }).is_err() {
@@ -383,7 +427,9 @@ fn allowed(names: &Mutex<HashMap<String, bool>>, connection: &quinn::Connection,
     if let Some(known) = names.lock().ok().and_then(|n| n.get(name).copied()) {
         return known;
     }
-    let ok = tls::verify_peer_name(connection, name);
+    // Only a node name: every certificate is also valid for the shared dial name and its DNS
+    // and IP names, which would let one key speak (and be admitted) as several nodes.
+    let ok = crate::certs::valid_node_name(name) && tls::verify_peer_name(connection, name);
     if let Ok(mut names) = names.lock() {
         if names.len() >= 64 {
             names.clear();

@@ -53,21 +53,39 @@ fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     Ok(params)
 }
 
-/// Writes `dir/ca.pem` and `dir/ca.key` (mode 0600). Refuses to overwrite an existing CA.
-pub fn make_ca(dir: &Path) -> Result<(), CertError> {
+/// Default validity of a node certificate, in days.
+pub const NODE_DAYS: u32 = 365;
+/// Default validity of a CA certificate, in days.
+pub const CA_DAYS: u32 = 3650;
+
+/// Valid from an hour ago (clocks differ a little) for `days` days.
+fn validity(params: &mut CertificateParams, days: u32) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days.max(1)));
+}
+
+/// Writes `dir/ca.pem` and `dir/ca.key` (mode 0600), valid for `days` days. Refuses to
+/// overwrite an existing CA.
+pub fn make_ca(dir: &Path, days: u32) -> Result<(), CertError> {
     fs::create_dir_all(dir).map_err(|e| CertError::Write(dir.to_path_buf(), e))?;
     let key_path = dir.join("ca.key");
     if key_path.exists() {
         return Err(CertError::Exists(key_path));
     }
     let key = KeyPair::generate()?;
-    let cert = ca_params()?.self_signed(&key)?;
+    let mut params = ca_params()?;
+    validity(&mut params, days);
+    let cert = params.self_signed(&key)?;
     write_private(&key_path, &key.serialize_pem())?;
     write_public(&dir.join("ca.pem"), &cert.pem())
 }
 
-/// Writes `dir/NAME.pem` and `dir/NAME.key` (mode 0600), signed by the CA in `dir`.
-pub fn make_node(dir: &Path, name: &str, ips: &[IpAddr], dns: &[String]) -> Result<(), CertError> {
+/// Writes `dir/NAME.pem` and `dir/NAME.key` (mode 0600), signed by the CA in `dir`, valid for
+/// `days` days. With `renew`, keeps the node's existing key (`dir/NAME.key`) and replaces only
+/// its certificate: the node keeps its identity in the roster (its name and key hash), so a
+/// renewal needs no roster change. A new key is a new identity.
+pub fn make_node(dir: &Path, name: &str, ips: &[IpAddr], dns: &[String], days: u32, renew: bool) -> Result<(), CertError> {
     if !valid_node_name(name) {
         return Err(CertError::BadName(name.to_string()));
     }
@@ -91,9 +109,17 @@ pub fn make_node(dir: &Path, name: &str, ips: &[IpAddr], dns: &[String]) -> Resu
     params.distinguished_name = dn;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-    let key = KeyPair::generate()?;
+    validity(&mut params, days);
+    let key_path = dir.join(format!("{name}.key"));
+    let key = if renew {
+        let pem = fs::read_to_string(&key_path).map_err(|e| CertError::Read(key_path.clone(), e))?;
+        KeyPair::from_pem(&pem)?
+    } else {
+        let key = KeyPair::generate()?;
+        write_private(&key_path, &key.serialize_pem())?;
+        key
+    };
     let cert = params.signed_by(&key, &issuer)?;
-    write_private(&dir.join(format!("{name}.key")), &key.serialize_pem())?;
     write_public(&dir.join(format!("{name}.pem")), &cert.pem())
 }
 
@@ -131,14 +157,47 @@ mod tests {
     fn a_ca_signs_node_certificates_with_private_keys_0600() {
         let dir = std::env::temp_dir().join(format!("lockmesh-certs-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        make_ca(&dir).unwrap();
-        assert!(matches!(make_ca(&dir), Err(CertError::Exists(_))));
-        make_node(&dir, "node-1", &["127.0.0.1".parse().unwrap()], &[]).unwrap();
-        assert!(matches!(make_node(&dir, "Bad_Name", &[], &[]), Err(CertError::BadName(_))));
+        make_ca(&dir, CA_DAYS).unwrap();
+        assert!(matches!(make_ca(&dir, CA_DAYS), Err(CertError::Exists(_))));
+        make_node(&dir, "node-1", &["127.0.0.1".parse().unwrap()], &[], NODE_DAYS, false).unwrap();
+        assert!(matches!(make_node(&dir, "Bad_Name", &[], &[], NODE_DAYS, false), Err(CertError::BadName(_))));
+        // Without --renew, an existing node key is never overwritten.
+        assert!(make_node(&dir, "node-1", &[], &[], NODE_DAYS, false).is_err());
         for key in ["ca.key", "node-1.key"] {
             let mode = fs::metadata(dir.join(key)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{key}");
         }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn certificates_expire_and_a_renewal_keeps_the_key() {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, UnixTime};
+        let dir = std::env::temp_dir().join(format!("lockmesh-certs-renew-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        make_ca(&dir, CA_DAYS).unwrap();
+        let read = |file: &str| CertificateDer::from_pem_file(dir.join(file)).unwrap();
+        let ca = read("ca.pem");
+        let anchors = [webpki::anchor_from_trusted_cert(&ca).unwrap()];
+        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms.all;
+        let day = 86_400;
+        let now = UnixTime::now().as_secs();
+        // Whether the mesh's verifier takes the node certificate `days` days from now.
+        let valid_in = |cert: &CertificateDer<'_>, days: u64| {
+            let leaf = webpki::EndEntityCert::try_from(cert).unwrap();
+            let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now + days * day));
+            leaf.verify_for_usage(algs, &anchors, &[], at, webpki::KeyUsage::client_auth(), None, None).is_ok()
+        };
+        make_node(&dir, "node-1", &[], &[], 30, false).unwrap();
+        let first = read("node-1.pem");
+        assert!(valid_in(&first, 0) && valid_in(&first, 29), "valid for its days");
+        assert!(!valid_in(&first, 31), "and no longer");
+        make_node(&dir, "node-1", &[], &[], 90, true).unwrap();
+        let renewed = read("node-1.pem");
+        assert!(valid_in(&renewed, 89) && !valid_in(&renewed, 91));
+        let key = crate::mesh::tls::key_hash;
+        assert_eq!(key(&first), key(&renewed), "renewed with the same key: the same identity in the roster");
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -38,7 +38,7 @@ pub fn run(nodes: usize) -> ExitCode {
 
 fn start(dir: &Path, nodes: usize) -> Result<Vec<Child>, String> {
     let certs = dir.join("certs");
-    lockmesh::certs::make_ca(&certs).map_err(|e| e.to_string())?;
+    lockmesh::certs::make_ca(&certs, lockmesh::certs::CA_DAYS).map_err(|e| e.to_string())?;
     let users = dir.join("users.toml");
     let password = random_password()?;
     let token = lockmesh::auth::Users::add(&users, "admin", lockmesh::auth::Role::Admin, &password)?;
@@ -46,7 +46,7 @@ fn start(dir: &Path, nodes: usize) -> Result<Vec<Child>, String> {
     let mut children = Vec::new();
     for i in 0..nodes {
         let name = format!("node-{}", i + 1);
-        lockmesh::certs::make_node(&certs, &name, &["127.0.0.1".parse().map_err(|_| "bad ip")?], &[]).map_err(|e| e.to_string())?;
+        lockmesh::certs::make_node(&certs, &name, &["127.0.0.1".parse().map_err(|_| "bad ip")?], &[], lockmesh::certs::NODE_DAYS, false).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&exe);
         cmd.arg("agent")

@@ -60,7 +60,12 @@ enum UsersCommand {
 #[derive(Subcommand)]
 enum CertsCommand {
     /// Write DIR/ca.pem and DIR/ca.key.
-    Ca { dir: PathBuf },
+    Ca {
+        dir: PathBuf,
+        /// Days the CA certificate is valid [default: 3650].
+        #[arg(long, default_value_t = lockmesh::certs::CA_DAYS)]
+        days: u32,
+    },
     /// Write DIR/NAME.pem and DIR/NAME.key, signed by the CA in DIR.
     Node {
         dir: PathBuf,
@@ -71,6 +76,13 @@ enum CertsCommand {
         /// A DNS name the certificate is also valid for (repeatable).
         #[arg(long)]
         dns: Vec<String>,
+        /// Days the certificate is valid [default: 365].
+        #[arg(long, default_value_t = lockmesh::certs::NODE_DAYS)]
+        days: u32,
+        /// Keep the node's key (DIR/NAME.key) and replace only its certificate: the node keeps
+        /// its identity in the roster.
+        #[arg(long)]
+        renew: bool,
     },
 }
 
@@ -142,8 +154,8 @@ fn main() -> ExitCode {
         }
         Command::Certs { command } => {
             let result = match command {
-                CertsCommand::Ca { dir } => lockmesh::certs::make_ca(&dir),
-                CertsCommand::Node { dir, name, ip, dns } => lockmesh::certs::make_node(&dir, &name, &ip, &dns),
+                CertsCommand::Ca { dir, days } => lockmesh::certs::make_ca(&dir, days),
+                CertsCommand::Node { dir, name, ip, dns, days, renew } => lockmesh::certs::make_node(&dir, &name, &ip, &dns, days, renew),
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

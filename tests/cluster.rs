@@ -479,7 +479,7 @@ fn a_never_admitted_certificate_can_neither_split_the_cluster_nor_grant_a_scope(
         while members.len() < 3 {
             assert!(tokio::time::Instant::now() < deadline, "the members never greeted back: {members:?}");
             for t in &targets {
-                mesh.send(*t, &Frame::Hello { me: me.clone(), cluster_id: None, roster_version: 0, peers: vec![], leaving: true });
+                mesh.send(*t, None, &Frame::Hello { me: me.clone(), cluster_id: None, roster_version: 0, peers: vec![], leaving: true });
             }
             while let Ok(Some(inbound)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
                 if let lockmesh::mesh::endpoint::Payload::Frame(Frame::Hello { me: peer, cluster_id: Some(id), roster_version, .. }) = inbound.payload {
@@ -515,7 +515,7 @@ fn a_never_admitted_certificate_can_neither_split_the_cluster_nor_grant_a_scope(
                 Body::Commit { roster: forged.clone() },
             ] {
                 let envelope = Envelope { from: rogue_id.clone(), to: to.clone(), roster: Some(in_force.id()), body };
-                mesh.send(*t, &Frame::Core(envelope));
+                mesh.send(*t, None, &Frame::Core(envelope));
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -634,4 +634,45 @@ fn a_node_of_another_cluster_with_the_same_ca_is_not_admitted() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["fencing_token"], 1, "the clusters share no scope: {body}");
     }
+}
+
+/// A node certificate rotated while the cluster serves: renewed with the same key, the node is
+/// the same member (no roster change); with a new key it is a new identity, which admission
+/// swaps in for the old one.
+#[test]
+fn a_node_certificate_is_rotated_while_the_cluster_serves() {
+    let mut c = Cluster::started("rotate", 3);
+    let members = |c: &Cluster| get(c.http(0), "/api/v1.0/members").unwrap().1;
+    let before = members(&c)["roster_version"].as_u64().unwrap();
+    let certs = c.certs.to_str().unwrap().to_string();
+    let out = support::lockmesh(&["certs", "node", &certs, "node-2", "--ip", "127.0.0.1", "--days", "30", "--renew"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.kill(1);
+    c.start(1, &[]);
+    wait_for("node-2 to serve with its renewed certificate", Duration::from_secs(60), || {
+        post(c.http(1), &lock_body("renewed", "x")).is_ok_and(|(status, _)| status == 200)
+    });
+    assert_eq!(members(&c)["roster_version"].as_u64(), Some(before), "a renewal changes no roster");
+    // A new key: move the old pair away and make a new one.
+    for ext in ["pem", "key"] {
+        std::fs::rename(c.certs.join(format!("node-2.{ext}")), c.certs.join(format!("node-2.old.{ext}"))).unwrap();
+    }
+    let out = support::lockmesh(&["certs", "node", &certs, "node-2", "--ip", "127.0.0.1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pem = rustls::pki_types::pem::PemObject::from_pem_file(c.certs.join("node-2.pem")).unwrap();
+    let key: String = lockmesh::mesh::tls::key_hash(&pem).unwrap().iter().map(|b| format!("{b:02x}")).collect();
+    c.kill(1);
+    c.start(1, &[]);
+    let (status, body) = post(c.http(0), &lock_body("during-the-swap", "x")).unwrap();
+    assert_eq!(status, 200, "two of three voters serve meanwhile: {body}");
+    wait_for("the new key to be swapped in", Duration::from_secs(90), || {
+        let v = members(&c);
+        v["roster_size"] == 3
+            && v["sweep_done"] == true
+            && v["members"].as_array().is_some_and(|ms| ms.iter().any(|m| m["name"] == "node-2" && m["role"] == "voter" && m["key"] == key.as_str()))
+    });
+    assert!(members(&c)["roster_version"].as_u64().unwrap() >= before + 2, "removed the old identity, added the new");
+    wait_for("node-2 to serve with its new key", Duration::from_secs(60), || {
+        post(c.http(1), &lock_body("rekeyed", "x")).is_ok_and(|(status, _)| status == 200)
+    });
 }

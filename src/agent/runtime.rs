@@ -270,7 +270,7 @@ impl Runtime {
     fn pump_swim(&mut self) {
         let out = self.swim.drain(Instant::now());
         for (to, packet) in out.send {
-            self.mesh.send_datagram(to.mesh_addr, packet);
+            self.mesh.send_datagram(to.mesh_addr, &to.name, packet);
         }
         for n in out.notifications {
             match n {
@@ -387,14 +387,22 @@ impl Runtime {
             return; // it would only wait for a timeout, holding memory
         }
         match self.peers.get(&envelope.to.name) {
-            Some(peer) => self.mesh.send(peer.info.mesh_addr, &Frame::Core(envelope)),
+            Some(peer) => self.mesh.send(peer.info.mesh_addr, Some(&peer.info.name), &Frame::Core(envelope)),
             None => tracing::debug!(to = %envelope.to, "no address for a peer; message dropped"),
         }
     }
 
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Mesh(Inbound { payload: Payload::Datagram(packet), .. }) => self.swim.handle_packet(&packet),
+            Input::Mesh(Inbound { payload: Payload::Datagram(packet), peer, key, .. }) => {
+                // SWIM runs among members: a node the roster does not list cannot tell this one
+                // that a member is down, or where one is. (A joining node greets by Hello until
+                // it is admitted; one with no roster yet listens to anyone.)
+                let member = self.node.roster().is_none_or(|r| r.voters.iter().chain(&r.members).any(|m| m.name == peer && m.key == key));
+                if member {
+                    self.swim.handle_packet(&packet);
+                }
+            }
             Input::Mesh(inbound) => self.on_frame(inbound),
             Input::Api(ApiCall::Op { key, op, timeout_us, reply }) => {
                 let client = self.next_client;
@@ -494,7 +502,7 @@ impl Runtime {
                         roster: self.node.roster().map(|r| r.id()),
                         body: crate::core::Body::RosterPull,
                     };
-                    self.mesh.send(me.mesh_addr, &Frame::Core(pull));
+                    self.mesh.send(me.mesh_addr, Some(&me.name), &Frame::Core(pull));
                 }
                 if me.name == self.me.name {
                     return;
@@ -523,7 +531,7 @@ impl Runtime {
                 self.peers.insert(name, Peer { info: me, cluster_id, last_seen: Some(Instant::now()), leaving });
                 for p in peers {
                     if p.name != self.me.name && !self.peers.contains_key(&p.name) {
-                        self.mesh.send(p.mesh_addr, &self.hello(false));
+                        self.mesh.send(p.mesh_addr, Some(&p.name), &self.hello(false));
                         self.peers.insert(p.name.clone(), Peer { info: p, cluster_id: None, last_seen: None, leaving: false });
                     }
                 }
@@ -558,12 +566,12 @@ impl Runtime {
         let to_peers = leaving || self.node.roster().is_none() || self.ticks % 7 == 0;
         let banned = |p: &Peer| self.node.roster().is_some_and(|r| r.is_banned(&p.info.name, &p.info.key));
         for peer in self.peers.values().filter(|p| to_peers && !banned(p)) {
-            self.mesh.send(peer.info.mesh_addr, &hello);
+            self.mesh.send(peer.info.mesh_addr, Some(&peer.info.name), &hello);
             sent.push(peer.info.mesh_addr);
         }
         for addr in &self.config.join {
             if !sent.contains(addr) && *addr != self.me.mesh_addr {
-                self.mesh.send(*addr, &hello);
+                self.mesh.send(*addr, None, &hello);
             }
         }
     }

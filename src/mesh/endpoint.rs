@@ -22,6 +22,8 @@ use crate::core::KeyHash;
 #[derive(Debug)]
 pub struct Inbound {
     pub peer: String,
+    /// The hash of the peer certificate's public key.
+    pub key: KeyHash,
     pub remote: SocketAddr,
     pub payload: Payload,
 }
@@ -35,6 +37,14 @@ pub enum Payload {
 
 /// Reads the sender's name a datagram claims, so it can be checked against the certificate.
 pub type DatagramSender = fn(&[u8]) -> Option<String>;
+
+/// Where frames go: an address, and the name the certificate answering there must be valid
+/// for (a node's own name, or the shared dial name when it is not known yet).
+type Dest = (SocketAddr, String);
+
+fn dest(addr: SocketAddr, name: Option<&str>) -> Dest {
+    (addr, name.unwrap_or(tls::dial_name()).to_string())
+}
 
 /// Frames read at once from one connection.
 const STREAMS_PER_CONNECTION: usize = 256;
@@ -56,12 +66,15 @@ const OUTBOX_IDLE: Duration = Duration::from_secs(60);
 pub struct Mesh {
     datagram_slots: Arc<tokio::sync::Semaphore>,
     endpoint: quinn::Endpoint,
-    connections: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    connections: Mutex<HashMap<Dest, quinn::Connection>>,
     /// Each peer's queue of encoded frames, drained by its sender task (`outbox`).
-    outboxes: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    outboxes: Mutex<HashMap<Dest, mpsc::Sender<Vec<u8>>>>,
     inbound: mpsc::Sender<Inbound>,
     datagram_sender: DatagramSender,
     banned: Mutex<Banned>,
+    /// Peer endpoints whose failed handshake was logged (once each; a peer redials every tick
+    /// from the same endpoint).
+    refused_logged: Mutex<std::collections::HashSet<SocketAddr>>,
 }
 
 /// Names and certificate keys the roster bans (`Mesh::set_banned`), and the keys whose
@@ -118,6 +131,7 @@ impl Mesh {
             inbound,
             datagram_sender,
             banned: Mutex::new(Banned::default()),
+            refused_logged: Mutex::new(std::collections::HashSet::new()),
         });
         tokio::spawn(mesh.clone().accept_loop());
         Ok(mesh)
@@ -144,6 +158,15 @@ impl Mesh {
         refused
     }
 
+    /// Whether this is the first failed handshake from `peer` (at most a thousand remembered).
+    fn first_refusal(&self, peer: SocketAddr) -> bool {
+        let Ok(mut logged) = self.refused_logged.lock() else { return true };
+        if logged.len() >= 1024 {
+            logged.clear();
+        }
+        logged.insert(peer)
+    }
+
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.endpoint.local_addr().ok()
     }
@@ -152,18 +175,25 @@ impl Mesh {
         while let Some(incoming) = self.endpoint.accept().await {
             let mesh = self.clone();
             tokio::spawn(async move {
+                let remote = incoming.remote_address();
                 match incoming.await {
                     Ok(connection) => mesh.read_frames(connection).await,
-                    Err(e) if format_mismatch(&e) => tracing::warn!(error = %e, "{}", MISMATCH),
-                    // A client the CA did not sign ends here.
-                    Err(e) => tracing::warn!(error = %e, "mesh: refused a connection"),
+                    // A client the CA did not sign ends here (or one of another wire format).
+                    Err(e) if mesh.first_refusal(remote) => {
+                        let what = if format_mismatch(&e) { MISMATCH } else { "mesh: refused a connection (logged once per peer address)" };
+                        tracing::warn!(%remote, error = %e, "{what}");
+                    }
+                    Err(e) => tracing::debug!(%remote, error = %e, "mesh: refused a connection"),
                 }
             });
         }
     }
 
-    /// Queues one frame for `addr` (dialing if needed). Fire and forget: the protocol retries.
-    pub fn send(self: &Arc<Self>, addr: SocketAddr, frame: &Frame) {
+    /// Queues one frame for the node `name` at `addr` (dialing if needed); with no name, for
+    /// whichever node answers there (a `--join` address). Fire and forget: the protocol
+    /// retries.
+    pub fn send(self: &Arc<Self>, addr: SocketAddr, name: Option<&str>, frame: &Frame) {
+        let dest = dest(addr, name);
         let mut bytes = match wire::encode_prefixed(frame) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -174,9 +204,9 @@ impl Mesh {
         let Ok(mut outboxes) = self.outboxes.lock() else { return };
         // Twice at most: a sender task that ended (idle) is replaced once.
         for _ in 0..2 {
-            let outbox = outboxes.entry(addr).or_insert_with(|| {
+            let outbox = outboxes.entry(dest.clone()).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(OUTBOX_FRAMES);
-                tokio::spawn(self.clone().outbox(addr, rx));
+                tokio::spawn(self.clone().outbox(dest.clone(), rx));
                 tx
             });
             match outbox.try_send(bytes) {
@@ -186,7 +216,7 @@ impl Mesh {
                     return;
                 }
                 Err(mpsc::error::TrySendError::Closed(back)) => {
-                    outboxes.remove(&addr);
+                    outboxes.remove(&dest);
                     bytes = back;
                 }
             }
@@ -196,14 +226,15 @@ impl Mesh {
     /// One peer's sender task: writes every frame waiting for `addr` to one stream at once.
     /// A failed write loses the frames it carried (as a lossy network would) and the next
     /// batch opens a new stream, on a new connection if the old one is gone.
-    async fn outbox(self: Arc<Self>, addr: SocketAddr, mut frames: mpsc::Receiver<Vec<u8>>) {
+    async fn outbox(self: Arc<Self>, dest: Dest, mut frames: mpsc::Receiver<Vec<u8>>) {
+        let addr = dest.0;
         let mut stream = None;
         loop {
             let mut batch = match tokio::time::timeout(OUTBOX_IDLE, frames.recv()).await {
                 Ok(Some(bytes)) => bytes,
                 Ok(None) => return,
                 Err(_idle) => {
-                    if self.retire(addr, &frames) {
+                    if self.retire(&dest, &frames) {
                         return;
                     }
                     continue;
@@ -215,21 +246,21 @@ impl Mesh {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.write(addr, &mut stream, &batch).await {
+            if let Err(e) = self.write(&dest, &mut stream, &batch).await {
                 tracing::debug!(%addr, error = %e, "mesh: send failed");
                 stream = None;
-                self.forget(addr);
+                self.forget(&dest);
             }
         }
     }
 
     /// Writes to the stream kept for `addr`, opening one first if there is none or its
     /// connection has closed (the peer restarted, or went silent).
-    async fn write(self: &Arc<Self>, addr: SocketAddr, kept: &mut Option<(quinn::Connection, quinn::SendStream)>, bytes: &[u8]) -> Result<(), MeshError> {
+    async fn write(self: &Arc<Self>, dest: &Dest, kept: &mut Option<(quinn::Connection, quinn::SendStream)>, bytes: &[u8]) -> Result<(), MeshError> {
         let (connection, stream) = match kept.take() {
             Some((connection, stream)) if connection.close_reason().is_none() => (connection, stream),
             _ => {
-                let connection = self.connection(addr).await?;
+                let connection = self.connection(dest).await?;
                 let stream = connection.open_uni().await.map_err(|e| MeshError::Send(e.to_string()))?;
                 (connection, stream)
             }
@@ -240,22 +271,24 @@ impl Mesh {
 
     /// Ends an idle sender task, unless a frame arrived meanwhile: `send` queues frames under
     /// the same lock, so none is queued to a task that is going away.
-    fn retire(&self, addr: SocketAddr, frames: &mpsc::Receiver<Vec<u8>>) -> bool {
+    fn retire(&self, dest: &Dest, frames: &mpsc::Receiver<Vec<u8>>) -> bool {
         let Ok(mut outboxes) = self.outboxes.lock() else { return false };
         if !frames.is_empty() {
             return false;
         }
-        outboxes.remove(&addr);
+        outboxes.remove(dest);
         true
     }
 
-    /// Sends one datagram to `addr` (dialing if needed); lost if anything fails, as datagrams are.
-    pub fn send_datagram(self: &Arc<Self>, addr: SocketAddr, packet: bytes::Bytes) {
+    /// Sends one datagram to the node `name` at `addr` (dialing if needed); lost if anything
+    /// fails, as datagrams are.
+    pub fn send_datagram(self: &Arc<Self>, addr: SocketAddr, name: &str, packet: bytes::Bytes) {
+        let dest = dest(addr, Some(name));
         let Ok(permit) = self.datagram_slots.clone().try_acquire_owned() else { return };
         let mesh = self.clone();
         tokio::spawn(async move {
             let _held = permit;
-            match mesh.connection(addr).await {
+            match mesh.connection(&dest).await {
                 Ok(connection) => {
                     if let Err(e) = connection.send_datagram(packet) {
                         tracing::debug!(%addr, error = %e, "mesh: datagram not sent");
@@ -263,28 +296,32 @@ impl Mesh {
                 }
                 Err(e) => {
                     tracing::debug!(%addr, error = %e, "mesh: no connection for a datagram");
-                    mesh.forget(addr);
+                    mesh.forget(&dest);
                 }
             }
         });
     }
 
-    fn forget(&self, addr: SocketAddr) {
+    fn forget(&self, dest: &Dest) {
         if let Ok(mut connections) = self.connections.lock() {
-            if connections.get(&addr).is_some_and(|c| c.close_reason().is_some()) {
-                connections.remove(&addr);
+            if connections.get(dest).is_some_and(|c| c.close_reason().is_some()) {
+                connections.remove(dest);
             }
         }
     }
 
-    async fn connection(self: &Arc<Self>, addr: SocketAddr) -> Result<quinn::Connection, MeshError> {
-        let cached = self.connections.lock().ok().and_then(|c| c.get(&addr).cloned());
+    /// A connection to `dest`: the peer's certificate verified for the name dialled (the
+    /// node's own name when known, so that no other certificate at that address receives what
+    /// is meant for it).
+    async fn connection(self: &Arc<Self>, dest: &Dest) -> Result<quinn::Connection, MeshError> {
+        let addr = dest.0;
+        let cached = self.connections.lock().ok().and_then(|c| c.get(dest).cloned());
         if let Some(connection) = cached {
             if connection.close_reason().is_none() {
                 return Ok(connection);
             }
         }
-        let connecting = self.endpoint.connect(addr, tls::dial_name()).map_err(|e| MeshError::Send(e.to_string()))?;
+        let connecting = self.endpoint.connect(addr, &dest.1).map_err(|e| MeshError::Send(e.to_string()))?;
         let connection = connecting.await.map_err(|e| {
             if format_mismatch(&e) {
                 tracing::warn!(%addr, error = %e, "{}", MISMATCH);
@@ -292,7 +329,7 @@ impl Mesh {
             MeshError::Send(e.to_string())
         })?;
         if let Ok(mut connections) = self.connections.lock() {
-            connections.insert(addr, connection.clone());
+            connections.insert(dest.clone(), connection.clone());
         }
         tokio::spawn(self.clone().read_frames(connection.clone()));
         Ok(connection)
@@ -389,7 +426,7 @@ impl Mesh {
                 connection.close(quinn::VarInt::from_u32(BANNED), b"banned");
                 return;
             }
-            if self.inbound.send(Inbound { peer: claimed, remote, payload: Payload::Frame(frame) }).await.is_err() {
+            if self.inbound.send(Inbound { peer: claimed, key, remote, payload: Payload::Frame(frame) }).await.is_err() {
                 return;
             }
         }
@@ -409,7 +446,7 @@ impl Mesh {
             if self.refuse(remote, Some(&claimed), &key) {
                 continue;
             }
-            if self.inbound.try_send(Inbound { peer: claimed, remote, payload: Payload::Datagram(packet) }).is_err() {
+            if self.inbound.try_send(Inbound { peer: claimed, key, remote, payload: Payload::Datagram(packet) }).is_err() {
                 // Full or closed: membership datagrams may be lost; SWIM copes.
                 continue;
             }

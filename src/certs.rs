@@ -1,5 +1,6 @@
-//! The cluster's certificates: a CA, and node certificates it signs for both server and client
-//! use. `lockmesh certs ca DIR` and `lockmesh certs node DIR NAME` call into here.
+//! The cluster's certificates: a CA; node certificates it signs for both server and client use;
+//! client certificates (client use only) and HTTP server certificates (server use only), which
+//! the mesh refuses. `lockmesh certs ca|node|client|http` call into here.
 //!
 //! Every node certificate carries its node name as a DNS name, plus the shared name
 //! `lockmesh-node`, which is what a node dials when it does not know a peer's name yet; the
@@ -81,6 +82,63 @@ pub fn make_ca(dir: &Path, days: u32) -> Result<(), CertError> {
     write_public(&dir.join("ca.pem"), &cert.pem())
 }
 
+/// Writes `dir/NAME.pem` and `dir/NAME.key` (mode 0600) for a client of the HTTP API, signed by
+/// the CA in `dir`: for client use only, named by its common name, valid for no DNS name — in
+/// particular not for the shared node name, so the mesh refuses it.
+pub fn make_client(dir: &Path, name: &str, days: u32) -> Result<(), CertError> {
+    if name.is_empty() || name.len() > 64 || name == SHARED_NAME || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)) {
+        return Err(CertError::BadName(name.to_string()));
+    }
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    issue(dir, name, params, days, false)
+}
+
+/// Writes `dir/NAME.pem` and `dir/NAME.key` (mode 0600) for serving the HTTP API over TLS,
+/// signed by the CA in `dir`: for server use only, valid for `dns` names and `ips`, never for
+/// the shared node name, so no node takes it for a node's.
+pub fn make_http(dir: &Path, name: &str, ips: &[IpAddr], dns: &[String], days: u32) -> Result<(), CertError> {
+    let dns_name = |n: &str| !n.is_empty() && n.len() <= 253 && n != SHARED_NAME && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if let Some(bad) = std::iter::once(name).chain(dns.iter().map(String::as_str)).find(|n| !dns_name(n)) {
+        return Err(CertError::BadName(bad.to_string()));
+    }
+    let mut params = CertificateParams::new(dns.to_vec())?;
+    params.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    issue(dir, name, params, days, false)
+}
+
+/// Signs `params` with the CA in `dir` for `days` days and writes `dir/NAME.pem`, with a new
+/// key in `dir/NAME.key` (mode 0600, never overwritten), or the existing key if `renew`.
+fn issue(dir: &Path, name: &str, mut params: CertificateParams, days: u32, renew: bool) -> Result<(), CertError> {
+    let ca_key_path = dir.join("ca.key");
+    let ca_key_pem = fs::read_to_string(&ca_key_path).map_err(|e| CertError::Read(ca_key_path, e))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+    // The issuer is rebuilt from the same parameters and key as the CA certificate: same
+    // subject, same key identifier, so the signature chains to ca.pem.
+    let issuer = Issuer::new(ca_params()?, ca_key);
+    validity(&mut params, days);
+    let key_path = dir.join(format!("{name}.key"));
+    let key = if renew {
+        let pem = fs::read_to_string(&key_path).map_err(|e| CertError::Read(key_path.clone(), e))?;
+        KeyPair::from_pem(&pem)?
+    } else {
+        let key = KeyPair::generate()?;
+        write_private(&key_path, &key.serialize_pem())?;
+        key
+    };
+    let cert = params.signed_by(&key, &issuer)?;
+    write_public(&dir.join(format!("{name}.pem")), &cert.pem())
+}
+
 /// Writes `dir/NAME.pem` and `dir/NAME.key` (mode 0600), signed by the CA in `dir`, valid for
 /// `days` days. With `renew`, keeps the node's existing key (`dir/NAME.key`) and replaces only
 /// its certificate: the node keeps its identity in the roster (its name and key hash), so a
@@ -89,13 +147,6 @@ pub fn make_node(dir: &Path, name: &str, ips: &[IpAddr], dns: &[String], days: u
     if !valid_node_name(name) {
         return Err(CertError::BadName(name.to_string()));
     }
-    let ca_key_path = dir.join("ca.key");
-    let ca_key_pem = fs::read_to_string(&ca_key_path).map_err(|e| CertError::Read(ca_key_path, e))?;
-    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
-    // The issuer is rebuilt from the same parameters and key as the CA certificate: same
-    // subject, same key identifier, so the signature chains to ca.pem.
-    let issuer = Issuer::new(ca_params()?, ca_key);
-
     if let Some(clash) = dns.iter().find(|d| valid_node_name(d) || d.as_str() == SHARED_NAME) {
         // A certificate valid for another node's name could speak for that node.
         return Err(CertError::BadName(format!("--dns {clash}: looks like a node name; use a dotted DNS name")));
@@ -109,18 +160,7 @@ pub fn make_node(dir: &Path, name: &str, ips: &[IpAddr], dns: &[String], days: u
     params.distinguished_name = dn;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-    validity(&mut params, days);
-    let key_path = dir.join(format!("{name}.key"));
-    let key = if renew {
-        let pem = fs::read_to_string(&key_path).map_err(|e| CertError::Read(key_path.clone(), e))?;
-        KeyPair::from_pem(&pem)?
-    } else {
-        let key = KeyPair::generate()?;
-        write_private(&key_path, &key.serialize_pem())?;
-        key
-    };
-    let cert = params.signed_by(&key, &issuer)?;
-    write_public(&dir.join(format!("{name}.pem")), &cert.pem())
+    issue(dir, name, params, days, renew)
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), CertError> {
@@ -167,6 +207,27 @@ mod tests {
             let mode = fs::metadata(dir.join(key)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{key}");
         }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_node_certificates_are_valid_for_the_shared_node_name() {
+        use rustls::pki_types::pem::PemObject;
+        let dir = std::env::temp_dir().join(format!("lockmesh-certs-purpose-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        make_ca(&dir, CA_DAYS).unwrap();
+        make_node(&dir, "node-1", &[], &[], NODE_DAYS, false).unwrap();
+        make_client(&dir, "alice", NODE_DAYS).unwrap();
+        make_http(&dir, "api.example.com", &[], &["node-1".into()], NODE_DAYS).unwrap();
+        assert!(make_http(&dir, "x", &[], &[SHARED_NAME.into()], NODE_DAYS).is_err());
+        assert!(make_client(&dir, SHARED_NAME, NODE_DAYS).is_err());
+        let shared = rustls::pki_types::ServerName::try_from(SHARED_NAME).unwrap();
+        let node_cert = |name: &str| {
+            let der = rustls::pki_types::CertificateDer::from_pem_file(dir.join(format!("{name}.pem"))).unwrap();
+            webpki::EndEntityCert::try_from(&der).unwrap().verify_is_valid_for_subject_name(&shared).is_ok()
+        };
+        assert!(node_cert("node-1"));
+        assert!(!node_cert("alice") && !node_cert("api.example.com"));
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -84,6 +84,25 @@ enum CertsCommand {
         #[arg(long)]
         renew: bool,
     },
+    /// Write DIR/NAME.pem and DIR/NAME.key for a client (client use only; the mesh refuses it).
+    Client {
+        dir: PathBuf,
+        name: String,
+        #[arg(long, default_value_t = lockmesh::certs::NODE_DAYS)]
+        days: u32,
+    },
+    /// Write DIR/NAME.pem and DIR/NAME.key for serving HTTP over TLS (server use only; the mesh
+    /// refuses it).
+    Http {
+        dir: PathBuf,
+        name: String,
+        #[arg(long)]
+        ip: Vec<IpAddr>,
+        #[arg(long)]
+        dns: Vec<String>,
+        #[arg(long, default_value_t = lockmesh::certs::NODE_DAYS)]
+        days: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -156,6 +175,8 @@ fn main() -> ExitCode {
             let result = match command {
                 CertsCommand::Ca { dir, days } => lockmesh::certs::make_ca(&dir, days),
                 CertsCommand::Node { dir, name, ip, dns, days, renew } => lockmesh::certs::make_node(&dir, &name, &ip, &dns, days, renew),
+                CertsCommand::Client { dir, name, days } => lockmesh::certs::make_client(&dir, &name, days),
+                CertsCommand::Http { dir, name, ip, dns, days } => lockmesh::certs::make_http(&dir, &name, &ip, &dns, days),
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

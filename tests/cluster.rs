@@ -676,3 +676,44 @@ fn a_node_certificate_is_rotated_while_the_cluster_serves() {
         post(c.http(1), &lock_body("rekeyed", "x")).is_ok_and(|(status, _)| status == 200)
     });
 }
+
+/// Only node certificates speak on the mesh: a client or HTTP certificate of the same CA is
+/// refused in or right after its handshake, whatever it then claims.
+#[test]
+fn client_and_http_certificates_are_refused_by_the_mesh() {
+    use lockmesh::mesh::wire::{Frame, PeerInfo};
+    let c = Cluster::started("purpose", 3);
+    let certs = c.certs.to_str().unwrap().to_string();
+    for args in [&["certs", "client", &certs, "alice"][..], &["certs", "http", &certs, "api.example.com", "--dns", "node-9"][..]] {
+        let out = support::lockmesh(args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let target = c.agents[0].mesh;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for name in ["alice", "api.example.com"] {
+        let dir = c.certs.clone();
+        runtime.block_on(async move {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let id = lockmesh::mesh::tls::Identity::load(&dir, name).unwrap();
+            let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            endpoint.set_default_client_config(lockmesh::mesh::tls::client_config(&id).unwrap());
+            // An HTTP certificate is no client certificate: TLS refuses it. A client one gets
+            // through TLS and is closed at once.
+            let Ok(connection) = endpoint.connect(target, lockmesh::mesh::tls::dial_name()).unwrap().await else { return };
+            let me = PeerInfo { name: "node-9".into(), incarnation: 1, key: [0; 32], mesh_addr: target, http_addr: target, bump: 1 };
+            let hello = Frame::Hello { me, cluster_id: None, roster_version: 0, peers: vec![], leaving: false };
+            if let Ok(mut stream) = connection.open_uni().await {
+                let _ = stream.write_all(&lockmesh::mesh::wire::encode_prefixed(&hello).unwrap()).await;
+                let _ = stream.finish();
+            }
+            let closed = tokio::time::timeout(Duration::from_secs(10), connection.closed()).await;
+            assert!(closed.is_ok(), "the {name} certificate kept its mesh connection");
+        });
+    }
+    wait_for("the refusal to be logged", Duration::from_secs(10), || c.log(0).contains("not a node certificate"));
+    let (_, v) = get(c.http(0), "/api/v1.0/members").unwrap();
+    assert_eq!(v["roster_size"], 3, "{v}");
+    assert!(v["members"].as_array().unwrap().iter().all(|m| m["name"] != "node-9"), "{v}");
+    let (status, body) = post(c.http(0), &lock_body("purpose", "x")).unwrap();
+    assert_eq!(status, 200, "{body}");
+}

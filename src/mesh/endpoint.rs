@@ -328,6 +328,10 @@ impl Mesh {
             }
             MeshError::Send(e.to_string())
         })?;
+        if !tls::is_node_certificate(&connection) {
+            connection.close(quinn::VarInt::from_u32(WRONG_NAME), b"not a node certificate");
+            return Err(MeshError::Send(format!("{addr} answered with a certificate that is not a node certificate")));
+        }
         if let Ok(mut connections) = self.connections.lock() {
             connections.insert(dest.clone(), connection.clone());
         }
@@ -347,6 +351,13 @@ impl Mesh {
         };
         if self.refuse(remote, None, &key) {
             connection.close(quinn::VarInt::from_u32(BANNED), b"banned");
+            return;
+        }
+        if !tls::is_node_certificate(&connection) {
+            if self.first_refusal(remote) {
+                tracing::warn!(%remote, "mesh: refused a certificate that is not a node certificate (a client or HTTP one; logged once per peer address)");
+            }
+            connection.close(quinn::VarInt::from_u32(WRONG_NAME), b"not a node certificate");
             return;
         }
         tokio::spawn(self.clone().read_datagrams(connection.clone(), key));

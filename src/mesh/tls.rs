@@ -122,6 +122,12 @@ pub fn peer_key(connection: &quinn::Connection) -> Option<KeyHash> {
     key_hash(&peer_leaf(connection)?)
 }
 
+/// Whether the peer's certificate is a node certificate: only those are valid for the shared
+/// node name (`lockmesh certs node`); client and HTTP certificates never are.
+pub fn is_node_certificate(connection: &quinn::Connection) -> bool {
+    verify_peer_name(connection, SHARED_NAME)
+}
+
 /// Whether the peer's certificate (already verified against the CA by TLS) is valid for the
 /// node name it claims.
 pub fn verify_peer_name(connection: &quinn::Connection, name: &str) -> bool {

@@ -720,3 +720,35 @@ fn client_and_http_certificates_are_refused_by_the_mesh() {
     let (status, body) = post(c.http(0), &lock_body("purpose", "x")).unwrap();
     assert_eq!(status, 200, "{body}");
 }
+
+/// A removed voter's certificate (a retired device that kept it) is refused at the mesh: its
+/// connection is closed right after the handshake, before it can send anything, and the
+/// cluster goes on without it.
+#[test]
+fn a_removed_voters_certificate_is_refused_at_the_handshake() {
+    let mut c = Cluster::started("removed-cert", 3);
+    let (status, body) = support::request(c.http(0), "POST", "/api/v1.0/members/remove", Some(r#"{"name": "node-3"}"#)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    c.wait_for_roster(&[0, 1], 2);
+    c.kill(2);
+    let (certs, targets) = (c.certs.clone(), [c.agents[0].mesh, c.agents[1].mesh]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let id = lockmesh::mesh::tls::Identity::load(&certs, "node-3").unwrap();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(lockmesh::mesh::tls::client_config(&id).unwrap());
+        for target in targets {
+            let connection = endpoint.connect(target, lockmesh::mesh::tls::dial_name()).unwrap().await.unwrap();
+            match tokio::time::timeout(Duration::from_secs(10), connection.closed()).await {
+                Ok(quinn::ConnectionError::ApplicationClosed(close)) => assert_eq!(&close.reason[..], b"banned"),
+                other => panic!("the removed voter's certificate kept its connection: {other:?}"),
+            }
+        }
+    });
+    let (_, v) = get(c.http(0), "/api/v1.0/members").unwrap();
+    assert_eq!(v["roster_size"], 2, "{v}");
+    let (status, body) = post(c.http(1), &lock_body("after-the-ban", "x")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["fencing_token"], 1, "{body}");
+}

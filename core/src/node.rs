@@ -886,7 +886,7 @@ pub(super) fn apply_lock_ops(
 ) -> (LockRecord, Vec<Answer>, bool) {
     let mut record = base.clone();
     record.advance(elapsed_us, &config.limits);
-    let answers: Vec<Answer> = ops
+    let mut answers: Vec<Answer> = ops
         .iter()
         .map(|op| match &op.op {
             Op::Lock(lock) => {
@@ -913,7 +913,6 @@ pub(super) fn apply_lock_ops(
     // Reads see the batch's outcome, as if placed last in it: a read placed before another
     // op of its batch would report a state no chosen value shows (an unlock's read saying
     // "not the holder" while another copy of the same request, later in the batch, released).
-    let mut answers = answers;
     for (op, answer) in ops.iter().zip(answers.iter_mut()) {
         if matches!(op.op, Op::Lock(LockOp::Read)) {
             *answer = Answer::Lock(LockResult::Record(Box::new(record.clone())));

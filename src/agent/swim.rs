@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 /// Largest SWIM packet: below the QUIC datagram size right after the handshake (~1162 bytes,
-/// STACK.md trap 5), the same on every node.
+/// before path MTU discovery raises it; a bigger datagram is dropped), the same on every node.
 pub const MAX_PACKET: usize = 1100;
 const DECODE_LIMIT: usize = 64 * 1024;
 

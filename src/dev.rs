@@ -80,14 +80,15 @@ fn start(dir: &Path, nodes: usize) -> Result<Vec<Child>, String> {
         children.push(cmd.spawn().map_err(|e| format!("cannot start {name}: {e}"))?);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while (0..nodes).any(|i| !in_cluster(http_addr(i))) {
+    while (0..nodes).any(|i| in_cluster(http_addr(i)).is_none()) {
         if Instant::now() > deadline {
             stop(&mut children);
             return Err(format!("the cluster did not form within 30 s; logs were in {}", dir.display()));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    print_welcome(nodes, dir, &password, &token);
+    let cluster_id = in_cluster(http_addr(0)).unwrap_or_default();
+    print_welcome(nodes, dir, &password, &token, &cluster_id);
     Ok(children)
 }
 
@@ -97,9 +98,10 @@ fn random_password() -> Result<String, String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn print_welcome(nodes: usize, dir: &Path, password: &str, token: &str) {
+fn print_welcome(nodes: usize, dir: &Path, password: &str, token: &str, cluster_id: &str) {
     let api = http_addr(0);
     println!("lockmesh dev: {nodes} nodes are up (logs in {}).", dir.display());
+    println!("  cluster id {cluster_id} (a node joining elsewhere: --cluster-id {cluster_id})");
     for i in 0..nodes {
         println!("  node-{}  http://{}  mesh {}", i + 1, http_addr(i), mesh_addr(i));
     }
@@ -119,17 +121,16 @@ fn print_welcome(nodes: usize, dir: &Path, password: &str, token: &str) {
     println!("Ctrl-C stops the cluster and removes its files.");
 }
 
-/// A plain HTTP/1.1 GET of /healthz: whether the node has joined a cluster.
-fn in_cluster(addr: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else { return false };
+/// A plain HTTP/1.1 GET of /healthz: the id of the cluster the node has joined, if any.
+fn in_cluster(addr: SocketAddr) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response.contains("\"in_cluster\":true")
+    let body: serde_json::Value = serde_json::from_str(response.split("\r\n\r\n").nth(1)?).ok()?;
+    body["cluster_id"].as_str().map(str::to_string)
 }
 
 fn wait_for_ctrl_c(mut children: Vec<Child>) -> ExitCode {

@@ -3,19 +3,21 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::core::{Durable, Key, Write};
 
 const SLOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("slots");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The roster chain: every installed roster with its proof, by position from the first.
+const CHAIN: TableDefinition<u64, &[u8]> = TableDefinition::new("chain");
 /// Most bytes a stored value may decode from; anything bigger is corruption.
 const DECODE_LIMIT: usize = 64 << 20;
 /// The layout of what this build stores (the records' and rosters' bincode encoding). Every
 /// data dir says which it was written in; a build refuses one of another format with a clear
 /// error instead of misreading it. Bump it with any change to `Durable`, `Slot`, `Value` or
 /// anything they contain.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 /// redb's own page cache (its default is 1 GiB). Voters keep every value they need in
 /// memory and only write here; the B-tree pages an insert walks are read back through the
 /// kernel's page cache when this one misses. A small cache keeps a node with a million
@@ -95,6 +97,7 @@ impl Store {
                 }
             };
             txn.open_table(SLOTS).map_err(db_err)?;
+            txn.open_table(CHAIN).map_err(db_err)?;
             txn.commit().map_err(db_err)?;
             incarnation
         };
@@ -110,8 +113,10 @@ impl Store {
             Ok(meta.get(name).map_err(db_err)?.map(|v| v.value().to_vec()))
         };
         let mut durable = Durable::default();
-        if let Some(bytes) = get("roster")? {
-            durable.roster = Some(decode("roster", &bytes)?);
+        let chain = txn.open_table(CHAIN).map_err(db_err)?;
+        for entry in chain.iter().map_err(db_err)? {
+            let (_, link) = entry.map_err(db_err)?;
+            durable.chain.push(decode("roster link", link.value())?);
         }
         if let Some(bytes) = get("round_reserved")? {
             durable.round_reserved = decode("round_reserved", &bytes)?;
@@ -135,13 +140,15 @@ impl Store {
         {
             let mut slots = txn.open_table(SLOTS).map_err(db_err)?;
             let mut meta = txn.open_table(META).map_err(db_err)?;
+            let mut chain = txn.open_table(CHAIN).map_err(db_err)?;
             for write in writes {
                 match write {
                     Write::Slot(key, slot) => {
                         slots.insert(encode(key)?.as_slice(), encode(slot)?.as_slice()).map_err(db_err)?;
                     }
-                    Write::Roster(roster) => {
-                        meta.insert("roster", encode(roster)?.as_slice()).map_err(db_err)?;
+                    Write::Link(link) => {
+                        let at = chain.len().map_err(db_err)?;
+                        chain.insert(at, encode(link)?.as_slice()).map_err(db_err)?;
                     }
                     Write::RoundReserved(round) => {
                         let current: u64 = match meta.get("round_reserved").map_err(db_err)? {
@@ -164,7 +171,8 @@ impl Store {
 mod tests {
     use super::*;
     use crate::core::acceptor::Slot;
-    use crate::core::{NodeId, Roster};
+    use crate::core::message::Ballot;
+    use crate::core::{Link, NodeId, Proof, Roster, RosterChange};
 
     #[test]
     fn writes_survive_a_reopen_and_the_incarnation_stays() {
@@ -172,9 +180,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let first = Store::open(&dir).unwrap();
         let roster = Roster::first(vec![NodeId::new("a", first.incarnation, [1; 32])]);
+        let next = roster.changed(&RosterChange::AddMember(NodeId::new("b", 2, [2; 32]))).unwrap();
+        let link = |roster: &Roster| Link { roster: roster.clone(), proof: Proof { ballot: Ballot::BOOTSTRAP, under: roster.id(), signatures: Vec::new() } };
         let key = Key::Scope("s".into());
         let writes = vec![
-            Write::Roster(roster.clone()),
+            Write::Link(link(&roster)),
+            Write::Link(link(&next)),
             Write::RoundReserved(1024),
             Write::RoundReserved(5),
             Write::Slot(key.clone(), Slot::default()),
@@ -184,7 +195,8 @@ mod tests {
         drop(first);
         let again = Store::open(&dir).unwrap();
         assert_eq!(again.incarnation, incarnation);
-        assert_eq!(again.durable.roster, Some(roster));
+        assert_eq!(again.durable.chain, vec![link(&roster), link(&next)]);
+        assert_eq!(again.durable.roster(), Some(&next));
         assert_eq!(again.durable.round_reserved, 1024, "the reservation never goes back");
         assert!(again.durable.slots.contains_key(&key));
         let _ = std::fs::remove_dir_all(&dir);

@@ -453,17 +453,38 @@ fn with_require_grant_an_unlock_must_name_its_grant() {
 
 /// The review's attacks by a never-admitted certificate (signed by the cluster CA, valid for
 /// its own name and key): a roster Commit, version +1000, in which it alone votes (two clients
-/// then both got `locked, token 1`), and an Accept granting a scope to someone at a huge
-/// ballot, tagged with the roster in force (computed from the members' own Hellos). Voters take
-/// neither: the roster stays, the scope is free, nobody crashes, and the refusals are counted.
+/// then both got `locked, token 1`), signed with its own key, and an Accept granting a scope to
+/// someone at a huge ballot, tagged with the roster in force (computed from the members' own
+/// Hellos). Voters take neither: the roster stays, the scope is free, nobody crashes, and the
+/// refusals are counted and logged.
 #[test]
 fn a_never_admitted_certificate_can_neither_split_the_cluster_nor_grant_a_scope() {
-    use lockmesh::core::{Acquire, Ballot, Body, Envelope, Key, LeaseRule, Limits, LockOp, LockRecord, LockType, NodeId, Priority, RequestId, Roster, Value};
-    use lockmesh::mesh::wire::{Frame, PeerInfo};
     let mut c = Cluster::started("never-admitted", 3);
     let rogue = c.add_agent();
-    let (certs, name) = (c.certs.clone(), c.agents[rogue].name.clone());
-    let targets: Vec<std::net::SocketAddr> = (0..3).map(|i| c.agents[i].mesh).collect();
+    let name = c.agents[rogue].name.clone();
+    forge_commit_and_accept(&c, &name, 3);
+}
+
+/// The same attacks by a voter removed from the roster (it left; no ban keeps its certificate
+/// out), with its own certificate and key: it voted in the first roster, and signs a later one
+/// of its own.
+#[test]
+fn a_removed_voter_can_neither_split_the_cluster_nor_grant_a_scope() {
+    let mut c = Cluster::started("removed-voter", 3);
+    assert!(c.terminate(2, Duration::from_secs(30)), "node-3 left");
+    c.wait_for_roster(&[0, 1], 2);
+    let name = c.agents[2].name.clone();
+    forge_commit_and_accept(&c, &name, 2);
+}
+
+/// As `name` (a certificate of the cluster CA), greets the cluster's `members` until each
+/// greeted back, then sends each a forged Commit and Accept; checks that nothing came of them.
+fn forge_commit_and_accept(c: &Cluster, name: &str, members: usize) {
+    use lockmesh::core::{Acquire, Ballot, Body, Envelope, Key, LeaseRule, Limits, LockOp, LockRecord, LockType, NodeId, Priority, RequestId, Roster, Value};
+    use lockmesh::mesh::wire::{Frame, PeerInfo};
+    let certs = c.certs.clone();
+    let name = name.to_string();
+    let targets: Vec<std::net::SocketAddr> = (0..members).map(|i| c.agents[i].mesh).collect();
     let (_, before) = get(c.http(0), "/api/v1.0/members").unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
@@ -474,25 +495,32 @@ fn a_never_admitted_certificate_can_neither_split_the_cluster_nor_grant_a_scope(
         let addr = mesh.local_addr().unwrap();
         let me = PeerInfo { name: name.clone(), incarnation: 1, key: identity.key_hash().unwrap(), mesh_addr: addr, http_addr: addr, bump: 1 };
         // Greet every member until each has greeted back: their Hellos name them and the cluster.
-        let mut members: std::collections::BTreeMap<String, (PeerInfo, u64, u64)> = Default::default();
+        let mut greeted: std::collections::BTreeMap<String, (PeerInfo, u128, u64)> = Default::default();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while members.len() < 3 {
-            assert!(tokio::time::Instant::now() < deadline, "the members never greeted back: {members:?}");
+        while greeted.len() < members {
+            assert!(tokio::time::Instant::now() < deadline, "the members never greeted back: {greeted:?}");
             for t in &targets {
                 mesh.send(*t, None, &Frame::Hello { me: me.clone(), cluster_id: None, roster_version: 0, peers: vec![], leaving: true });
             }
             while let Ok(Some(inbound)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
                 if let lockmesh::mesh::endpoint::Payload::Frame(Frame::Hello { me: peer, cluster_id: Some(id), roster_version, .. }) = inbound.payload {
-                    members.insert(peer.name.clone(), (peer, id, roster_version));
+                    greeted.insert(peer.name.clone(), (peer, id, roster_version));
                 }
             }
         }
-        let ids: Vec<NodeId> = members.values().map(|(p, _, _)| NodeId::new(p.name.clone(), p.incarnation, p.key)).collect();
-        let (cluster_id, version) = members.values().map(|(_, id, v)| (*id, *v)).next().unwrap();
-        let in_force = Roster::first(ids.clone());
-        assert_eq!((in_force.cluster_id, in_force.version), (cluster_id, version), "the roster in force follows from the Hellos");
-        let rogue_id = NodeId::new(name.clone(), 1, me.key);
-        let forged = Roster { version: version + 1000, voters: vec![rogue_id.clone()], ..in_force.clone() };
+        let ids: Vec<NodeId> = greeted.values().map(|(p, _, _)| NodeId::new(p.name.clone(), p.incarnation, p.key)).collect();
+        let (cluster_id, version) = greeted.values().map(|(_, id, v)| (*id, *v)).next().unwrap();
+        // The roster in force, as far as its id goes (voters, version, cluster).
+        let in_force = Roster { cluster_id, version, voters: ids.clone(), members: vec![], banned: vec![], sweep_done: true, round_floor: 0 };
+        let attacker = NodeId::new(name.clone(), 1, me.key);
+        let forged = Roster { version: version + 1000, voters: vec![attacker.clone()], ..in_force.clone() };
+        // Signed with its own certificate's key, as a voter signs: no voter of the roster in
+        // force, so no proof.
+        let signer = lockmesh::mesh::signer::NodeSigner::new(&identity).unwrap();
+        let under = in_force.id();
+        let ballot = Ballot { round: 1 << 40, proposer: 1 };
+        let signatures = vec![(attacker.clone(), lockmesh::core::proof::sign(&signer, ballot, under, &forged))];
+        let link = lockmesh::core::Link { roster: forged.clone(), proof: lockmesh::core::Proof { ballot, under, signatures } };
         let mut record = LockRecord::default();
         let acquire = Acquire {
             request_id: RequestId("mallory".into()),
@@ -508,13 +536,9 @@ fn a_never_admitted_certificate_can_neither_split_the_cluster_nor_grant_a_scope(
             poll: false,
         };
         record.apply(&LockOp::Acquire(acquire), 0, &Limits::default());
-        let ballot = Ballot { round: 1 << 40, proposer: 1 };
         for (t, to) in targets.iter().zip(&ids) {
-            for body in [
-                Body::Accept { key: Key::Scope("attacked".into()), ballot, value: Value::Lock(record.clone()) },
-                Body::Commit { roster: forged.clone() },
-            ] {
-                let envelope = Envelope { from: rogue_id.clone(), to: to.clone(), roster: Some(in_force.id()), body };
+            for body in [Body::Accept { key: Key::Scope("attacked".into()), ballot, value: Value::Lock(record.clone()) }, Body::Commit { links: vec![link.clone()] }] {
+                let envelope = Envelope { from: attacker.clone(), to: to.clone(), roster: Some(in_force.id()), body };
                 mesh.send(*t, None, &Frame::Core(envelope));
             }
         }
@@ -527,16 +551,19 @@ fn a_never_admitted_certificate_can_neither_split_the_cluster_nor_grant_a_scope(
     assert_eq!(first["fencing_token"], 1, "{first}");
     let (status, second) = post(c.http(1), &lock_body("attacked", "bob")).unwrap();
     assert_ne!(status, 200, "two holders of one write lock: {second}");
-    for i in 0..3 {
+    for i in 0..members {
         let (status, after) = get(c.http(i), "/api/v1.0/members").unwrap();
         assert_eq!(status, 200);
         assert_eq!(after["roster_version"], before["roster_version"], "node {i} installed a forged roster: {after}");
-        assert_eq!(after["roster_size"], 3);
+        assert_eq!(after["roster_size"], members);
         wait_for("the forged messages to be counted", Duration::from_secs(30), || {
-            support::get_text(c.http(i), "/metrics").is_ok_and(|(_, m)| m.lines().any(|l| l.starts_with("lockmesh_unauthorized_peer_messages_total") && !l.ends_with(" 0")))
+            support::get_text(c.http(i), "/metrics").is_ok_and(|(_, m)| {
+                let counted = |name: &str| m.lines().any(|l| l.starts_with(name) && !l.ends_with(" 0"));
+                counted("lockmesh_unauthorized_peer_messages_total") && counted("lockmesh_unproven_rosters_total")
+            })
         });
     }
-    assert!(c.log(0).contains("unauthorized"), "the refusal is logged");
+    assert!(c.log(0).contains("unauthorized") && c.log(0).contains("unproven roster"), "the refusals are logged");
 }
 
 fn role_of(c: &Cluster, at: usize, name: &str) -> Option<String> {
@@ -751,4 +778,88 @@ fn a_removed_voters_certificate_is_refused_at_the_handshake() {
     let (status, body) = post(c.http(1), &lock_body("after-the-ban", "x")).unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["fencing_token"], 1, "{body}");
+}
+
+/// A node given the cluster's id (`--cluster-id`, as `/healthz` shows it) joins that cluster,
+/// proving its chain of rosters back to the first; given another id it is not admitted, and a
+/// data dir of another cluster refuses to start under that id.
+#[test]
+fn a_node_given_the_cluster_id_joins_only_that_cluster() {
+    let mut c = Cluster::started("cluster-id", 3);
+    let (_, health) = get(c.http(0), "/healthz").unwrap();
+    let id = health["cluster_id"].as_str().expect("a cluster id").to_string();
+    assert_eq!(id.len(), 32, "{health}");
+    let wrong = format!("{:032x}", u128::from_str_radix(&id, 16).unwrap() ^ 1);
+    let stranger = c.add_agent();
+    c.start(stranger, &["--cluster-id", &wrong]);
+    let joiner = c.add_agent();
+    c.start(joiner, &["--cluster-id", &id]);
+    wait_for("the node given the id to join", Duration::from_secs(60), || {
+        get(c.http(joiner), "/healthz").is_ok_and(|(_, v)| v["cluster_id"] == id.as_str())
+    });
+    let (status, body) = post(c.http(joiner), &lock_body("joined", "x")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    // Long enough for admission to have added it, had the members taken it for one of theirs.
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, v) = get(c.http(stranger), "/healthz").unwrap();
+    assert_eq!(v["in_cluster"], false, "the node given another id joined: {v}");
+    assert_ne!(role_of(&c, 0, "node-4").as_deref(), Some("voter"));
+    // node-1's data dir belongs to the cluster: under another id it does not start.
+    c.kill(0);
+    c.start(0, &["--cluster-id", &wrong]);
+    wait_for("node-1 to refuse the other cluster id", Duration::from_secs(30), || c.log(0).contains("not to --cluster-id"));
+}
+
+/// The README's first command: `lockmesh dev` forms a local three-node cluster, prints how to
+/// use it (with the cluster id), serves locks, and stops on Ctrl-C. Every node of it joins
+/// through the first, which joins through itself: when the first proposed the roster before
+/// the others did, it never took the roster they formed with its acknowledgement (it was no
+/// seed of theirs) and stayed out.
+#[test]
+fn lockmesh_dev_forms_a_cluster_that_serves_locks() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let mut child = Command::new(support::BIN).arg("dev").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("lockmesh dev starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut printed = Vec::new();
+    let token = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let _ = child.wait();
+            panic!("lockmesh dev printed no welcome: {printed:?}");
+        };
+        printed.push(line.clone());
+        if let Some(rest) = line.split("(bearer token ").nth(1) {
+            break rest.trim_end_matches(". Try:").trim_end_matches(')').to_string();
+        }
+    };
+    assert!(printed.iter().any(|l| l.contains("cluster id ") && l.contains("--cluster-id")), "{printed:?}");
+    let api: std::net::SocketAddr = "127.0.0.1:20194".parse().unwrap();
+    let body = r#"{"scope": "db-migration", "action": "lock"}"#;
+    let (status, answer) = support::request_as(api, &format!("Bearer {token}"), "POST", "/api/v1.0/lock", Some(body)).unwrap();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let stopped = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < stopped {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let exited = child.try_wait().ok().flatten().is_some();
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!((status, answer["status"].as_str()), (200, Some("locked")), "{answer}");
+    assert!(exited, "lockmesh dev did not stop on Ctrl-C");
 }

@@ -147,7 +147,7 @@ impl Gen {
         }
         let cluster_id = match installed {
             Some(r) if self.chance(0.7) => r.cluster_id,
-            _ => self.any(),
+            _ => (self.any() as u128) << 64 | self.any() as u128,
         };
         let version = match installed {
             Some(r) if self.chance(0.7) => r.version.saturating_add(self.n(3)),
@@ -189,6 +189,23 @@ impl Gen {
         r
     }
 
+    fn signed(&mut self) -> lockmesh::core::Signed {
+        let (public_key, signature) = (self.bytes(), self.bytes());
+        lockmesh::core::Signed { public_key: public_key.into_iter().take(120).collect(), signature: signature.into_iter().take(90).collect() }
+    }
+
+    /// A roster with a proof: signatures (random bytes) of known nodes, under the installed
+    /// roster or any.
+    fn link(&mut self, known: &[NodeId], installed: Option<&Roster>) -> lockmesh::core::Link {
+        let roster = self.roster(known, installed);
+        let under = match installed {
+            Some(r) if self.chance(0.7) => r.id(),
+            _ => RosterId { version: self.any(), digest: self.any() },
+        };
+        let signatures = (0..self.n(4)).map(|_| (self.node(known), self.signed())).collect();
+        lockmesh::core::Link { roster, proof: lockmesh::core::Proof { ballot: self.ballot(known), under, signatures } }
+    }
+
     fn value(&mut self, known: &[NodeId], installed: Option<&Roster>) -> Value {
         if self.chance(0.4) {
             Value::Lock(self.honest_record())
@@ -213,10 +230,10 @@ impl Gen {
                 Body::Promise { key, ballot, accepted, age_us: self.any() }
             }
             2 | 3 => Body::Accept { key, ballot, value: self.value(known, installed) },
-            4 => Body::Accepted { key, ballot },
+            4 => Body::Accepted { key, ballot, signed: self.chance(0.5).then(|| self.signed()) },
             5 => Body::Refuse { key, ballot, why: lockmesh::core::message::Refusal::Promised(self.ballot(known)) },
-            6 => Body::Commit { roster: self.roster(known, installed) },
-            7 => Body::RosterPull,
+            6 => Body::Commit { links: (0..self.n(3)).map(|_| self.link(known, installed)).collect() },
+            7 => Body::RosterPull { have: self.chance(0.5).then(|| (self.any(), self.chance(0.5))) },
             8 => Body::ListKeys { sweep: self.any(), after: self.chance(0.5).then(|| self.text()) },
             9 => Body::KeyList {
                 sweep: self.any(),
@@ -226,7 +243,7 @@ impl Gen {
                 max_round: self.any(),
             },
             10 => Body::BootstrapOffer { roster: self.roster(known, installed) },
-            _ => Body::BootstrapAck { roster: RosterId { version: self.any(), digest: self.any() } },
+            _ => Body::BootstrapAck { roster: RosterId { version: self.any(), digest: self.any() }, signed: self.signed() },
         }
     }
 
@@ -267,8 +284,9 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Cluster {
-        let ids: Vec<NodeId> = (0..3).map(|i| NodeId::new(format!("n{i}"), 100 + i, [i as u8; 32])).collect();
-        let nodes = ids.iter().map(|id| Node::new(Config::default(), id.clone(), Durable::default(), Time(0), 7)).collect();
+        let key = |i: u64| lockmesh::core::Ed25519Signer::from_seed(&[i as u8 + 1; 32]);
+        let ids: Vec<NodeId> = (0..3).map(|i| NodeId::new(format!("n{i}"), 100 + i, key(i).key_hash())).collect();
+        let nodes = (0..3).map(|i| Node::new(Config::default(), ids[i as usize].clone(), Durable::default(), Time(0), 7, Box::new(key(i)))).collect();
         let mut c = Cluster { nodes, queue: VecDeque::new(), now: 0, next_client: 1 };
         for i in 0..3 {
             c.nodes[i].bootstrap(Time(0), ids.clone()).expect("bootstrap");
@@ -397,7 +415,7 @@ fn peer_input_never_panics_a_node() {
                 let frame = if g.chance(0.8) {
                     Frame::Core(envelope.clone())
                 } else {
-                    Frame::Hello { me: peer_info(&mut g), cluster_id: Some(g.any()), roster_version: g.any(), peers: vec![peer_info(&mut g)], leaving: g.chance(0.5) }
+                    Frame::Hello { me: peer_info(&mut g), cluster_id: Some(g.any() as u128), roster_version: g.any(), peers: vec![peer_info(&mut g)], leaving: g.chance(0.5) }
                 };
                 let encoded = wire::encode_prefixed(&frame).expect("a generated frame encodes");
                 g.mutate(encoded[4..].to_vec())

@@ -4,10 +4,11 @@
 
 use crate::prelude::*;
 
-use alloc::collections::BTreeSet;
+use alloc::collections::BTreeMap;
 
 use super::durable::Write;
-use super::message::Body;
+use super::message::{Ballot, Body};
+use super::proof::{self, Link, Proof, Signed};
 use super::node::{Failure, Node, Timer};
 use super::roster::{NodeId, Roster, RosterId};
 use super::time::Time;
@@ -24,7 +25,7 @@ impl Node {
             return Err(Failure::Invalid("the bootstrap set must include this node"));
         }
         let roster = Roster::first(voters);
-        self.bootstrapping = Some((roster, BTreeSet::new()));
+        self.bootstrapping = Some((roster, BTreeMap::new()));
         self.on_bootstrap_resend(now);
         self.flush(now);
         Ok(())
@@ -34,7 +35,7 @@ impl Node {
     pub(super) fn on_bootstrap_resend(&mut self, now: Time) {
         let Some((roster, acks)) = &self.bootstrapping else { return };
         let roster = roster.clone();
-        let missing: Vec<NodeId> = roster.voters.iter().filter(|v| !acks.contains(*v)).cloned().collect();
+        let missing: Vec<NodeId> = roster.voters.iter().filter(|v| !acks.contains_key(*v)).cloned().collect();
         for voter in missing {
             self.send(voter, Body::BootstrapOffer { roster: roster.clone() });
         }
@@ -60,18 +61,27 @@ impl Node {
                 self.out.writes.push(Write::BootstrapAck(id));
             }
         }
-        self.send(from, Body::BootstrapAck { roster: id });
+        // Signed as accepted at the bootstrap ballot under itself: every voter's signature is
+        // the first link of the cluster's chain.
+        let signed = proof::sign(&*self.signer, Ballot::BOOTSTRAP, id, &roster);
+        self.send(from, Body::BootstrapAck { roster: id, signed });
     }
 
-    pub(super) fn on_bootstrap_ack(&mut self, now: Time, from: NodeId, id: RosterId) {
+    pub(super) fn on_bootstrap_ack(&mut self, now: Time, from: NodeId, id: RosterId, signed: Signed) {
         let Some((roster, acks)) = &mut self.bootstrapping else { return };
         if roster.id() != id || !roster.contains(&from) {
             return;
         }
-        acks.insert(from);
+        if !proof::verify_signature(&from.key, &signed.public_key, &proof::statement(Ballot::BOOTSTRAP, id, roster), &signed.signature) {
+            self.stats.unproven_rosters += 1;
+            return;
+        }
+        acks.insert(from, signed);
         if acks.len() == roster.voters.len() {
-            let roster = roster.clone();
-            self.learn_roster(now, roster, true);
+            let signatures = acks.iter().map(|(v, s)| (v.clone(), s.clone())).collect();
+            let link = Link { roster: roster.clone(), proof: Proof { ballot: Ballot::BOOTSTRAP, under: id, signatures } };
+            // Every voter's signature, each checked as it came: the link holds.
+            let _ = self.learn_roster(now, link, true);
         }
     }
 }

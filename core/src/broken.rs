@@ -43,6 +43,8 @@ pub enum Broken {
     /// Messages are taken from any sender the transport authenticated, member of the roster
     /// or not (no `Node::authorize`).
     NoAuthorization,
+    /// A node installs a roster a member's `Commit` carries without checking its proof.
+    CommitWithoutProof,
 }
 
 /// Whether `$config` runs the broken variant `$variant`; always `false` without the feature.

@@ -36,6 +36,7 @@ pub mod node;
 pub mod outbox;
 #[cfg(test)]
 mod node_tests;
+pub mod proof;
 pub mod proposer;
 pub mod quorum;
 pub mod record;
@@ -54,6 +55,7 @@ pub use outbox::{Outbox, Release, ToDisk};
 pub use node::{Answer, Failure, Node, Op, Outputs, Refused, Reply, Request, RosterOp, RosterRefusal, RosterResult, Stats};
 pub use history::{AutoChoice, AutoLease};
 pub use record::{Acquire, GrantRef, LeaseRule, Limits, LockOp, LockRecord, LockResult, LockType, Priority, RequestId, Which};
+pub use proof::{Ed25519Signer, Link, Proof, Signed, Signer};
 pub use roster::{Ban, KeyHash, NodeId, Roster, RosterChange, RosterId};
 pub use time::Time;
 

@@ -4,6 +4,7 @@ use crate::prelude::*;
 
 use serde::{Deserialize, Serialize};
 
+use super::proof::{Link, Signed};
 use super::record::LockRecord;
 use super::roster::{NodeId, Roster, RosterId};
 
@@ -69,12 +70,15 @@ pub enum Body {
     /// if that came later). Only a lower bound of true time after drift correction.
     Promise { key: Key, ballot: Ballot, accepted: Option<AcceptedValue>, age_us: u64 },
     Accept { key: Key, ballot: Ballot, value: Value },
-    Accepted { key: Key, ballot: Ballot },
+    /// `signed`: for a roster value, the voter's signature over it (`proof::statement`).
+    Accepted { key: Key, ballot: Ballot, signed: Option<Signed> },
     Refuse { key: Key, ballot: Ballot, why: Refusal },
-    /// This roster is chosen: install it if newer than yours.
-    Commit { roster: Roster },
-    /// Send me your installed roster (as a `Commit`).
-    RosterPull,
+    /// These rosters are chosen, each proven from the one before (the first from the cluster's
+    /// first roster): install those newer than yours, in order.
+    Commit { links: Vec<Link> },
+    /// Send me the links of your chain after the roster I have installed (`have`: its version
+    /// and whether its sweep is recorded; `None`: from the first roster), as a `Commit`.
+    RosterPull { have: Option<(u64, bool)> },
     /// Sweep: list the scopes you hold after `after`, in order, one page of them (only
     /// answered under the same installed roster).
     ListKeys { sweep: u64, after: Option<String> },
@@ -83,7 +87,9 @@ pub enum Body {
     KeyList { sweep: u64, after: Option<String>, keys: Vec<String>, more: bool, max_round: u64 },
     /// Bootstrap: acknowledge this first roster (each node acknowledges at most one).
     BootstrapOffer { roster: Roster },
-    BootstrapAck { roster: RosterId },
+    /// `signed`: the acknowledging voter's signature over the offered roster, at
+    /// `Ballot::BOOTSTRAP` under the roster itself.
+    BootstrapAck { roster: RosterId, signed: Signed },
 }
 
 /// A message with its routing and the sender's installed roster.

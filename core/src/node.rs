@@ -4,12 +4,15 @@
 
 use crate::prelude::*;
 
+use alloc::vec;
+
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::acceptor::Acceptor;
 use super::broken::broken;
 use super::durable::{Durable, Write};
 use super::message::{Ballot, Body, Envelope, Key, Refusal, Value};
+use super::proof::{self, Link, Proof, Signer};
 use super::proposer::{Phase, Promise, Proposal, Vote};
 use super::record::{LockOp, LockRecord, LockResult};
 use super::rng::Rng;
@@ -18,6 +21,9 @@ use super::sweep::Sweep;
 use super::time::Time;
 use super::validate;
 use super::Config;
+
+/// Links of the roster chain sent in one `Commit` to a peer that pulls.
+pub const CHAIN_PAGE: usize = 16;
 
 /// An operation on one register.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,6 +178,8 @@ pub struct Stats {
     /// sweep listings, roster pulls and Commits from a node that is not a member of the
     /// installed roster (`Node::authorize`).
     pub unauthorized_from_peers: u64,
+    /// Rosters from peers refused because their proof does not hold (`proof::Link::verify`).
+    pub unproven_rosters: u64,
 }
 
 /// A peer's message this node refused, for the runtime to log.
@@ -181,6 +189,8 @@ pub enum Refused {
     Invalid(validate::Invalid),
     /// Its sender may not send it (`Node::authorize`).
     Unauthorized(String),
+    /// A roster whose proof does not hold.
+    Unproven(proof::Unproven),
 }
 
 impl core::fmt::Display for Refused {
@@ -188,6 +198,7 @@ impl core::fmt::Display for Refused {
         match self {
             Refused::Invalid(why) => write!(f, "invalid: {why}"),
             Refused::Unauthorized(why) => write!(f, "unauthorized: {why}"),
+            Refused::Unproven(why) => write!(f, "unproven roster: {why}"),
         }
     }
 }
@@ -228,13 +239,20 @@ pub struct Node {
     pub(super) config: Config,
     pub(super) id: NodeId,
     pub(super) rng: Rng,
-    /// The installed roster: known to be chosen.
+    /// The installed roster: known to be chosen (the last link of `chain`).
     pub(super) roster: Option<Roster>,
+    /// Every roster installed, with its proof, from the cluster's first.
+    pub(super) chain: Vec<Link>,
+    /// Signs this node's votes for rosters.
+    pub(super) signer: Box<dyn Signer>,
+    /// The cluster this node may join (`--cluster-id`): a first roster of another is refused.
+    cluster: Option<u128>,
     pub(super) acceptor: Acceptor,
     pub(super) round_reserved: u64,
     pub(super) max_round_seen: u64,
     pub(super) bootstrap_ack: Option<RosterId>,
-    pub(super) bootstrapping: Option<(Roster, BTreeSet<NodeId>)>,
+    /// The first roster this node offers, and the voters' signed acknowledgements so far.
+    pub(super) bootstrapping: Option<(Roster, BTreeMap<NodeId, proof::Signed>)>,
     pub(super) proposals: BTreeMap<Key, Proposal>,
     pub(super) waiting: BTreeMap<Key, Vec<PendingOp>>,
     /// Registers whose last ballot was this node's, accepted by a majority (fast path).
@@ -256,7 +274,7 @@ pub struct Node {
     /// the transport proves): the ones the operator named to join through. `None`: any peer.
     seeds: Option<BTreeSet<String>>,
     /// Peers' values refused since the runtime last asked (at most a few kept).
-    rejected: Vec<(NodeId, Refused)>,
+    pub(super) rejected: Vec<(NodeId, Refused)>,
     loopback: VecDeque<Envelope>,
     pub(super) out: Outputs,
     pub(super) stats: Stats,
@@ -265,7 +283,7 @@ pub struct Node {
 impl Node {
     /// Starts a node from its durable state (empty for a new data dir). Ages of accepted
     /// values restart at `now`; ballots continue above the persisted high-water mark.
-    pub fn new(config: Config, id: NodeId, durable: Durable, now: Time, seed: u64) -> Node {
+    pub fn new(config: Config, id: NodeId, durable: Durable, now: Time, seed: u64, signer: Box<dyn Signer>) -> Node {
         // Every round this voter promised or accepted, so sweeps can put later ballots above.
         let highest_slot_round = durable
             .slots
@@ -274,6 +292,7 @@ impl Node {
             .map(|b| b.round)
             .max()
             .unwrap_or(0);
+        let roster = durable.roster().cloned();
         #[allow(unused_mut)]
         let mut acceptor = Acceptor::recover(durable.slots, now);
         #[cfg(feature = "broken-variants")]
@@ -284,7 +303,10 @@ impl Node {
             rng: Rng::new(seed ^ id.incarnation),
             config,
             id,
-            roster: durable.roster,
+            roster,
+            chain: durable.chain,
+            signer,
+            cluster: None,
             acceptor,
             round_reserved: durable.round_reserved,
             max_round_seen: durable.round_reserved.max(highest_slot_round),
@@ -335,6 +357,17 @@ impl Node {
     /// `NoQuorum` when too few voters are alive; quorums are always counted over the roster.
     pub fn set_alive(&mut self, alive: impl IntoIterator<Item = NodeId>) {
         self.alive = Some(alive.into_iter().collect());
+    }
+
+    /// The cluster this node may join: it installs no first roster of another cluster (the
+    /// chain of every roster it installs starts at the first roster, whose hash the id is).
+    pub fn set_cluster_id(&mut self, cluster: u128) {
+        self.cluster = Some(cluster);
+    }
+
+    /// The chain of rosters installed, with their proofs, from the cluster's first.
+    pub fn chain(&self) -> &[Link] {
+        &self.chain
     }
 
     /// The peers this node takes its first roster from (a `Commit` or a pull answer) while it
@@ -522,27 +555,42 @@ impl Node {
         if let Err(why) = self.authorize(&envelope.from, &envelope.body) {
             self.stats.unauthorized_from_peers += 1;
             self.reject(&envelope.from, Refused::Unauthorized(why));
+            // A node added by a roster this one has not installed yet is no member here: if
+            // it has installed a later roster, ask it for the chain (what it sends back is
+            // installed only with its proofs, and it answers only a member of its roster).
+            let mine = self.roster.as_ref().map(|r| r.version);
+            if envelope.roster.is_some_and(|t| mine.is_some_and(|m| t.version > m)) && !matches!(envelope.body, Body::RosterPull { .. }) {
+                self.pull_roster(envelope.from.clone());
+            }
             return false;
         }
         true
     }
 
     /// Who may send what. Once a roster is installed, ballot requests (Prepare, Accept), sweep
-    /// listings, roster pulls and Commits are taken only from its members: the sender's name
+    /// listings and roster pulls are taken only from its members: the sender's name
     /// and certificate key are proven by the transport, so a node the roster does not list
     /// (never admitted, removed, another cluster's, or an old certificate of a member's name)
     /// can neither decide, read nor stall anything here. Votes and key lists are counted only
     /// from the voters of their ballot's or sweep's roster (`on_vote`, `on_key_list`), and a
-    /// roster is synced only with members (`sync_roster`). Before any roster is installed,
-    /// nothing here can be decided or read: ballot requests are refused, and a Commit (how a
-    /// joining node learns its cluster) is taken only from its seeds (`set_seeds`).
+    /// roster is synced only with members (`sync_roster`). A Commit is taken from anyone, and
+    /// installs only rosters its proofs chain to the installed one. Before any roster is
+    /// installed, nothing here can be decided or read: ballot requests are refused, and a
+    /// Commit (how a joining node learns its cluster) is taken only from its seeds
+    /// (`set_seeds`), unless the node was given its cluster's id (`set_cluster_id`).
     fn authorize(&self, from: &NodeId, body: &Body) -> Result<(), String> {
         if broken!(self.config, NoAuthorization) {
             return Ok(());
         }
         let Some(roster) = &self.roster else {
+            // Anyone can make a first roster of their own, signed by all its voters: before
+            // this node belongs to a cluster it takes one only from its seeds, or, given the
+            // cluster's id, one whose hash that is.
+            // The first roster this node acknowledged it signed itself: that one may come from
+            // any of its voters (its decider, when this node's own offers came too early).
+            let acknowledged = |links: &[Link]| links.first().is_some_and(|l| Some(l.roster.id()) == self.bootstrap_ack);
             return match (body, &self.seeds) {
-                (Body::Commit { .. }, Some(seeds)) if !seeds.contains(&from.name) => {
+                (Body::Commit { links }, Some(seeds)) if !seeds.contains(&from.name) && self.cluster.is_none() && !acknowledged(links) => {
                     Err(format!("a roster Commit from {from}, not a node this one joins through, before it belongs to a cluster"))
                 }
                 _ => Ok(()),
@@ -552,8 +600,9 @@ impl Node {
             Body::Prepare { .. } => "a Prepare",
             Body::Accept { .. } => "an Accept",
             Body::ListKeys { .. } => "a sweep listing",
-            Body::RosterPull => "a roster pull",
-            Body::Commit { .. } => "a roster Commit",
+            Body::RosterPull { .. } => "a roster pull",
+            // A Commit proves itself (`learn_roster`): a roster that adds this node may come
+            // from members this node does not know yet.
             _ => return Ok(()),
         };
         if roster.is_member(from) {
@@ -577,7 +626,7 @@ impl Node {
                 let promise = Promise { from: from.clone(), accepted, age_us };
                 self.on_vote(now, from, key, ballot, Vote::Promise(promise))
             }
-            Body::Accepted { key, ballot } => self.on_vote(now, from, key, ballot, Vote::Accepted),
+            Body::Accepted { key, ballot, signed } => self.on_vote(now, from, key, ballot, Vote::Accepted(signed)),
             Body::Refuse { key, ballot, why } => {
                 match why {
                     Refusal::Promised(promised) if from_voter => self.max_round_seen = self.max_round_seen.max(promised.round),
@@ -587,10 +636,11 @@ impl Node {
                 }
                 self.on_vote(now, from, key, ballot, Vote::Refused)
             }
-            Body::Commit { roster } => self.learn_roster(now, roster, false),
-            Body::RosterPull => {
-                if let Some(roster) = self.roster.clone() {
-                    self.send(from, Body::Commit { roster });
+            Body::Commit { links } => self.on_commit(now, from, their_roster, links),
+            Body::RosterPull { have } => {
+                let links = self.links_after(have);
+                if !links.is_empty() {
+                    self.send(from, Body::Commit { links });
                 }
             }
             Body::ListKeys { sweep, after } => {
@@ -606,7 +656,7 @@ impl Node {
                 self.on_key_list(now, from, their_roster, sweep, page)
             }
             Body::BootstrapOffer { roster } => self.on_bootstrap_offer(from, roster),
-            Body::BootstrapAck { roster } => self.on_bootstrap_ack(now, from, roster),
+            Body::BootstrapAck { roster, signed } => self.on_bootstrap_ack(now, from, roster, signed),
         }
     }
 
@@ -639,23 +689,70 @@ impl Node {
             return;
         }
         let mine = self.roster.as_ref().map(Roster::id);
-        match (mine, theirs) {
-            (Some(m), Some(t)) if t.version > m.version => self.send(peer.clone(), Body::RosterPull),
-            (None, Some(_)) => self.send(peer.clone(), Body::RosterPull),
-            (Some(m), Some(t)) if t.version < m.version => {
-                let roster = self.roster.clone();
-                if let Some(roster) = roster {
-                    self.send(peer.clone(), Body::Commit { roster });
-                }
-                let _ = m;
+        let behind = match (mine, theirs) {
+            (Some(m), Some(t)) => t.version > m.version,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        let ahead = match (mine, theirs) {
+            (Some(m), Some(t)) => t.version < m.version,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if behind {
+            self.pull_roster(peer.clone());
+        } else if ahead {
+            // The latest link: a peer further behind cannot prove it, and pulls what it lacks.
+            if let Some(link) = self.chain.last().cloned() {
+                self.send(peer.clone(), Body::Commit { links: vec![link] });
             }
-            (Some(_), None) => {
-                let roster = self.roster.clone();
-                if let Some(roster) = roster {
-                    self.send(peer.clone(), Body::Commit { roster });
+        }
+    }
+
+    /// Asks `peer` for the links of its chain after this node's installed roster.
+    fn pull_roster(&mut self, peer: NodeId) {
+        let have = self.roster.as_ref().map(|r| (r.version, r.sweep_done));
+        self.send(peer, Body::RosterPull { have });
+    }
+
+    /// The links of this node's chain after a roster at `have` (a page of them).
+    fn links_after(&self, have: Option<(u64, bool)>) -> Vec<Link> {
+        let newer = |link: &&Link| match have {
+            None => true,
+            Some((version, swept)) => link.roster.version > version || (link.roster.version == version && link.roster.sweep_done && !swept),
+        };
+        self.chain.iter().filter(newer).take(CHAIN_PAGE).cloned().collect()
+    }
+
+    /// A peer's chosen rosters: each installed that is proven from the one installed before
+    /// it. A link proven under a later roster than this node's means it is behind by more: it
+    /// asks the sender for the links in between, as it does when a page of them leaves it
+    /// still behind the sender. A link that fails its proof is refused, and stops the page.
+    fn on_commit(&mut self, now: Time, from: NodeId, theirs: Option<RosterId>, links: Vec<Link>) {
+        let mut moved = false;
+        let mut gap = false;
+        for link in links {
+            let installed = self.roster.as_ref().map(|r| r.version);
+            if self.roster.as_ref().is_some_and(|r| !link.roster.is_newer_than(r)) {
+                continue;
+            }
+            if installed.map_or(link.roster.version > 1, |v| link.proof.under.version > v) {
+                gap = true;
+                break;
+            }
+            match self.learn_roster(now, link, false) {
+                Ok(()) => moved = true,
+                Err(why) => {
+                    self.stats.unproven_rosters += 1;
+                    self.reject(&from, Refused::Unproven(why));
+                    return;
                 }
             }
-            _ => {}
+        }
+        let mine = self.roster.as_ref().map(|r| r.version);
+        let sender_ahead = theirs.is_some_and(|t| mine.is_none_or(|m| t.version > m));
+        if gap || (moved && sender_ahead) {
+            self.pull_roster(from);
         }
     }
 
@@ -686,21 +783,25 @@ impl Node {
         // Only a ballot this node votes on moves its rounds: before any roster (when anyone
         // may send one) a refused ballot's round would stay with it for good.
         self.max_round_seen = self.max_round_seen.max(ballot.round);
-        #[allow(unused_variables)]
-        let accepted_roster = match &value {
-            Value::Roster(r) => Some(r.clone()),
-            Value::Lock(_) => None,
+        // A roster value is signed: a majority of these signatures at one ballot proves it
+        // chosen to any node that has the roster they were made under.
+        let under = self.roster.as_ref().map(Roster::id);
+        let accepted_roster = match (&value, under) {
+            (Value::Roster(r), Some(under)) => Some((r.clone(), proof::sign(&*self.signer, ballot, under, r))),
+            _ => None,
         };
         let next = if broken!(self.config, NoSuccessorPromise) { ballot } else { ballot.successor() };
         match self.acceptor.accept_promising(now, &key, ballot, value, their_roster, next) {
             Ok(slot) => {
                 self.out.writes.push(Write::Slot(key.clone(), slot));
                 if broken!(self.config, RosterInstalledWhenAccepted) {
-                    if let Some(roster) = accepted_roster {
-                        self.learn_roster(now, roster, false);
+                    if let Some((roster, _)) = &accepted_roster {
+                        let proof = Proof { ballot, under: their_roster.unwrap_or(RosterId { version: 0, digest: 0 }), signatures: Vec::new() };
+                        self.install(now, Link { roster: roster.clone(), proof }, false);
                     }
                 }
-                self.send(from, Body::Accepted { key, ballot });
+                let signed = accepted_roster.map(|(_, signed)| signed);
+                self.send(from, Body::Accepted { key, ballot, signed });
             }
             Err(promised) => self.send(from, Body::Refuse { key, ballot, why: Refusal::Promised(promised) }),
         }
@@ -708,29 +809,30 @@ impl Node {
 }
 
 impl Node {
-    /// Installs `roster` if it is newer than the installed one. The caller vouches that it is
-    /// chosen: a Commit, a pull answer (both sent only for installed rosters), or a roster
-    /// ballot of this node that it decided. If `announce`, tells every old and new voter.
-    pub(super) fn learn_roster(&mut self, now: Time, roster: Roster, announce: bool) {
-        let newer = match &self.roster {
-            None => true,
-            // Another cluster's roster is never installed (the runtime's handshake checks the
-            // cluster id too; this keeps the core safe on its own).
-            Some(current) if current.cluster_id != roster.cluster_id => false,
-            Some(current) => {
-                roster.version > current.version
-                    || (roster.version == current.version
-                        && roster.id() == current.id()
-                        && roster.sweep_done
-                        && !current.sweep_done)
-            }
-        };
+    /// Installs the roster of `link` if its proof holds from the installed roster (or, before
+    /// any, if it is a first roster every voter signed), whoever it came from: a Commit, a pull
+    /// answer, this node's own ballot or bootstrap. If `announce`, tells every old and new
+    /// member.
+    pub(super) fn learn_roster(&mut self, now: Time, link: Link, announce: bool) -> Result<(), proof::Unproven> {
+        if !broken!(self.config, CommitWithoutProof) {
+            link.verify(self.roster.as_ref(), self.cluster)?;
+        }
+        self.install(now, link, announce);
+        Ok(())
+    }
+
+    /// Installs a roster known to be chosen, if it is newer than the installed one.
+    pub(super) fn install(&mut self, now: Time, link: Link, announce: bool) {
+        // Another cluster's roster is never installed (the runtime's handshake checks the
+        // cluster id too; this keeps the core safe on its own).
+        let newer = self.roster.as_ref().is_none_or(|current| current.cluster_id == link.roster.cluster_id && link.roster.is_newer_than(current));
         if !newer {
             return;
         }
+        let roster = link.roster.clone();
         self.max_round_seen = self.max_round_seen.max(roster.round_floor);
         let old = self.roster.replace(roster.clone());
-        if old.is_none() && roster.version == 1 {
+        if old.is_none() && roster.version == 1 && roster.contains(&self.id) {
             // The first roster: every voter acknowledged it before anyone installed it, so it
             // is the register's value at the bootstrap ballot.
             let accepted = super::message::AcceptedValue {
@@ -742,7 +844,8 @@ impl Node {
                 self.out.writes.push(Write::Slot(Key::Roster, slot));
             }
         }
-        self.out.writes.push(Write::Roster(roster.clone()));
+        self.chain.push(link.clone());
+        self.out.writes.push(Write::Link(link.clone()));
         self.bootstrapping = None;
         if self.sweep.as_ref().is_some_and(|s| s.version != roster.version) {
             self.sweep = None;
@@ -751,7 +854,7 @@ impl Node {
             let mut to: BTreeSet<NodeId> = roster.voters.iter().chain(&roster.members).cloned().collect();
             to.extend(old.iter().flat_map(|o| o.voters.iter().chain(&o.members).cloned()));
             for voter in to {
-                self.send(voter, Body::Commit { roster: roster.clone() });
+                self.send(voter, Body::Commit { links: vec![link.clone()] });
             }
             if !roster.sweep_done {
                 self.start_sweep(now);

@@ -9,11 +9,28 @@ use super::*;
 /// keeps its certificate when its data dir is wiped.
 fn nid(name: impl Into<String>, incarnation: u64) -> NodeId {
     let name = name.into();
-    let mut key = [0u8; 32];
-    for (k, b) in key.iter_mut().zip(name.bytes()) {
+    let key = signer(&name).key_hash();
+    NodeId::new(name, incarnation, key)
+}
+
+/// The key of the node named `name` (an Ed25519 key from a seed made of the name).
+fn signer(name: &str) -> proof::Ed25519Signer {
+    let mut seed = [0u8; 32];
+    for (k, b) in seed.iter_mut().zip(name.bytes()) {
         *k = b;
     }
-    NodeId::new(name, incarnation, key)
+    proof::Ed25519Signer::from_seed(&seed)
+}
+
+/// A node of these tests, with its name's key.
+fn new_node(config: Config, id: NodeId, durable: Durable) -> Node {
+    let signer = Box::new(signer(&id.name));
+    Node::new(config, id, durable, Time(0), 7, signer)
+}
+
+/// A roster as a forger sends it: with a proof that proves nothing.
+fn unproven(roster: Roster, under: RosterId) -> Body {
+    Body::Commit { links: vec![proof::Link { roster, proof: proof::Proof { ballot: Ballot { round: 5, proposer: 5 }, under, signatures: Vec::new() } }] }
 }
 
 struct Cluster {
@@ -27,7 +44,7 @@ struct Cluster {
 impl Cluster {
     fn new(n: usize) -> Cluster {
         let ids: Vec<NodeId> = (0..n).map(|i| nid(format!("n{i}"), 100 + i as u64)).collect();
-        let nodes = ids.iter().map(|id| Node::new(Config::default(), id.clone(), Durable::default(), Time(0), 7)).collect();
+        let nodes = ids.iter().map(|id| new_node(Config::default(), id.clone(), Durable::default())).collect();
         let mut c = Cluster { nodes, disks: vec![Durable::default(); n], inbox: VecDeque::new(), replies: Vec::new(), now: Time(0) };
         for i in 0..n {
             c.nodes[i].bootstrap(Time(0), ids.clone()).unwrap();
@@ -226,7 +243,7 @@ fn a_roster_change_is_installed_everywhere_and_swept() {
     let mut c = Cluster::new(4);
     // Start with a three-voter cluster that n3 joins.
     let mut c3 = Cluster::new(3);
-    let n3 = Node::new(Config::default(), nid("n3", 103), Durable::default(), Time(0), 7);
+    let n3 = new_node(Config::default(), nid("n3", 103), Durable::default());
     c3.nodes.push(n3);
     c3.disks.push(Durable::default());
     c3.request(0, 1, scope(), acquire("a"));
@@ -269,7 +286,7 @@ impl Net {
             .iter()
             .zip(durables)
             .enumerate()
-            .map(|(i, (name, d))| Node::new(config.clone(), nid(*name, i as u64 + 1), d, Time(0), 7))
+            .map(|(i, (name, d))| new_node(config.clone(), nid(*name, i as u64 + 1), d))
             .collect();
         Net { nodes, queue: VecDeque::new(), replies: Vec::new(), now: 0 }
     }
@@ -334,10 +351,11 @@ impl Net {
         self.pump(&keep_all);
         // The other nodes learn the roster as they would by pulling it.
         let first = self.nodes[self.idx(voters[0])].roster().cloned().unwrap();
+        let links = self.nodes[self.idx(voters[0])].chain().to_vec();
         for i in 0..self.nodes.len() {
             let from = self.id(voters[0]);
             let to = self.nodes[i].id().clone();
-            self.queue.push_back(Envelope { from, to, roster: Some(first.id()), body: Body::Commit { roster: first.clone() } });
+            self.queue.push_back(Envelope { from, to, roster: Some(first.id()), body: Body::Commit { links: links.clone() } });
         }
         self.pump(&keep_all);
     }
@@ -354,9 +372,10 @@ impl Net {
         }
         // The other nodes learn the roster as they would by pulling it.
         let roster = self.nodes[self.idx(via)].roster().cloned().unwrap();
+        let links = self.nodes[self.idx(via)].chain().to_vec();
         for i in 0..self.nodes.len() {
             let (from, to) = (self.id(via), self.nodes[i].id().clone());
-            self.queue.push_back(Envelope { from, to, roster: Some(roster.id()), body: Body::Commit { roster: roster.clone() } });
+            self.queue.push_back(Envelope { from, to, roster: Some(roster.id()), body: Body::Commit { links: links.clone() } });
         }
         self.pump(&keep_all);
         assert!(self.nodes.iter().all(|n| n.roster() == Some(&roster)), "every node installed the members' roster");
@@ -737,7 +756,7 @@ fn one_voter_sweeps_at_a_time_and_another_takes_over_when_it_stops() {
     net.request("C", 101, Key::Roster, Op::Roster(RosterOp::Change { change: RosterChange::Add(net.id("E")), expected_version: None }));
     while !swept(&net, 3, &["A", "B", "D", "E"]) {
         net.run(1_000, &watch);
-        assert!(net.now < start + 30_000_000, "nobody took the sweep of v3 over");
+        assert!(net.now < start + 30_000_000, "nobody took the sweep of v3 over: {:?}", net.nodes.iter().map(|n| (n.id().name.clone(), n.roster().map(|r| (r.version, r.sweep_done)), n.sweeping(), n.stats().unproven_rosters, n.rejected.clone())).collect::<Vec<_>>());
     }
     assert!(matches!(net.result(101), Some(Ok(Answer::Roster(RosterResult::Changed(_))))), "{:?}", net.result(101));
     assert!(cut.get());
@@ -1144,7 +1163,7 @@ fn a_commit_of_a_malformed_roster_is_refused() {
     let rogue = nid("rogue", 999);
     let to = c.nodes[0].id().clone();
     for roster in [Roster { voters: vec![], version: 9, ..installed.clone() }, Roster { voters: installed.voters.iter().rev().cloned().collect(), version: 9, ..installed.clone() }] {
-        c.nodes[0].handle_message(c.now, Envelope { from: rogue.clone(), to: to.clone(), roster: None, body: Body::Commit { roster } });
+        c.nodes[0].handle_message(c.now, Envelope { from: rogue.clone(), to: to.clone(), roster: None, body: unproven(roster, installed.id()) });
     }
     assert_eq!(c.nodes[0].roster(), Some(&installed));
     assert_eq!(c.nodes[0].stats().invalid_from_peers, 2);
@@ -1167,7 +1186,7 @@ fn a_roster_at_version_u64_max_from_a_peer_is_refused() {
     let rogue = nid("rogue", 999);
     for i in 0..3 {
         let to = c.nodes[i].id().clone();
-        c.nodes[i].handle_message(c.now, Envelope { from: rogue.clone(), to: to.clone(), roster: None, body: Body::Commit { roster: top.clone() } });
+        c.nodes[i].handle_message(c.now, Envelope { from: rogue.clone(), to: to.clone(), roster: None, body: unproven(top.clone(), installed.id()) });
         let ballot = Ballot { round: 1 << 20, proposer: 999 };
         let body = Body::Accept { key: Key::Roster, ballot, value: Value::Roster(top.clone()) };
         c.nodes[i].handle_message(c.now, Envelope { from: rogue.clone(), to, roster: Some(top.id()), body });
@@ -1473,7 +1492,7 @@ fn a_non_member_can_neither_grant_nor_read_nor_list_a_scope() {
             Body::Prepare { key: scope(), ballot },
             Body::Accept { key: scope(), ballot, value: Value::Lock(held_by("mallory")) },
             Body::ListKeys { sweep: 1, after: None },
-            Body::RosterPull,
+            Body::RosterPull { have: None },
         ];
         for body in bodies {
             let out = forge(&mut c, i, &rogue, body);
@@ -1498,10 +1517,121 @@ fn a_forged_commit_from_a_non_member_is_not_installed() {
     let rogue = nid("rogue", 999);
     let forged = Roster { version: before.version + 1000, voters: vec![c.nodes[0].id().clone(), rogue.clone()], ..before.clone() };
     assert!(crate::validate::roster(&forged).is_ok());
-    let out = forge(&mut c, 0, &rogue, Body::Commit { roster: forged });
+    let out = forge(&mut c, 0, &rogue, unproven(forged.clone(), before.id()));
     assert!(out.writes.is_empty(), "{out:?}");
     assert_eq!(c.nodes[0].roster(), Some(&before));
-    assert_eq!(c.nodes[0].stats().unauthorized_from_peers, 1);
+    assert_eq!(c.nodes[0].stats().unproven_rosters, 1);
+    // Signed by the rogue and by the voter itself is no majority of the installed roster.
+    let under = before.id();
+    let ballot = Ballot { round: 77, proposer: 999 };
+    let next = Roster { version: before.version + 1, ..forged };
+    let signatures = vec![(rogue.clone(), proof::sign(&signer("rogue"), ballot, under, &next)), (c.nodes[0].id().clone(), proof::sign(&signer("n0"), ballot, under, &next))];
+    let link = proof::Link { roster: next, proof: proof::Proof { ballot, under, signatures } };
+    assert_eq!(link.verify(Some(&before), None), Err("too few voters' signatures"));
+    let out = forge(&mut c, 0, &rogue, Body::Commit { links: vec![link] });
+    assert!(out.writes.is_empty(), "{out:?}");
+    assert_eq!(c.nodes[0].roster(), Some(&before));
+    assert_eq!(c.nodes[0].stats().unproven_rosters, 2);
+    assert!(c.nodes[0].take_rejected().iter().all(|(from, why)| *from == rogue && matches!(why, Refused::Unproven(_))));
+}
+
+/// The gap the proofs close: a voter removed while another node missed the removal is still a
+/// member there, and its Commit was installed — any roster, in which that node and the removed
+/// voter alone vote. Now the Commit needs a majority of the installed roster's signatures.
+#[test]
+fn a_removed_voters_commit_is_not_installed_where_its_removal_is_not_known_yet() {
+    let mut c = Cluster::new(3);
+    let (n0, n1, n2) = (c.nodes[0].id().clone(), c.nodes[1].id().clone(), c.nodes[2].id().clone());
+    let first = c.nodes[0].roster().cloned().unwrap();
+    // n0 removes n2; n1 hears nothing of it.
+    c.request(0, 1, Key::Roster, Op::Roster(RosterOp::Change { change: RosterChange::Remove(n2.clone()), expected_version: Some(1) }));
+    for _ in 0..20 {
+        c.collect();
+        let inbox: Vec<Envelope> = c.inbox.drain(..).filter(|e| !(e.to == n1 && matches!(e.body, Body::Commit { .. }))).collect();
+        for e in inbox {
+            let to = c.index(&e.to);
+            c.nodes[to].handle_message(c.now, e);
+        }
+    }
+    c.collect();
+    c.inbox.clear();
+    assert_eq!(c.nodes[0].roster().map(|r| r.version), Some(2));
+    assert_eq!(c.nodes[1].roster(), Some(&first), "n1 missed the removal");
+    // n2 signs, as the voter it was, a roster in which n1 and it alone vote.
+    let ballot = Ballot { round: 1 << 30, proposer: n2.incarnation };
+    let forged = Roster { version: 2, voters: vec![n1.clone(), n2.clone()], sweep_done: true, ..first.clone() };
+    let signatures = vec![(n2.clone(), proof::sign(&signer("n2"), ballot, first.id(), &forged))];
+    let link = proof::Link { roster: forged, proof: proof::Proof { ballot, under: first.id(), signatures } };
+    let out = forge(&mut c, 1, &n2, Body::Commit { links: vec![link] });
+    assert!(out.writes.is_empty(), "{out:?}");
+    assert_eq!(c.nodes[1].roster(), Some(&first), "n1 installed the removed voter's roster");
+    assert_eq!(c.nodes[1].stats().unproven_rosters, 1);
+    // The real removal still reaches n1, proven by n0 and n1's own signatures.
+    let links = c.nodes[0].chain().to_vec();
+    let tag = c.nodes[0].roster().map(Roster::id);
+    c.nodes[1].handle_message(c.now, Envelope { from: n0, to: n1, roster: tag, body: Body::Commit { links } });
+    assert_eq!(c.nodes[1].roster(), c.nodes[0].roster());
+}
+
+/// A member that missed more changes than a Commit carries catches up page by page from the
+/// sender's chain, each link proven from the one before.
+#[test]
+fn a_member_far_behind_catches_up_through_the_chain() {
+    let mut c = Cluster::new(3);
+    let n2 = c.nodes[2].id().clone();
+    let first = c.nodes[0].roster().cloned().unwrap();
+    // Twenty members come and go while n2 hears nothing of it (each a change of its own).
+    for i in 0..(proof_page() as u64 + 4) {
+        let m = nid(format!("m{i}"), 500 + i);
+        for change in [RosterChange::AddMember(m.clone()), RosterChange::Remove(m)] {
+            c.request(0, 10 + i, Key::Roster, Op::Roster(RosterOp::Change { change, expected_version: None }));
+            for _ in 0..20 {
+                c.collect();
+                let inbox: Vec<Envelope> = c.inbox.drain(..).filter(|e| !(e.to == n2 && matches!(e.body, Body::Commit { .. })) && !e.to.name.starts_with('m')).collect();
+                for e in inbox {
+                    let to = c.index(&e.to);
+                    c.nodes[to].handle_message(c.now, e);
+                }
+            }
+        }
+    }
+    c.collect();
+    c.inbox.clear();
+    let latest = c.nodes[0].roster().cloned().unwrap();
+    assert!(latest.version > proof_page() as u64 + 1, "{}", latest.version);
+    assert_eq!(c.nodes[2].roster(), Some(&first));
+    // The latest link alone cannot be proven from n2's roster: it pulls the chain.
+    let last = c.nodes[0].chain().last().cloned().unwrap();
+    let from = c.nodes[0].id().clone();
+    c.nodes[2].handle_message(c.now, Envelope { from, to: n2, roster: Some(latest.id()), body: Body::Commit { links: vec![last] } });
+    c.settle();
+    assert_eq!(c.nodes[2].roster(), Some(&latest));
+    assert_eq!(c.nodes[2].stats().unproven_rosters, 0);
+    assert_eq!(c.nodes[2].chain().len(), c.nodes[0].chain().len());
+}
+
+fn proof_page() -> usize {
+    crate::node::CHAIN_PAGE
+}
+
+/// A node given its cluster's id installs a first roster only if it hashes to that id,
+/// whoever sends it; a chain from another first roster is refused.
+#[test]
+fn a_node_given_the_cluster_id_installs_only_that_clusters_chain() {
+    let c = Cluster::new(3);
+    let other = Cluster::new(2);
+    let id = c.nodes[0].roster().unwrap().cluster_id;
+    let mut joiner = new_node(Config::default(), nid("j", 900), Durable::default());
+    joiner.set_seeds(["nobody".to_string()]);
+    joiner.set_cluster_id(id);
+    let to = joiner.id().clone();
+    let theirs = other.nodes[0].chain().to_vec();
+    joiner.handle_message(c.now, Envelope { from: other.nodes[0].id().clone(), to: to.clone(), roster: other.nodes[0].roster().map(Roster::id), body: Body::Commit { links: theirs } });
+    assert_eq!(joiner.roster(), None, "another cluster's chain was installed");
+    assert_eq!(joiner.stats().unproven_rosters, 1);
+    let ours = c.nodes[1].chain().to_vec();
+    joiner.handle_message(c.now, Envelope { from: c.nodes[1].id().clone(), to, roster: c.nodes[1].roster().map(Roster::id), body: Body::Commit { links: ours } });
+    assert_eq!(joiner.roster(), c.nodes[1].roster());
 }
 
 /// A member's name with another certificate key (a retired device's old certificate, or a
@@ -1535,7 +1665,7 @@ fn a_removed_voter_is_refused_and_its_own_requests_say_it_is_not_a_member() {
     for i in 0..2 {
         let out = forge(&mut c, i, &n2, Body::Accept { key: scope(), ballot, value: Value::Lock(held_by("mallory")) });
         assert!(out.is_empty(), "{out:?}");
-        let out = forge(&mut c, i, &n2, Body::Commit { roster: forged.clone() });
+        let out = forge(&mut c, i, &n2, unproven(forged.clone(), roster.id()));
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(c.nodes[i].roster(), Some(&roster));
     }
@@ -1549,7 +1679,7 @@ fn a_removed_voter_is_refused_and_its_own_requests_say_it_is_not_a_member() {
 #[test]
 fn a_member_that_does_not_vote_proposes_and_is_not_counted() {
     let mut c = Cluster::new(3);
-    c.nodes.push(Node::new(Config::default(), nid("m", 104), Durable::default(), Time(0), 7));
+    c.nodes.push(new_node(Config::default(), nid("m", 104), Durable::default()));
     c.disks.push(Durable::default());
     let m = c.nodes[3].id().clone();
     let change = RosterChange::AddMember(m.clone());
@@ -1630,7 +1760,7 @@ fn a_removed_voters_votes_do_not_decide_a_ballot_of_its_old_roster() {
     net.queue.push_back(Envelope { from: r.clone(), to: a.clone(), roster: Some(v1), body: Body::Promise { key: scope(), ballot: p1, accepted: None, age_us: 0 } });
     net.pump(&|e: &Envelope| e.to.name == "R");
     // ... and that it accepted A's value (B, still at v1, took it for real).
-    net.queue.push_back(Envelope { from: r, to: a, roster: Some(v1), body: Body::Accepted { key: scope(), ballot: p1 } });
+    net.queue.push_back(Envelope { from: r, to: a, roster: Some(v1), body: Body::Accepted { key: scope(), ballot: p1, signed: None } });
     net.pump(&|e: &Envelope| e.to.name == "R");
     assert!(!is_locked(net.result(3)), "Y holds the scope, and X was told Locked on a removed voter's votes: {:?}", net.result(3));
 }
@@ -1670,7 +1800,7 @@ fn a_roster_planted_in_a_node_before_its_admission_does_not_spread_to_the_cluste
     let n = net.id("N");
     let n_at = net.idx("N");
     net.nodes[n_at].set_seeds(["A".to_string()]);
-    net.queue.push_back(Envelope { from: rogue.clone(), to: n.clone(), roster: Some(fake.id()), body: Body::Commit { roster: fake.clone() } });
+    net.queue.push_back(Envelope { from: rogue.clone(), to: n.clone(), roster: Some(fake.id()), body: unproven(fake.clone(), real.id()) });
     let to_rogue = |e: &Envelope| e.to.name == "rogue";
     net.pump(&to_rogue);
     assert_eq!(net.nodes[n_at].roster(), None, "a stranger's roster was installed");
@@ -1693,7 +1823,7 @@ fn a_roster_planted_in_a_node_before_its_admission_does_not_spread_to_the_cluste
 #[test]
 fn answers_and_bootstrap_messages_from_non_members_change_nothing() {
     let mut c = Cluster::new(3);
-    c.nodes.push(Node::new(Config::default(), nid("m", 104), Durable::default(), Time(0), 7));
+    c.nodes.push(new_node(Config::default(), nid("m", 104), Durable::default()));
     c.disks.push(Durable::default());
     let m = c.nodes[3].id().clone();
     let change = RosterChange::AddMember(m.clone());
@@ -1717,12 +1847,12 @@ fn answers_and_bootstrap_messages_from_non_members_change_nothing() {
     for from in [&rogue, &m] {
         let bodies = [
             (Some(roster.id()), Body::Promise { key: scope(), ballot, accepted: mallory.clone(), age_us: 1 << 40 }),
-            (Some(roster.id()), Body::Accepted { key: scope(), ballot }),
+            (Some(roster.id()), Body::Accepted { key: scope(), ballot, signed: None }),
             (Some(newer), Body::Refuse { key: scope(), ballot, why: crate::message::Refusal::RosterMismatch }),
             (None, Body::Refuse { key: scope(), ballot, why: crate::message::Refusal::RosterMismatch }),
             (Some(roster.id()), Body::KeyList { sweep: 1, after: None, keys: vec!["x".into()], more: false, max_round: 1 << 50 }),
             (None, Body::BootstrapOffer { roster: Roster::first(vec![to.clone(), from.clone()]) }),
-            (None, Body::BootstrapAck { roster: roster.id() }),
+            (None, Body::BootstrapAck { roster: roster.id(), signed: proof::Signed { public_key: vec![1; 32], signature: vec![2; 64] } }),
         ];
         for (tag, body) in bodies {
             let rogue_sent = *from == rogue;
@@ -1824,7 +1954,7 @@ fn a_non_members_bootstrap_offer_does_not_keep_a_cluster_from_forming() {
 #[test]
 fn a_strangers_prepare_before_admission_does_not_wedge_the_joining_nodes_rounds() {
     let mut c = Cluster::new(3);
-    c.nodes.push(Node::new(Config::default(), nid("m", 104), Durable::default(), Time(0), 7));
+    c.nodes.push(new_node(Config::default(), nid("m", 104), Durable::default()));
     c.disks.push(Durable::default());
     let rogue = nid("rogue", 999);
     let high = Ballot { round: crate::validate::COUNTER_BOUND - 1, proposer: 999 };
@@ -1930,4 +2060,43 @@ fn a_banned_nodes_second_name_does_not_keep_it_in_the_roster() {
     net.request("A", 4, scope(), acquire_for("X", 10_000_000, false));
     net.run(30_000_000, &cut);
     assert!(kept.is_empty() && is_locked(net.result(4)), "the banned key stays a voter as {:?}; with C down: {:?}", kept.iter().map(|k| &k.name).collect::<Vec<_>>(), net.result(4));
+}
+
+/// `lockmesh dev`: every node joins through the first one, which joins through itself. It
+/// proposes the first roster before the others do, so its offers go unanswered; the others
+/// then form the cluster with its acknowledgement and send it the roster. It is not their seed
+/// (it has none but itself), yet it takes that roster: it acknowledged and signed it itself.
+#[test]
+fn a_node_whose_offers_came_too_early_takes_the_first_roster_it_acknowledged() {
+    let mut net = Net::new(&["A", "B", "C"], vec![Durable::default(); 3], Config::default());
+    for n in &mut net.nodes {
+        n.set_seeds(["A".to_string()]);
+    }
+    let ids: Vec<NodeId> = ["A", "B", "C"].iter().map(|n| net.id(n)).collect();
+    let a = net.idx("A");
+    net.nodes[a].bootstrap(Time(net.now), ids.clone()).unwrap();
+    net.collect(a);
+    net.pump(&keep_all);
+    for v in ["B", "C"] {
+        let i = net.idx(v);
+        net.nodes[i].bootstrap(Time(net.now), ids.clone()).unwrap();
+        net.collect(i);
+    }
+    // A's resent offers reach B and C only after they installed the roster.
+    let offers_from_a = |e: &Envelope| e.from.name == "A" && matches!(e.body, Body::BootstrapOffer { .. });
+    net.run(3_000_000, &offers_from_a);
+    for v in ["A", "B", "C"] {
+        assert!(net.nodes[net.idx(v)].roster().is_some_and(|r| r.version == 1), "{v} has no roster");
+    }
+    // A stranger's first roster, though, A still takes from nobody but its seeds.
+    let stranger = nid("x", 77);
+    let first = Roster::first(vec![stranger.clone()]);
+    let signed = proof::sign(&signer("x"), Ballot::BOOTSTRAP, first.id(), &first);
+    let link = proof::Link { proof: proof::Proof { ballot: Ballot::BOOTSTRAP, under: first.id(), signatures: vec![(stranger.clone(), signed)] }, roster: first };
+    let mut fresh = new_node(Config::default(), nid("F", 9), Durable::default());
+    fresh.set_seeds(["A".to_string()]);
+    let to = fresh.id().clone();
+    fresh.handle_message(Time(0), Envelope { from: stranger, to, roster: None, body: Body::Commit { links: vec![link] } });
+    assert_eq!(fresh.roster(), None);
+    assert_eq!(fresh.stats().unauthorized_from_peers, 1);
 }

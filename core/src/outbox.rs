@@ -124,7 +124,7 @@ mod tests {
 
     /// A batch: `writes` round reservations, one message of each kind to `tag`.
     fn batch(writes: usize, tag: &str) -> Outputs {
-        let to = |kind: &str| Envelope { from: NodeId::new("me", 1, [1; 32]), to: NodeId::new(format!("{kind}-{tag}"), 1, [2; 32]), roster: None, body: Body::RosterPull };
+        let to = |kind: &str| Envelope { from: NodeId::new("me", 1, [1; 32]), to: NodeId::new(format!("{kind}-{tag}"), 1, [2; 32]), roster: None, body: Body::RosterPull { have: None } };
         Outputs { writes: (0..writes as u64).map(Write::RoundReserved).collect(), early: vec![to("early")], messages: vec![to("late")], replies: Vec::new() }
     }
 

@@ -10,6 +10,7 @@ use super::broken::broken;
 use super::lease::Drift;
 use super::message::{AcceptedValue, Ballot, Body, Key, Value};
 use super::node::{apply_lock_ops, apply_roster_ops, Agreement, Answer, Failure, Node, PendingOp, Timer};
+use super::proof::{Link, Proof, Signed};
 use super::quorum::{self, Decision};
 use super::record::LockRecord;
 use super::roster::{NodeId, Roster};
@@ -87,7 +88,8 @@ pub fn read_quorum(promises: &[Promise], majority: usize, drift: Drift, rules: R
 pub(super) enum Phase {
     Backoff,
     Preparing { promises: BTreeMap<NodeId, Promise>, refused: BTreeSet<NodeId> },
-    Accepting { value: Value, answers: Vec<Answer>, agreed: BTreeSet<NodeId>, refused: BTreeSet<NodeId> },
+    /// `signed`: the accepting voters' signatures, for a roster value (its proof).
+    Accepting { value: Value, answers: Vec<Answer>, agreed: BTreeSet<NodeId>, refused: BTreeSet<NodeId>, signed: Vec<(NodeId, Signed)> },
 }
 
 /// One register's ballot in flight at a node (at most one per key).
@@ -104,7 +106,8 @@ pub(super) struct Proposal {
 /// A voter's answer to one of our ballots.
 pub(super) enum Vote {
     Promise(Promise),
-    Accepted,
+    /// With the voter's signature if the value is a roster.
+    Accepted(Option<Signed>),
     Refused,
 }
 
@@ -294,7 +297,10 @@ impl Node {
                 refused.insert(from);
                 quorum::tally(voters, promises.len(), refused.len())
             }
-            (Phase::Accepting { agreed, refused, .. }, Vote::Accepted) => {
+            (Phase::Accepting { agreed, refused, signed, .. }, Vote::Accepted(signature)) => {
+                if let Some(signature) = signature {
+                    signed.push((from.clone(), signature));
+                }
                 agreed.insert(from);
                 quorum::tally(voters, agreed.len(), refused.len())
             }
@@ -311,11 +317,12 @@ impl Node {
             Decision::Lost => self.retry(now, key, p),
             Decision::Won => match core::mem::replace(&mut p.phase, Phase::Backoff) {
                 Phase::Preparing { promises, .. } => self.decide(now, key, p, promises, voters),
-                Phase::Accepting { value, answers, agreed, .. } => {
+                Phase::Accepting { value, answers, agreed, signed, .. } => {
                     self.own(now, &key, &p, &value);
                     let ops = core::mem::take(&mut p.ops);
                     let agreement = Agreement { ballot: p.ballot, agreed: agreed.into_iter().collect(), voters: p.roster.voters.len() };
-                    self.finish(now, &key, value, ops, answers, agreement);
+                    let proof = Proof { ballot: p.ballot, under: p.roster.id(), signatures: signed };
+                    self.finish(now, &key, value, ops, answers, agreement, Some(proof));
                 }
                 Phase::Backoff => {}
             },
@@ -359,12 +366,15 @@ impl Node {
         // no op of this batch may have had its effect in an Accept we sent: a negative answer
         // for such an op must be decided at a ballot above that Accept (contract 6).
         let may_have_taken_effect = p.ops.iter().any(|op| op.accept_sent) && !broken!(self.config, BareRefusal);
-        if !changed && read.chosen && !may_have_taken_effect {
+        // A chosen roster this node has not installed is accepted again, for the signatures
+        // that prove it (a read of the roster register installs what it finds).
+        let unproven = matches!(&value, Value::Roster(r) if self.roster.as_ref() != Some(r));
+        if !changed && read.chosen && !may_have_taken_effect && !unproven {
             let ops = core::mem::take(&mut p.ops);
             let ballot = read.highest.unwrap_or(p.ballot);
             self.stats.answered_without_write += 1;
             let agreed = promisers.into_iter().collect();
-            self.finish(now, &key, value, ops, answers, Agreement { ballot, agreed, voters: p.roster.voters.len() });
+            self.finish(now, &key, value, ops, answers, Agreement { ballot, agreed, voters: p.roster.voters.len() }, None);
             return;
         }
         self.send_accepts(now, key, p, value, answers);
@@ -382,16 +392,21 @@ impl Node {
         for voter in members {
             self.send_tagged(voter, Body::Accept { key: key.clone(), ballot: p.ballot, value: value.clone() }, tag);
         }
-        p.phase = Phase::Accepting { value, answers, agreed: BTreeSet::new(), refused: BTreeSet::new() };
+        p.phase = Phase::Accepting { value, answers, agreed: BTreeSet::new(), refused: BTreeSet::new(), signed: Vec::new() };
         p.id = self.next_id();
         self.set_timer(now.plus_micros(self.config.phase_timeout_us), Timer::Phase { key: key.clone(), proposal: p.id });
         self.proposals.insert(key, p);
     }
 
-    /// The value is chosen: answer every op, act on a chosen roster, start the next ballot.
-    fn finish(&mut self, now: Time, key: &Key, value: Value, ops: Vec<PendingOp>, answers: Vec<Answer>, agreement: Agreement) {
-        if let Value::Roster(roster) = value {
-            self.learn_roster(now, roster, true);
+    /// The value is chosen: answer every op, install a chosen roster (with `proof`, the
+    /// signatures of the majority that accepted it; `None` if it is the installed one), start
+    /// the next ballot.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(&mut self, now: Time, key: &Key, value: Value, ops: Vec<PendingOp>, answers: Vec<Answer>, agreement: Agreement, proof: Option<Proof>) {
+        if let (Value::Roster(roster), Some(proof)) = (value, proof) {
+            // Signed by the voters whose acceptance made it chosen: the proof holds (a failure
+            // would leave this roster to the catch-up read, which accepts it again).
+            let _ = self.learn_roster(now, Link { roster, proof }, true);
         }
         self.after_ballot(now, key);
         for (op, answer) in ops.into_iter().zip(answers) {

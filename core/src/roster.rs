@@ -52,8 +52,9 @@ pub struct RosterId {
 /// "Roster changes"). Neither is part of the roster's identity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Roster {
-    /// Digest of the first roster; checked in every handshake so two clusters never mix.
-    pub cluster_id: u64,
+    /// The first roster's hash (SHA-256, 128 bits of it): checked in every handshake so two
+    /// clusters never mix, and the root every later roster's proof chains back to.
+    pub cluster_id: u128,
     pub version: u64,
     /// Sorted by name, names unique.
     pub voters: Vec<NodeId>,
@@ -126,12 +127,64 @@ impl Roster {
     pub fn first(mut voters: Vec<NodeId>) -> Roster {
         voters.sort();
         voters.dedup_by(|a, b| a.name == b.name);
-        let cluster_id = digest(0, 0, &voters, &[], &[]);
-        Roster { cluster_id, version: 1, voters, members: Vec::new(), banned: Vec::new(), sweep_done: true, round_floor: 0 }
+        let mut first = Roster { cluster_id: 0, version: 1, voters, members: Vec::new(), banned: Vec::new(), sweep_done: true, round_floor: 0 };
+        let mut bytes = Vec::new();
+        first.encode(&mut |b| bytes.extend_from_slice(b));
+        let hash = ring::digest::digest(&ring::digest::SHA256, &bytes);
+        let mut id = [0; 16];
+        id.copy_from_slice(&hash.as_ref()[..16]);
+        first.cluster_id = u128::from_le_bytes(id);
+        first
     }
 
+    /// FNV-1a over the roster's identity. Not cryptographic: it only tells rosters of one
+    /// cluster apart in message tags. Who may send what is decided by the members and their
+    /// certificate keys, and what is installed by proofs, which sign the whole roster.
     pub fn id(&self) -> RosterId {
-        RosterId { version: self.version, digest: digest(self.cluster_id, self.version, &self.voters, &self.members, &self.banned) }
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        self.encode_identity(&mut |bytes| {
+            for &b in bytes {
+                hash ^= b as u64;
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        });
+        RosterId { version: self.version, digest: hash }
+    }
+
+    /// Whether this roster comes after `current`: a later version, or the same roster with
+    /// its sweep recorded.
+    pub fn is_newer_than(&self, current: &Roster) -> bool {
+        self.version > current.version
+            || (self.version == current.version && self.id() == current.id() && self.sweep_done && !current.sweep_done)
+    }
+
+    /// Every field, in a fixed order (what a voter signs, what the cluster id hashes).
+    pub fn encode(&self, out: &mut dyn FnMut(&[u8])) {
+        self.encode_identity(out);
+        out(&[self.sweep_done as u8]);
+        out(&self.round_floor.to_le_bytes());
+    }
+
+    /// The fields that tell rosters of a cluster apart (`id`): all but `sweep_done` and
+    /// `round_floor`, which a sweep records in the same roster.
+    fn encode_identity(&self, eat: &mut dyn FnMut(&[u8])) {
+        eat(&self.cluster_id.to_le_bytes());
+        eat(&self.version.to_le_bytes());
+        for (list, node) in self.voters.iter().map(|v| (0u8, v)).chain(self.members.iter().map(|m| (1u8, m))) {
+            eat(&[list]);
+            eat(&(node.name.len() as u64).to_le_bytes());
+            eat(node.name.as_bytes());
+            eat(&node.incarnation.to_le_bytes());
+            eat(&node.key);
+        }
+        for ban in &self.banned {
+            eat(&[2]);
+            let name = ban.name.as_deref().unwrap_or("");
+            eat(&[ban.name.is_some() as u8]);
+            eat(&(name.len() as u64).to_le_bytes());
+            eat(name.as_bytes());
+            eat(&ban.key);
+        }
     }
 
     pub fn majority(&self) -> usize {
@@ -254,36 +307,6 @@ fn remove(voters: &mut Vec<NodeId>, members: &mut Vec<NodeId>, node: &NodeId) ->
     }
     voters.remove(at);
     Ok(Some(true))
-}
-
-/// FNV-1a over the roster's identity. Not cryptographic: it only tells rosters of one cluster
-/// apart; who may send what is decided by the roster's members and their certificate keys.
-fn digest(cluster_id: u64, version: u64, voters: &[NodeId], members: &[NodeId], banned: &[Ban]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            hash ^= b as u64;
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    eat(&cluster_id.to_le_bytes());
-    eat(&version.to_le_bytes());
-    for (list, node) in voters.iter().map(|v| (0u8, v)).chain(members.iter().map(|m| (1u8, m))) {
-        eat(&[list]);
-        eat(&(node.name.len() as u64).to_le_bytes());
-        eat(node.name.as_bytes());
-        eat(&node.incarnation.to_le_bytes());
-        eat(&node.key);
-    }
-    for ban in banned {
-        eat(&[2]);
-        let name = ban.name.as_deref().unwrap_or("");
-        eat(&[ban.name.is_some() as u8]);
-        eat(&(name.len() as u64).to_le_bytes());
-        eat(name.as_bytes());
-        eat(&ban.key);
-    }
-    hash
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 use crate::prelude::*;
 
 use super::message::{Ballot, Body, Key, Value};
+use super::proof::{Link, Signed, MAX_KEY_BYTES};
 use super::record::{Limits, LockRecord};
 use super::roster::Roster;
 
@@ -22,7 +23,8 @@ pub const MAX_SCOPE_BYTES: usize = 256;
 /// there, where a successor equals its ballot), scope names, register values, rosters.
 pub fn body(body: &Body, limits: &Limits) -> Result<(), Invalid> {
     match body {
-        Body::Prepare { key: k, ballot: b } | Body::Accepted { key: k, ballot: b } => key(k).and(self::ballot(b)),
+        Body::Prepare { key: k, ballot: b } => key(k).and(self::ballot(b)),
+        Body::Accepted { key: k, ballot: b, signed: s } => key(k).and(self::ballot(b)).and(s.iter().try_for_each(signed)),
         Body::Accept { key: k, ballot: b, value: v } => key(k).and(self::ballot(b)).and(value(k, v, limits)),
         Body::Promise { key: k, ballot: b, accepted, .. } => {
             key(k).and(self::ballot(b))?;
@@ -38,14 +40,43 @@ pub fn body(body: &Body, limits: &Limits) -> Result<(), Invalid> {
                 _ => Ok(()),
             }
         }
-        Body::Commit { roster: r } | Body::BootstrapOffer { roster: r } => roster(r),
+        Body::BootstrapOffer { roster: r } => roster(r),
+        Body::Commit { links } => {
+            if links.len() > MAX_LINKS {
+                return Err(format!("{} rosters in one Commit, more than {MAX_LINKS}", links.len()));
+            }
+            links.iter().try_for_each(link)
+        }
         Body::KeyList { keys, max_round, after, .. } => {
             round(*max_round)?;
             keys.iter().chain(after.iter()).try_for_each(|k| scope_name(k))
         }
         Body::ListKeys { after, .. } => after.iter().try_for_each(|k| scope_name(k)),
-        Body::RosterPull | Body::BootstrapAck { .. } => Ok(()),
+        Body::RosterPull { .. } => Ok(()),
+        Body::BootstrapAck { signed: s, .. } => signed(s),
     }
+}
+
+/// Most links a Commit carries (a page of the chain is `node::CHAIN_PAGE`).
+pub const MAX_LINKS: usize = 64;
+
+fn link(link: &Link) -> Result<(), Invalid> {
+    roster(&link.roster)?;
+    ballot(&link.proof.ballot)?;
+    if link.proof.signatures.len() > MAX_SIGNATURES {
+        return Err(format!("a roster proof of {} signatures, more than {MAX_SIGNATURES}", link.proof.signatures.len()));
+    }
+    link.proof.signatures.iter().try_for_each(|(_, s)| signed(s))
+}
+
+/// Most signatures in a roster's proof: far above any roster's voters.
+pub const MAX_SIGNATURES: usize = 1024;
+
+fn signed(signed: &Signed) -> Result<(), Invalid> {
+    if signed.public_key.len() > MAX_KEY_BYTES || signed.signature.len() > MAX_KEY_BYTES {
+        return Err(format!("a public key or signature longer than {MAX_KEY_BYTES} bytes"));
+    }
+    Ok(())
 }
 
 fn round(round: u64) -> Result<(), Invalid> {

@@ -172,6 +172,7 @@ pub fn parse_broken(name: &str) -> Option<Broken> {
         "cancel-frees-reported-grant" => Broken::CancelFreesReportedGrant,
         "locked-before-reported" => Broken::LockedBeforeReported,
         "no-authorization" => Broken::NoAuthorization,
+        "commit-without-proof" => Broken::CommitWithoutProof,
         _ => return None,
     })
 }

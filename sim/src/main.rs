@@ -17,7 +17,8 @@ usage: lockmesh-sim [--seeds N] [--first S] [--seed S] [--threads T] [--verbose]
                 roster-installed-when-accepted, roster-change-before-sweep, bare-refusal,
                 no-successor-promise, send-before-write,
                 early-before-earlier-batches, bare-unlock-without-arrival-rule,
-                cancel-frees-reported-grant, locked-before-reported, no-authorization)";
+                cancel-frees-reported-grant, locked-before-reported, no-authorization,
+                commit-without-proof)";
 
 fn main() -> ExitCode {
     let mut seeds = 300u64;

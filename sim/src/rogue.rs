@@ -5,22 +5,24 @@
 //! 5–60 ms it sends nodes a forged message of some kind — ballots at rounds up to the bound,
 //! valid-looking records granting a scope to `mallory` (to every node at once, at one
 //! ballot), rosters in which it votes, votes for ballots in flight, refusals asking for a
-//! roster sync, listings, pulls, bootstrap offers. The transport lets it speak only as the
-//! identities it holds; within that it may send anything. The checker's safety and liveness
+//! roster sync, listings, pulls, bootstrap offers, Commits of rosters with forged proofs
+//! (none, its own signature and those of other ghosts that vote in the target's roster — fewer
+//! than a majority of it, the threat model's bound —, a first roster of its own) and replays of
+//! honest links. The transport lets it speak only as the identities it holds, and it signs
+//! only with their keys; within that it may send anything. The checker's safety and liveness
 //! checks hold all the same, and no node may refuse an honest node's value.
 //!
 //! It draws from a random stream of its own, so the seed's other choices stay as they were.
-//! Left out, as gaps PROTOCOL §1 states: a ghost's Commit to a node that has not installed
-//! the ghost's removal, or has no roster yet.
 
 use std::collections::BTreeSet;
 
 use lockmesh_core::message::{AcceptedValue, Ballot, Body, Refusal};
+use lockmesh_core::proof::{self, Link, Proof};
 use lockmesh_core::rng::Rng;
 use lockmesh_core::validate::COUNTER_BOUND;
-use lockmesh_core::{Acquire, Envelope, Key, LeaseRule, Limits, LockOp, LockRecord, LockType, NodeId, Priority, RequestId, Roster, RosterId, Value};
+use lockmesh_core::{Acquire, Ed25519Signer, Envelope, Key, LeaseRule, Limits, LockOp, LockRecord, LockType, NodeId, Priority, RequestId, Roster, RosterId, Value};
 
-use crate::world::{Event, World};
+use crate::world::{node_key, Event, World};
 
 pub(crate) struct Rogue {
     rng: Rng,
@@ -33,7 +35,19 @@ pub(crate) struct Rogue {
 
 /// The rogue's own certificate: no roster lists it.
 fn stranger() -> NodeId {
-    NodeId::new("rogue", 666, [0xee; 32])
+    NodeId::new("rogue", 666, stranger_key().key_hash())
+}
+
+fn stranger_key() -> Ed25519Signer {
+    Ed25519Signer::from_seed(&[0xee; 32])
+}
+
+/// The key of an identity the rogue holds: its own, or a ghost's (node `n<i>`'s certificate).
+fn key_of(id: &NodeId) -> Ed25519Signer {
+    match id.name.strip_prefix('n').and_then(|i| i.parse::<usize>().ok()) {
+        Some(i) => node_key(i),
+        None => stranger_key(),
+    }
 }
 
 impl Rogue {
@@ -67,14 +81,13 @@ impl World {
     pub(crate) fn rogue_act(&mut self) {
         let gap = self.rogue.rng.between(5_000, 60_000);
         self.schedule(self.now + gap, Event::Rogue);
-        let rosters: Vec<Option<Roster>> = self.nodes.iter().map(|n| n.node.as_ref().and_then(|node| node.roster().cloned()).or_else(|| n.disk.roster.clone())).collect();
+        let rosters: Vec<Option<Roster>> = self.nodes.iter().map(|n| n.node.as_ref().and_then(|node| node.roster().cloned()).or_else(|| n.disk.roster().cloned())).collect();
         for r in rosters.iter().flatten() {
             self.rogue.seen.extend(r.voters.iter().chain(&r.members).cloned());
         }
         // A ghost: listed by no node's roster (installed, or on a crashed node's disk, or the
-        // latest chosen), run by no node. (A node that has not installed a removal yet still
-        // takes the removed voter's Commit — a gap PROTOCOL §1 states; rosters with proof will
-        // close it.)
+        // latest chosen), run by no node. A node that has not installed its removal yet still
+        // takes its ballot requests; its Commits it installs only with a majority's proof.
         let listed = |id: &NodeId| rosters.iter().flatten().chain(self.checker.latest_roster.iter()).any(|r| r.is_member(id));
         let ghosts: Vec<NodeId> = self.rogue.seen.iter().filter(|id| !listed(id) && !self.nodes.iter().any(|n| n.id == **id)).cloned().collect();
         let me = if !ghosts.is_empty() && self.rogue.rng.chance(0.4) { ghosts[self.rogue.rng.index(ghosts.len())].clone() } else { stranger() };
@@ -110,20 +123,31 @@ impl World {
                 }
                 return;
             }
-            // Ghosts send no Commits: a node with no roster yet takes one from the nodes it
-            // joins through, by name and key, which a ghost holds (PROTOCOL §1, a gap the
-            // runtime narrows by the seed's address and rosters with proof will close).
-            2 | 3 if me != stranger() => Body::RosterPull,
             2 | 3 => match &rosters[to] {
                 Some(base) => {
-                    let roster = forged_roster(&mut self.rogue.rng, base, &target, &me);
-                    if self.rogue.rng.chance(0.3) {
-                        Body::Accept { key: Key::Roster, ballot, value: Value::Roster(roster) }
-                    } else {
-                        Body::Commit { roster }
+                    let mut roster = forged_roster(&mut self.rogue.rng, base, &target, &me);
+                    match self.rogue.rng.index(4) {
+                        0 => Body::Accept { key: Key::Roster, ballot, value: Value::Roster(roster) },
+                        1 => Body::Commit { links: vec![Link { roster, proof: Proof { ballot, under: base.id(), signatures: Vec::new() } }] },
+                        2 => {
+                            // Signed by the identities it holds that vote in the target's
+                            // roster (a ghost the target still lists), fewer than a majority.
+                            roster.version = base.version + 1;
+                            let signers: Vec<NodeId> = ghosts.iter().chain([&me]).filter(|g| base.contains(g)).cloned().collect::<BTreeSet<_>>().into_iter().take(base.majority() - 1).collect();
+                            let signers = if signers.is_empty() { vec![me.clone()] } else { signers };
+                            let signatures = signers.iter().map(|g| (g.clone(), proof::sign(&key_of(g), ballot, base.id(), &roster))).collect();
+                            Body::Commit { links: vec![Link { roster, proof: Proof { ballot, under: base.id(), signatures } }] }
+                        }
+                        _ => self.replayed_links(),
                     }
                 }
-                None => Body::RosterPull,
+                // Its own first roster, which it alone signs: a cluster of its own.
+                None if self.rogue.rng.chance(0.5) => {
+                    let first = Roster::first(vec![me.clone()]);
+                    let signed = proof::sign(&key_of(&me), Ballot::BOOTSTRAP, first.id(), &first);
+                    Body::Commit { links: vec![Link { proof: Proof { ballot: Ballot::BOOTSTRAP, under: first.id(), signatures: vec![(me.clone(), signed)] }, roster: first }] }
+                }
+                None => self.replayed_links(),
             },
             4 => match self.ballot_in_flight(to) {
                 // A promise for a ballot the node runs, claiming a value at a higher ballot.
@@ -135,10 +159,10 @@ impl World {
                     if self.rogue.rng.chance(0.5) {
                         Body::Promise { key, ballot, accepted, age_us: 0 }
                     } else {
-                        Body::Accepted { key, ballot }
+                        Body::Accepted { key, ballot, signed: None }
                     }
                 }
-                None => Body::RosterPull,
+                None => Body::RosterPull { have: None },
             },
             5 => {
                 let newer = tag.map(|t| RosterId { version: t.version + 1, digest: self.rogue.rng.next_u64() });
@@ -149,10 +173,26 @@ impl World {
             6 => Body::ListKeys { sweep: self.rogue.rng.next_u64(), after: None },
             7 => Body::KeyList { sweep: self.rogue.rng.next_u64(), after: None, keys: self.scopes.clone(), more: false, max_round: round },
             8 => Body::BootstrapOffer { roster: Roster::first(vec![me.clone(), target]) },
-            _ => Body::RosterPull,
+            _ => Body::RosterPull { have: if self.rogue.rng.chance(0.5) { None } else { Some((self.rogue.rng.between(0, 1_000), false)) } },
         };
         let envelope = Envelope { from: me, to: self.nodes[to].id.clone(), roster: tag, body };
         self.rogue_send(to, envelope);
+    }
+
+    /// Honest links of some node's chain, replayed out of order.
+    fn replayed_links(&mut self) -> Body {
+        let chains: Vec<&[Link]> = self.nodes.iter().filter_map(|n| n.node.as_ref().map(|node| node.chain())).filter(|c| !c.is_empty()).collect();
+        if chains.is_empty() {
+            return Body::RosterPull { have: None };
+        }
+        let chain = chains[self.rogue.rng.index(chains.len())];
+        let at = self.rogue.rng.index(chain.len());
+        let len = self.rogue.rng.between(1, 4) as usize;
+        let mut links: Vec<Link> = chain[at..(at + len).min(chain.len())].to_vec();
+        if self.rogue.rng.chance(0.3) {
+            links.reverse();
+        }
+        Body::Commit { links }
     }
 
     fn rogue_send(&mut self, to: usize, envelope: Envelope) {

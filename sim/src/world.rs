@@ -187,7 +187,7 @@ impl World {
         for i in 0..node_count {
             let clock = random_clock(&mut rng, bound);
             // Each node holds its own certificate: a key of its own (the same across wipes).
-            let id = NodeId::new(format!("n{i}"), rng.next_u64() | 1, [i as u8 + 1; 32]);
+            let id = NodeId::new(format!("n{i}"), rng.next_u64() | 1, node_key(i).key_hash());
             nodes.push(SimNode {
                 id,
                 clock,
@@ -537,7 +537,16 @@ impl World {
                         self.checker.durable_acceptance(self.now, &from, key, a);
                     }
                 }
-                Write::Roster(roster) => self.checker.installed_roster(self.now, &from, roster),
+                Write::Link(link) => {
+                    self.checker.installed_roster(self.now, &from, &link.roster);
+                    // The cluster formed: nodes that join it are given its id, as an
+                    // operator passes `--cluster-id` (a ghost's first roster is refused then).
+                    if link.roster.version == 1 {
+                        for n in self.nodes.iter_mut().filter_map(|n| n.node.as_mut()) {
+                            n.set_cluster_id(link.roster.cluster_id);
+                        }
+                    }
+                }
                 Write::RoundReserved(_) | Write::BootstrapAck(_) => {}
             }
             self.nodes[i].disk.apply(write);
@@ -594,10 +603,13 @@ impl World {
         let seed = self.rng.next_u64();
         let n = &self.nodes[i];
         let local = n.clock.local(self.now);
-        let mut node = Node::new(self.config.clone(), n.id.clone(), n.disk.clone(), local, seed);
+        let mut node = Node::new(self.config.clone(), n.id.clone(), n.disk.clone(), local, seed, Box::new(node_key(i)));
         // Before it has a roster, a node takes one only from the nodes it joins through: all
         // the cluster's, as a `--join` list names them.
         node.set_seeds((0..self.nodes.len()).map(|j| format!("n{j}")));
+        if let Some(latest) = &self.checker.latest_roster {
+            node.set_cluster_id(latest.cluster_id);
+        }
         let n = &mut self.nodes[i];
         n.node = Some(node);
         n.paused_until = 0;
@@ -753,7 +765,7 @@ impl World {
         // chosen again; of the others, one installed on the disk of a node that is down, or
         // accepted by a voter (on disk or on its way there), may still be the one in force.
         let latest = self.checker.latest_roster.as_ref().map_or(0, |r| r.version);
-        let on_disk = self.nodes.iter().filter_map(|n| n.disk.roster.as_ref());
+        let on_disk = self.nodes.iter().filter_map(|n| n.disk.roster());
         let slots = self.nodes.iter().flat_map(|n| {
             let pending = n.pending.iter().flat_map(|b| b.writes.iter()).filter_map(|w| match w {
                 Write::Slot(Key::Roster, slot) => Some(slot),
@@ -878,7 +890,8 @@ fn describe(e: &Envelope) -> String {
             age_us
         ),
         Accept { key, ballot, value } => format!("accept {key:?} {}.{:x} {}", ballot.round, ballot.proposer & 0xfff, summary(value)),
-        Accepted { key, ballot } => format!("accepted {key:?} {}.{:x}", ballot.round, ballot.proposer & 0xfff),
+        Accepted { key, ballot, signed } => format!("accepted {key:?} {}.{:x}{}", ballot.round, ballot.proposer & 0xfff, if signed.is_some() { " signed" } else { "" }),
+        Commit { links } => format!("commit {:?}", links.iter().map(|l| (l.roster.version, l.roster.sweep_done, l.proof.signatures.len())).collect::<Vec<_>>()),
         Refuse { key, ballot, why } => format!("refuse {key:?} {}.{:x} {why:?}", ballot.round, ballot.proposer & 0xfff),
         other => format!("{other:?}"),
     };
@@ -939,4 +952,9 @@ impl Hostility {
         }
         h
     }
+}
+
+/// Node `i`'s certificate key: its own, the same across wipes (an Ed25519 key from a seed).
+pub(crate) fn node_key(i: usize) -> lockmesh_core::Ed25519Signer {
+    lockmesh_core::Ed25519Signer::from_seed(&[i as u8 + 1; 32])
 }

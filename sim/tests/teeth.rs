@@ -81,3 +81,8 @@ fn catches_a_locked_answer_before_the_grant_is_marked_reported() {
 fn catches_messages_taken_from_senders_the_roster_does_not_list() {
     assert_caught(Broken::NoAuthorization, Profile::default(), 200);
 }
+
+#[test]
+fn catches_a_commit_installed_without_its_proof() {
+    assert_caught(Broken::CommitWithoutProof, Profile::default(), 300);
+}

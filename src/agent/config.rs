@@ -55,6 +55,12 @@ pub struct AgentArgs {
     /// [default: auto]. Give every node the same.
     #[arg(long, value_parser = ["auto", "approve"])]
     pub admission: Option<String>,
+    /// The id of the cluster to join (32 hex digits, as `GET /api/v1.0/members` and
+    /// `lockmesh dev` show it): the node installs only rosters proven back to that cluster's
+    /// first roster, from whichever member it hears them. Without it, the node takes its
+    /// first roster from the nodes it reaches through --join.
+    #[arg(long)]
+    pub cluster_id: Option<String>,
     /// A TOML file with any of the settings above.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -77,6 +83,7 @@ struct FileConfig {
     reap_after_secs: Option<u64>,
     require_grant: Option<bool>,
     admission: Option<String>,
+    cluster_id: Option<String>,
 }
 
 /// How new nodes become members.
@@ -105,6 +112,7 @@ pub struct AgentConfig {
     pub reap_after_secs: u64,
     pub require_grant: bool,
     pub admission: Admission,
+    pub cluster_id: Option<u128>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,8 +157,13 @@ impl AgentConfig {
             Some("approve") => Admission::Approve,
             Some(other) => return Err(ConfigError(format!("admission {other:?}: use auto or approve"))),
         };
+        let cluster_id = match args.cluster_id.or(file.cluster_id) {
+            None => None,
+            Some(hex) => Some(parse_cluster_id(&hex)?),
+        };
         Ok(AgentConfig {
             admission,
+            cluster_id,
             name,
             http: args.http.or(file.http).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 20194))),
             mesh: args.mesh.or(file.mesh).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 20195))),
@@ -166,6 +179,15 @@ impl AgentConfig {
             require_grant: args.require_grant || file.require_grant.unwrap_or(false),
         })
     }
+}
+
+/// A cluster id as shown: 32 hex digits.
+pub fn parse_cluster_id(hex: &str) -> Result<u128, ConfigError> {
+    let hex = hex.trim();
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ConfigError(format!("--cluster-id {hex:?}: give the 32 hex digits the cluster shows (GET /api/v1.0/members)")));
+    }
+    u128::from_str_radix(hex, 16).map_err(|e| ConfigError(format!("--cluster-id {hex:?}: {e}")))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -211,6 +233,12 @@ mod tests {
         assert_eq!(c.admission, Admission::Auto);
         std::fs::write(&path, "admission = \"approve\"\n").unwrap();
         assert_eq!(AgentConfig::from_args(AgentArgs { config: Some(path.clone()), ..args() }).unwrap().admission, Admission::Approve);
+        std::fs::write(&path, "cluster-id = \"000102030405060708090a0b0c0d0e0f\"\n").unwrap();
+        assert_eq!(AgentConfig::from_args(AgentArgs { config: Some(path.clone()), ..args() }).unwrap().cluster_id, Some(0x000102030405060708090a0b0c0d0e0f));
+        for bad in ["12", "zz0102030405060708090a0b0c0d0e0f", "000102030405060708090a0b0c0d0e0f00"] {
+            let e = AgentConfig::from_args(AgentArgs { cluster_id: Some(bad.into()), ..args() }).unwrap_err();
+            assert!(e.0.contains("--cluster-id"), "{e}");
+        }
         std::fs::write(&path, "admission = \"maybe\"\n").unwrap();
         let e = AgentConfig::from_args(AgentArgs { config: Some(path.clone()), ..args() }).unwrap_err();
         assert!(e.0.contains("auto or approve"), "{e}");

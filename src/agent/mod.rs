@@ -49,6 +49,8 @@ pub enum AgentError {
     Http(std::net::SocketAddr, std::io::Error),
     #[error("{0}")]
     Users(String),
+    #[error("this data dir belongs to cluster {0}, not to --cluster-id {1}")]
+    OtherCluster(String, String),
 }
 
 /// Runs the agent until SIGTERM or SIGINT, then leaves the roster gracefully.
@@ -74,7 +76,14 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     });
     let (committed_tx, committed_rx) = mpsc::unbounded_channel();
     let flush = flush::start(opened.store, committed_tx);
-    let node = Node::new(Config::default(), id, opened.durable, crate::clock::now(), opened.incarnation);
+    let signer = crate::mesh::signer::NodeSigner::new(&identity)?;
+    let mut node = Node::new(Config::default(), id, opened.durable, crate::clock::now(), opened.incarnation, Box::new(signer));
+    if let Some(cluster) = config.cluster_id {
+        if let Some(r) = node.roster().filter(|r| r.cluster_id != cluster) {
+            return Err(AgentError::OtherCluster(format!("{:032x}", r.cluster_id), format!("{cluster:032x}")));
+        }
+        node.set_cluster_id(cluster);
+    }
     match (node.roster(), config.bootstrap, config.bootstrap_expect) {
         (Some(r), _, _) => tracing::info!(version = r.version, voters = r.voters.len(), "member of a cluster (persisted roster)"),
         (None, true, _) => tracing::info!("forming a one-node cluster (--bootstrap)"),

@@ -99,7 +99,7 @@ fn hex(bytes: &[u8]) -> String {
 
 struct Peer {
     info: PeerInfo,
-    cluster_id: Option<u64>,
+    cluster_id: Option<u128>,
     last_seen: Option<Instant>,
     leaving: bool,
 }
@@ -140,7 +140,7 @@ pub struct Runtime {
     /// Where accepted scope values are announced (to watchers and waiters).
     changes: Arc<super::Changes>,
     /// Peers whose invalid values were logged: once per peer (the metric counts them all).
-    logged_invalid: std::collections::HashSet<String>,
+    logged_invalid: std::collections::HashSet<(String, &'static str)>,
     /// Peers that greeted this node from one of its `--join` addresses: before it belongs to a
     /// cluster, it takes a roster only from them (`Node::set_seeds`).
     seeds: std::collections::BTreeSet<String>,
@@ -352,8 +352,13 @@ impl Runtime {
         for _ in 0..8 {
             self.refresh_alive();
             for (peer, why) in self.node.take_rejected() {
-                if self.logged_invalid.insert(peer.name.clone()) {
-                    tracing::warn!(peer = %peer, %why, "refused a message from a peer (logged once per peer; see lockmesh_invalid_peer_values_total and lockmesh_unauthorized_peer_messages_total)");
+                let kind = match why {
+                    crate::core::Refused::Invalid(_) => "invalid",
+                    crate::core::Refused::Unauthorized(_) => "unauthorized",
+                    crate::core::Refused::Unproven(_) => "unproven",
+                };
+                if self.logged_invalid.insert((peer.name.clone(), kind)) {
+                    tracing::warn!(peer = %peer, %why, "refused a message from a peer (logged once per peer and kind; see lockmesh_invalid_peer_values_total, lockmesh_unauthorized_peer_messages_total and lockmesh_unproven_rosters_total)");
                 }
             }
             let out = self.node.drain();
@@ -488,19 +493,23 @@ impl Runtime {
                 // Anti-entropy: a node that missed a roster change (or was added while it
                 // could not hear) pulls the roster from a peer that has a newer one.
                 let my_version = self.node.roster().map_or(0, |r| r.version);
-                let same_cluster = mine.is_none() || mine == cluster_id;
+                // Before this node belongs to a cluster, the one it was told to join, if any.
+                let expected = mine.or(self.config.cluster_id);
+                let same_cluster = expected.is_none() || expected == cluster_id;
                 // The connection's address, not the claimed one, says whether this is a node
                 // the operator named to join through.
                 if mine.is_none() && self.config.join.contains(&inbound.remote) && self.seeds.insert(me.name.clone()) {
                     self.node.set_seeds(self.seeds.iter().cloned());
                 }
-                let trusted = mine.is_some() || self.seeds.contains(&me.name);
+                // Given the cluster's id, the node proves what it pulls back to that cluster's
+                // first roster, from whoever it comes.
+                let trusted = mine.is_some() || self.config.cluster_id.is_some() || self.seeds.contains(&me.name);
                 if roster_version > my_version && same_cluster && trusted && !leaving {
                     let pull = crate::core::Envelope {
                         from: self.node.id().clone(),
                         to: peer_id(&me),
                         roster: self.node.roster().map(|r| r.id()),
-                        body: crate::core::Body::RosterPull,
+                        body: crate::core::Body::RosterPull { have: self.node.roster().map(|r| (r.version, r.sweep_done)) },
                     };
                     self.mesh.send(me.mesh_addr, Some(&me.name), &Frame::Core(pull));
                 }
@@ -555,7 +564,10 @@ impl Runtime {
     fn hello(&self, leaving: bool) -> Frame {
         let peers = self.peers.values().filter(|p| p.last_seen.is_some()).map(|p| p.info.clone()).collect();
         let roster_version = self.node.roster().map_or(0, |r| r.version);
-        Frame::Hello { me: self.me.clone(), cluster_id: self.node.roster().map(|r| r.cluster_id), roster_version, peers, leaving }
+        // Before it belongs to one, the cluster it was told to join: another cluster's members
+        // then neither admit it nor send it their roster.
+        let cluster_id = self.node.roster().map(|r| r.cluster_id).or(self.config.cluster_id);
+        Frame::Hello { me: self.me.clone(), cluster_id, roster_version, peers, leaving }
     }
 
     /// Hellos: to the join addresses at every tick until this node belongs to a cluster; to
@@ -794,7 +806,7 @@ impl Runtime {
             roster_size: roster.map_or(0, |r| r.voters.len()),
             quorum_size: roster.map_or(0, |r| r.majority()),
             sweep_done: roster.is_some_and(|r| r.sweep_done),
-            cluster_id: ours.map(|id| format!("{id:016x}")),
+            cluster_id: ours.map(|id| format!("{id:032x}")),
             admission: match self.config.admission {
                 Admission::Auto => "auto",
                 Admission::Approve => "approve",

@@ -1,4 +1,5 @@
-//! `GET /healthz`: the process serves; says whether it belongs to a cluster yet.
+//! `GET /healthz`: the process serves; says whether it belongs to a cluster yet, and which
+//! (the id a joining node may be given, `--cluster-id`).
 
 use axum::extract::State;
 use axum::Json;
@@ -14,5 +15,6 @@ pub async fn get(State(handle): State<Handle>) -> Result<Json<Value>, ApiError> 
         "name": handle.name,
         "roster_version": view.roster_version,
         "in_cluster": view.roster_version > 0,
+        "cluster_id": view.cluster_id,
     })))
 }

@@ -89,6 +89,11 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap) -
             "Messages from peers refused because the roster does not let their sender send them (not a member).",
             node.stats.unauthorized_from_peers,
         ),
+        (
+            "lockmesh_unproven_rosters_total",
+            "Rosters from peers (and bootstrap acknowledgements) refused because their proof does not hold: not signed by a majority of the installed roster's voters.",
+            node.stats.unproven_rosters,
+        ),
     ];
     for (name, help, value) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");

@@ -2,5 +2,6 @@
 //! and frames (bincode 2, size-limited) on unidirectional streams.
 
 pub mod endpoint;
+pub mod signer;
 pub mod tls;
 pub mod wire;

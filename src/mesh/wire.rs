@@ -28,7 +28,7 @@ pub struct PeerInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
     /// The sender, the cluster it belongs to (if any), and the peers it knows.
-    Hello { me: PeerInfo, cluster_id: Option<u64>, roster_version: u64, peers: Vec<PeerInfo>, leaving: bool },
+    Hello { me: PeerInfo, cluster_id: Option<u128>, roster_version: u64, peers: Vec<PeerInfo>, leaving: bool },
     /// A protocol message of the core.
     Core(Envelope),
 }
@@ -100,13 +100,14 @@ mod tests {
         use crate::core::{Ballot, Body, Config, Durable, Key, LockRecord, Node, NodeId, Roster, Time, Value};
         let (me, sweeper) = (NodeId::new("node-1", 1, [1; 32]), NodeId::new("node-2", 2, [2; 32]));
         let roster = Roster::first(vec![me.clone(), sweeper.clone(), NodeId::new("node-3", 3, [3; 32])]);
-        let mut durable = Durable { roster: Some(roster.clone()), ..Durable::default() };
+        let proof = crate::core::Proof { ballot: Ballot::BOOTSTRAP, under: roster.id(), signatures: Vec::new() };
+        let mut durable = Durable { chain: vec![crate::core::Link { roster: roster.clone(), proof }], ..Durable::default() };
         let accepted = AcceptedValue { ballot: Ballot { round: 1, proposer: 2 }, value: Value::Lock(LockRecord::default()), roster: Some(roster.id()) };
         for i in 0..700_000 {
             let slot = crate::core::acceptor::Slot { promised: Some(accepted.ballot), accepted: Some(accepted.clone()) };
             durable.slots.insert(Key::Scope(format!("scale-{i}")), slot);
         }
-        let mut node = Node::new(Config::default(), me.clone(), durable, Time(0), 1);
+        let mut node = Node::new(Config::default(), me.clone(), durable, Time(0), 1, Box::new(crate::core::Ed25519Signer::from_seed(&[1; 32])));
         let (mut after, mut listed, mut pages) = (None, 0, 0);
         loop {
             let ask = Body::ListKeys { sweep: 9, after: after.clone() };

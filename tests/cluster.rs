@@ -863,3 +863,59 @@ fn lockmesh_dev_forms_a_cluster_that_serves_locks() {
     assert_eq!((status, answer["status"].as_str()), (200, Some("locked")), "{answer}");
     assert!(exited, "lockmesh dev did not stop on Ctrl-C");
 }
+
+/// The CA rotated while the cluster serves (certs/README.md): every node first trusts both
+/// CAs (`ca.pem` holds both), then gets its certificate from the new CA with its key kept (the
+/// same identity: no roster change), then trusts the new CA alone — restarted one at a time,
+/// each step, and locks are served after every restart.
+#[test]
+fn the_ca_is_rotated_while_the_cluster_serves() {
+    let mut c = Cluster::started("rotate-ca", 3);
+    let version = get(c.http(0), "/api/v1.0/members").unwrap().1["roster_version"].as_u64();
+    let old_dir = c.certs.clone();
+    let new_dir = c.dir.join("new-ca");
+    let out = support::lockmesh(&["certs", "ca", new_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let old_ca = std::fs::read_to_string(old_dir.join("ca.pem")).unwrap();
+    let new_ca = std::fs::read_to_string(new_dir.join("ca.pem")).unwrap();
+    let restart_all = |c: &mut Cluster, step: &str| {
+        for i in 0..3 {
+            c.kill(i);
+            c.start(i, &[]);
+            let scope = format!("{step}-{i}");
+            wait_for(&format!("node-{} to serve after {step}", i + 1), Duration::from_secs(60), || {
+                post(c.http(i), &lock_body(&scope, "x")).is_ok_and(|(status, _)| status == 200)
+            });
+        }
+    };
+    // 1. Trust both.
+    std::fs::write(old_dir.join("ca.pem"), format!("{old_ca}{new_ca}")).unwrap();
+    restart_all(&mut c, "both");
+    // 2. Certificates from the new CA, same keys.
+    for i in 0..3 {
+        let name = c.agents[i].name.clone();
+        std::fs::copy(old_dir.join(format!("{name}.key")), new_dir.join(format!("{name}.key"))).unwrap();
+        let out = support::lockmesh(&["certs", "node", new_dir.to_str().unwrap(), &name, "--ip", "127.0.0.1", "--renew"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::copy(new_dir.join(format!("{name}.pem")), old_dir.join(format!("{name}.pem"))).unwrap();
+        c.kill(i);
+        c.start(i, &[]);
+        let scope = format!("reissued-{i}");
+        wait_for(&format!("{name} to serve with the new CA's certificate"), Duration::from_secs(60), || {
+            post(c.http(i), &lock_body(&scope, "x")).is_ok_and(|(status, _)| status == 200)
+        });
+    }
+    // 3. The new CA alone.
+    std::fs::write(old_dir.join("ca.pem"), &new_ca).unwrap();
+    restart_all(&mut c, "new-only");
+    assert_eq!(get(c.http(0), "/api/v1.0/members").unwrap().1["roster_version"].as_u64(), version, "the same identities: no roster change");
+    // A certificate of the old CA is refused now: a fourth node made by it (the old CA's key
+    // is still in the shared directory) never joins.
+    let stale = c.add_agent();
+    c.start(stale, &[]);
+    wait_for("the old CA's certificate to be refused", Duration::from_secs(30), || c.log(0).contains("handshake"));
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, health) = get(c.http(stale), "/healthz").unwrap();
+    assert_eq!(health["in_cluster"], false, "{health}");
+    assert_eq!(get(c.http(0), "/api/v1.0/members").unwrap().1["roster_size"], 3);
+}

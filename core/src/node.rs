@@ -16,7 +16,7 @@ use super::proof::{self, Link, Proof, Signer};
 use super::proposer::{Phase, Promise, Proposal, Vote};
 use super::record::{LockOp, LockRecord, LockResult};
 use super::rng::Rng;
-use super::roster::{ChangeError, NodeId, Roster, RosterChange, RosterId};
+use super::roster::{ChangeError, KeyHash, NodeId, Roster, RosterChange, RosterId};
 use super::sweep::Sweep;
 use super::time::Time;
 use super::validate;
@@ -247,6 +247,10 @@ pub struct Node {
     pub(super) signer: Box<dyn Signer>,
     /// The cluster this node may join (`--cluster-id`): a first roster of another is refused.
     cluster: Option<u128>,
+    /// The roster this voter last accepted in the roster register, while it is newer than the
+    /// installed one: a node it does not list is on its way out, and is trusted no more here
+    /// (`excluded`).
+    pub(super) accepted_roster: Option<Roster>,
     pub(super) acceptor: Acceptor,
     pub(super) round_reserved: u64,
     pub(super) max_round_seen: u64,
@@ -272,7 +276,7 @@ pub struct Node {
     pub(super) alive: Option<BTreeSet<NodeId>>,
     /// Before this node belongs to a cluster, the peers it takes a roster from (by name, which
     /// the transport proves): the ones the operator named to join through. `None`: any peer.
-    seeds: Option<BTreeSet<String>>,
+    seeds: Option<BTreeSet<(String, KeyHash)>>,
     /// Peers' values refused since the runtime last asked (at most a few kept).
     pub(super) rejected: Vec<(NodeId, Refused)>,
     loopback: VecDeque<Envelope>,
@@ -295,6 +299,10 @@ impl Node {
         let roster = durable.roster().cloned();
         #[allow(unused_mut)]
         let mut acceptor = Acceptor::recover(durable.slots, now);
+        let accepted_roster = match acceptor.slot(&Key::Roster).and_then(|s| s.accepted) {
+            Some(super::message::AcceptedValue { value: Value::Roster(r), .. }) if roster.as_ref().is_some_and(|i| r.is_newer_than(i)) => Some(r),
+            _ => None,
+        };
         #[cfg(feature = "broken-variants")]
         if broken!(config, ForgetPromisesOnRestart) {
             acceptor.forget_promises();
@@ -307,6 +315,7 @@ impl Node {
             chain: durable.chain,
             signer,
             cluster: None,
+            accepted_roster,
             acceptor,
             round_reserved: durable.round_reserved,
             max_round_seen: durable.round_reserved.max(highest_slot_round),
@@ -374,7 +383,9 @@ impl Node {
     /// has none: the ones reached through the addresses it was told to join (the runtime
     /// names them as they greet it). Anyone else's roster could be a stranger's, which the
     /// cluster would install from this node once it is admitted.
-    pub fn set_seeds(&mut self, seeds: impl IntoIterator<Item = String>) {
+    /// Each seed is a name and a certificate key: another certificate of a seed's name (an old
+    /// one, another cluster's node) is no seed.
+    pub fn set_seeds(&mut self, seeds: impl IntoIterator<Item = (String, KeyHash)>) {
         self.seeds = Some(seeds.into_iter().collect());
     }
 
@@ -590,7 +601,7 @@ impl Node {
             // any of its voters (its decider, when this node's own offers came too early).
             let acknowledged = |links: &[Link]| links.first().is_some_and(|l| Some(l.roster.id()) == self.bootstrap_ack);
             return match (body, &self.seeds) {
-                (Body::Commit { links }, Some(seeds)) if !seeds.contains(&from.name) && self.cluster.is_none() && !acknowledged(links) => {
+                (Body::Commit { links }, Some(seeds)) if !seeds.contains(&(from.name.clone(), from.key)) && self.cluster.is_none() && !acknowledged(links) => {
                     Err(format!("a roster Commit from {from}, not a node this one joins through, before it belongs to a cluster"))
                 }
                 _ => Ok(()),
@@ -605,10 +616,23 @@ impl Node {
             // from members this node does not know yet.
             _ => return Ok(()),
         };
-        if roster.is_member(from) {
-            return Ok(());
+        if !roster.is_member(from) {
+            return Err(format!("{what} from {from}, which is not a member of roster version {}", roster.version));
         }
-        Err(format!("{what} from {from}, which is not a member of roster version {}", roster.version))
+        if self.excluded(from) {
+            return Err(format!("{what} from {from}, which a roster this node accepted removes"));
+        }
+        Ok(())
+    }
+
+    /// Whether `node`, a member of the installed roster, is on its way out: a roster this
+    /// voter accepted (not yet installed) no longer lists it. Its ballot requests are refused
+    /// (its votes still count while it is a member: its removal may need them). A voter's
+    /// removal is chosen only once a majority of the remaining voters accepted it
+    /// (`proposer::on_vote`), so the removed node and the voters that did not accept it are
+    /// too few to decide anything under the old roster (docs/PROTOCOL.md §7, *Removals*).
+    pub(super) fn excluded(&self, node: &NodeId) -> bool {
+        self.accepted_roster.as_ref().is_some_and(|r| !r.is_member(node))
     }
 
     fn on_message(&mut self, now: Time, envelope: Envelope) {
@@ -780,27 +804,58 @@ impl Node {
             self.send(from, Body::Refuse { key, ballot, why });
             return;
         }
+        let roster_value = match &value {
+            Value::Roster(r) => Some(r.clone()),
+            Value::Lock(_) => None,
+        };
+        // A roster value newer than the installed roster is one change on from it. A proposer
+        // following the protocol sends nothing else; a removed voter's forgery at a node that
+        // missed its removal (a jump, or another roster at the installed version) is neither
+        // stored nor signed.
+        // (An older roster, or the installed one before its sweep was recorded, comes from an
+        // honest proposer whose ballot a later choice outran — the roster installed here came
+        // in a Commit: the ballot decides about it, and reads ignore it, `drop_impossible_rosters`.)
+        if let (Some(r), Some(installed)) = (&roster_value, &self.roster) {
+            let stale = r.version < installed.version || (r.version == installed.version && r.id() == installed.id());
+            if !stale && !r.follows(installed) {
+                self.stats.invalid_from_peers += 1;
+                self.reject(&from, Refused::Invalid(format!("a roster value (version {}) that does not follow the installed one (version {})", r.version, installed.version)));
+                return;
+            }
+            // A voter does not vote for its own removal from an odd number of voters: with its
+            // vote a bare majority could choose it, and it and the voters that had not accepted
+            // it yet would still be a majority of the old roster — enough, were it to turn
+            // hostile once removed, to choose a roster of its own there. Without its vote, the
+            // voters that accepted are a majority of the rest, and refuse it (`excluded`).
+            let odd = installed.voters.len() % 2 == 1;
+            if odd && installed.contains(&self.id) && !r.contains(&self.id) {
+                self.send(from, Body::Refuse { key, ballot, why: Refusal::NotVoter });
+                return;
+            }
+        }
         // Only a ballot this node votes on moves its rounds: before any roster (when anyone
         // may send one) a refused ballot's round would stay with it for good.
         self.max_round_seen = self.max_round_seen.max(ballot.round);
-        // A roster value is signed: a majority of these signatures at one ballot proves it
-        // chosen to any node that has the roster they were made under.
-        let under = self.roster.as_ref().map(Roster::id);
-        let accepted_roster = match (&value, under) {
-            (Value::Roster(r), Some(under)) => Some((r.clone(), proof::sign(&*self.signer, ballot, under, r))),
-            _ => None,
-        };
         let next = if broken!(self.config, NoSuccessorPromise) { ballot } else { ballot.successor() };
         match self.acceptor.accept_promising(now, &key, ballot, value, their_roster, next) {
             Ok(slot) => {
                 self.out.writes.push(Write::Slot(key.clone(), slot));
-                if broken!(self.config, RosterInstalledWhenAccepted) {
-                    if let Some((roster, _)) = &accepted_roster {
-                        let proof = Proof { ballot, under: their_roster.unwrap_or(RosterId { version: 0, digest: 0 }), signatures: Vec::new() };
-                        self.install(now, Link { roster: roster.clone(), proof }, false);
+                // A roster value is signed: a majority of these signatures at one ballot proves
+                // it chosen to any node that has the roster they were made under.
+                let mut signed = None;
+                if let (Some(r), Some(under)) = (roster_value, their_roster) {
+                    signed = Some(proof::sign(&*self.signer, ballot, under, &r));
+                    if broken!(self.config, RosterInstalledWhenAccepted) {
+                        let proof = Proof { ballot, under, signatures: Vec::new() };
+                        self.install(now, Link { roster: r.clone(), proof }, false);
+                    }
+                    // Only ever raised here (cleared by installing a roster as new): a later
+                    // Accept of an older roster does not let a node it removes back in.
+                    let newer = self.roster.as_ref().is_some_and(|i| r.is_newer_than(i)) && self.accepted_roster.as_ref().is_none_or(|a| r.is_newer_than(a));
+                    if newer {
+                        self.accepted_roster = Some(r);
                     }
                 }
-                let signed = accepted_roster.map(|(_, signed)| signed);
                 self.send(from, Body::Accepted { key, ballot, signed });
             }
             Err(promised) => self.send(from, Body::Refuse { key, ballot, why: Refusal::Promised(promised) }),
@@ -830,6 +885,9 @@ impl Node {
             return;
         }
         let roster = link.roster.clone();
+        if self.accepted_roster.as_ref().is_some_and(|a| !a.is_newer_than(&roster)) {
+            self.accepted_roster = None;
+        }
         self.max_round_seen = self.max_round_seen.max(roster.round_floor);
         let old = self.roster.replace(roster.clone());
         if old.is_none() && roster.version == 1 && roster.contains(&self.id) {

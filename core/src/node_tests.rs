@@ -1622,7 +1622,7 @@ fn a_node_given_the_cluster_id_installs_only_that_clusters_chain() {
     let other = Cluster::new(2);
     let id = c.nodes[0].roster().unwrap().cluster_id;
     let mut joiner = new_node(Config::default(), nid("j", 900), Durable::default());
-    joiner.set_seeds(["nobody".to_string()]);
+    joiner.set_seeds([("nobody".to_string(), [0; 32])]);
     joiner.set_cluster_id(id);
     let to = joiner.id().clone();
     let theirs = other.nodes[0].chain().to_vec();
@@ -1721,8 +1721,8 @@ fn a_read_sees_what_later_ops_of_its_batch_did() {
 /// A voter removed from the roster is no longer a member, yet a ballot its old roster tags
 /// still counts its votes after the proposer installed the removal. Schedule: Y's grant sits
 /// on B and R (A missed its Accept). A starts X's ballot under v1 (promising itself, empty);
-/// its Prepares to B and R are lost. A removes R with R's own votes (v2 = {A, B}); B hears
-/// nothing of v2. R, removed and told so, forges "promised, nothing accepted" for A's v1
+/// its Prepares to B and R are lost. A removes R with R's own votes (v2 = {A, B}); B accepts
+/// v2 but hears nothing of its choice. R, removed and told so, forges "promised, nothing accepted" for A's v1
 /// ballot: A decides "free", its Accept is taken by B (still at v1) and "accepted" by R.
 /// X is told Locked while Y holds the scope: two writers.
 #[test]
@@ -1746,11 +1746,12 @@ fn a_removed_voters_votes_do_not_decide_a_ballot_of_its_old_roster() {
     });
     let p1 = p1.expect("A's Prepare");
     net.queue.retain(|e| !matches!(&e.body, Body::Prepare { key, .. } if *key == scope()));
-    // A removes R (R votes for it); everything to and from B is lost meanwhile.
+    // A removes R (R votes for it, and B accepts it too: a removal needs a majority of the
+    // voters it keeps); everything else to and from B is lost meanwhile.
     let (a, r) = (net.id("A"), net.id("R"));
     let change = RosterChange::Remove(r.clone());
     net.request("A", 4, Key::Roster, Op::Roster(RosterOp::Change { change, expected_version: Some(1) }));
-    net.pump(&|e: &Envelope| e.to.name == "B" || e.from.name == "B");
+    net.pump(&|e: &Envelope| (e.to.name == "B" || e.from.name == "B") && !matches!(&e.body, Body::Accept { key: Key::Roster, .. } | Body::Accepted { key: Key::Roster, .. }));
     assert!(matches!(net.result(4), Some(Ok(Answer::Roster(RosterResult::Changed(_))))), "{:?}", net.result(4));
     let v2 = net.nodes[net.idx("A")].roster().cloned().unwrap();
     assert!(v2.version == 2 && !v2.is_member(&r));
@@ -1799,7 +1800,8 @@ fn a_roster_planted_in_a_node_before_its_admission_does_not_spread_to_the_cluste
     assert!(crate::validate::roster(&fake).is_ok());
     let n = net.id("N");
     let n_at = net.idx("N");
-    net.nodes[n_at].set_seeds(["A".to_string()]);
+    let a_id = net.id("A");
+    net.nodes[n_at].set_seeds([(a_id.name.clone(), a_id.key)]);
     net.queue.push_back(Envelope { from: rogue.clone(), to: n.clone(), roster: Some(fake.id()), body: unproven(fake.clone(), real.id()) });
     let to_rogue = |e: &Envelope| e.to.name == "rogue";
     net.pump(&to_rogue);
@@ -2069,8 +2071,9 @@ fn a_banned_nodes_second_name_does_not_keep_it_in_the_roster() {
 #[test]
 fn a_node_whose_offers_came_too_early_takes_the_first_roster_it_acknowledged() {
     let mut net = Net::new(&["A", "B", "C"], vec![Durable::default(); 3], Config::default());
+    let a_id = net.id("A");
     for n in &mut net.nodes {
-        n.set_seeds(["A".to_string()]);
+        n.set_seeds([(a_id.name.clone(), a_id.key)]);
     }
     let ids: Vec<NodeId> = ["A", "B", "C"].iter().map(|n| net.id(n)).collect();
     let a = net.idx("A");
@@ -2094,9 +2097,177 @@ fn a_node_whose_offers_came_too_early_takes_the_first_roster_it_acknowledged() {
     let signed = proof::sign(&signer("x"), Ballot::BOOTSTRAP, first.id(), &first);
     let link = proof::Link { proof: proof::Proof { ballot: Ballot::BOOTSTRAP, under: first.id(), signatures: vec![(stranger.clone(), signed)] }, roster: first };
     let mut fresh = new_node(Config::default(), nid("F", 9), Durable::default());
-    fresh.set_seeds(["A".to_string()]);
+    fresh.set_seeds([(a_id.name.clone(), a_id.key)]);
     let to = fresh.id().clone();
     fresh.handle_message(Time(0), Envelope { from: stranger, to, roster: None, body: Body::Commit { links: vec![link] } });
     assert_eq!(fresh.roster(), None);
     assert_eq!(fresh.stats().unauthorized_from_peers, 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Red team: rosters with proof. A node that missed a voter's removal still took the removed
+// voter's ballot requests; proofs alone did not stop it from using them. Now a removal is
+// chosen only once a majority of the voters it keeps accepted it, a voter never votes for its
+// own removal from an odd number of voters, a voter refuses a node that a roster it accepted
+// removes, takes only roster values one change on from its own, and a read of the roster
+// register ignores values that cannot be its latest (docs/PROTOCOL.md §7, *Removals*).
+
+/// Removes `n2` through `n0` while every Commit to `n1` is lost: `n0` (and `n2`, told of its
+/// removal) are at v2, `n1` still at v1 and lists `n2` as a member. Returns (v1, v2).
+fn remove_n2_while_n1_misses_it(c: &mut Cluster) -> (Roster, Roster) {
+    let (n1, n2) = (c.nodes[1].id().clone(), c.nodes[2].id().clone());
+    let first = c.nodes[0].roster().cloned().unwrap();
+    c.request(0, 1, Key::Roster, Op::Roster(RosterOp::Change { change: RosterChange::Remove(n2), expected_version: Some(1) }));
+    for _ in 0..20 {
+        c.collect();
+        let inbox: Vec<Envelope> = c.inbox.drain(..).filter(|e| !(e.to == n1 && matches!(e.body, Body::Commit { .. }))).collect();
+        for e in inbox {
+            let to = c.index(&e.to);
+            c.nodes[to].handle_message(c.now, e);
+        }
+    }
+    c.collect();
+    c.inbox.clear();
+    let second = c.nodes[0].roster().cloned().unwrap();
+    assert_eq!(second.version, 2);
+    assert_eq!(c.nodes[1].roster(), Some(&first), "n1 missed the removal");
+    (first, second)
+}
+
+/// The removed voter cannot sign a majority alone, but the lagging voter signed for it: `n1`
+/// still listed `n2` as a member, so it took `n2`'s Accept of a roster value tagged v1, and
+/// answered `Accepted` with its own signature over that value. `n2`'s and `n1`'s signatures
+/// were a majority of v1: `n2` committed a roster of its choosing (`n0` removed, `n1` and `n2`
+/// voting) and `n1` installed it — forked from the cluster for good. Now `n1` accepted the
+/// removal before it was chosen (a majority of the voters it keeps must), and refuses `n2`.
+#[test]
+fn a_removed_voter_cannot_collect_a_lagging_voters_signature_for_a_roster_of_its_own() {
+    let mut c = Cluster::new(3);
+    let (n0, n1, n2) = (c.nodes[0].id().clone(), c.nodes[1].id().clone(), c.nodes[2].id().clone());
+    let (first, _second) = remove_n2_while_n1_misses_it(&mut c);
+    let forged = first.changed(&RosterChange::Remove(n0.clone())).unwrap();
+    let ballot = Ballot { round: 1 << 40, proposer: n2.incarnation };
+    let out = forge(&mut c, 1, &n2, Body::Accept { key: Key::Roster, ballot, value: Value::Roster(forged.clone()) });
+    let theirs = out.messages.iter().find_map(|e| match &e.body {
+        Body::Accepted { signed: Some(s), .. } if e.to == n2 => Some(s.clone()),
+        _ => None,
+    });
+    if let Some(theirs) = theirs {
+        let mine = proof::sign(&signer("n2"), ballot, first.id(), &forged);
+        let link = proof::Link { roster: forged.clone(), proof: proof::Proof { ballot, under: first.id(), signatures: vec![(n1.clone(), theirs), (n2.clone(), mine)] } };
+        forge(&mut c, 1, &n2, Body::Commit { links: vec![link] });
+    }
+    let installed = c.nodes[1].roster().cloned().unwrap();
+    assert!(
+        installed == first || Some(&installed) == c.nodes[0].roster(),
+        "n1 installed a roster no majority chose, proven by its own signature and the removed voter's: version {}, voters {:?}",
+        installed.version,
+        installed.voters.iter().map(|v| &v.name).collect::<Vec<_>>()
+    );
+}
+
+/// The same opening without rosters: `n1`, lagging at v1, took the removed voter's Accept of
+/// a scope value at a high ballot (tagged v1, from a member of v1 as far as `n1` knew) — an
+/// empty record. Once `n1` installed v2 = {n0, n1}, every majority of v2 included it and its
+/// forged value sat at the highest ballot: a second writer got token 1 again while `a` held
+/// token 1. Now `n1` refuses `n2`, whose removal it accepted. (In a roster of five or more
+/// voters, one voter may still miss the removal: PROTOCOL §1 states what stays open.)
+#[test]
+fn a_removed_voters_accept_to_a_lagging_voter_does_not_survive_into_the_next_roster() {
+    let mut c = Cluster::new(3);
+    c.request(0, 1, scope(), acquire("a"));
+    c.settle();
+    assert!(matches!(c.take_reply(1).result, Ok(Answer::Lock(LockResult::Locked { token: 1, .. }))));
+    let (n0, n1, n2) = (c.nodes[0].id().clone(), c.nodes[1].id().clone(), c.nodes[2].id().clone());
+    let (_first, second) = remove_n2_while_n1_misses_it(&mut c);
+    let ballot = Ballot { round: 1 << 40, proposer: n2.incarnation };
+    forge(&mut c, 1, &n2, Body::Accept { key: scope(), ballot, value: Value::Lock(LockRecord::default()) });
+    // n1 catches up from n0, as it would from any member.
+    let links = c.nodes[0].chain().to_vec();
+    c.nodes[1].handle_message(c.now, Envelope { from: n0, to: n1, roster: Some(second.id()), body: Body::Commit { links } });
+    c.settle();
+    assert_eq!(c.nodes[1].roster().map(|r| r.version), Some(2));
+    c.request(0, 2, scope(), acquire("b"));
+    for _ in 0..40 {
+        c.settle();
+        c.now = c.now.plus_micros(50_000);
+        for n in &mut c.nodes {
+            n.handle_timeout(c.now);
+        }
+    }
+    c.settle();
+    let reply = c.take_reply(2);
+    assert!(matches!(reply.result, Ok(Answer::Lock(LockResult::Busy { .. }))), "a holds the scope with token 1 (lease 10 s, 2 s ago), yet b got {:?}", reply.result);
+}
+
+/// Runs `c`'s timers for `us` of time in steps of 50 ms, delivering everything.
+fn run_cluster(c: &mut Cluster, us: u64) {
+    let end = c.now.plus_micros(us);
+    while c.now < end {
+        c.settle();
+        c.now = c.now.plus_micros(50_000);
+        for n in &mut c.nodes {
+            n.handle_timeout(c.now);
+        }
+    }
+    c.settle();
+}
+
+/// The removed voter needed no signature of its own: it sent the lagging `n1` an Accept of a
+/// roster of its choosing (version 7: `n0` gone, `n1` and `n2` voting) at a high ballot,
+/// tagged v1, and `n1` stored it. Once `n1` installed the real v2, its periodic check read
+/// the register: the forged value sat at the highest ballot, the read took it for chosen,
+/// `n0` and `n1` accepted and signed it again, and every node installed the removed voter's
+/// roster. Now `n1` takes only a roster one change on from its own, and a read ignores a
+/// roster that cannot be the register's latest (older than the installed one, or another at
+/// its version).
+#[test]
+fn a_removed_voters_accept_of_a_roster_is_not_chosen_by_the_catch_up_read() {
+    let mut c = Cluster::new(3);
+    let (n0, n1, n2) = (c.nodes[0].id().clone(), c.nodes[1].id().clone(), c.nodes[2].id().clone());
+    let (first, second) = remove_n2_while_n1_misses_it(&mut c);
+    let forged = Roster { version: 7, voters: vec![n1.clone(), n2.clone()], sweep_done: true, ..first.clone() };
+    assert!(crate::validate::roster(&forged).is_ok());
+    let ballot = Ballot { round: 1 << 40, proposer: n2.incarnation };
+    forge(&mut c, 1, &n2, Body::Accept { key: Key::Roster, ballot, value: Value::Roster(forged) });
+    assert_eq!(c.nodes[1].roster(), Some(&first));
+    // n1 catches up from n0, as it would from any member; time passes.
+    let links = c.nodes[0].chain().to_vec();
+    c.nodes[1].handle_message(c.now, Envelope { from: n0.clone(), to: n1, roster: Some(second.id()), body: Body::Commit { links } });
+    run_cluster(&mut c, 30_000_000);
+    for i in 0..2 {
+        let r = c.nodes[i].roster().unwrap();
+        assert!(
+            r.contains(&n0) && !r.contains(&n2),
+            "n{i} installed the removed voter's roster: version {}, voters {:?}",
+            r.version,
+            r.voters.iter().map(|v| &v.name).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Seeds were kept by name only, so a joining node took its first roster from any certificate
+/// of a seed's name: another cluster's node of that name (the CA is shared), or an old
+/// certificate of the seed, which made a first roster of its own, signed it alone, and the
+/// joining node belonged to that "cluster" for good. A seed is now a name and a key.
+#[test]
+fn a_seeds_namesake_with_another_key_cannot_plant_a_first_roster() {
+    let c = Cluster::new(3);
+    let seed = c.nodes[1].id().clone();
+    let mut joiner = new_node(Config::default(), nid("j", 900), Durable::default());
+    joiner.set_seeds([(seed.name.clone(), seed.key)]);
+    // Another certificate for the seed's name (another key).
+    let other_key = signer("elsewhere");
+    let namesake = NodeId::new(seed.name.clone(), 4242, other_key.key_hash());
+    assert_ne!(namesake.key, seed.key);
+    let theirs = Roster::first(vec![namesake.clone()]);
+    let signed = proof::sign(&other_key, Ballot::BOOTSTRAP, theirs.id(), &theirs);
+    let link = proof::Link { proof: proof::Proof { ballot: Ballot::BOOTSTRAP, under: theirs.id(), signatures: vec![(namesake.clone(), signed)] }, roster: theirs.clone() };
+    let to = joiner.id().clone();
+    joiner.handle_message(Time(0), Envelope { from: namesake, to: to.clone(), roster: Some(theirs.id()), body: Body::Commit { links: vec![link] } });
+    assert_eq!(joiner.roster(), None, "the seed's namesake planted a cluster of its own in the joining node");
+    // The real seed's chain is still taken.
+    let ours = c.nodes[1].chain().to_vec();
+    joiner.handle_message(Time(0), Envelope { from: seed, to, roster: c.nodes[1].roster().map(Roster::id), body: Body::Commit { links: ours } });
+    assert_eq!(joiner.roster(), c.nodes[1].roster());
 }

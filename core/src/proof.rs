@@ -188,6 +188,14 @@ impl Link {
         if counted.len() < needed {
             return Err("too few voters' signatures");
         }
+        // A roster that removes voters: a majority of those it keeps signed too (as the
+        // proposer counts, `proposer::on_vote`).
+        if installed.is_some() && !signers.voters.iter().all(|v| roster.contains(v)) {
+            let kept = counted.iter().filter(|v| roster.contains(v)).count();
+            if kept < roster.majority() {
+                return Err("too few signatures of the voters the roster keeps");
+            }
+        }
         Ok(())
     }
 }
@@ -228,6 +236,9 @@ mod tests {
         assert_eq!(link.verify(Some(&first), None), Ok(()));
         assert!(link.verify(None, None).is_err(), "only a first roster starts a chain");
         assert!(link.verify(Some(&second), None).is_err(), "not newer");
+        // A removal needs a majority of the voters it keeps, too: c's own signature and b's
+        // are a majority of the first roster, not of {a, b}.
+        assert_eq!(signed_by(&second, ballot, first.id(), &[all[1].clone(), all[2].clone()]).verify(Some(&first), None), Err("too few signatures of the voters the roster keeps"));
         // One voter is no majority, and a signature counts once.
         assert!(signed_by(&second, ballot, first.id(), &all[..1]).verify(Some(&first), None).is_err());
         assert!(signed_by(&second, ballot, first.id(), &[all[0].clone(), all[0].clone()]).verify(Some(&first), None).is_err());

@@ -310,6 +310,21 @@ impl Node {
             }
             _ => Decision::Pending,
         };
+        // A roster value that removes voters is chosen only once a majority of the voters it
+        // keeps accepted it too (a majority of the old roster and of the new): they then refuse
+        // the removed voter (`Node::excluded`), and it and the rest are too few to decide
+        // anything under the old roster.
+        let decision = match (&p.phase, decision) {
+            (Phase::Accepting { value: Value::Roster(next), agreed, .. }, Decision::Won) if !p.roster.voters.iter().all(|v| next.contains(v)) => {
+                let kept = agreed.iter().filter(|v| next.contains(v)).count();
+                if kept >= quorum::majority(next.voters.len()) {
+                    Decision::Won
+                } else {
+                    Decision::Pending
+                }
+            }
+            (_, decision) => decision,
+        };
         match decision {
             Decision::Pending => {
                 self.proposals.insert(key, p);
@@ -335,7 +350,10 @@ impl Node {
         // Whatever we remembered of this register may be stale now.
         self.owned.remove(&key);
         let promisers: Vec<NodeId> = promises.keys().cloned().collect();
-        let promises: Vec<Promise> = promises.into_values().collect();
+        let mut promises: Vec<Promise> = promises.into_values().collect();
+        if key == Key::Roster {
+            self.drop_impossible_rosters(&mut promises);
+        }
         let rules = ReadRules {
             ages_from_stale_promises: broken!(self.config, AgesFromStalePromises),
             expiry_ignores_drift: broken!(self.config, ExpiryIgnoresDrift),
@@ -344,11 +362,19 @@ impl Node {
         let applied = match (&key, read.value.clone()) {
             (Key::Scope(_), None) => Some(apply_lock(LockRecord::default(), &read, &p.ops, now, self)),
             (Key::Scope(_), Some(Value::Lock(record))) => Some(apply_lock(record, &read, &p.ops, now, self)),
-            (Key::Roster, Some(Value::Roster(base))) => {
-                let allow = broken!(self.config, RosterChangeBeforeSweep);
-                let (roster, answers) = apply_roster_ops(&base, p.roster.version, &p.ops, allow);
-                let changed = roster != base;
-                Some((Value::Roster(roster), answers, changed))
+            // No promise held a roster the register could hold now (every one older than the
+            // installed roster, or none): the installed roster is its latest chosen value.
+            (Key::Roster, read @ (None | Some(Value::Roster(_)))) => {
+                let base = match read {
+                    Some(Value::Roster(r)) => Some(r),
+                    _ => self.roster.clone(),
+                };
+                base.map(|base| {
+                    let allow = broken!(self.config, RosterChangeBeforeSweep);
+                    let (roster, answers) = apply_roster_ops(&base, p.roster.version, &p.ops, allow);
+                    let changed = roster != base;
+                    (Value::Roster(roster), answers, changed)
+                })
             }
             _ => None,
         };
@@ -378,6 +404,22 @@ impl Node {
             return;
         }
         self.send_accepts(now, key, p, value, answers);
+    }
+
+    /// Forgets, in promises for the roster register, values that cannot be its latest: a
+    /// roster older than the installed one, or another at its version. The installed roster is
+    /// chosen, and the register's chosen values only move on from it, so only a forgery sits
+    /// above it at a higher ballot (a removed voter's Accept at a node that had not heard of
+    /// its removal); taking it for possibly chosen would put it back.
+    fn drop_impossible_rosters(&self, promises: &mut [Promise]) {
+        let Some(installed) = &self.roster else { return };
+        for promise in promises {
+            if let Some(AcceptedValue { value: Value::Roster(r), .. }) = &promise.accepted {
+                if !(r.version > installed.version || r.id() == installed.id()) {
+                    promise.accepted = None;
+                }
+            }
+        }
     }
 
     /// Sends `value` to every voter at `p`'s ballot and waits for a majority to take it.

@@ -218,6 +218,50 @@ impl Roster {
         }
     }
 
+    /// Whether this roster may be the roster register's next value after `installed`: the
+    /// same roster (its sweep recorded or not), or one change on from it (`changed`), its
+    /// sweep recorded or not. A proposer following the protocol proposes nothing else under
+    /// `installed` (`node::apply_roster_ops`). (Round floors are not compared: a change made
+    /// from the unswept roster in the batch that records its sweep carries that sweep's floor,
+    /// which another sweep's record, chosen in its place, may exceed.)
+    pub fn follows(&self, installed: &Roster) -> bool {
+        if self.cluster_id != installed.cluster_id {
+            return false;
+        }
+        if self.version == installed.version {
+            return self.id() == installed.id();
+        }
+        if self.version != installed.version.saturating_add(1) {
+            return false;
+        }
+        let id = self.id();
+        self.changes_from(installed).iter().any(|c| installed.changed(c).is_ok_and(|next| next.id() == id))
+    }
+
+    /// The changes that could have made this roster from `from` (each is tried by `follows`).
+    fn changes_from(&self, from: &Roster) -> Vec<RosterChange> {
+        let mut changes = Vec::new();
+        changes.extend(self.voters.iter().filter(|v| !from.voters.contains(v)).map(|v| RosterChange::Add(v.clone())));
+        changes.extend(self.members.iter().filter(|m| !from.members.contains(m)).map(|m| RosterChange::AddMember(m.clone())));
+        for gone in from.voters.iter().chain(&from.members).filter(|x| !self.is_member(x)) {
+            changes.push(RosterChange::Remove(gone.clone()));
+            changes.push(RosterChange::Ban(gone.clone()));
+        }
+        for ban in self.banned.iter().filter(|b| !from.banned.contains(b)) {
+            // A ban of a node that is no member: its incarnation plays no part.
+            changes.push(RosterChange::Ban(NodeId::new(ban.name.clone().unwrap_or_default(), 0, ban.key)));
+        }
+        for ban in from.banned.iter().filter(|b| !self.banned.contains(b)) {
+            let name = ban.name.clone().unwrap_or_default();
+            changes.push(RosterChange::Unban { name: name.clone(), key: None });
+            changes.push(RosterChange::Unban { name: name.clone(), key: Some(ban.key) });
+            // A name freed for another key than any banned: the other keys stay banned alone.
+            let unbanned = (0..=u8::MAX).map(|b| [b; 32]).find(|k| !from.banned.iter().any(|x| x.key == *k)).unwrap_or([0; 32]);
+            changes.push(RosterChange::Unban { name, key: Some(unbanned) });
+        }
+        changes
+    }
+
     /// The roster after `change`, one version later. A change of the voters is not swept
     /// yet; a change of the members that do not vote leaves the voters, hence every quorum,
     /// as they were, and needs no sweep.
@@ -462,6 +506,37 @@ mod tests {
         let twice = once.changed(&RosterChange::Ban(replacement.clone())).unwrap();
         assert!(twice.is_banned("x", &replacement.key));
         assert!(twice.is_banned("lockmesh-node", &stolen.key), "the stolen key is no longer banned: {:?}", twice.banned);
+    }
+
+    #[test]
+    fn a_roster_follows_its_predecessor_by_one_change_or_its_sweep() {
+        let r = Roster::first(ids(&["a", "b", "c"]));
+        let c = r.voters[2].clone();
+        let mut swept = r.clone();
+        swept.round_floor = 9;
+        assert!(r.follows(&r) && swept.follows(&r));
+        for change in [
+            RosterChange::Add(id("d", 4)),
+            RosterChange::AddMember(id("m", 5)),
+            RosterChange::Remove(c.clone()),
+            RosterChange::Ban(c.clone()),
+            RosterChange::Ban(id("x", 6)),
+        ] {
+            let next = r.changed(&change).unwrap();
+            assert!(next.follows(&r), "{change:?}");
+            let mut next_swept = next.clone();
+            next_swept.sweep_done = true;
+            assert!(next_swept.follows(&r), "{change:?}, swept");
+            assert!(!r.follows(&next) && !next.changed(&RosterChange::AddMember(id("z", 7))).unwrap().follows(&r), "{change:?}: two changes on");
+        }
+        let banned = r.changed(&RosterChange::Ban(c.clone())).unwrap();
+        for unban in [RosterChange::Unban { name: "c".into(), key: None }, RosterChange::Unban { name: "c".into(), key: Some([0x77; 32]) }] {
+            assert!(banned.changed(&unban).unwrap().follows(&banned), "{unban:?}");
+        }
+        // Forged: a jump, a roster with other voters at the next version, another cluster's.
+        assert!(!Roster { version: 7, ..r.clone() }.follows(&r));
+        assert!(!Roster { version: 2, voters: vec![r.voters[1].clone(), id("rogue", 9)], ..r.clone() }.follows(&r));
+        assert!(!Roster { cluster_id: r.cluster_id ^ 1, ..r.clone() }.follows(&r));
     }
 
     #[test]

@@ -606,7 +606,7 @@ impl World {
         let mut node = Node::new(self.config.clone(), n.id.clone(), n.disk.clone(), local, seed, Box::new(node_key(i)));
         // Before it has a roster, a node takes one only from the nodes it joins through: all
         // the cluster's, as a `--join` list names them.
-        node.set_seeds((0..self.nodes.len()).map(|j| format!("n{j}")));
+        node.set_seeds(self.nodes.iter().map(|n| (n.id.name.clone(), n.id.key)));
         if let Some(latest) = &self.checker.latest_roster {
             node.set_cluster_id(latest.cluster_id);
         }

@@ -143,7 +143,7 @@ pub struct Runtime {
     logged_invalid: std::collections::HashSet<(String, &'static str)>,
     /// Peers that greeted this node from one of its `--join` addresses: before it belongs to a
     /// cluster, it takes a roster only from them (`Node::set_seeds`).
-    seeds: std::collections::BTreeSet<String>,
+    seeds: std::collections::BTreeSet<(String, crate::core::KeyHash)>,
     /// The roster version whose bans the mesh enforces.
     bans_of: u64,
 }
@@ -498,12 +498,12 @@ impl Runtime {
                 let same_cluster = expected.is_none() || expected == cluster_id;
                 // The connection's address, not the claimed one, says whether this is a node
                 // the operator named to join through.
-                if mine.is_none() && self.config.join.contains(&inbound.remote) && self.seeds.insert(me.name.clone()) {
+                if mine.is_none() && self.config.join.contains(&inbound.remote) && self.seeds.insert((me.name.clone(), me.key)) {
                     self.node.set_seeds(self.seeds.iter().cloned());
                 }
                 // Given the cluster's id, the node proves what it pulls back to that cluster's
                 // first roster, from whoever it comes.
-                let trusted = mine.is_some() || self.config.cluster_id.is_some() || self.seeds.contains(&me.name);
+                let trusted = mine.is_some() || self.config.cluster_id.is_some() || self.seeds.contains(&(me.name.clone(), me.key));
                 if roster_version > my_version && same_cluster && trusted && !leaving {
                     let pull = crate::core::Envelope {
                         from: self.node.id().clone(),

@@ -826,7 +826,10 @@ impl Node {
             // vote a bare majority could choose it, and it and the voters that had not accepted
             // it yet would still be a majority of the old roster — enough, were it to turn
             // hostile once removed, to choose a roster of its own there. Without its vote, the
-            // voters that accepted are a majority of the rest, and refuse it (`excluded`).
+            // voters that accepted are a majority of the old roster among the rest, and refuse
+            // it (`excluded`). It costs nothing: from an odd number of voters, a removal the
+            // others cannot choose without it would leave too few voters up for a quorum. (From
+            // an even number it would: there its vote counts.)
             let odd = installed.voters.len() % 2 == 1;
             if odd && installed.contains(&self.id) && !r.contains(&self.id) {
                 self.send(from, Body::Refuse { key, ballot, why: Refusal::NotVoter });

@@ -67,6 +67,9 @@ pub struct Options {
     pub profile: Profile,
     /// Let each seed pick its profile (`Profile::for_seed`) instead of using `profile`.
     pub mixed: bool,
+    /// The rogue also speaks as removed voters to nodes that still list them (the open window
+    /// of PROTOCOL §7, *Removals*): a measure, not a check that passes yet.
+    pub rogue_removed_voters: bool,
 }
 
 impl Profile {

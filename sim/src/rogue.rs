@@ -31,6 +31,9 @@ pub(crate) struct Rogue {
     seen: BTreeSet<NodeId>,
     /// Every identity it spoke as (their refused values are not honest nodes').
     pub used: BTreeSet<NodeId>,
+    /// Also speak as removed voters to nodes that still list them (`--rogue-removed-voters`):
+    /// the window PROTOCOL §7, *Removals*, leaves open. Off by default: it finds violations.
+    lagging_targets: bool,
 }
 
 /// The rogue's own certificate: no roster lists it.
@@ -51,8 +54,8 @@ fn key_of(id: &NodeId) -> Ed25519Signer {
 }
 
 impl Rogue {
-    pub(crate) fn new(seed: u64) -> Rogue {
-        Rogue { rng: Rng::new(seed ^ 0x7267_7565_5f72_6e67), seen: BTreeSet::new(), used: BTreeSet::new() }
+    pub(crate) fn new(seed: u64, lagging_targets: bool) -> Rogue {
+        Rogue { rng: Rng::new(seed ^ 0x7267_7565_5f72_6e67), seen: BTreeSet::new(), used: BTreeSet::new(), lagging_targets }
     }
 }
 
@@ -89,7 +92,12 @@ impl World {
         // latest chosen), run by no node. A node that has not installed its removal yet still
         // takes its ballot requests; its Commits it installs only with a majority's proof.
         let listed = |id: &NodeId| rosters.iter().flatten().chain(self.checker.latest_roster.iter()).any(|r| r.is_member(id));
-        let ghosts: Vec<NodeId> = self.rogue.seen.iter().filter(|id| !listed(id) && !self.nodes.iter().any(|n| n.id == **id)).cloned().collect();
+        // With `lagging_targets`: any voter the latest chosen roster removed whose key no member
+        // of it holds (a retired device's, not a wiped node's: that key is a member's), also
+        // towards nodes that still list it.
+        let keyed = |id: &NodeId| self.checker.latest_roster.iter().any(|r| r.voters.iter().chain(&r.members).any(|m| m.key == id.key));
+        let ghost = |id: &NodeId| if self.rogue.lagging_targets { !keyed(id) } else { !listed(id) };
+        let ghosts: Vec<NodeId> = self.rogue.seen.iter().filter(|id| ghost(id) && !self.nodes.iter().any(|n| n.id == **id)).cloned().collect();
         let me = if !ghosts.is_empty() && self.rogue.rng.chance(0.4) { ghosts[self.rogue.rng.index(ghosts.len())].clone() } else { stranger() };
         let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].node.is_some()).collect();
         if running.is_empty() {

@@ -139,7 +139,8 @@ pub struct Runtime {
     removed_at: BTreeMap<NodeId, Instant>,
     /// Where accepted scope values are announced (to watchers and waiters).
     changes: Arc<super::Changes>,
-    /// Peers whose invalid values were logged: once per peer (the metric counts them all).
+    /// Peers whose refused messages (by kind) or foreign cluster were logged: once per peer and
+    /// kind (the metrics count them all).
     logged_invalid: std::collections::HashSet<(String, &'static str)>,
     /// Peers that greeted this node from one of its `--join` addresses: before it belongs to a
     /// cluster, it takes a roster only from them (`Node::set_seeds`).
@@ -518,7 +519,9 @@ impl Runtime {
                 }
                 if let (Some(a), Some(b)) = (mine, cluster_id) {
                     if a != b {
-                        tracing::warn!(peer = %me.name, "peer belongs to another cluster; ignored");
+                        if self.logged_invalid.insert((me.name.clone(), "another cluster")) {
+                            tracing::warn!(peer = %me.name, "peer belongs to another cluster; ignored (logged once per peer)");
+                        }
                         // Remembered, so that a voter added here that formed or joined another
                         // cluster meanwhile is removed (`admit`).
                         if let Some(p) = self.peers.get_mut(&me.name).filter(|p| peer_id(&p.info) == peer_id(&me)) {

@@ -18,7 +18,7 @@ impl Node {
     /// The runtime calls it once `--bootstrap-expect` members have met, or for `--bootstrap`
     /// with this node alone. A node that already has a roster refuses.
     pub fn bootstrap(&mut self, now: Time, voters: Vec<NodeId>) -> Result<(), Failure> {
-        if self.roster.is_some() {
+        if self.roster().is_some() {
             return Err(Failure::Invalid("this node already belongs to a cluster"));
         }
         if !voters.contains(&self.id) {
@@ -43,7 +43,7 @@ impl Node {
     }
 
     pub(super) fn on_bootstrap_offer(&mut self, from: NodeId, roster: Roster) {
-        if self.roster.is_some() || !roster.contains(&self.id) || roster != Roster::first(roster.voters.clone()) {
+        if self.roster().is_some() || !roster.contains(&self.id) || roster != Roster::first(roster.voters.clone()) {
             return;
         }
         // Only the first roster this node's own runtime proposes (every node of a bootstrap

@@ -239,9 +239,8 @@ pub struct Node {
     pub(super) config: Config,
     pub(super) id: NodeId,
     pub(super) rng: Rng,
-    /// The installed roster: known to be chosen (the last link of `chain`).
-    pub(super) roster: Option<Roster>,
-    /// Every roster installed, with its proof, from the cluster's first.
+    /// Every roster installed, with its proof, from the cluster's first: the last is the
+    /// installed roster (`roster()`), known to be chosen.
     pub(super) chain: Vec<Link>,
     /// Signs this node's votes for rosters.
     pub(super) signer: Box<dyn Signer>,
@@ -296,13 +295,12 @@ impl Node {
             .map(|b| b.round)
             .max()
             .unwrap_or(0);
-        let roster = durable.roster().cloned();
-        #[allow(unused_mut)]
-        let mut acceptor = Acceptor::recover(durable.slots, now);
-        let accepted_roster = match acceptor.slot(&Key::Roster).and_then(|s| s.accepted) {
-            Some(super::message::AcceptedValue { value: Value::Roster(r), .. }) if roster.as_ref().is_some_and(|i| r.is_newer_than(i)) => Some(r),
+        let accepted_roster = match durable.slots.get(&Key::Roster).and_then(|s| s.accepted.as_ref()) {
+            Some(super::message::AcceptedValue { value: Value::Roster(r), .. }) if durable.roster().is_some_and(|i| r.is_newer_than(i)) => Some(r.clone()),
             _ => None,
         };
+        #[allow(unused_mut)]
+        let mut acceptor = Acceptor::recover(durable.slots, now);
         #[cfg(feature = "broken-variants")]
         if broken!(config, ForgetPromisesOnRestart) {
             acceptor.forget_promises();
@@ -311,7 +309,6 @@ impl Node {
             rng: Rng::new(seed ^ id.incarnation),
             config,
             id,
-            roster,
             chain: durable.chain,
             signer,
             cluster: None,
@@ -349,7 +346,7 @@ impl Node {
 
     /// The installed roster, if this node belongs to a cluster.
     pub fn roster(&self) -> Option<&Roster> {
-        self.roster.as_ref()
+        self.chain.last().map(|link| &link.roster)
     }
 
     /// Whether a sweep of the installed roster is running here.
@@ -495,7 +492,7 @@ impl Node {
 
     /// Sends a message tagged with the installed roster.
     pub(super) fn send(&mut self, to: NodeId, body: Body) {
-        let roster = self.roster.as_ref().map(Roster::id);
+        let roster = self.roster().map(Roster::id);
         self.send_tagged(to, body, roster);
     }
 
@@ -569,7 +566,7 @@ impl Node {
             // A node added by a roster this one has not installed yet is no member here: if
             // it has installed a later roster, ask it for the chain (what it sends back is
             // installed only with its proofs, and it answers only a member of its roster).
-            let mine = self.roster.as_ref().map(|r| r.version);
+            let mine = self.roster().map(|r| r.version);
             if envelope.roster.is_some_and(|t| mine.is_some_and(|m| t.version > m)) && !matches!(envelope.body, Body::RosterPull { .. }) {
                 self.pull_roster(envelope.from.clone());
             }
@@ -593,7 +590,7 @@ impl Node {
         if broken!(self.config, NoAuthorization) {
             return Ok(());
         }
-        let Some(roster) = &self.roster else {
+        let Some(roster) = self.roster() else {
             // Anyone can make a first roster of their own, signed by all its voters: before
             // this node belongs to a cluster it takes one only from its seeds, or, given the
             // cluster's id, one whose hash that is.
@@ -639,7 +636,7 @@ impl Node {
         let Envelope { from, roster: their_roster, body, .. } = envelope;
         // Rounds a vote reports only steer this node's next ballot above them: taken from
         // voters of the installed roster only, so no other peer can pin them high.
-        let from_voter = self.roster.as_ref().is_some_and(|r| r.contains(&from));
+        let from_voter = self.roster().is_some_and(|r| r.contains(&from));
         match body {
             Body::Prepare { key, ballot } => self.on_prepare(now, from, their_roster, key, ballot),
             Body::Accept { key, ballot, value } => self.on_accept(now, from, their_roster, key, ballot, value),
@@ -688,7 +685,7 @@ impl Node {
     /// its own installed roster, only if that roster lists this very incarnation, and only
     /// above the roster's round floor.
     fn voter_check(&mut self, from: &NodeId, their_roster: Option<RosterId>, ballot: Ballot) -> Result<(), Refusal> {
-        let Some(mine) = &self.roster else {
+        let Some(mine) = self.roster() else {
             self.sync_roster(from, their_roster);
             return Err(Refusal::RosterMismatch);
         };
@@ -709,10 +706,10 @@ impl Node {
     /// with a member of this node's installed roster (if any), so that no other peer is sent
     /// the roster or can make this node pull.
     fn sync_roster(&mut self, peer: &NodeId, theirs: Option<RosterId>) {
-        if self.roster.as_ref().is_some_and(|r| !r.is_member(peer)) {
+        if self.roster().is_some_and(|r| !r.is_member(peer)) {
             return;
         }
-        let mine = self.roster.as_ref().map(Roster::id);
+        let mine = self.roster().map(Roster::id);
         let behind = match (mine, theirs) {
             (Some(m), Some(t)) => t.version > m.version,
             (None, Some(_)) => true,
@@ -735,7 +732,7 @@ impl Node {
 
     /// Asks `peer` for the links of its chain after this node's installed roster.
     fn pull_roster(&mut self, peer: NodeId) {
-        let have = self.roster.as_ref().map(|r| (r.version, r.sweep_done));
+        let have = self.roster().map(|r| (r.version, r.sweep_done));
         self.send(peer, Body::RosterPull { have });
     }
 
@@ -756,8 +753,8 @@ impl Node {
         let mut moved = false;
         let mut gap = false;
         for link in links {
-            let installed = self.roster.as_ref().map(|r| r.version);
-            if self.roster.as_ref().is_some_and(|r| !link.roster.is_newer_than(r)) {
+            let installed = self.roster().map(|r| r.version);
+            if self.roster().is_some_and(|r| !link.roster.is_newer_than(r)) {
                 continue;
             }
             if installed.map_or(link.roster.version > 1, |v| link.proof.under.version > v) {
@@ -773,7 +770,7 @@ impl Node {
                 }
             }
         }
-        let mine = self.roster.as_ref().map(|r| r.version);
+        let mine = self.roster().map(|r| r.version);
         let sender_ahead = theirs.is_some_and(|t| mine.is_none_or(|m| t.version > m));
         if gap || (moved && sender_ahead) {
             self.pull_roster(from);
@@ -815,11 +812,12 @@ impl Node {
         // (An older roster, or the installed one before its sweep was recorded, comes from an
         // honest proposer whose ballot a later choice outran — the roster installed here came
         // in a Commit: the ballot decides about it, and reads ignore it, `drop_impossible_rosters`.)
-        if let (Some(r), Some(installed)) = (&roster_value, &self.roster) {
+        if let (Some(r), Some(installed)) = (&roster_value, self.roster()) {
             let stale = r.version < installed.version || (r.version == installed.version && r.id() == installed.id());
             if !stale && !r.follows(installed) {
+                let why = format!("a roster value (version {}) that does not follow the installed one (version {})", r.version, installed.version);
                 self.stats.invalid_from_peers += 1;
-                self.reject(&from, Refused::Invalid(format!("a roster value (version {}) that does not follow the installed one (version {})", r.version, installed.version)));
+                self.reject(&from, Refused::Invalid(why));
                 return;
             }
             // A voter does not vote for its own removal from an odd number of voters: with its
@@ -854,7 +852,7 @@ impl Node {
                     }
                     // Only ever raised here (cleared by installing a roster as new): a later
                     // Accept of an older roster does not let a node it removes back in.
-                    let newer = self.roster.as_ref().is_some_and(|i| r.is_newer_than(i)) && self.accepted_roster.as_ref().is_none_or(|a| r.is_newer_than(a));
+                    let newer = self.roster().is_some_and(|i| r.is_newer_than(i)) && self.accepted_roster.as_ref().is_none_or(|a| r.is_newer_than(a));
                     if newer {
                         self.accepted_roster = Some(r);
                     }
@@ -873,7 +871,7 @@ impl Node {
     /// member.
     pub(super) fn learn_roster(&mut self, now: Time, link: Link, announce: bool) -> Result<(), proof::Unproven> {
         if !broken!(self.config, CommitWithoutProof) {
-            link.verify(self.roster.as_ref(), self.cluster)?;
+            link.verify(self.roster(), self.cluster)?;
         }
         self.install(now, link, announce);
         Ok(())
@@ -883,7 +881,7 @@ impl Node {
     pub(super) fn install(&mut self, now: Time, link: Link, announce: bool) {
         // Another cluster's roster is never installed (the runtime's handshake checks the
         // cluster id too; this keeps the core safe on its own).
-        let newer = self.roster.as_ref().is_none_or(|current| current.cluster_id == link.roster.cluster_id && link.roster.is_newer_than(current));
+        let newer = self.roster().is_none_or(|current| current.cluster_id == link.roster.cluster_id && link.roster.is_newer_than(current));
         if !newer {
             return;
         }
@@ -892,7 +890,7 @@ impl Node {
             self.accepted_roster = None;
         }
         self.max_round_seen = self.max_round_seen.max(roster.round_floor);
-        let old = self.roster.replace(roster.clone());
+        let old = self.chain.last().map(|l| l.roster.clone());
         if old.is_none() && roster.version == 1 && roster.contains(&self.id) {
             // The first roster: every voter acknowledged it before anyone installed it, so it
             // is the register's value at the bootstrap ballot.
@@ -938,7 +936,7 @@ impl Node {
                 let reply = match agreement {
                     Some(a) => Reply { client, key: key.clone(), result, agreed: a.agreed, voters: a.voters, ballot: Some(a.ballot) },
                     None => {
-                        let voters = self.roster.as_ref().map_or(0, |r| r.voters.len());
+                        let voters = self.roster().map_or(0, |r| r.voters.len());
                         Reply { client, key: key.clone(), result, agreed: Vec::new(), voters, ballot: None }
                     }
                 };

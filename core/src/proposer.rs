@@ -145,7 +145,7 @@ impl Node {
             }
         }
         let ops = self.fail_overdue(now, &key, ops);
-        let Some(roster) = self.roster.clone() else {
+        let Some(roster) = self.roster().cloned() else {
             for op in ops {
                 self.reply(now, &key, op.client, Err(Failure::NoRoster), None);
             }
@@ -282,7 +282,7 @@ impl Node {
         let Some(mut p) = self.proposals.remove(&key) else { return };
         // A voter of the ballot's roster that the installed roster no longer lists was
         // removed: it is no longer trusted, and its votes count for nothing.
-        let still_member = self.roster.as_ref().is_some_and(|r| r.is_member(&from));
+        let still_member = self.roster().is_some_and(|r| r.is_member(&from));
         if p.ballot != ballot || !p.roster.contains(&from) || !still_member {
             self.proposals.insert(key, p);
             return;
@@ -367,7 +367,7 @@ impl Node {
             (Key::Roster, read @ (None | Some(Value::Roster(_)))) => {
                 let base = match read {
                     Some(Value::Roster(r)) => Some(r),
-                    _ => self.roster.clone(),
+                    _ => self.roster().cloned(),
                 };
                 base.map(|base| {
                     let allow = broken!(self.config, RosterChangeBeforeSweep);
@@ -394,7 +394,7 @@ impl Node {
         let may_have_taken_effect = p.ops.iter().any(|op| op.accept_sent) && !broken!(self.config, BareRefusal);
         // A chosen roster this node has not installed is accepted again, for the signatures
         // that prove it (a read of the roster register installs what it finds).
-        let unproven = matches!(&value, Value::Roster(r) if self.roster.as_ref() != Some(r));
+        let unproven = matches!(&value, Value::Roster(r) if self.roster() != Some(r));
         if !changed && read.chosen && !may_have_taken_effect && !unproven {
             let ops = core::mem::take(&mut p.ops);
             let ballot = read.highest.unwrap_or(p.ballot);
@@ -412,7 +412,7 @@ impl Node {
     /// above it at a higher ballot (a removed voter's Accept at a node that had not heard of
     /// its removal); taking it for possibly chosen would put it back.
     fn drop_impossible_rosters(&self, promises: &mut [Promise]) {
-        let Some(installed) = &self.roster else { return };
+        let Some(installed) = self.roster() else { return };
         for promise in promises {
             if let Some(AcceptedValue { value: Value::Roster(r), .. }) = &promise.accepted {
                 if !(r.version > installed.version || r.id() == installed.id()) {
@@ -430,7 +430,7 @@ impl Node {
         let tag = Some(p.roster.id());
         // Not to a voter removed since the ballot started: it is no longer trusted with values
         // (nor are its votes counted, `on_vote`).
-        let members: Vec<NodeId> = p.roster.voters.iter().filter(|v| self.roster.as_ref().is_some_and(|r| r.is_member(v))).cloned().collect();
+        let members: Vec<NodeId> = p.roster.voters.iter().filter(|v| self.roster().is_some_and(|r| r.is_member(v))).cloned().collect();
         for voter in members {
             self.send_tagged(voter, Body::Accept { key: key.clone(), ballot: p.ballot, value: value.clone() }, tag);
         }

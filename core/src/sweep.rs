@@ -79,7 +79,7 @@ impl Node {
     /// outside the roster would not).
     pub(super) fn start_sweep(&mut self, now: Time) {
         let _ = now;
-        let Some(roster) = self.roster.clone() else { return };
+        let Some(roster) = self.roster().cloned() else { return };
         if roster.sweep_done || !roster.contains(&self.id) {
             self.sweep = None;
             return;
@@ -91,7 +91,7 @@ impl Node {
 
     /// Asks every voter of the installed roster for the page after the sweep's cursor.
     fn list_page(&mut self) {
-        let (Some(roster), Some(sweep)) = (self.roster.clone(), self.sweep.as_mut()) else { return };
+        let (Some(roster), Some(sweep)) = (self.roster().cloned(), self.sweep.as_mut()) else { return };
         sweep.stage = Stage::Listing { replies: BTreeMap::new() };
         let (id, after) = (sweep.id, sweep.cursor.clone());
         for voter in roster.voters {
@@ -103,7 +103,7 @@ impl Node {
     /// `after`. A sweep here that is behind it (or level with it and from a later node id)
     /// stops: sweeping the same names at once, the two would duel over every scope.
     pub(super) fn on_peer_sweep(&mut self, now: Time, from: &NodeId, after: &Option<String>) {
-        let Some(version) = self.roster.as_ref().map(|r| r.version) else { return };
+        let Some(version) = self.roster().map(|r| r.version) else { return };
         if *from == self.id {
             return;
         }
@@ -126,7 +126,7 @@ impl Node {
     }
 
     pub(super) fn on_key_list(&mut self, now: Time, from: NodeId, their_roster: Option<RosterId>, id: u64, page: Page) {
-        let Some(roster) = self.roster.clone() else { return };
+        let Some(roster) = self.roster().cloned() else { return };
         if their_roster != Some(roster.id()) || !roster.contains(&from) {
             return;
         }
@@ -215,7 +215,7 @@ impl Node {
     pub(super) fn on_sweep_check(&mut self, now: Time) {
         let next = self.rng.between(self.config.sweep_check_us / 2, self.config.sweep_check_us);
         self.set_timer(now.plus_micros(next), Timer::SweepCheck);
-        let Some(roster) = self.roster.clone() else { return };
+        let Some(roster) = self.roster().cloned() else { return };
         self.catch_up_roster(now, &roster);
         if roster.sweep_done {
             self.sweep = None;

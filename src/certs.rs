@@ -33,6 +33,8 @@ pub enum CertError {
     BadName(String),
     #[error("certificate error: {0}")]
     Rcgen(#[from] rcgen::Error),
+    #[error("{0}: {1}")]
+    Bad(PathBuf, String),
 }
 
 /// Whether `name` can be a node name: a DNS label, since it is a name in the certificate.
@@ -163,6 +165,62 @@ pub fn make_node(dir: &Path, name: &str, ips: &[IpAddr], dns: &[String], days: u
     issue(dir, name, params, days, renew)
 }
 
+/// Default validity of a revocation list, in days (the mesh does not refuse an expired one:
+/// it is a deny list, and an old one still denies what it lists).
+pub const CRL_DAYS: u32 = 365;
+
+/// Revokes the certificate `DIR/NAME.pem` (and every certificate of the same key: renewals
+/// keep the serial, which is derived from the key): adds its serial to `DIR/revoked.txt` and
+/// writes `DIR/crl.pem` anew (`write_crl`). Nodes started with `--crl DIR/crl.pem` (a copy of
+/// it, on every node) refuse that certificate from then on, and close its connections.
+pub fn revoke(dir: &Path, name: &str, days: u32) -> Result<(), CertError> {
+    let path = dir.join(format!("{name}.pem"));
+    let pem = fs::read(&path).map_err(|e| CertError::Read(path.clone(), e))?;
+    use rustls::pki_types::pem::PemObject;
+    let cert = rustls::pki_types::CertificateDer::from_pem_slice(&pem).map_err(|e| CertError::Bad(path.clone(), e.to_string()))?;
+    let parsed = webpki::EndEntityCert::try_from(&cert).map_err(|e| CertError::Bad(path.clone(), e.to_string()))?;
+    let serial: String = parsed.serial().iter().map(|b| format!("{b:02x}")).collect();
+    let list = dir.join("revoked.txt");
+    let mut text = fs::read_to_string(&list).unwrap_or_default();
+    if !text.lines().any(|l| l.split_whitespace().next() == Some(serial.as_str())) {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        text.push_str(&format!("{serial} {name} {now}\n"));
+        fs::write(&list, &text).map_err(|e| CertError::Write(list.clone(), e))?;
+    }
+    write_crl(dir, days)
+}
+
+/// Writes `DIR/crl.pem`: the certificates `DIR/revoked.txt` lists (none if it does not
+/// exist), signed by the CA in `DIR`, valid for `days` days.
+pub fn write_crl(dir: &Path, days: u32) -> Result<(), CertError> {
+    let list = dir.join("revoked.txt");
+    let text = fs::read_to_string(&list).unwrap_or_default();
+    let mut revoked = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut fields = line.split_whitespace();
+        let bad = || CertError::Bad(list.clone(), format!("cannot read the line {line:?}"));
+        let serial = fields.next().ok_or_else(bad)?;
+        let bytes: Vec<u8> = (0..serial.len() / 2).map(|i| u8::from_str_radix(&serial[2 * i..2 * i + 2], 16)).collect::<Result<_, _>>().map_err(|_| bad())?;
+        let at: i64 = fields.nth(1).and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+        let revocation_time = time::OffsetDateTime::from_unix_timestamp(at).map_err(|_| bad())?;
+        revoked.push(rcgen::RevokedCertParams { serial_number: rcgen::SerialNumber::from_slice(&bytes), revocation_time, reason_code: None, invalidity_date: None });
+    }
+    let ca_key_path = dir.join("ca.key");
+    let ca_key_pem = fs::read_to_string(&ca_key_path).map_err(|e| CertError::Read(ca_key_path, e))?;
+    let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(&ca_key_pem)?);
+    let now = time::OffsetDateTime::now_utc();
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now - time::Duration::hours(1),
+        next_update: now + time::Duration::days(i64::from(days.max(1))),
+        crl_number: rcgen::SerialNumber::from(now.unix_timestamp().max(0) as u64),
+        issuing_distribution_point: None,
+        revoked_certs: revoked,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(&issuer)?;
+    write_public(&dir.join("crl.pem"), &crl.pem()?)
+}
+
 fn write_private(path: &Path, text: &str) -> Result<(), CertError> {
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -259,6 +317,32 @@ mod tests {
         assert!(valid_in(&renewed, 89) && !valid_in(&renewed, 91));
         let key = crate::mesh::tls::key_hash;
         assert_eq!(key(&first), key(&renewed), "renewed with the same key: the same identity in the roster");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_revoked_certificate_and_its_renewals_are_refused_and_no_other() {
+        use crate::mesh::tls;
+        use rustls::pki_types::pem::PemObject;
+        let dir = std::env::temp_dir().join(format!("lockmesh-certs-revoke-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        make_ca(&dir, CA_DAYS).unwrap();
+        make_node(&dir, "node-1", &[], &[], NODE_DAYS, false).unwrap();
+        make_node(&dir, "node-2", &[], &[], NODE_DAYS, false).unwrap();
+        let me = tls::Identity::load(&dir, "node-1").unwrap();
+        let leaf = |name: &str| rustls::pki_types::CertificateDer::from_pem_file(dir.join(format!("{name}.pem"))).unwrap();
+        let revoked = |name: &str| {
+            let crls = tls::load_crls(&dir.join("crl.pem")).unwrap();
+            tls::revoked(&*tls::peer_verifier(&me, &crls).unwrap(), &leaf(name))
+        };
+        write_crl(&dir, CRL_DAYS).unwrap();
+        assert!(!revoked("node-1") && !revoked("node-2"), "an empty list revokes nothing");
+        revoke(&dir, "node-2", CRL_DAYS).unwrap();
+        assert!(revoked("node-2") && !revoked("node-1"));
+        make_node(&dir, "node-2", &[], &[], NODE_DAYS, true).unwrap();
+        assert!(revoked("node-2"), "a renewal keeps the key, hence the serial");
+        revoke(&dir, "node-2", CRL_DAYS).unwrap();
+        assert_eq!(fs::read_to_string(dir.join("revoked.txt")).unwrap().lines().count(), 1, "listed once");
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -91,6 +91,22 @@ enum CertsCommand {
         #[arg(long, default_value_t = lockmesh::certs::NODE_DAYS)]
         days: u32,
     },
+    /// Revoke DIR/NAME.pem (and its renewals): list it in DIR/revoked.txt and write DIR/crl.pem,
+    /// signed by the CA in DIR. Copy crl.pem to every node's --crl file: nodes re-read it and
+    /// refuse the certificate, closing its connections.
+    Revoke {
+        dir: PathBuf,
+        name: String,
+        /// Days the revocation list is valid [default: 365].
+        #[arg(long, default_value_t = lockmesh::certs::CRL_DAYS)]
+        days: u32,
+    },
+    /// Write DIR/crl.pem anew from DIR/revoked.txt (an empty list if nothing is revoked).
+    Crl {
+        dir: PathBuf,
+        #[arg(long, default_value_t = lockmesh::certs::CRL_DAYS)]
+        days: u32,
+    },
     /// Write DIR/NAME.pem and DIR/NAME.key for serving HTTP over TLS (server use only; the mesh
     /// refuses it).
     Http {
@@ -177,6 +193,8 @@ fn main() -> ExitCode {
                 CertsCommand::Node { dir, name, ip, dns, days, renew } => lockmesh::certs::make_node(&dir, &name, &ip, &dns, days, renew),
                 CertsCommand::Client { dir, name, days } => lockmesh::certs::make_client(&dir, &name, days),
                 CertsCommand::Http { dir, name, ip, dns, days } => lockmesh::certs::make_http(&dir, &name, &ip, &dns, days),
+                CertsCommand::Revoke { dir, name, days } => lockmesh::certs::revoke(&dir, &name, days),
+                CertsCommand::Crl { dir, days } => lockmesh::certs::write_crl(&dir, days),
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

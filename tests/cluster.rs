@@ -480,7 +480,7 @@ fn a_removed_voter_can_neither_split_the_cluster_nor_grant_a_scope() {
 /// As `name` (a certificate of the cluster CA), greets the cluster's `members` until each
 /// greeted back, then sends each a forged Commit and Accept; checks that nothing came of them.
 fn forge_commit_and_accept(c: &Cluster, name: &str, members: usize) {
-    use lockmesh::core::{Acquire, Ballot, Body, Envelope, Key, LeaseRule, Limits, LockOp, LockRecord, LockType, NodeId, Priority, RequestId, Roster, Value};
+    use lockmesh::core::{Ballot, Body, Envelope, Key, NodeId, Roster, Value};
     use lockmesh::mesh::wire::{Frame, PeerInfo};
     let certs = c.certs.clone();
     let name = name.to_string();
@@ -521,21 +521,7 @@ fn forge_commit_and_accept(c: &Cluster, name: &str, members: usize) {
         let ballot = Ballot { round: 1 << 40, proposer: 1 };
         let signatures = vec![(attacker.clone(), lockmesh::core::proof::sign(&signer, ballot, under, &forged))];
         let link = lockmesh::core::Link { roster: forged.clone(), proof: lockmesh::core::Proof { ballot, under, signatures } };
-        let mut record = LockRecord::default();
-        let acquire = Acquire {
-            request_id: RequestId("mallory".into()),
-            holder: "mallory".into(),
-            lock_type: LockType::Write,
-            lease: LeaseRule::Fixed(600_000_000),
-            lock_delay_us: 0,
-            wait: false,
-            wait_lease_us: 0,
-            priority: Priority::Normal,
-            reason: None,
-            node: String::new(),
-            poll: false,
-        };
-        record.apply(&LockOp::Acquire(acquire), 0, &Limits::default());
+        let record = support::mallory();
         for (t, to) in targets.iter().zip(&ids) {
             for body in [Body::Accept { key: Key::Scope("attacked".into()), ballot, value: Value::Lock(record.clone()) }, Body::Commit { links: vec![link.clone()] }] {
                 let envelope = Envelope { from: attacker.clone(), to: to.clone(), roster: Some(in_force.id()), body };
@@ -564,6 +550,32 @@ fn forge_commit_and_accept(c: &Cluster, name: &str, members: usize) {
         });
     }
     assert!(c.log(0).contains("unauthorized") && c.log(0).contains("unproven roster"), "the refusals are logged");
+}
+
+/// A revoked certificate is cut off: every node checks peers against `--crl` (the list
+/// `lockmesh certs revoke` writes), re-reads it when it changes, closes the revoked node's
+/// connections and refuses its handshakes. The others serve on (it is a voter down, until an
+/// admin removes it); it can no longer take or grant anything.
+#[test]
+fn a_revoked_node_certificate_is_cut_off_while_the_cluster_serves() {
+    let mut c = Cluster::new("revoked", 3);
+    let certs = c.certs.to_str().unwrap().to_string();
+    let out = support::lockmesh(&["certs", "crl", &certs]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let crl = c.certs.join("crl.pem");
+    c.start_all(&["--bootstrap-expect", "3", "--crl", crl.to_str().unwrap()]);
+    c.wait_for_roster(&[0, 1, 2], 3);
+    let (status, body) = post(c.http(2), &lock_body("before", "x")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let out = support::lockmesh(&["certs", "revoke", &certs, "node-3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("node-1 to close node-3's connections", Duration::from_secs(30), || c.log(0).contains("closed the connection of a revoked certificate"));
+    wait_for("node-3 to be refused", Duration::from_secs(60), || post(c.http(2), &lock_body("after", "y")).is_ok_and(|(status, _)| status != 200));
+    let (status, body) = post(c.http(0), &lock_body("after", "z")).unwrap();
+    assert_eq!(status, 200, "the others serve on: {body}");
+    std::thread::sleep(Duration::from_secs(5));
+    let (status, body) = post(c.http(2), &lock_body("later", "y")).unwrap();
+    assert_ne!(status, 200, "node-3 reached the others again: {body}");
 }
 
 fn role_of(c: &Cluster, at: usize, name: &str) -> Option<String> {

@@ -45,6 +45,9 @@ pub enum Broken {
     NoAuthorization,
     /// A node installs a roster a member's `Commit` carries without checking its proof.
     CommitWithoutProof,
+    /// Ballot requests and votes are taken from every member, vouched for or not, and a voter
+    /// accepts a removal at once (no `vouch`).
+    NoVouches,
 }
 
 /// Whether `$config` runs the broken variant `$variant`; always `false` without the feature.

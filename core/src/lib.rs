@@ -45,6 +45,7 @@ pub mod rng;
 pub mod sweep;
 pub mod time;
 pub mod validate;
+pub mod vouch;
 
 #[cfg(feature = "broken-variants")]
 pub use broken::Broken;
@@ -87,6 +88,9 @@ pub struct Config {
     pub sweep_page: usize,
     /// How often bootstrap offers are resent until the first roster is installed.
     pub bootstrap_resend_us: u64,
+    /// How long a voter's vouch for the members of its roster lasts (`vouch`): how long a
+    /// removal waits, and how long a voter cut off from a majority keeps taking ballots.
+    pub vouch_us: u64,
     pub limits: Limits,
     /// Test-only: run a known-broken variant of the protocol (the simulator must catch it).
     #[cfg(feature = "broken-variants")]
@@ -109,6 +113,7 @@ impl Default for Config {
             // 200-byte names at most: under half a MiB a page.
             sweep_page: 2048,
             bootstrap_resend_us: 1_000_000,
+            vouch_us: 2_000_000,
             limits: Limits::default(),
             #[cfg(feature = "broken-variants")]
             broken: None,

@@ -61,6 +61,11 @@ pub enum Refusal {
     RosterMismatch,
     /// It is not a voter of its installed roster.
     NotVoter,
+    /// Too few voters vouch for the sender here (`vouch`): it may have been removed.
+    Unvouched,
+    /// The value removes nodes this voter vouched for lately: it accepts it once those vouches
+    /// have run out, in `wait_us` (its clock). Send the Accept again then.
+    Withdrawing { wait_us: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +95,13 @@ pub enum Body {
     /// `signed`: the acknowledging voter's signature over the offered roster, at
     /// `Ballot::BOOTSTRAP` under the roster itself.
     BootstrapAck { roster: RosterId, signed: Signed },
+    /// Vouch for the members of our roster (`at`: when the asker sent this, its clock).
+    VouchAsk { at: u64 },
+    /// For `vouch_us` from the ask sent at `at`, this voter accepts no roster that removes a
+    /// member of the roster both have installed, except those it `withholds` its vouch from.
+    Vouch { at: u64, withholds: Vec<NodeId> },
+    /// Remove me from the roster (a graceful leave): the receiving voter proposes it.
+    Leave,
 }
 
 /// A message with its routing and the sender's installed roster.

@@ -22,6 +22,11 @@ use super::time::Time;
 use super::validate;
 use super::Config;
 
+/// How far above a refused ballot the round a voter no majority vouches for reports is still
+/// taken (`vouch`): a removed voter's refusals can then move this node's rounds up only this
+/// much per ballot it refuses, 2^30 ballots from the bound.
+pub const UNTRUSTED_ROUND_LEAP: u64 = 1 << 32;
+
 /// Links of the roster chain sent in one `Commit` to a peer that pulls.
 pub const CHAIN_PAGE: usize = 16;
 
@@ -180,6 +185,9 @@ pub struct Stats {
     pub unauthorized_from_peers: u64,
     /// Rosters from peers refused because their proof does not hold (`proof::Link::verify`).
     pub unproven_rosters: u64,
+    /// Ballot requests refused, and promises whose content was not used, because no majority
+    /// of the voters vouched for their sender (`vouch`: it may have been removed).
+    pub unvouched: u64,
 }
 
 /// A peer's message this node refused, for the runtime to log.
@@ -212,6 +220,9 @@ pub(super) enum Client {
     /// A read of the roster register that installs a roster this voter accepted at the
     /// ballot given (the answer is the installation itself).
     RosterCatchUp(Ballot),
+    /// A member's graceful leave, asked of this voter (`Body::Leave`); it learns the outcome
+    /// from the roster's Commit.
+    Leave,
 }
 
 #[derive(Clone, Debug)]
@@ -233,6 +244,10 @@ pub(super) enum Timer {
     Retry { key: Key, proposal: u64 },
     SweepCheck,
     BootstrapResend,
+    /// Ask the voters for vouches again.
+    Vouch,
+    /// Send an Accept again to the voters that have not taken it (a removal they wait for).
+    Resend { key: Key, proposal: u64 },
 }
 
 pub struct Node {
@@ -264,6 +279,8 @@ pub struct Node {
     timer_seq: u64,
     next_id: u64,
     pub(super) sweep: Option<Sweep>,
+    /// Vouches this node holds and withholds (`vouch`).
+    pub(super) vouches: super::vouch::Vouches,
     /// When another node's sweep of roster `version` last asked this voter for a page.
     pub(super) sweep_seen: Option<(u64, Time)>,
     /// Sweep ops answered since the last `flush`, handled after the current step.
@@ -325,6 +342,7 @@ impl Node {
             timer_seq: 0,
             next_id: 0,
             sweep: None,
+            vouches: super::vouch::Vouches::new(now),
             sweep_seen: None,
             sweep_done_ops: Vec::new(),
             roster_read_for: None,
@@ -337,6 +355,7 @@ impl Node {
         };
         let first_check = node.rng.between(node.config.sweep_check_us / 2, node.config.sweep_check_us);
         node.set_timer(now.plus_micros(first_check), Timer::SweepCheck);
+        node.on_vouch_timer(now);
         node
     }
 
@@ -414,6 +433,12 @@ impl Node {
         all
     }
 
+    /// Whether a ballot of this node waits to send an Accept again (tests let time pass then).
+    #[cfg(test)]
+    pub(crate) fn resend_pending(&self) -> bool {
+        self.timers.values().any(|t| matches!(t, Timer::Resend { .. }))
+    }
+
     /// When `handle_timeout` should next be called.
     pub fn next_timeout(&self) -> Option<Time> {
         self.timers.keys().next().map(|(t, _)| *t)
@@ -433,6 +458,15 @@ impl Node {
                 return;
             }
         }
+        // A node does not propose its own removal: the voters withhold their vouches from it
+        // as soon as they are asked to accept that, and would take no more of its ballots (it
+        // leaves through the others, `request_leave`).
+        if let Op::Roster(RosterOp::Change { change: RosterChange::Remove(node) | RosterChange::Ban(node), .. }) = &request.op {
+            if *node == self.id {
+                self.reply(now, &request.key, client, Err(Failure::Invalid("a node cannot propose its own removal: ask another member")), None);
+                return;
+            }
+        }
         let deadline = now.plus_micros(request.timeout_us);
         self.enqueue(now, request.key, PendingOp { client, op: request.op, deadline, arrived: now, accept_sent: false });
         self.flush(now);
@@ -441,10 +475,17 @@ impl Node {
     /// A message from a peer: checked (`validate::body`) and authorized (`authorize`) before
     /// anything of it is used. The node's messages to itself skip both (`flush`).
     pub fn handle_message(&mut self, now: Time, envelope: Envelope) {
-        if self.admit(now, &envelope) {
+        if self.admit(now, &envelope) && !self.park(now, &envelope) {
             self.on_message(now, envelope);
         }
         self.flush(now);
+    }
+
+    /// A parked message (`vouch`), checked again as if it came now.
+    pub(super) fn handle_admitted(&mut self, now: Time, envelope: Envelope) {
+        if self.admit(now, &envelope) {
+            self.on_message(now, envelope);
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Time) {
@@ -470,6 +511,8 @@ impl Node {
                 }
                 Timer::SweepCheck => self.on_sweep_check(now),
                 Timer::BootstrapResend => self.on_bootstrap_resend(now),
+                Timer::Vouch => self.on_vouch_timer(now),
+                Timer::Resend { key, proposal } => self.resend_accepts(&key, proposal),
             }
         }
         self.flush(now);
@@ -609,6 +652,8 @@ impl Node {
             Body::Accept { .. } => "an Accept",
             Body::ListKeys { .. } => "a sweep listing",
             Body::RosterPull { .. } => "a roster pull",
+            Body::VouchAsk { .. } => "a vouch ask",
+            Body::Leave => "a leave",
             // A Commit proves itself (`learn_roster`): a roster that adds this node may come
             // from members this node does not know yet.
             _ => return Ok(()),
@@ -616,7 +661,9 @@ impl Node {
         if !roster.is_member(from) {
             return Err(format!("{what} from {from}, which is not a member of roster version {}", roster.version));
         }
-        if self.excluded(from) {
+        // (A vouch says whom this node withholds its vouch from: a node on its way out may
+        // learn that, and its vote may still be needed for its own removal.)
+        if self.excluded(from) && !matches!(body, Body::VouchAsk { .. } | Body::Leave) {
             return Err(format!("{what} from {from}, which a roster this node accepted removes"));
         }
         Ok(())
@@ -634,26 +681,48 @@ impl Node {
 
     fn on_message(&mut self, now: Time, envelope: Envelope) {
         let Envelope { from, roster: their_roster, body, .. } = envelope;
-        // Rounds a vote reports only steer this node's next ballot above them: taken from
-        // voters of the installed roster only, so no other peer can pin them high.
+        // What a vote carries (a value, an age, a round) is used only from a voter of the
+        // installed roster that a majority vouches for (`vouch`): a removed voter's promise
+        // could claim anything, and its rounds would pin this node's ballots high. Another
+        // voter's promise counts only as far as `quorum::tally_promises` lets it. (An
+        // acceptance carries nothing to use, and still counts: with the removed voter, the
+        // voters that did not accept its removal are too few for a majority,
+        // `proposer::on_vote`.)
         let from_voter = self.roster().is_some_and(|r| r.contains(&from));
+        let trusted = from_voter && self.vouched(now, &from);
         match body {
             Body::Prepare { key, ballot } => self.on_prepare(now, from, their_roster, key, ballot),
             Body::Accept { key, ballot, value } => self.on_accept(now, from, their_roster, key, ballot, value),
+            Body::Promise { key, ballot, .. } if !trusted => {
+                self.stats.unvouched += 1;
+                self.on_vote(now, from, key, ballot, Vote::Untrusted)
+            }
             Body::Promise { key, ballot, accepted, age_us } => {
-                if let Some(a) = accepted.as_ref().filter(|_| from_voter) {
+                if let Some(a) = accepted.as_ref() {
                     self.max_round_seen = self.max_round_seen.max(a.ballot.round);
                 }
                 let promise = Promise { from: from.clone(), accepted, age_us };
                 self.on_vote(now, from, key, ballot, Vote::Promise(promise))
             }
             Body::Accepted { key, ballot, signed } => self.on_vote(now, from, key, ballot, Vote::Accepted(signed)),
+            // (From any voter of the ballot's roster: a voter that just started may not have
+            // its vouches yet, and the wait is bounded, `on_withdrawing`.)
+            Body::Refuse { key, ballot, why: Refusal::Withdrawing { wait_us } } => self.on_withdrawing(now, from, key, ballot, wait_us),
             Body::Refuse { key, ballot, why } => {
+                // Only a refusal of a ballot this node runs, from a voter of its roster, moves
+                // its rounds (a red team had a removed voter name a ballot of its own choosing
+                // just under the bound, and the leap counted from there).
+                let ours = self.proposals.get(&key).is_some_and(|p| p.ballot == ballot && p.roster.contains(&from));
                 match why {
-                    Refusal::Promised(promised) if from_voter => self.max_round_seen = self.max_round_seen.max(promised.round),
-                    Refusal::Promised(_) => {}
+                    // From a voter no majority vouches for, a round is taken only if it is not
+                    // far above our refused ballot: a voter being removed may be dueling this
+                    // node (its promise must be outbid), yet a removed one could send any round
+                    // (`UNTRUSTED_ROUND_LEAP`).
+                    Refusal::Promised(promised) if ours && (trusted || promised.round <= ballot.round.saturating_add(UNTRUSTED_ROUND_LEAP)) => {
+                        self.max_round_seen = self.max_round_seen.max(promised.round)
+                    }
                     Refusal::RosterMismatch => self.sync_roster(&from, their_roster),
-                    Refusal::NotVoter => {}
+                    Refusal::Promised(_) | Refusal::NotVoter | Refusal::Unvouched | Refusal::Withdrawing { .. } => {}
                 }
                 self.on_vote(now, from, key, ballot, Vote::Refused)
             }
@@ -665,8 +734,13 @@ impl Node {
                 }
             }
             Body::ListKeys { sweep, after } => {
-                if self.voter_check(&from, their_roster, Ballot { round: u64::MAX, proposer: 0 }).is_ok() {
+                // Another member sweeps: a hint for this node's own sweep (it may only wait).
+                // Not from one no majority vouches for: its sweep cannot go on (a node on its
+                // way out kept the others from taking its sweep over, in the simulator).
+                if their_roster == self.roster().map(Roster::id) && self.vouched(now, &from) {
                     self.on_peer_sweep(now, &from, &after);
+                }
+                if self.voter_check(now, &from, their_roster, Ballot { round: u64::MAX, proposer: 0 }).is_ok() {
                     let (keys, more) = self.acceptor.scopes_after(after.as_deref(), self.config.sweep_page);
                     let max_round = self.max_round_seen;
                     self.send(from, Body::KeyList { sweep, after, keys, more, max_round });
@@ -678,13 +752,50 @@ impl Node {
             }
             Body::BootstrapOffer { roster } => self.on_bootstrap_offer(from, roster),
             Body::BootstrapAck { roster, signed } => self.on_bootstrap_ack(now, from, roster, signed),
+            Body::VouchAsk { at } => self.on_vouch_ask(from, at),
+            Body::Leave => self.on_leave(now, from),
+            Body::Vouch { at, withholds } => self.on_vouch(now, from, their_roster, at, withholds),
         }
     }
 
+    /// Asks the voters of the installed roster to remove this node (a graceful leave). It does
+    /// not propose its own removal: the voters withhold their vouches from it as soon as they
+    /// are asked to accept its removal, and would take no more of its ballots. Call it again
+    /// until the installed roster no longer lists this node.
+    pub fn request_leave(&mut self, now: Time) {
+        let Some(roster) = self.roster().cloned() else { return };
+        let me = self.id.clone();
+        for voter in roster.voters.into_iter().filter(|v| *v != me) {
+            self.send(voter, Body::Leave);
+        }
+        self.flush(now);
+    }
+
+    /// A member asks to leave: this voter proposes its removal (`RosterChange::Remove`, on
+    /// whichever roster is current), unless such a request waits here already. A removed node
+    /// asking again changes nothing: it is not a member of the roster any ballot would apply
+    /// the change to.
+    fn on_leave(&mut self, now: Time, from: NodeId) {
+        let Some(roster) = self.roster() else { return };
+        if from == self.id || !roster.contains(&self.id) || !roster.is_member(&from) {
+            return;
+        }
+        let change = RosterChange::Remove(from);
+        let asked = |op: &PendingOp| matches!(&op.op, Op::Roster(RosterOp::Change { change: c, .. }) if *c == change);
+        let waiting = self.waiting.get(&Key::Roster).is_some_and(|ops| ops.iter().any(asked));
+        let running = self.proposals.get(&Key::Roster).is_some_and(|p| p.ops.iter().any(asked));
+        if waiting || running {
+            return;
+        }
+        let deadline = now.plus_micros(self.config.phase_timeout_us.saturating_mul(10).saturating_add(self.config.vouch_us));
+        let op = PendingOp { client: Client::Leave, op: Op::Roster(RosterOp::Change { change, expected_version: None }), deadline, arrived: now, accept_sent: false };
+        self.enqueue(now, Key::Roster, op);
+    }
+
     /// Whether this node may vote on a ballot tagged with `their_roster`: only under exactly
-    /// its own installed roster, only if that roster lists this very incarnation, and only
-    /// above the roster's round floor.
-    fn voter_check(&mut self, from: &NodeId, their_roster: Option<RosterId>, ballot: Ballot) -> Result<(), Refusal> {
+    /// its own installed roster, only if that roster lists this very incarnation, only for a
+    /// proposer a majority vouches for (`vouch`), and only above the roster's round floor.
+    fn voter_check(&mut self, now: Time, from: &NodeId, their_roster: Option<RosterId>, ballot: Ballot) -> Result<(), Refusal> {
         let Some(mine) = self.roster() else {
             self.sync_roster(from, their_roster);
             return Err(Refusal::RosterMismatch);
@@ -696,6 +807,10 @@ impl Node {
         if !mine.contains(&self.id) {
             return Err(Refusal::NotVoter);
         }
+        if !self.vouched(now, from) {
+            self.stats.unvouched += 1;
+            return Err(Refusal::Unvouched);
+        }
         if ballot.round <= mine.round_floor {
             return Err(Refusal::Promised(Ballot { round: mine.round_floor, proposer: u64::MAX }));
         }
@@ -705,7 +820,7 @@ impl Node {
     /// Brings whichever of the two sides is behind up to the other's installed roster: only
     /// with a member of this node's installed roster (if any), so that no other peer is sent
     /// the roster or can make this node pull.
-    fn sync_roster(&mut self, peer: &NodeId, theirs: Option<RosterId>) {
+    pub(super) fn sync_roster(&mut self, peer: &NodeId, theirs: Option<RosterId>) {
         if self.roster().is_some_and(|r| !r.is_member(peer)) {
             return;
         }
@@ -778,7 +893,7 @@ impl Node {
     }
 
     fn on_prepare(&mut self, now: Time, from: NodeId, their_roster: Option<RosterId>, key: Key, ballot: Ballot) {
-        if let Err(why) = self.voter_check(&from, their_roster, ballot) {
+        if let Err(why) = self.voter_check(now, &from, their_roster, ballot) {
             self.send(from, Body::Refuse { key, ballot, why });
             return;
         }
@@ -797,7 +912,7 @@ impl Node {
     }
 
     fn on_accept(&mut self, now: Time, from: NodeId, their_roster: Option<RosterId>, key: Key, ballot: Ballot, value: Value) {
-        if let Err(why) = self.voter_check(&from, their_roster, ballot) {
+        if let Err(why) = self.voter_check(now, &from, their_roster, ballot) {
             self.send(from, Body::Refuse { key, ballot, why });
             return;
         }
@@ -832,6 +947,17 @@ impl Node {
             if odd && installed.contains(&self.id) && !r.contains(&self.id) {
                 self.send(from, Body::Refuse { key, ballot, why: Refusal::NotVoter });
                 return;
+            }
+            // A value that removes members is accepted only once the vouches this voter gave
+            // for them have run out (`vouch`); until then it withholds them. (Not if the
+            // Accept would be refused anyway: a higher ballot was promised.)
+            let removed: Vec<NodeId> = installed.voters.iter().chain(&installed.members).filter(|m| !r.is_member(m)).cloned().collect();
+            let outrun = self.acceptor.slot(&key).and_then(|s| s.promised).is_some_and(|p| ballot < p);
+            if !stale && !removed.is_empty() && !outrun {
+                if let Some(wait_us) = self.removal_wait(now, &removed) {
+                    self.send(from, Body::Refuse { key, ballot, why: Refusal::Withdrawing { wait_us } });
+                    return;
+                }
             }
         }
         // Only a ballot this node votes on moves its rounds: before any roster (when anyone
@@ -905,9 +1031,14 @@ impl Node {
         }
         self.chain.push(link.clone());
         self.out.writes.push(Write::Link(link.clone()));
+        self.on_installed_for_vouches(now, old.as_ref().map(Roster::id));
         self.bootstrapping = None;
         if self.sweep.as_ref().is_some_and(|s| s.version != roster.version) {
             self.sweep = None;
+        }
+        if !announce && !roster.sweep_done {
+            // Its decider sweeps it at once: the time to take over counts from here.
+            self.sweep_seen = Some((roster.version, now));
         }
         if announce {
             let mut to: BTreeSet<NodeId> = roster.voters.iter().chain(&roster.members).cloned().collect();
@@ -952,6 +1083,7 @@ impl Node {
                     self.roster_read_for = Some(ballot);
                 }
             }
+            Client::Leave => {}
         }
     }
 }

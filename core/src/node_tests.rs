@@ -56,16 +56,34 @@ impl Cluster {
     /// Delivers messages for a while, dropping those `drop` selects; then drops whatever is
     /// left in flight.
     fn deliver_dropping(&mut self, drop: impl Fn(&Envelope) -> bool) {
-        for _ in 0..20 {
-            self.collect();
-            let inbox: Vec<Envelope> = self.inbox.drain(..).filter(|e| !drop(e)).collect();
-            for e in inbox {
-                let to = self.index(&e.to);
-                self.nodes[to].handle_message(self.now, e);
+        for _ in 0..200 {
+            for _ in 0..20 {
+                self.collect();
+                let inbox: Vec<Envelope> = self.inbox.drain(..).filter(|e| !drop(e)).collect();
+                for e in inbox {
+                    let to = self.index(&e.to);
+                    self.nodes[to].handle_message(self.now, e);
+                }
+            }
+            if !self.pass_while_resend_pending() {
+                break;
             }
         }
         self.collect();
         self.inbox.clear();
+    }
+
+    /// While a removal waits for vouches to run out (`vouch`), lets 50 ms pass, firing
+    /// timers; whether it did.
+    fn pass_while_resend_pending(&mut self) -> bool {
+        if !self.nodes.iter().any(Node::resend_pending) {
+            return false;
+        }
+        self.now = self.now.plus_micros(50_000);
+        for n in &mut self.nodes {
+            n.handle_timeout(self.now);
+        }
+        true
     }
 
     fn index(&self, id: &NodeId) -> usize {
@@ -85,17 +103,29 @@ impl Cluster {
         }
     }
 
-    /// Delivers messages until none are left.
+    /// Delivers messages until none are left; while a removal waits for vouches to run out
+    /// (`vouch`), lets time pass in steps of 50 ms, firing timers.
     fn settle(&mut self) {
-        self.collect();
-        while let Some(e) = self.inbox.pop_front() {
-            let to = self.index(&e.to);
-            self.nodes[to].handle_message(self.now, e);
+        for _ in 0..200 {
             self.collect();
+            while let Some(e) = self.inbox.pop_front() {
+                let to = self.index(&e.to);
+                self.nodes[to].handle_message(self.now, e);
+                self.collect();
+            }
+            if !self.pass_while_resend_pending() {
+                return;
+            }
         }
     }
 
+    /// A request through `node`, once every node's timers due by now have fired (a test that
+    /// moves the clock on skips the vouches asked for meanwhile, `vouch`).
     fn request(&mut self, node: usize, client: u64, key: Key, op: Op) {
+        for n in &mut self.nodes {
+            n.handle_timeout(self.now);
+        }
+        self.settle();
         self.nodes[node].handle_request(self.now, Request { client, key, op, timeout_us: 5_000_000 });
     }
 
@@ -322,7 +352,19 @@ impl Net {
     }
 
     /// Delivers queued messages (dropping those `drop` selects) until none are left.
+    /// Delivers every message (but those `drop` selects); while a removal waits for vouches
+    /// to run out (`vouch`), lets time pass too, firing timers.
     fn pump(&mut self, drop: Filter) {
+        self.deliver(drop);
+        for _ in 0..200 {
+            if !self.nodes.iter().any(Node::resend_pending) {
+                break;
+            }
+            self.run(50_000, drop);
+        }
+    }
+
+    fn deliver(&mut self, drop: Filter) {
         while let Some(e) = self.queue.pop_front() {
             if drop(&e) {
                 continue;
@@ -336,7 +378,7 @@ impl Net {
     /// Lets `us` of time pass, firing timers and delivering messages.
     fn run(&mut self, us: u64, drop: Filter) {
         let end = self.now + us;
-        self.pump(drop);
+        self.deliver(drop);
         while let Some(t) = self.nodes.iter().filter_map(Node::next_timeout).map(|t| t.0).filter(|t| *t <= end).min() {
             self.now = self.now.max(t);
             for i in 0..self.nodes.len() {
@@ -345,7 +387,7 @@ impl Net {
                     self.collect(i);
                 }
             }
-            self.pump(drop);
+            self.deliver(drop);
         }
         self.now = end;
     }
@@ -775,7 +817,7 @@ fn one_voter_sweeps_at_a_time_and_another_takes_over_when_it_stops() {
     }
     assert!(matches!(net.result(101), Some(Ok(Answer::Roster(RosterResult::Changed(_))))), "{:?}", net.result(101));
     assert!(cut.get());
-    assert!(net.now >= start + 2_000_000, "another voter took over before the takeover time");
+    assert!(net.now >= start + 2_000_000, "another voter took over before the takeover time: {} µs, {:?}", net.now - start, sweepers.borrow());
     let sweepers = sweepers.take();
     assert!(sweepers.contains("C") && sweepers.len() == 2, "the decider, then one other voter: {sweepers:?}");
 }
@@ -1745,7 +1787,13 @@ fn a_removed_voters_votes_do_not_decide_a_ballot_of_its_old_roster() {
     let (a, r) = (net.id("A"), net.id("R"));
     let change = RosterChange::Remove(r.clone());
     net.request("A", 4, Key::Roster, Op::Roster(RosterOp::Change { change, expected_version: Some(1) }));
-    net.pump(&|e: &Envelope| (e.to.name == "B" || e.from.name == "B") && !matches!(&e.body, Body::Accept { key: Key::Roster, .. } | Body::Accepted { key: Key::Roster, .. }));
+    // (B waits for its vouches for R to run out before it accepts: its refusal saying so, and
+    // vouches, are let through too.)
+    net.pump(&|e: &Envelope| {
+        let roster_vote = matches!(&e.body, Body::Accept { key: Key::Roster, .. } | Body::Accepted { key: Key::Roster, .. } | Body::Refuse { key: Key::Roster, .. });
+        let vouches = matches!(&e.body, Body::VouchAsk { .. } | Body::Vouch { .. });
+        (e.to.name == "B" || e.from.name == "B") && !roster_vote && !vouches
+    });
     assert!(matches!(net.result(4), Some(Ok(Answer::Roster(RosterResult::Changed(_))))), "{:?}", net.result(4));
     let v2 = net.nodes[net.idx("A")].roster().cloned().unwrap();
     assert!(v2.version == 2 && !v2.is_member(&r));
@@ -2255,4 +2303,332 @@ fn a_seeds_namesake_with_another_key_cannot_plant_a_first_roster() {
     let ours = c.nodes[1].chain().to_vec();
     joiner.handle_message(Time(0), Envelope { from: seed, to, roster: c.nodes[1].roster().map(Roster::id), body: Body::Commit { links: ours } });
     assert_eq!(joiner.roster(), c.nodes[1].roster());
+}
+
+// ---------------------------------------------------------------------------------------
+// The removal window (docs/PROTOCOL.md §7, *Removals*): from four voters on, a voter that has
+// not heard of a removal still listed the removed node, and took its ballot requests and used
+// what its votes carried. Now a voter takes them, and a proposer uses them, only while a
+// majority vouches for the sender, and a voter accepts a removal only once its vouches for the
+// removed node have run out (`vouch`).
+
+/// Five voters; `a` holds the scope (token 1, lease 60 s). `n4` is removed through `n0` while
+/// `n3` hears nothing from `n0`..`n2` but their vouches (which withhold `n4` from the moment
+/// they are asked to accept its removal). Returns v2.
+fn remove_n4_while_n3_is_cut_off(c: &mut Cluster) -> Roster {
+    c.request(0, 1, scope(), acquire_for("a", 60_000_000, false));
+    c.settle();
+    assert!(matches!(c.take_reply(1).result, Ok(Answer::Lock(LockResult::Locked { token: 1, .. }))));
+    let (n3, n4) = (c.nodes[3].id().clone(), c.nodes[4].id().clone());
+    let honest = |n: &NodeId| n.name != "n3" && n.name != "n4";
+    c.request(0, 2, Key::Roster, Op::Roster(RosterOp::Change { change: RosterChange::Remove(n4.clone()), expected_version: Some(1) }));
+    let vouch = |e: &Envelope| matches!(e.body, Body::VouchAsk { .. } | Body::Vouch { .. });
+    c.deliver_dropping(|e| ((e.to == n3 && honest(&e.from)) || (e.from == n3 && honest(&e.to))) && !vouch(e));
+    assert!(matches!(c.take_reply(2).result, Ok(Answer::Roster(RosterResult::Changed(_)))));
+    let second = c.nodes[0].roster().cloned().unwrap();
+    assert!(second.version == 2 && !second.is_member(&n4));
+    assert_eq!(c.nodes[3].roster().map(|r| r.version), Some(1), "n3 missed the removal");
+    second
+}
+
+/// The removed `n4`, hostile now, plants a record granting the scope to mallory at `n3` (which
+/// still lists it) at a high ballot. Before vouches `n3` stored it; once `n3` caught up, a
+/// ballot whose quorum held it read it as possibly chosen: mallory held the scope, and `b`'s
+/// acquire was refused while `a`'s grant vanished (or, with a lower token planted, a token went
+/// back).
+#[test]
+fn a_removed_voters_accept_at_a_voter_that_missed_its_removal_is_refused() {
+    let mut c = Cluster::new(5);
+    let ids: Vec<NodeId> = c.nodes.iter().map(|n| n.id().clone()).collect();
+    let (n0, n1, n2, n3, n4) = (ids[0].clone(), ids[1].clone(), ids[2].clone(), ids[3].clone(), ids[4].clone());
+    let second = remove_n4_while_n3_is_cut_off(&mut c);
+    let ballot = Ballot { round: 1 << 40, proposer: n4.incarnation };
+    let out = forge(&mut c, 3, &n4, Body::Accept { key: scope(), ballot, value: Value::Lock(held_by("mallory")) });
+    assert!(out.writes.is_empty(), "n3 stored the removed voter's value: {:?}", out.writes);
+    // Parked a moment for vouches that never come, then refused.
+    c.now = c.now.plus_micros(600_000);
+    c.nodes[3].handle_timeout(c.now);
+    let out = c.nodes[3].drain();
+    assert!(out.writes.is_empty());
+    assert!(out.messages.iter().any(|e| e.to == n4 && matches!(e.body, Body::Refuse { why: crate::message::Refusal::Unvouched, .. })), "{:?}", out.messages);
+    // n3 catches up; b asks n0, and n3 is in the quorum that answers (n1 and n2 are slow).
+    let links = c.nodes[0].chain().to_vec();
+    c.nodes[3].handle_message(c.now, Envelope { from: n0.clone(), to: n3.clone(), roster: Some(second.id()), body: Body::Commit { links } });
+    c.settle();
+    assert_eq!(c.nodes[3].roster().map(|r| r.version), Some(2));
+    c.request(0, 3, scope(), acquire("b"));
+    c.deliver_dropping(|e| (e.from == n1 || e.from == n2) && matches!(e.body, Body::Promise { .. }));
+    run_cluster(&mut c, 1_000_000);
+    let reply = c.take_reply(3);
+    assert!(matches!(reply.result, Ok(Answer::Lock(LockResult::Busy { .. }))), "a holds the scope (token 1, 60 s), yet b got {:?}", reply.result);
+    let held = c.disks[0].slots.get(&scope()).and_then(|s| s.accepted.clone());
+    assert!(matches!(&held, Some(crate::message::AcceptedValue { value: Value::Lock(r), .. }) if r.holders.iter().all(|g| g.holder == "a")), "{held:?}");
+}
+
+/// A lagging proposer uses nothing a removed voter's promise claims: `n3`, cut off from the
+/// others and still at v1, asks for the scope; the removed `n4` answers its Prepare with a
+/// promise claiming mallory's record at a high ballot (and `n3`'s own promise joins it). Before
+/// vouches `n3` took the claim for the register's value; now `n4` is no voter a majority
+/// vouches for at `n3`, its promise does not count, and no quorum forms.
+#[test]
+fn a_removed_voters_promise_is_not_used_by_a_proposer_that_missed_its_removal() {
+    let mut c = Cluster::new(5);
+    let n4 = c.nodes[4].id().clone();
+    let _ = remove_n4_while_n3_is_cut_off(&mut c);
+    c.nodes[3].handle_request(c.now, Request { client: 9, key: scope(), op: acquire("c"), timeout_us: 1_000_000 });
+    let out = c.nodes[3].drain();
+    let prepare = out.messages.iter().chain(&out.early).find_map(|e| match &e.body {
+        Body::Prepare { key, ballot } if e.to == n4 => Some((key.clone(), *ballot)),
+        _ => None,
+    });
+    let (key, ballot) = prepare.expect("n3's Prepare to n4");
+    let high = Ballot { round: 1 << 40, proposer: n4.incarnation };
+    let roster = c.nodes[3].roster().unwrap().id();
+    let claim = Some(crate::message::AcceptedValue { ballot: high, value: Value::Lock(held_by("mallory")), roster: Some(roster) });
+    let out = forge(&mut c, 3, &n4, Body::Promise { key, ballot, accepted: claim, age_us: 0 });
+    assert!(out.messages.iter().chain(&out.early).all(|e| !matches!(e.body, Body::Accept { .. })), "n3 decided from the removed voter's promise: {:?}", out.messages);
+    assert!(c.nodes[3].max_round_seen < 1 << 40, "the removed voter's round moved n3's");
+}
+
+/// A voter accepts a roster value that removes a node only once its vouches for it have run
+/// out, however the removal is asked for: the first Accept is refused with the wait, and a
+/// vouch asked for meanwhile withholds the node.
+#[test]
+fn a_voter_accepts_a_removal_only_after_its_vouches_for_the_node_ran_out() {
+    let mut c = Cluster::new(3);
+    run_cluster(&mut c, 10_000_000);
+    let (n0, n2) = (c.nodes[0].id().clone(), c.nodes[2].id().clone());
+    let mut removal = c.nodes[0].roster().cloned().unwrap().changed(&RosterChange::Remove(n2.clone())).unwrap();
+    removal.sweep_done = false;
+    let ballot = Ballot { round: 50, proposer: n0.incarnation };
+    let out = forge(&mut c, 1, &n0, Body::Accept { key: Key::Roster, ballot, value: Value::Roster(removal.clone()) });
+    let wait = out.messages.iter().find_map(|e| match e.body {
+        Body::Refuse { why: crate::message::Refusal::Withdrawing { wait_us }, .. } => Some(wait_us),
+        _ => None,
+    });
+    let wait = wait.expect("a refusal saying how long to wait");
+    assert!(wait >= Config::default().vouch_us, "{wait}");
+    assert!(out.writes.is_empty());
+    let at = c.now.as_micros();
+    let out = forge(&mut c, 1, &n0, Body::VouchAsk { at });
+    assert!(out.messages.iter().any(|e| matches!(&e.body, Body::Vouch { withholds, .. } if withholds == &vec![n2.clone()])), "{:?}", out.messages);
+    // Short of the wait, still refused; then accepted (vouches go on meanwhile).
+    run_cluster(&mut c, wait - 100_000);
+    let out = forge(&mut c, 1, &n0, Body::Accept { key: Key::Roster, ballot, value: Value::Roster(removal.clone()) });
+    assert!(out.messages.iter().any(|e| matches!(e.body, Body::Refuse { why: crate::message::Refusal::Withdrawing { .. }, .. })), "{:?}", out.messages);
+    run_cluster(&mut c, 100_000);
+    let out = forge(&mut c, 1, &n0, Body::Accept { key: Key::Roster, ballot, value: Value::Roster(removal) });
+    assert!(out.messages.iter().any(|e| matches!(e.body, Body::Accepted { .. })), "{:?}", out.messages);
+}
+
+/// A graceful leave: the leaving node asks the voters to remove it (`request_leave`), and one
+/// of them proposes it. It does not propose its own removal: the voters withhold their vouches
+/// from it once asked to accept its removal, so no majority vouches for its ballots by the time
+/// they may accept (found by the real-process tests: a leaving node never left); and taking a
+/// removed node's own-removal Accept without vouches let a red team plant rosters.
+#[test]
+fn a_node_that_leaves_is_removed_by_the_voters_it_asks() {
+    let mut c = Cluster::new(3);
+    let n2 = c.nodes[2].id().clone();
+    let now = c.now;
+    c.nodes[2].request_leave(now);
+    c.settle();
+    run_cluster(&mut c, 5_000_000);
+    for n in &c.nodes {
+        assert!(n.roster().is_some_and(|r| r.version == 2 && !r.is_member(&n2)), "{} has {:?}", n.id(), n.roster());
+    }
+}
+
+/// A node that no majority vouches for holds its ballots back: they would be refused, and its
+/// promises to itself only outbid the others'. (Simulator, mixed faults, seed 962: a voter on
+/// its way out kept raising its own promise on the roster register, and the voters removing
+/// it, which needed its acceptance, were outbid for good.)
+#[test]
+fn a_node_no_majority_vouches_for_holds_its_ballots_back() {
+    let mut c = Cluster::new(3);
+    run_cluster(&mut c, 3_000_000);
+    let (n0, n1, n2) = (c.nodes[0].id().clone(), c.nodes[1].id().clone(), c.nodes[2].id().clone());
+    let mut removal = c.nodes[0].roster().cloned().unwrap().changed(&RosterChange::Remove(n2.clone())).unwrap();
+    removal.sweep_done = false;
+    let ballot = Ballot { round: 1 << 20, proposer: n0.incarnation };
+    // n0 and n1 are asked to accept n2's removal: they withhold n2 from then on.
+    forge(&mut c, 0, &n1, Body::Accept { key: Key::Roster, ballot, value: Value::Roster(removal.clone()) });
+    forge(&mut c, 1, &n0, Body::Accept { key: Key::Roster, ballot, value: Value::Roster(removal) });
+    run_cluster(&mut c, 2_500_000);
+    c.nodes[2].handle_request(c.now, Request { client: 7, key: scope(), op: acquire("x"), timeout_us: 1_000_000 });
+    let out = c.nodes[2].drain();
+    assert!(out.messages.iter().chain(&out.early).all(|e| !matches!(e.body, Body::Prepare { .. } | Body::Accept { .. })), "{:?}", out.messages);
+    assert!(out.writes.iter().all(|w| !matches!(w, Write::Slot(..))), "n2 promised itself: {:?}", out.writes);
+}
+
+// ---------------------------------------------------------------------------------------
+// Red team of vouches: a removed node's own-removal Accept planted a roster with the installed
+// one's id but a round floor at the top of the range (the exemption took any roster removing
+// its sender; `RosterId` leaves the floor out), and a refusal naming a ballot of its own
+// choosing moved a lagging node's rounds to the bound, which a sweep then made everyone's
+// floor. Now nothing from an unvouched node is taken (a leaving node asks the voters to remove
+// it, `Body::Leave`), reads drop copies of the installed roster with another floor, and only
+// refusals of this node's own ballots move its rounds.
+
+/// Runs `c`'s timers for `us` of time in steps of 50 ms, delivering all but what `drop` selects.
+fn run_cluster_dropping(c: &mut Cluster, us: u64, drop: impl Fn(&Envelope) -> bool) {
+    let end = c.now.plus_micros(us);
+    while c.now < end {
+        c.deliver_dropping(&drop);
+        c.now = c.now.plus_micros(50_000);
+        for n in &mut c.nodes {
+            n.handle_timeout(c.now);
+        }
+    }
+    c.deliver_dropping(&drop);
+}
+
+/// Found when voters took a member's Accept of its own removal without vouches (any roster
+/// that removed its sender and followed the voter's roster — and `follows` compares ids, which
+/// leave out `round_floor` and `sweep_done`). The removed `n4`, hostile once its removal is chosen, sends the lagging `n3`
+/// (still at v1) an Accept of "v1 without n4" with the real v2's id but `round_floor` at the
+/// top of the range, at a round a little above what `n3` saw (within the 2^32 leap); it waits
+/// out `n3`'s `Withdrawing` and sends it again. `n3` stores and signs it. Once `n3` has caught
+/// up, the next roster change whose quorum holds `n3`'s promise reads the forged value at the
+/// highest ballot (same id as the installed v2, so not dropped as impossible), builds on it,
+/// and installs a v3 whose round floor no ballot can pass: no lock is ever granted again.
+#[test]
+fn a_removed_voters_own_removal_accept_cannot_plant_a_round_floor() {
+    let mut c = Cluster::new(5);
+    let ids: Vec<NodeId> = c.nodes.iter().map(|n| n.id().clone()).collect();
+    let (n0, n1, n3, n4) = (ids[0].clone(), ids[1].clone(), ids[3].clone(), ids[4].clone());
+    let second = remove_n4_while_n3_is_cut_off(&mut c);
+    let first = c.nodes[3].roster().cloned().unwrap();
+    // n4's forgery: the removal's id, with a round floor at the top of the range.
+    let mut forged = first.changed(&RosterChange::Remove(n4.clone())).unwrap();
+    assert_eq!(forged.id(), second.id());
+    forged.round_floor = (1u64 << 62) - 1;
+    forged.sweep_done = true;
+    let ballot = Ballot { round: 1 << 31, proposer: n4.incarnation };
+    let out = forge(&mut c, 3, &n4, Body::Accept { key: Key::Roster, ballot, value: Value::Roster(forged.clone()) });
+    let wait = out.messages.iter().find_map(|e| match e.body {
+        Body::Refuse { why: crate::message::Refusal::Withdrawing { wait_us }, .. } => Some(wait_us),
+        _ => None,
+    });
+    // (Before the fix n3 answered that it waits for its vouches for n4 to run out; now it
+    // refuses: no majority vouches for n4.)
+    let wait = wait.unwrap_or(2_200_000);
+    // n3 stays cut off from the others a little longer; n4 sends its Accept again.
+    c.now = c.now.plus_micros(wait + 1);
+    let out = forge(&mut c, 3, &n4, Body::Accept { key: Key::Roster, ballot, value: Value::Roster(forged.clone()) });
+    let stored = out.writes.iter().any(|w| matches!(w, Write::Slot(Key::Roster, _)));
+    // n3 catches up from n0, as it would from any member; the cluster runs on.
+    let links = c.nodes[0].chain().to_vec();
+    c.nodes[3].handle_message(c.now, Envelope { from: n0.clone(), to: n3.clone(), roster: Some(second.id()), body: Body::Commit { links } });
+    run_cluster(&mut c, 3_000_000);
+    assert_eq!(c.nodes[3].roster().map(|r| r.version), Some(2));
+    // An admin bans the removed node; n1's promise is slow, so n3 is in the quorum.
+    c.request(0, 7, Key::Roster, roster_change(RosterChange::Ban(n4.clone())));
+    run_cluster_dropping(&mut c, 2_000_000, |e| e.from == n1 && matches!(e.body, Body::Promise { key: Key::Roster, .. }));
+    let floor = c.nodes[0].roster().unwrap().round_floor;
+    // Any lock, later.
+    c.request(0, 8, scope(), acquire_for("b", 10_000_000, false));
+    run_cluster(&mut c, 6_000_000);
+    let reply = c.take_reply(8);
+    assert!(
+        floor < 1 << 40,
+        "n3 stored n4's forgery ({stored}); the installed roster's round floor is now {floor} (version {}), and b's acquire got {:?}",
+        c.nodes[0].roster().unwrap().version,
+        reply.result
+    );
+}
+
+/// A refusal's round is taken from a voter no majority vouches for only up to 2^32 above "the
+/// refused ballot" — the ballot the refusal itself names, which the sender chooses: the check
+/// runs before `on_vote` looks at whether this node ever ran that ballot. The removed `n4`
+/// sends the lagging `n3` (which still lists it) one `Refuse` naming a ballot just under the
+/// bound and `Promised` at 2^62 − 1: `n3`'s rounds jump there. Once `n3` has caught up, it
+/// reports that round in its sweep listing; the next voter change's sweep raises the round
+/// floor to it, and no ballot can pass the floor: no lock is ever granted again.
+#[test]
+fn a_removed_voters_refusal_naming_its_own_ballot_cannot_pin_rounds() {
+    let mut c = Cluster::new(5);
+    let ids: Vec<NodeId> = c.nodes.iter().map(|n| n.id().clone()).collect();
+    let (n0, n1, n2, n3, n4) = (ids[0].clone(), ids[1].clone(), ids[2].clone(), ids[3].clone(), ids[4].clone());
+    let second = remove_n4_while_n3_is_cut_off(&mut c);
+    let top = (1u64 << 62) - 1;
+    let named = Ballot { round: top - (1 << 32), proposer: n3.incarnation };
+    let why = crate::message::Refusal::Promised(Ballot { round: top, proposer: n4.incarnation });
+    forge(&mut c, 3, &n4, Body::Refuse { key: scope(), ballot: named, why });
+    let poisoned = c.nodes[3].max_round_seen;
+    // n3 catches up from n0, as it would from any member; the cluster runs on.
+    let links = c.nodes[0].chain().to_vec();
+    c.nodes[3].handle_message(c.now, Envelope { from: n0.clone(), to: n3.clone(), roster: Some(second.id()), body: Body::Commit { links } });
+    run_cluster(&mut c, 3_000_000);
+    assert_eq!(c.nodes[3].roster().map(|r| r.version), Some(2));
+    // An admin removes n2; n1's sweep listing is slow, so n3's is in the majority.
+    c.request(0, 7, Key::Roster, roster_change(RosterChange::Remove(n2.clone())));
+    run_cluster_dropping(&mut c, 5_000_000, |e| e.from == n1 && matches!(e.body, Body::KeyList { .. }));
+    run_cluster(&mut c, 2_000_000);
+    let installed = c.nodes[0].roster().cloned().unwrap();
+    c.request(0, 8, scope(), acquire_for("b", 10_000_000, false));
+    run_cluster(&mut c, 6_000_000);
+    let reply = c.take_reply(8);
+    assert!(
+        installed.round_floor < 1 << 40,
+        "n3's rounds were moved to {poisoned}; roster version {} (swept {}) has round floor {}, and b's acquire got {:?}",
+        installed.version,
+        installed.sweep_done,
+        installed.round_floor,
+        reply.result
+    );
+}
+
+/// The same as `a_removed_voters_own_removal_accept_cannot_plant_a_round_floor`, with three
+/// voters: the removal of a member that does not vote needs no majority of kept voters, so
+/// one voter may miss it even in the smallest cluster with a member.
+#[test]
+fn a_removed_members_own_removal_accept_cannot_plant_a_round_floor_with_three_voters() {
+    let names = ["A", "B", "C", "M"];
+    let mut net = Net::new(&names, vec![Durable::default(); 4], Config::default());
+    net.bootstrap(&["A", "B", "C"]);
+    net.admit_members("A", &["M"]);
+    net.run(3_000_000, &keep_all);
+    let (a, b, cc, m) = (net.id("A"), net.id("B"), net.id("C"), net.id("M"));
+    let before = net.nodes[net.idx("C")].roster().cloned().unwrap();
+    // A removes M; C hears nothing from A and B but their vouches.
+    let cut = |e: &Envelope| {
+        let honest = |n: &NodeId| n.name == "A" || n.name == "B";
+        let vouch = matches!(e.body, Body::VouchAsk { .. } | Body::Vouch { .. });
+        ((e.to.name == "C" && honest(&e.from)) || (e.from.name == "C" && honest(&e.to))) && !vouch
+    };
+    net.request("A", 1, Key::Roster, roster_change(RosterChange::Remove(m.clone())));
+    net.run(5_000_000, &cut);
+    assert!(matches!(net.result(1), Some(Ok(Answer::Roster(RosterResult::Changed(_))))), "{:?}", net.result(1));
+    let after = net.nodes[net.idx("A")].roster().cloned().unwrap();
+    assert_eq!(net.nodes[net.idx("C")].roster(), Some(&before), "C missed the removal");
+    // M, removed, sends C an Accept of its own removal with a round floor at the top.
+    let mut forged = before.changed(&RosterChange::Remove(m.clone())).unwrap();
+    assert_eq!(forged.id(), after.id());
+    forged.round_floor = (1u64 << 62) - 1;
+    let ballot = Ballot { round: 1 << 31, proposer: m.incarnation };
+    let accept = Envelope { from: m.clone(), to: cc.clone(), roster: Some(before.id()), body: Body::Accept { key: Key::Roster, ballot, value: Value::Roster(forged.clone()) } };
+    net.queue.push_back(accept.clone());
+    net.deliver(&cut);
+    net.run(2_100_000, &cut);
+    net.queue.push_back(accept);
+    net.deliver(&cut);
+    // C heals, and catches up from A.
+    let links = net.nodes[net.idx("A")].chain().to_vec();
+    net.queue.push_back(Envelope { from: a.clone(), to: cc.clone(), roster: Some(after.id()), body: Body::Commit { links } });
+    net.run(3_000_000, &keep_all);
+    assert_eq!(net.nodes[net.idx("C")].roster(), Some(&after));
+    // An admin bans M; B's promise is slow, so C is in the quorum.
+    net.request("A", 2, Key::Roster, roster_change(RosterChange::Ban(m.clone())));
+    net.run(2_000_000, &|e: &Envelope| e.from == b && matches!(e.body, Body::Promise { key: Key::Roster, .. }));
+    let installed = net.nodes[net.idx("A")].roster().cloned().unwrap();
+    net.request("A", 3, scope(), acquire_for("x", 10_000_000, false));
+    net.run(25_000_000, &keep_all);
+    assert!(
+        installed.round_floor < 1 << 40,
+        "roster version {} has round floor {}; x's acquire got {:?}",
+        installed.version,
+        installed.round_floor,
+        net.result(3)
+    );
 }

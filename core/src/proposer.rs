@@ -87,7 +87,9 @@ pub fn read_quorum(promises: &[Promise], majority: usize, drift: Drift, rules: R
 
 pub(super) enum Phase {
     Backoff,
-    Preparing { promises: BTreeMap<NodeId, Promise>, refused: BTreeSet<NodeId> },
+    /// `untrusted`: voters that promised while no majority vouched for them here (`vouch`):
+    /// counted, but what they said is not used.
+    Preparing { promises: BTreeMap<NodeId, Promise>, untrusted: BTreeSet<NodeId>, refused: BTreeSet<NodeId> },
     /// `signed`: the accepting voters' signatures, for a roster value (its proof).
     Accepting { value: Value, answers: Vec<Answer>, agreed: BTreeSet<NodeId>, refused: BTreeSet<NodeId>, signed: Vec<(NodeId, Signed)> },
 }
@@ -98,6 +100,9 @@ pub(super) struct Proposal {
     pub id: u64,
     pub ballot: Ballot,
     pub roster: Roster,
+    /// If `roster` is not swept, for a scope: the voters of the roster before it (a value
+    /// chosen there may sit on fewer of this one's voters; `quorum::tally_promises`).
+    pub before: Option<BTreeSet<NodeId>>,
     pub ops: Vec<PendingOp>,
     pub attempt: u32,
     pub phase: Phase,
@@ -106,6 +111,8 @@ pub(super) struct Proposal {
 /// A voter's answer to one of our ballots.
 pub(super) enum Vote {
     Promise(Promise),
+    /// A promise from a voter no majority vouches for here: its content is not used.
+    Untrusted,
     /// With the voter's signature if the value is a roster.
     Accepted(Option<Signed>),
     Refused,
@@ -179,11 +186,18 @@ impl Node {
         } else {
             ops
         };
+        if !self.self_vouched(now) {
+            // No majority vouches for this node (just started, cut off, or on its way out):
+            // its ballots would be refused. Wait for vouches, as after a refused attempt.
+            let p = Proposal { id: 0, ballot: Ballot { round: 0, proposer: self.id.incarnation }, roster, before: None, ops, attempt, phase: Phase::Backoff };
+            self.retry(now, key, p);
+            return;
+        }
         // Ops that may already have had their effect go the full way (contract 6).
         if !ops.iter().any(|op| op.accept_sent) {
             if let Some((ballot, record, elapsed_us)) = self.fast_ballot(now, &key, &roster) {
                 let (record, answers, _) = apply_lock_ops(record, elapsed_us, &ops, now, &self.config);
-                let p = Proposal { id: 0, ballot, roster, ops, attempt, phase: Phase::Backoff };
+                let p = Proposal { id: 0, ballot, roster, before: None, ops, attempt, phase: Phase::Backoff };
                 self.send_accepts(now, key, p, Value::Lock(record), answers);
                 return;
             }
@@ -191,12 +205,20 @@ impl Node {
         let ballot = self.next_ballot(attempt);
         self.stats.ballots += 1;
         let id = self.next_id();
-        let phase = Phase::Preparing { promises: BTreeMap::new(), refused: BTreeSet::new() };
+        let phase = Phase::Preparing { promises: BTreeMap::new(), untrusted: BTreeSet::new(), refused: BTreeSet::new() };
         for voter in roster.voters.clone() {
             self.send_tagged(voter, Body::Prepare { key: key.clone(), ballot }, Some(roster.id()));
         }
         self.set_timer(now.plus_micros(self.config.phase_timeout_us), Timer::Phase { key: key.clone(), proposal: id });
-        self.proposals.insert(key, Proposal { id, ballot, roster, ops, attempt, phase });
+        // (Not for the roster register: a value chosen there under the roster before is older
+        // than the installed roster, which the register's later values all follow.)
+        let before = if roster.sweep_done || key == Key::Roster { None } else { self.voters_before(&roster) };
+        self.proposals.insert(key, Proposal { id, ballot, roster, before, ops, attempt, phase });
+    }
+
+    /// The voters of the roster installed before `roster` (of a lower version), if any.
+    fn voters_before(&self, roster: &Roster) -> Option<BTreeSet<NodeId>> {
+        self.chain.iter().rev().map(|l| &l.roster).find(|r| r.version < roster.version).map(|r| r.voters.iter().cloned().collect())
     }
 
     /// Answers ops whose deadline passed: `Timeout` if they may have taken effect.
@@ -289,13 +311,20 @@ impl Node {
         }
         let voters = self.counted_voters(&p.roster);
         let decision = match (&mut p.phase, vote) {
-            (Phase::Preparing { promises, refused }, Vote::Promise(promise)) => {
-                promises.insert(from, promise);
-                quorum::tally(voters, promises.len(), refused.len())
-            }
-            (Phase::Preparing { promises, refused }, Vote::Refused) => {
-                refused.insert(from);
-                quorum::tally(voters, promises.len(), refused.len())
+            (Phase::Preparing { promises, untrusted, refused }, vote @ (Vote::Promise(_) | Vote::Untrusted | Vote::Refused)) => {
+                match vote {
+                    Vote::Promise(promise) => {
+                        promises.insert(from, promise);
+                    }
+                    Vote::Untrusted => {
+                        untrusted.insert(from);
+                    }
+                    _ => {
+                        refused.insert(from);
+                    }
+                }
+                let before = p.before.as_ref().map(|b| (b.len(), promises.keys().filter(|v| b.contains(*v)).count()));
+                quorum::tally_promises(voters, promises.len(), untrusted.len(), refused.len(), before)
             }
             (Phase::Accepting { agreed, refused, signed, .. }, Vote::Accepted(signature)) => {
                 if let Some(signature) = signature {
@@ -331,7 +360,7 @@ impl Node {
             }
             Decision::Lost => self.retry(now, key, p),
             Decision::Won => match core::mem::replace(&mut p.phase, Phase::Backoff) {
-                Phase::Preparing { promises, .. } => self.decide(now, key, p, promises, voters),
+                Phase::Preparing { promises, untrusted, .. } => self.decide(now, key, p, promises, untrusted, voters),
                 Phase::Accepting { value, answers, agreed, signed, .. } => {
                     self.own(now, &key, &p, &value);
                     let ops = core::mem::take(&mut p.ops);
@@ -344,12 +373,41 @@ impl Node {
         }
     }
 
+    /// A voter waits for its vouches to run out before it accepts our roster value, which
+    /// removes members: send it the Accept again then, and give the phase that long more.
+    /// (At most a vouch's length plus drift: a voter's word is not taken for longer.)
+    pub(super) fn on_withdrawing(&mut self, now: Time, from: NodeId, key: Key, ballot: Ballot, wait_us: u64) {
+        let Some(mut p) = self.proposals.remove(&key) else { return };
+        if p.ballot != ballot || !p.roster.contains(&from) || !matches!(p.phase, Phase::Accepting { .. }) {
+            self.proposals.insert(key, p);
+            return;
+        }
+        let wait_us = wait_us.min(self.config.drift.true_elapsed_ceiling(self.config.vouch_us));
+        p.id = self.next_id();
+        self.set_timer(now.plus_micros(wait_us), Timer::Resend { key: key.clone(), proposal: p.id });
+        self.set_timer(now.plus_micros(wait_us.saturating_add(self.config.phase_timeout_us)), Timer::Phase { key: key.clone(), proposal: p.id });
+        self.proposals.insert(key, p);
+    }
+
+    /// Sends the Accept of attempt `id` again to the voters that have not answered it yet.
+    pub(super) fn resend_accepts(&mut self, key: &Key, id: u64) {
+        let Some(p) = self.proposals.get(key).filter(|p| p.id == id) else { return };
+        let Phase::Accepting { value, agreed, refused, .. } = &p.phase else { return };
+        let body = Body::Accept { key: key.clone(), ballot: p.ballot, value: value.clone() };
+        let tag = Some(p.roster.id());
+        let to: Vec<NodeId> = p.roster.voters.iter().filter(|v| !agreed.contains(*v) && !refused.contains(*v) && self.roster().is_some_and(|r| r.is_member(v))).cloned().collect();
+        for voter in to {
+            self.send_tagged(voter, body.clone(), tag);
+        }
+    }
+
     /// A majority promised: read the register, apply the ops, and either answer at once (the
     /// value is chosen and unchanged) or send the new value in Accepts.
-    fn decide(&mut self, now: Time, key: Key, mut p: Proposal, promises: BTreeMap<NodeId, Promise>, voters: usize) {
+    /// (`untrusted`: voters whose promises count but whose content is not used, `vouch`.)
+    fn decide(&mut self, now: Time, key: Key, mut p: Proposal, promises: BTreeMap<NodeId, Promise>, untrusted: BTreeSet<NodeId>, voters: usize) {
         // Whatever we remembered of this register may be stale now.
         self.owned.remove(&key);
-        let promisers: Vec<NodeId> = promises.keys().cloned().collect();
+        let promisers: BTreeSet<NodeId> = promises.keys().cloned().chain(untrusted).collect();
         let mut promises: Vec<Promise> = promises.into_values().collect();
         if key == Key::Roster {
             self.drop_impossible_rosters(&mut promises);
@@ -407,15 +465,17 @@ impl Node {
     }
 
     /// Forgets, in promises for the roster register, values that cannot be its latest: a
-    /// roster older than the installed one, or another at its version. The installed roster is
-    /// chosen, and the register's chosen values only move on from it, so only a forgery sits
-    /// above it at a higher ballot (a removed voter's Accept at a node that had not heard of
-    /// its removal); taking it for possibly chosen would put it back.
+    /// roster older than the installed one, another at its version, or the installed one with
+    /// anything changed but its sweep recorded (an older copy of it, or one with another round
+    /// floor, which `RosterId` does not cover). The installed roster is chosen, and the
+    /// register's chosen values only move on from it, so only a forgery sits above it at a
+    /// higher ballot (a removed voter's Accept at a node that had not heard of its removal);
+    /// taking it for possibly chosen would put it back.
     fn drop_impossible_rosters(&self, promises: &mut [Promise]) {
         let Some(installed) = self.roster() else { return };
         for promise in promises {
             if let Some(AcceptedValue { value: Value::Roster(r), .. }) = &promise.accepted {
-                if !(r.version > installed.version || r.id() == installed.id()) {
+                if !(r.version > installed.version || r == installed || r.is_sweep_of(installed)) {
                     promise.accepted = None;
                 }
             }

@@ -218,6 +218,13 @@ impl Roster {
         }
     }
 
+    /// Whether this roster is `unswept` with its sweep recorded: every field the same, but
+    /// `sweep_done` set and the round floor raised (or kept).
+    pub fn is_sweep_of(&self, unswept: &Roster) -> bool {
+        let same = Roster { sweep_done: unswept.sweep_done, round_floor: unswept.round_floor, ..self.clone() };
+        same == *unswept && self.sweep_done && !unswept.sweep_done && self.round_floor >= unswept.round_floor
+    }
+
     /// Whether this roster may be the roster register's next value after `installed`: the
     /// same roster (its sweep recorded or not), or one change on from it (`changed`), its
     /// sweep recorded or not. A proposer following the protocol proposes nothing else under

@@ -78,9 +78,9 @@ impl Node {
     /// node votes in it (a voter hears of other sweeps through their page requests; a node
     /// outside the roster would not).
     pub(super) fn start_sweep(&mut self, now: Time) {
-        let _ = now;
         let Some(roster) = self.roster().cloned() else { return };
-        if roster.sweep_done || !roster.contains(&self.id) {
+        // (A voter no majority vouches for would be refused: it leaves the sweep to others.)
+        if roster.sweep_done || !roster.contains(&self.id) || !self.self_vouched(now) {
             self.sweep = None;
             return;
         }
@@ -249,9 +249,13 @@ impl Node {
     /// the next roster change, which it blocks. A read of the register finds it chosen, or
     /// chooses it, and the ballot installs and announces the result.
     fn catch_up_roster(&mut self, now: Time, installed: &Roster) {
+        // (Not a roster without this node: the voters withhold it while they are asked to
+        // accept its removal, and would take none of its ballots; those that accepted it, if
+        // it was chosen, finish it.)
         let accepted = match self.acceptor.slot(&Key::Roster).and_then(|s| s.accepted) {
             Some(AcceptedValue { value: Value::Roster(r), ballot, .. })
                 if r.cluster_id == installed.cluster_id
+                    && r.is_member(&self.id)
                     && (r.version, r.sweep_done) > (installed.version, installed.sweep_done) =>
             {
                 ballot

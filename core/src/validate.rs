@@ -54,8 +54,14 @@ pub fn body(body: &Body, limits: &Limits) -> Result<(), Invalid> {
         Body::ListKeys { after, .. } => after.iter().try_for_each(|k| scope_name(k)),
         Body::RosterPull { .. } => Ok(()),
         Body::BootstrapAck { signed: s, .. } => signed(s),
+        Body::VouchAsk { .. } | Body::Leave => Ok(()),
+        Body::Vouch { withholds, .. } if withholds.len() > MAX_WITHHOLDS => Err(format!("a vouch withholding {} nodes, more than {MAX_WITHHOLDS}", withholds.len())),
+        Body::Vouch { .. } => Ok(()),
     }
 }
+
+/// Most nodes a vouch withholds: more than any roster lists.
+pub const MAX_WITHHOLDS: usize = 4096;
 
 /// Most links a Commit carries (a page of the chain is `node::CHAIN_PAGE`).
 pub const MAX_LINKS: usize = 64;

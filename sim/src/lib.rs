@@ -67,9 +67,6 @@ pub struct Options {
     pub profile: Profile,
     /// Let each seed pick its profile (`Profile::for_seed`) instead of using `profile`.
     pub mixed: bool,
-    /// The rogue also speaks as removed voters to nodes that still list them (the open window
-    /// of PROTOCOL §7, *Removals*): a measure, not a check that passes yet.
-    pub rogue_removed_voters: bool,
 }
 
 impl Profile {
@@ -176,6 +173,7 @@ pub fn parse_broken(name: &str) -> Option<Broken> {
         "locked-before-reported" => Broken::LockedBeforeReported,
         "no-authorization" => Broken::NoAuthorization,
         "commit-without-proof" => Broken::CommitWithoutProof,
+        "no-vouches" => Broken::NoVouches,
         _ => return None,
     })
 }

@@ -8,21 +8,17 @@ use lockmesh_sim::{parse_broken, run_many, Options, Profile};
 const USAGE: &str = "\
 usage: lockmesh-sim [--seeds N] [--first S] [--seed S] [--threads T] [--verbose]
                     [--profile all|mixed-faults|roster-churn|restart-storm|sync-crash|stalls] [--broken VARIANT]
-                    [--rogue-removed-voters]
 
   --seeds N     run seeds FIRST..FIRST+N (default 300, FIRST 0)
   --seed S      replay one seed (add --verbose for its events)
   --profile P   fault profile; 'all' (default) lets each seed pick one
-  --rogue-removed-voters
-                let the rogue speak as removed voters to nodes that still list them (the
-                window docs/PROTOCOL.md §7 leaves open; finds violations today)
   --broken V    run a known-broken protocol variant (quorum-over-reachable,
                 forget-promises-on-restart, expiry-ignores-drift, ages-from-stale-promises,
                 roster-installed-when-accepted, roster-change-before-sweep, bare-refusal,
                 no-successor-promise, send-before-write,
                 early-before-earlier-batches, bare-unlock-without-arrival-rule,
                 cancel-frees-reported-grant, locked-before-reported, no-authorization,
-                commit-without-proof)";
+                commit-without-proof, no-vouches)";
 
 fn main() -> ExitCode {
     let mut seeds = 300u64;
@@ -42,7 +38,6 @@ fn main() -> ExitCode {
                 }
                 "--threads" => threads = value("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?,
                 "--verbose" | "-v" => options.verbose = true,
-                "--rogue-removed-voters" => options.rogue_removed_voters = true,
                 "--profile" => {
                     let name = value("--profile")?;
                     options.mixed = name == "all";

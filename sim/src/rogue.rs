@@ -1,11 +1,13 @@
 //! The rogue: what the threat model lets loose on the cluster (PROTOCOL §1). It holds a
 //! certificate the CA signed that no roster lists (`rogue`), and the keys of voters removed
 //! from the roster (ghosts: a wiped node's former identity, whose old data dir and certificate
-//! someone kept). It knows everything: every node's roster and the ballots in flight. Every
+//! someone kept, and a removed voter whose key no member holds, a retired device's, from the
+//! moment its removal is chosen — also towards nodes that have not heard of the removal and
+//! still list it). It knows everything: every node's roster and the ballots in flight. Every
 //! 5–60 ms it sends nodes a forged message of some kind — ballots at rounds up to the bound,
 //! valid-looking records granting a scope to `mallory` (to every node at once, at one
 //! ballot), rosters in which it votes, votes for ballots in flight, refusals asking for a
-//! roster sync, listings, pulls, bootstrap offers, Commits of rosters with forged proofs
+//! roster sync, listings, pulls, vouches, bootstrap offers, Commits of rosters with forged proofs
 //! (none, its own signature and those of other ghosts that vote in the target's roster — fewer
 //! than a majority of it, the threat model's bound —, a first roster of its own) and replays of
 //! honest links. The transport lets it speak only as the identities it holds, and it signs
@@ -31,9 +33,6 @@ pub(crate) struct Rogue {
     seen: BTreeSet<NodeId>,
     /// Every identity it spoke as (their refused values are not honest nodes').
     pub used: BTreeSet<NodeId>,
-    /// Also speak as removed voters to nodes that still list them (`--rogue-removed-voters`):
-    /// the window PROTOCOL §7, *Removals*, leaves open. Off by default: it finds violations.
-    lagging_targets: bool,
 }
 
 /// The rogue's own certificate: no roster lists it.
@@ -54,8 +53,8 @@ fn key_of(id: &NodeId) -> Ed25519Signer {
 }
 
 impl Rogue {
-    pub(crate) fn new(seed: u64, lagging_targets: bool) -> Rogue {
-        Rogue { rng: Rng::new(seed ^ 0x7267_7565_5f72_6e67), seen: BTreeSet::new(), used: BTreeSet::new(), lagging_targets }
+    pub(crate) fn new(seed: u64) -> Rogue {
+        Rogue { rng: Rng::new(seed ^ 0x7267_7565_5f72_6e67), seen: BTreeSet::new(), used: BTreeSet::new() }
     }
 }
 
@@ -88,15 +87,15 @@ impl World {
         for r in rosters.iter().flatten() {
             self.rogue.seen.extend(r.voters.iter().chain(&r.members).cloned());
         }
-        // A ghost: listed by no node's roster (installed, or on a crashed node's disk, or the
-        // latest chosen), run by no node. A node that has not installed its removal yet still
-        // takes its ballot requests; its Commits it installs only with a majority's proof.
+        // A ghost, run by no node: an identity listed by no node's roster (installed, or on a
+        // crashed node's disk, or the latest chosen); or one the latest chosen roster does not
+        // list whose key no member of it holds (a retired device's, not a wiped node's: that
+        // key is a member's), also towards nodes that have not heard of its removal and still
+        // list it: they must not take its ballot requests, nor use what its votes carry
+        // (`vouch`), and install its Commits only with a majority's proof.
         let listed = |id: &NodeId| rosters.iter().flatten().chain(self.checker.latest_roster.iter()).any(|r| r.is_member(id));
-        // With `lagging_targets`: any voter the latest chosen roster removed whose key no member
-        // of it holds (a retired device's, not a wiped node's: that key is a member's), also
-        // towards nodes that still list it.
         let keyed = |id: &NodeId| self.checker.latest_roster.iter().any(|r| r.voters.iter().chain(&r.members).any(|m| m.key == id.key));
-        let ghost = |id: &NodeId| if self.rogue.lagging_targets { !keyed(id) } else { !listed(id) };
+        let ghost = |id: &NodeId| !listed(id) || !keyed(id);
         let ghosts: Vec<NodeId> = self.rogue.seen.iter().filter(|id| ghost(id) && !self.nodes.iter().any(|n| n.id == **id)).cloned().collect();
         let me = if !ghosts.is_empty() && self.rogue.rng.chance(0.4) { ghosts[self.rogue.rng.index(ghosts.len())].clone() } else { stranger() };
         let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].node.is_some()).collect();
@@ -164,10 +163,11 @@ impl World {
                         Key::Scope(_) => Some(AcceptedValue { ballot: Ballot { round: ballot.round + 1, proposer: me.incarnation }, value: Value::Lock(mallory(1)), roster: tag }),
                         Key::Roster => None,
                     };
-                    if self.rogue.rng.chance(0.5) {
-                        Body::Promise { key, ballot, accepted, age_us: 0 }
-                    } else {
-                        Body::Accepted { key, ballot, signed: None }
+                    match self.rogue.rng.index(3) {
+                        0 => Body::Promise { key, ballot, accepted, age_us: 0 },
+                        1 => Body::Accepted { key, ballot, signed: None },
+                        // "Wait for my vouches to run out", for ever.
+                        _ => Body::Refuse { key, ballot, why: Refusal::Withdrawing { wait_us: u64::MAX } },
                     }
                 }
                 None => Body::RosterPull { have: None },
@@ -178,7 +178,13 @@ impl World {
                 self.rogue_send(to, envelope);
                 return;
             }
-            6 => Body::ListKeys { sweep: self.rogue.rng.next_u64(), after: None },
+            6 if self.rogue.rng.chance(0.5) => Body::ListKeys { sweep: self.rogue.rng.next_u64(), after: None },
+            // A vouch for everyone, as if answering an ask sent just now (or at any time), or
+            // an ask for one.
+            6 => match self.rogue.rng.index(3) {
+                0 => Body::VouchAsk { at: self.rogue.rng.next_u64() },
+                _ => Body::Vouch { at: if self.rogue.rng.chance(0.5) { u64::MAX } else { self.rogue.rng.next_u64() }, withholds: Vec::new() },
+            },
             7 => Body::KeyList { sweep: self.rogue.rng.next_u64(), after: None, keys: self.scopes.clone(), more: false, max_round: round },
             8 => Body::BootstrapOffer { roster: Roster::first(vec![me.clone(), target]) },
             _ => Body::RosterPull { have: if self.rogue.rng.chance(0.5) { None } else { Some((self.rogue.rng.between(0, 1_000), false)) } },

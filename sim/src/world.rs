@@ -235,7 +235,7 @@ impl World {
             calls: BTreeMap::new(),
             next_call: 0,
             bare_unlocks,
-            rogue: crate::rogue::Rogue::new(options.seed, options.rogue_removed_voters),
+            rogue: crate::rogue::Rogue::new(options.seed),
         }
     }
 

@@ -26,6 +26,10 @@ pub struct AgentArgs {
     /// Directory with ca.pem, NAME.pem and NAME.key.
     #[arg(long)]
     pub certs: Option<PathBuf>,
+    /// Certificate revocation list (`lockmesh certs revoke` writes one): peers whose
+    /// certificate it lists are refused, and their connections closed. Re-read when it changes.
+    #[arg(long)]
+    pub crl: Option<PathBuf>,
     /// Mesh addresses of nodes to join, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub join: Vec<SocketAddr>,
@@ -74,6 +78,7 @@ struct FileConfig {
     mesh: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     certs: Option<PathBuf>,
+    crl: Option<PathBuf>,
     join: Option<Vec<SocketAddr>>,
     bootstrap_expect: Option<usize>,
     bootstrap: Option<bool>,
@@ -103,6 +108,7 @@ pub struct AgentConfig {
     pub mesh: SocketAddr,
     pub data_dir: PathBuf,
     pub certs: PathBuf,
+    pub crl: Option<PathBuf>,
     pub join: Vec<SocketAddr>,
     pub bootstrap_expect: Option<usize>,
     pub bootstrap: bool,
@@ -169,6 +175,7 @@ impl AgentConfig {
             mesh: args.mesh.or(file.mesh).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 20195))),
             data_dir,
             certs,
+            crl: args.crl.or(file.crl),
             join,
             bootstrap_expect,
             bootstrap,

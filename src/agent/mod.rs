@@ -3,6 +3,7 @@
 
 mod changes;
 mod config;
+mod crl;
 mod flush;
 mod runtime;
 pub mod swim;
@@ -66,6 +67,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let (input_tx, input_rx) = mpsc::channel(8192);
     let (mesh_tx, mut mesh_rx) = mpsc::channel(8192);
     let mesh = Mesh::bind(config.mesh, &identity, mesh_tx, swim::claimed_sender)?;
+    if let Some(path) = &config.crl {
+        crl::start(path.clone(), Identity::load(&config.certs, &config.name)?, mesh.clone())?;
+    }
     let forward = input_tx.clone();
     tokio::spawn(async move {
         while let Some(inbound) = mesh_rx.recv().await {

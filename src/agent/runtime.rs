@@ -472,11 +472,6 @@ impl Runtime {
                         let _ = tx.send(());
                     }
                 }
-            } else if self.leaving.is_some() {
-                // Not yet (the previous change may still be sweeping, or too few voters are
-                // up): try again at the next tick, not at once — a refusal can come back
-                // without touching the disk, and retrying from here would spin.
-                self.retry_leave = true;
             }
             return;
         }
@@ -636,7 +631,7 @@ impl Runtime {
             self.try_bootstrap(alive);
         } else if self.leaving.is_none() {
             self.admit();
-        } else if std::mem::take(&mut self.retry_leave) {
+        } else if std::mem::take(&mut self.retry_leave) || self.node.roster().is_some_and(|r| !r.contains(self.node.id())) {
             self.leave();
         }
     }
@@ -734,11 +729,14 @@ impl Runtime {
     fn admin(&mut self, change: RosterChange, expected_version: u64) {
         self.admin_in_flight = Some(Instant::now());
         let op = Op::Roster(RosterOp::Change { change, expected_version: Some(expected_version) });
-        let timeout_us = self.config.request_timeout_ms * 1_000;
+        // A removal waits for the voters' vouches for the node to run out (`core::vouch`, 2 s):
+        // give it that on top of the request timeout.
+        let timeout_us = self.config.request_timeout_ms * 1_000 + 2 * crate::core::Config::default().vouch_us;
         self.node.handle_request(clock::now(), Request { client: ADMIN_CLIENT, key: Key::Roster, op, timeout_us });
     }
 
-    /// Graceful leave: a roster change removing this node.
+    /// Graceful leave: the voters are asked to remove this node (`Node::request_leave`), again
+    /// every tick until the installed roster no longer lists it (its Commit comes here too).
     fn leave(&mut self) {
         let Some(roster) = self.node.roster().cloned() else {
             if let Some(tx) = self.leaving.take() {
@@ -752,7 +750,8 @@ impl Runtime {
             }
             return;
         }
-        self.admin(RosterChange::Remove(self.node.id().clone()), roster.version);
+        self.node.request_leave(clock::now());
+        self.retry_leave = true;
     }
 
     fn members(&self) -> MembersView {

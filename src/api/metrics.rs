@@ -94,6 +94,11 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap) -
             "Rosters from peers (and bootstrap acknowledgements) refused because their proof does not hold: not signed by a majority of the installed roster's voters.",
             node.stats.unproven_rosters,
         ),
+        (
+            "lockmesh_unvouched_total",
+            "Ballot requests refused, and promises whose content was not used, because no majority of the voters vouched for their sender lately (it may have been removed, or this node is cut off from the voters).",
+            node.stats.unvouched,
+        ),
     ];
     for (name, help, value) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");

@@ -52,6 +52,8 @@ const STREAMS_PER_CONNECTION: usize = 256;
 const BAD_FRAME: u32 = 1;
 const WRONG_NAME: u32 = 2;
 const BANNED: u32 = 3;
+/// Closes a connection whose peer certificate a revocation list names (`Mesh::set_crls`).
+const REVOKED: u32 = 4;
 
 /// Datagrams in flight at once; more are dropped, as a lossy network would (SWIM copes).
 const MAX_DATAGRAMS_IN_FLIGHT: usize = 4096;
@@ -72,6 +74,12 @@ pub struct Mesh {
     inbound: mpsc::Sender<Inbound>,
     datagram_sender: DatagramSender,
     banned: Mutex<Banned>,
+    /// How this node dials: its certificate, and the revocation lists it checks servers
+    /// against (`set_crls`).
+    client: Mutex<quinn::ClientConfig>,
+    /// The verifier with the latest revocation lists: every connection's reader checks its
+    /// peer again when it changes, and closes the connection of a revoked certificate.
+    revocation: tokio::sync::watch::Sender<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>>,
     /// Peer endpoints whose failed handshake was logged (once each; a peer redials every tick
     /// from the same endpoint).
     refused_logged: Mutex<std::collections::HashSet<SocketAddr>>,
@@ -121,9 +129,10 @@ impl Mesh {
         server.transport_config(transport());
         let mut client = tls::client_config(identity)?;
         client.transport_config(transport());
-        let mut endpoint = quinn::Endpoint::server(server, addr).map_err(|e| MeshError::Bind(addr, e))?;
-        endpoint.set_default_client_config(client);
+        let endpoint = quinn::Endpoint::server(server, addr).map_err(|e| MeshError::Bind(addr, e))?;
         let mesh = Arc::new(Mesh {
+            client: Mutex::new(client),
+            revocation: tokio::sync::watch::Sender::new(None),
             datagram_slots: Arc::new(tokio::sync::Semaphore::new(MAX_DATAGRAMS_IN_FLIGHT)),
             endpoint,
             connections: Mutex::new(HashMap::new()),
@@ -146,6 +155,23 @@ impl Mesh {
             banned.names = names.into_iter().flatten().collect();
             banned.keys = keys;
         }
+    }
+
+    /// Checks peers' certificates against these revocation lists from now on (`--crl`): new
+    /// connections of a certificate they revoke fail their handshake, both ways, and existing
+    /// ones are closed.
+    pub fn set_crls(&self, identity: &Identity, crls: &tls::Crls) -> Result<(), MeshError> {
+        let mut server = tls::server_config_with(identity, crls)?;
+        server.transport_config(transport());
+        let mut client = tls::client_config_with(identity, tls::ALPN, crls)?;
+        client.transport_config(transport());
+        let verifier = tls::peer_verifier(identity, crls)?;
+        self.endpoint.set_server_config(Some(server));
+        if let Ok(mut current) = self.client.lock() {
+            *current = client;
+        }
+        self.revocation.send_replace(Some(verifier));
+        Ok(())
     }
 
     /// Whether `name` or `key` is banned; logs the first refusal of each key.
@@ -321,7 +347,8 @@ impl Mesh {
                 return Ok(connection);
             }
         }
-        let connecting = self.endpoint.connect(addr, &dest.1).map_err(|e| MeshError::Send(e.to_string()))?;
+        let client = self.client.lock().map_err(|_| MeshError::Send("mesh state poisoned".into()))?.clone();
+        let connecting = self.endpoint.connect_with(client, addr, &dest.1).map_err(|e| MeshError::Send(e.to_string()))?;
         let connection = connecting.await.map_err(|e| {
             if format_mismatch(&e) {
                 tracing::warn!(%addr, error = %e, "{}", MISMATCH);
@@ -363,12 +390,28 @@ impl Mesh {
         tokio::spawn(self.clone().read_datagrams(connection.clone(), key));
         let names = Arc::new(Mutex::new(HashMap::new()));
         let slots = Arc::new(tokio::sync::Semaphore::new(STREAMS_PER_CONNECTION));
+        let mut revocation = self.revocation.subscribe();
+        revocation.mark_changed();
         loop {
-            let stream = match connection.accept_uni().await {
-                Ok(stream) => stream,
-                Err(e) => {
-                    tracing::debug!(%remote, error = %e, "mesh: connection ended");
-                    return;
+            let stream = tokio::select! {
+                accepted = connection.accept_uni() => match accepted {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::debug!(%remote, error = %e, "mesh: connection ended");
+                        return;
+                    }
+                },
+                changed = revocation.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let verifier = revocation.borrow_and_update().clone();
+                    if verifier.is_some_and(|v| tls::peer_leaf(&connection).is_some_and(|leaf| tls::revoked(&*v, &leaf))) {
+                        tracing::warn!(%remote, "mesh: closed the connection of a revoked certificate (--crl)");
+                        connection.close(quinn::VarInt::from_u32(REVOKED), b"revoked");
+                        return;
+                    }
+                    continue;
                 }
             };
             let Ok(permit) = slots.clone().acquire_owned().await else { return };

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
@@ -15,7 +17,7 @@ use crate::core::KeyHash;
 /// The mesh's wire format, as the TLS handshake names it: nodes of different formats cannot
 /// connect (their handshake fails with "no application protocol", which the mesh logs as a
 /// format mismatch). Bump it with any change to `Frame` or anything it carries.
-pub const ALPN: &[u8] = b"lockmesh/6";
+pub const ALPN: &[u8] = b"lockmesh/7";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -71,11 +73,41 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Certificate revocation lists, as `lockmesh certs revoke` writes them (`--crl FILE`: PEM
+/// `X509 CRL` blocks, each signed by a CA of `ca.pem`).
+pub type Crls = Vec<CertificateRevocationListDer<'static>>;
+
+/// Reads the revocation lists of `path`.
+pub fn load_crls(path: &Path) -> Result<Crls, TlsError> {
+    CertificateRevocationListDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Read(path.display().to_string(), e.to_string()))
+}
+
+/// Checks peers' certificates against the CA, and against `crls` if any: a certificate they
+/// list is refused; one whose CA issued none of them is not (a CA being rotated in).
+pub fn peer_verifier(id: &Identity, crls: &Crls) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let mut builder = WebPkiClientVerifier::builder_with_provider(id.roots.clone(), provider());
+    if !crls.is_empty() {
+        builder = builder.with_crls(crls.iter().cloned()).only_check_end_entity_revocation().allow_unknown_revocation_status();
+    }
+    builder.build().map_err(|e| TlsError::Setup(e.to_string()))
+}
+
+/// Whether `verifier` (with its revocation lists) refuses the peer certificate `leaf` as
+/// revoked.
+pub fn revoked(verifier: &dyn ClientCertVerifier, leaf: &CertificateDer<'_>) -> bool {
+    matches!(verifier.verify_client_cert(leaf, &[], UnixTime::now()), Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)))
+}
+
 /// Accepts only clients whose certificate the cluster CA signed.
 pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig, TlsError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(id.roots.clone(), provider())
-        .build()
-        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    server_config_with(id, &Crls::new())
+}
+
+/// `server_config`, refusing certificates `crls` revoke.
+pub fn server_config_with(id: &Identity, crls: &Crls) -> Result<quinn::ServerConfig, TlsError> {
+    let verifier = peer_verifier(id, crls)?;
     let mut tls = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Setup(e.to_string()))?
@@ -94,10 +126,20 @@ pub fn client_config(id: &Identity) -> Result<quinn::ClientConfig, TlsError> {
 
 /// `client_config`, naming the wire format `alpn` (another build's, in tests of mismatches).
 pub fn client_config_speaking(id: &Identity, alpn: &[u8]) -> Result<quinn::ClientConfig, TlsError> {
+    client_config_with(id, alpn, &Crls::new())
+}
+
+/// `client_config_speaking`, refusing servers whose certificate `crls` revoke.
+pub fn client_config_with(id: &Identity, alpn: &[u8], crls: &Crls) -> Result<quinn::ClientConfig, TlsError> {
+    let mut builder = WebPkiServerVerifier::builder_with_provider(id.roots.clone(), provider());
+    if !crls.is_empty() {
+        builder = builder.with_crls(crls.iter().cloned()).only_check_end_entity_revocation().allow_unknown_revocation_status();
+    }
+    let verifier = builder.build().map_err(|e| TlsError::Setup(e.to_string()))?;
     let mut tls = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Setup(e.to_string()))?
-        .with_root_certificates(id.roots.clone())
+        .with_webpki_verifier(verifier)
         .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
         .map_err(|e| TlsError::Setup(e.to_string()))?;
     tls.alpn_protocols = vec![alpn.to_vec()];
@@ -111,7 +153,7 @@ pub fn dial_name() -> &'static str {
 }
 
 /// The peer's certificate (already verified against the CA by TLS).
-fn peer_leaf(connection: &quinn::Connection) -> Option<CertificateDer<'static>> {
+pub fn peer_leaf(connection: &quinn::Connection) -> Option<CertificateDer<'static>> {
     let identity = connection.peer_identity()?;
     let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
     certs.first().cloned()

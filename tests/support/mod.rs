@@ -258,6 +258,28 @@ impl Cluster {
     }
 }
 
+/// A lock record that keeps every invariant, granting its scope to `mallory` for 10 minutes:
+/// what an attacker would plant.
+pub fn mallory() -> lockmesh::core::LockRecord {
+    use lockmesh::core::{Acquire, LeaseRule, Limits, LockOp, LockRecord, LockType, Priority, RequestId};
+    let mut record = LockRecord::default();
+    let acquire = Acquire {
+        request_id: RequestId("mallory".into()),
+        holder: "mallory".into(),
+        lock_type: LockType::Write,
+        lease: LeaseRule::Fixed(600_000_000),
+        lock_delay_us: 0,
+        wait: false,
+        wait_lease_us: 0,
+        priority: Priority::Normal,
+        reason: None,
+        node: String::new(),
+        poll: false,
+    };
+    record.apply(&LockOp::Acquire(acquire), 0, &Limits::default());
+    record
+}
+
 /// Polls `condition` every 100 ms until it holds; panics after `bound`.
 pub fn wait_for(what: &str, bound: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + bound;

@@ -348,6 +348,59 @@ fn malformed_peer_input_closes_streams_and_changes_nothing() {
     wait_for("the format mismatch to be logged", Duration::from_secs(10), || c.log(0).contains("another lockmesh wire format"));
 }
 
+/// A stranger (a certificate of the cluster CA, never admitted) floods a node with greetings
+/// on one stream and with handshakes: the mesh drops its frames beyond the per-key limit and
+/// refuses its handshakes beyond the per-address limit, counts and logs both, and the cluster
+/// serves on with its roster unchanged.
+#[test]
+fn a_stranger_flooding_frames_and_handshakes_is_held_to_its_rate_limits() {
+    let mut c = Cluster::started("flood", 3);
+    let rogue = c.add_agent();
+    let certs = c.certs.clone();
+    let name = c.agents[rogue].name.clone();
+    let target = c.agents[0].mesh;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        use lockmesh::mesh::wire::{encode_prefixed, Frame, PeerInfo};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let id = lockmesh::mesh::tls::Identity::load(&certs, &name).unwrap();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(lockmesh::mesh::tls::client_config(&id).unwrap());
+        let connection = endpoint.connect(target, lockmesh::mesh::tls::dial_name()).unwrap().await.unwrap();
+        let local = endpoint.local_addr().unwrap();
+        // Leaving, so that auto-admission does not take it in: only the flood is under test.
+        let me = PeerInfo { name: name.clone(), incarnation: 1, key: id.key_hash().unwrap(), mesh_addr: local, http_addr: local, bump: 1 };
+        let hello = Frame::Hello { me, cluster_id: None, roster_version: 0, peers: vec![], leaving: true };
+        let mut stream = connection.open_uni().await.unwrap();
+        stream.write_all(&encode_prefixed(&hello).unwrap().repeat(5000)).await.unwrap();
+        let _ = stream.finish();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Handshakes, one after another, until one is refused.
+        let mut refused = false;
+        for _ in 0..5000 {
+            match endpoint.connect(target, lockmesh::mesh::tls::dial_name()).unwrap().await {
+                Ok(extra) => extra.close(quinn::VarInt::from_u32(0), b""),
+                Err(quinn::ConnectionError::ConnectionClosed(_)) => {
+                    refused = true;
+                    break;
+                }
+                Err(e) => panic!("a handshake failed otherwise than by refusal: {e}"),
+            }
+        }
+        assert!(refused, "5000 handshakes from one address, none refused");
+    });
+    let counted = |name: &str| {
+        support::get_text(c.http(0), "/metrics").is_ok_and(|(_, m)| m.lines().any(|l| l.starts_with(name) && !l.ends_with(" 0")))
+    };
+    wait_for("the flood to be counted", Duration::from_secs(30), || {
+        counted("lockmesh_mesh_frames_dropped_total") && counted("lockmesh_mesh_handshakes_refused_total")
+    });
+    assert!(c.log(0).contains("sends too many") && c.log(0).contains("opens too many"), "the limits are logged");
+    wait_for("node-1 to serve a lock", Duration::from_secs(30), || post(c.http(0), &lock_body("after-flood", "x")).is_ok_and(|(s, _)| s == 200));
+    let (_, members) = get(c.http(0), "/api/v1.0/members").unwrap();
+    assert_eq!(members["roster_size"], 3, "{members}");
+}
+
 #[test]
 fn a_data_dir_of_another_cluster_is_refused() {
     let mut a = Cluster::new("cluster-a", 1);

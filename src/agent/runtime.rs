@@ -55,6 +55,9 @@ pub struct NodeMetrics {
     pub members: MembersView,
     pub in_flight: usize,
     pub contention: crate::core::node::LocalContention,
+    /// Handshakes refused and strangers' frames dropped by the mesh's rate limits.
+    pub handshakes_refused: u64,
+    pub frames_dropped: u64,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -326,6 +329,7 @@ impl Runtime {
         if roster.version != self.bans_of {
             self.bans_of = roster.version;
             self.mesh.set_banned(roster.banned.iter().map(|b| (b.name.clone(), b.key)));
+            self.mesh.set_members(roster.voters.iter().chain(&roster.members).map(|m| m.key));
             if roster.is_banned(&self.me.name, &self.me.key) {
                 tracing::error!("an admin removed this node from the cluster: it is banned until an admin re-admits it (POST /api/v1.0/members/approve)");
             }
@@ -424,7 +428,15 @@ impl Runtime {
             }
             Input::Api(ApiCall::Metrics(reply)) => {
                 let contention = self.node.local_contention(METRICS_SCAN, METRICS_TOP_SCOPES);
-                let _ = reply.send(NodeMetrics { stats: self.node.stats(), members: self.members(), in_flight: self.node.in_flight(), contention });
+                let limits = &self.mesh.limits;
+                let _ = reply.send(NodeMetrics {
+                    stats: self.node.stats(),
+                    members: self.members(),
+                    in_flight: self.node.in_flight(),
+                    contention,
+                    handshakes_refused: limits.handshakes_refused.load(std::sync::atomic::Ordering::Relaxed),
+                    frames_dropped: limits.frames_dropped.load(std::sync::atomic::Ordering::Relaxed),
+                });
             }
             Input::Api(ApiCall::Scopes(reply)) => {
                 let _ = reply.send(self.node.local_scopes());

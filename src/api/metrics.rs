@@ -99,6 +99,16 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap) -
             "Ballot requests refused, and promises whose content was not used, because no majority of the voters vouched for their sender lately (it may have been removed, or this node is cut off from the voters).",
             node.stats.unvouched,
         ),
+        (
+            "lockmesh_mesh_handshakes_refused_total",
+            "Mesh handshakes refused because their address opened too many (a rate limit per address).",
+            node.handshakes_refused,
+        ),
+        (
+            "lockmesh_mesh_frames_dropped_total",
+            "Frames and membership datagrams dropped because a peer that is not a member sent too many (a rate limit per certificate key).",
+            node.frames_dropped,
+        ),
     ];
     for (name, help, value) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
+use super::limits::{Handshake, Limits};
 use super::tls::{self, Identity, TlsError};
 use super::wire::{self, Frame, MAX_FRAME};
 use crate::core::KeyHash;
@@ -69,6 +70,8 @@ pub struct Mesh {
     datagram_slots: Arc<tokio::sync::Semaphore>,
     endpoint: quinn::Endpoint,
     connections: Mutex<HashMap<Dest, quinn::Connection>>,
+    /// One dial at a time per destination (`connection`): when its last dial failed.
+    dialing: Mutex<HashMap<Dest, Arc<tokio::sync::Mutex<Option<std::time::Instant>>>>>,
     /// Each peer's queue of encoded frames, drained by its sender task (`outbox`).
     outboxes: Mutex<HashMap<Dest, mpsc::Sender<Vec<u8>>>>,
     inbound: mpsc::Sender<Inbound>,
@@ -83,6 +86,8 @@ pub struct Mesh {
     /// Peer endpoints whose failed handshake was logged (once each; a peer redials every tick
     /// from the same endpoint).
     refused_logged: Mutex<std::collections::HashSet<SocketAddr>>,
+    /// Handshakes per address, and strangers' frames per key (`limits.rs`).
+    pub limits: Limits,
 }
 
 /// Names and certificate keys the roster bans (`Mesh::set_banned`), and the keys whose
@@ -136,11 +141,13 @@ impl Mesh {
             datagram_slots: Arc::new(tokio::sync::Semaphore::new(MAX_DATAGRAMS_IN_FLIGHT)),
             endpoint,
             connections: Mutex::new(HashMap::new()),
+            dialing: Mutex::new(HashMap::new()),
             outboxes: Mutex::new(HashMap::new()),
             inbound,
             datagram_sender,
             banned: Mutex::new(Banned::default()),
             refused_logged: Mutex::new(std::collections::HashSet::new()),
+            limits: Limits::default(),
         });
         tokio::spawn(mesh.clone().accept_loop());
         Ok(mesh)
@@ -155,6 +162,12 @@ impl Mesh {
             banned.names = names.into_iter().flatten().collect();
             banned.keys = keys;
         }
+    }
+
+    /// The certificate keys of the installed roster's members: their frames are not rate
+    /// limited; everyone else's are (`limits.rs`).
+    pub fn set_members(&self, keys: impl IntoIterator<Item = KeyHash>) {
+        self.limits.set_members(keys);
     }
 
     /// Checks peers' certificates against these revocation lists from now on (`--crl`): new
@@ -199,6 +212,19 @@ impl Mesh {
 
     async fn accept_loop(self: Arc<Self>) {
         while let Some(incoming) = self.endpoint.accept().await {
+            // Before any work on it: a retry or a refusal is one small packet, and no state.
+            let proven = incoming.remote_address_validated();
+            match self.limits.handshake(incoming.remote_address().ip(), proven, std::time::Instant::now()) {
+                Handshake::Accept => {}
+                Handshake::Retry if incoming.may_retry() => {
+                    let _ = incoming.retry();
+                    continue;
+                }
+                Handshake::Retry | Handshake::Refuse => {
+                    incoming.refuse();
+                    continue;
+                }
+            }
             let mesh = self.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
@@ -336,17 +362,49 @@ impl Mesh {
         }
     }
 
-    /// A connection to `dest`: the peer's certificate verified for the name dialled (the
-    /// node's own name when known, so that no other certificate at that address receives what
-    /// is meant for it).
+    /// A connection to `dest`, dialled once however many frames and datagrams wait for it:
+    /// those that come while a dial is under way wait for it, and share its connection or its
+    /// failure (a handshake each would cost the peer as much, and count against its limit).
     async fn connection(self: &Arc<Self>, dest: &Dest) -> Result<quinn::Connection, MeshError> {
-        let addr = dest.0;
-        let cached = self.connections.lock().ok().and_then(|c| c.get(dest).cloned());
-        if let Some(connection) = cached {
-            if connection.close_reason().is_none() {
-                return Ok(connection);
+        if let Some(connection) = self.cached(dest) {
+            return Ok(connection);
+        }
+        let asked = std::time::Instant::now();
+        let gate = {
+            let mut dialing = self.dialing.lock().map_err(|_| MeshError::Send("mesh state poisoned".into()))?;
+            dialing.entry(dest.clone()).or_default().clone()
+        };
+        let mut failed = gate.lock().await;
+        let outcome = match self.cached(dest) {
+            Some(connection) => Ok(connection),
+            None if failed.is_some_and(|at| at >= asked) => Err(MeshError::Send(format!("{}: the dial under way failed", dest.0))),
+            None => {
+                let outcome = self.dial(dest).await;
+                *failed = outcome.is_err().then(std::time::Instant::now);
+                outcome
+            }
+        };
+        drop(failed);
+        // The gate goes once nobody else holds it (clones are made under this lock).
+        if let Ok(mut dialing) = self.dialing.lock() {
+            if Arc::strong_count(&gate) <= 2 {
+                dialing.remove(dest);
             }
         }
+        outcome
+    }
+
+    /// The open connection kept for `dest`, if any.
+    fn cached(&self, dest: &Dest) -> Option<quinn::Connection> {
+        let connection = self.connections.lock().ok()?.get(dest).cloned()?;
+        connection.close_reason().is_none().then_some(connection)
+    }
+
+    /// Dials `dest`: the peer's certificate verified for the name dialled (the node's own
+    /// name when known, so that no other certificate at that address receives what is meant
+    /// for it).
+    async fn dial(self: &Arc<Self>, dest: &Dest) -> Result<quinn::Connection, MeshError> {
+        let addr = dest.0;
         let client = self.client.lock().map_err(|_| MeshError::Send("mesh state poisoned".into()))?.clone();
         let connecting = self.endpoint.connect_with(client, addr, &dest.1).map_err(|e| MeshError::Send(e.to_string()))?;
         let connection = connecting.await.map_err(|e| {
@@ -459,6 +517,10 @@ impl Mesh {
                     return;
                 }
             }
+            // Dropped undecoded, as a lossy network would; the stream reads on.
+            if !self.limits.frame(&key, remote, std::time::Instant::now()) {
+                continue;
+            }
             let frame = match wire::decode(&bytes) {
                 Ok(frame) => frame,
                 Err(e) => {
@@ -492,6 +554,9 @@ impl Mesh {
         let remote = connection.remote_address();
         let names = Mutex::new(HashMap::new());
         while let Ok(packet) = connection.read_datagram().await {
+            if !self.limits.frame(&key, remote, std::time::Instant::now()) {
+                continue;
+            }
             let Some(claimed) = (self.datagram_sender)(&packet) else { continue };
             if !allowed(&names, &connection, &claimed) {
                 tracing::warn!(%remote, %claimed, "mesh: datagram for a name the certificate does not carry");

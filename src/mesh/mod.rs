@@ -2,6 +2,7 @@
 //! and frames (bincode 2, size-limited) on unidirectional streams.
 
 pub mod endpoint;
+pub mod limits;
 pub mod signer;
 pub mod tls;
 pub mod wire;

@@ -17,7 +17,7 @@ const DECODE_LIMIT: usize = 64 << 20;
 /// data dir says which it was written in; a build refuses one of another format with a clear
 /// error instead of misreading it. Bump it with any change to `Durable`, `Slot`, `Value` or
 /// anything they contain.
-pub const FORMAT: u32 = 4;
+pub const FORMAT: u32 = 5;
 /// redb's own page cache (its default is 1 GiB). Voters keep every value they need in
 /// memory and only write here; the B-tree pages an insert walks are read back through the
 /// kernel's page cache when this one misses. A small cache keeps a node with a million
@@ -81,7 +81,10 @@ impl Store {
                 match existing {
                     Some(found) => {
                         let format = format.transpose()?;
-                        if format != Some(FORMAT) {
+                        if format == Some(v4::FORMAT) {
+                            v4::migrate(&txn)?;
+                            meta.insert("format", encode(&FORMAT)?.as_slice()).map_err(db_err)?;
+                        } else if format != Some(FORMAT) {
                             return Err(StoreError::Format(dir.to_path_buf(), format));
                         }
                         found?
@@ -167,6 +170,95 @@ impl Store {
     }
 }
 
+/// Data format 4, the last before voter targets: rosters had no `target`. A data dir of that
+/// format is rewritten as this one when it is opened, every roster with target zero: it
+/// encodes, hence verifies, as it did, and the cluster keeps its voters (placement leaves a
+/// roster without a target alone until an admin sets one).
+mod v4 {
+    use redb::{ReadableTable, WriteTransaction};
+    use serde::{Deserialize, Serialize};
+
+    use super::{db_err, decode, encode, StoreError, CHAIN, SLOTS};
+    use crate::core::message::{AcceptedValue as Accepted5, Ballot};
+    use crate::core::{acceptor, Ban, Key, LockRecord, NodeId, Proof, RosterId};
+
+    pub const FORMAT: u32 = 4;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Roster {
+        pub cluster_id: u128,
+        pub version: u64,
+        pub voters: Vec<NodeId>,
+        pub members: Vec<NodeId>,
+        pub banned: Vec<Ban>,
+        pub sweep_done: bool,
+        pub round_floor: u64,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Link {
+        pub roster: Roster,
+        pub proof: Proof,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub enum Value {
+        Lock(LockRecord),
+        Roster(Roster),
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct AcceptedValue {
+        pub ballot: Ballot,
+        pub value: Value,
+        pub roster: Option<RosterId>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Slot {
+        pub promised: Option<Ballot>,
+        pub accepted: Option<AcceptedValue>,
+    }
+
+    impl From<Roster> for crate::core::Roster {
+        fn from(r: Roster) -> crate::core::Roster {
+            let Roster { cluster_id, version, voters, members, banned, sweep_done, round_floor } = r;
+            crate::core::Roster { cluster_id, version, voters, members, banned, target: 0, sweep_done, round_floor }
+        }
+    }
+
+    /// Rewrites the chain and the roster register's slot (the only places rosters are kept);
+    /// scope slots hold lock records, whose encoding did not change.
+    pub fn migrate(txn: &WriteTransaction) -> Result<(), StoreError> {
+        let mut chain = txn.open_table(CHAIN).map_err(db_err)?;
+        let mut links = Vec::new();
+        for entry in chain.iter().map_err(db_err)? {
+            let (at, bytes) = entry.map_err(db_err)?;
+            let old: Link = decode("roster link (data format 4)", bytes.value())?;
+            links.push((at.value(), crate::core::Link { roster: old.roster.into(), proof: old.proof }));
+        }
+        for (at, link) in links {
+            chain.insert(at, encode(&link)?.as_slice()).map_err(db_err)?;
+        }
+        let mut slots = txn.open_table(SLOTS).map_err(db_err)?;
+        let key = encode(&Key::Roster)?;
+        let old = slots.get(key.as_slice()).map_err(db_err)?.map(|v| decode::<Slot>("roster slot (data format 4)", v.value())).transpose()?;
+        if let Some(old) = old {
+            let accepted = old.accepted.map(|a| Accepted5 {
+                ballot: a.ballot,
+                value: match a.value {
+                    Value::Lock(record) => crate::core::Value::Lock(record),
+                    Value::Roster(r) => crate::core::Value::Roster(r.into()),
+                },
+                roster: a.roster,
+            });
+            let slot = acceptor::Slot { promised: old.promised, accepted };
+            slots.insert(key.as_slice(), encode(&slot)?.as_slice()).map_err(db_err)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,7 +271,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lockmesh-store-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let first = Store::open(&dir).unwrap();
-        let roster = Roster::first(vec![NodeId::new("a", first.incarnation, [1; 32])]);
+        let roster = Roster::first(vec![NodeId::new("a", first.incarnation, [1; 32])], 5);
         let next = roster.changed(&RosterChange::AddMember(NodeId::new("b", 2, [2; 32]))).unwrap();
         let link = |roster: &Roster| Link { roster: roster.clone(), proof: Proof { ballot: Ballot::BOOTSTRAP, under: roster.id(), signatures: Vec::new() } };
         let key = Key::Scope("s".into());
@@ -213,6 +305,55 @@ mod tests {
             }
         }
         txn.commit().unwrap();
+    }
+
+    /// A data dir of format 4 (before voter targets) is rewritten as this format when opened:
+    /// its rosters get target zero, encode as before (so their signatures and the cluster id
+    /// still hold) and the roster register's accepted value survives.
+    #[test]
+    fn a_data_dir_of_format_4_is_migrated_with_its_rosters_unchanged() {
+        let dir = std::env::temp_dir().join(format!("lockmesh-store-v4-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        drop(Store::open(&dir).unwrap());
+        let voters = vec![NodeId::new("a", 1, [1; 32]), NodeId::new("b", 2, [2; 32]), NodeId::new("c", 3, [3; 32])];
+        let first = Roster::first(voters.clone(), 0);
+        let old = |r: &Roster| v4::Roster {
+            cluster_id: r.cluster_id,
+            version: r.version,
+            voters: r.voters.clone(),
+            members: r.members.clone(),
+            banned: r.banned.clone(),
+            sweep_done: r.sweep_done,
+            round_floor: r.round_floor,
+        };
+        let proof = Proof { ballot: Ballot::BOOTSTRAP, under: first.id(), signatures: Vec::new() };
+        let next = first.changed(&RosterChange::AddMember(NodeId::new("d", 4, [4; 32]))).unwrap();
+        let ballot = Ballot { round: 7, proposer: 1 };
+        {
+            let db = Database::create(dir.join("lockmesh.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut chain = txn.open_table(CHAIN).unwrap();
+                chain.insert(0, encode(&v4::Link { roster: old(&first), proof: proof.clone() }).unwrap().as_slice()).unwrap();
+                let mut slots = txn.open_table(SLOTS).unwrap();
+                let slot = v4::Slot { promised: Some(ballot), accepted: Some(v4::AcceptedValue { ballot, value: v4::Value::Roster(old(&next)), roster: Some(first.id()) }) };
+                slots.insert(encode(&Key::Roster).unwrap().as_slice(), encode(&slot).unwrap().as_slice()).unwrap();
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert("format", encode(&4u32).unwrap().as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let opened = Store::open(&dir).expect("a format 4 data dir is migrated");
+        assert_eq!(opened.durable.chain, vec![Link { roster: first.clone(), proof }]);
+        let migrated = opened.durable.roster().unwrap();
+        assert_eq!(migrated.target, 0);
+        assert_eq!(migrated.voter_target(), 3, "the cluster keeps its voters");
+        assert_eq!(*migrated, Roster::first(voters, 0), "a first roster without a target is what it was (its cluster id too)");
+        let slot = &opened.durable.slots[&Key::Roster];
+        assert_eq!(slot.accepted.as_ref().map(|a| &a.value), Some(&crate::core::Value::Roster(next)));
+        drop(opened);
+        assert!(Store::open(&dir).is_ok(), "and stays readable as this format");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -324,7 +324,7 @@ fn malformed_peer_input_closes_streams_and_changes_nothing() {
         }
         // A frame that speaks for another node than the certificate's is refused too.
         let hello = lockmesh::mesh::wire::Frame::Hello {
-            me: lockmesh::mesh::wire::PeerInfo { name: "node-1".into(), incarnation: 1, key: [0; 32], mesh_addr: target, http_addr: target, bump: 1 },
+            me: lockmesh::mesh::wire::PeerInfo { name: "node-1".into(), incarnation: 1, key: [0; 32], mesh_addr: target, http_addr: target, bump: 1, zone: String::new() },
             cluster_id: None,
             roster_version: 0,
             peers: vec![],
@@ -369,7 +369,7 @@ fn a_stranger_flooding_frames_and_handshakes_is_held_to_its_rate_limits() {
         let connection = endpoint.connect(target, lockmesh::mesh::tls::dial_name()).unwrap().await.unwrap();
         let local = endpoint.local_addr().unwrap();
         // Leaving, so that auto-admission does not take it in: only the flood is under test.
-        let me = PeerInfo { name: name.clone(), incarnation: 1, key: id.key_hash().unwrap(), mesh_addr: local, http_addr: local, bump: 1 };
+        let me = PeerInfo { name: name.clone(), incarnation: 1, key: id.key_hash().unwrap(), mesh_addr: local, http_addr: local, bump: 1, zone: String::new() };
         let hello = Frame::Hello { me, cluster_id: None, roster_version: 0, peers: vec![], leaving: true };
         let mut stream = connection.open_uni().await.unwrap();
         stream.write_all(&encode_prefixed(&hello).unwrap().repeat(5000)).await.unwrap();
@@ -546,7 +546,7 @@ fn forge_commit_and_accept(c: &Cluster, name: &str, members: usize) {
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         let mesh = lockmesh::mesh::endpoint::Mesh::bind("127.0.0.1:0".parse().unwrap(), &identity, tx, |_| None).unwrap();
         let addr = mesh.local_addr().unwrap();
-        let me = PeerInfo { name: name.clone(), incarnation: 1, key: identity.key_hash().unwrap(), mesh_addr: addr, http_addr: addr, bump: 1 };
+        let me = PeerInfo { name: name.clone(), incarnation: 1, key: identity.key_hash().unwrap(), mesh_addr: addr, http_addr: addr, bump: 1, zone: String::new() };
         // Greet every member until each has greeted back: their Hellos name them and the cluster.
         let mut greeted: std::collections::BTreeMap<String, (PeerInfo, u128, u64)> = Default::default();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -564,7 +564,7 @@ fn forge_commit_and_accept(c: &Cluster, name: &str, members: usize) {
         let ids: Vec<NodeId> = greeted.values().map(|(p, _, _)| NodeId::new(p.name.clone(), p.incarnation, p.key)).collect();
         let (cluster_id, version) = greeted.values().map(|(_, id, v)| (*id, *v)).next().unwrap();
         // The roster in force, as far as its id goes (voters, version, cluster).
-        let in_force = Roster { cluster_id, version, voters: ids.clone(), members: vec![], banned: vec![], sweep_done: true, round_floor: 0 };
+        let in_force = Roster { cluster_id, version, voters: ids.clone(), members: vec![], banned: vec![], target: 5, sweep_done: true, round_floor: 0 };
         let attacker = NodeId::new(name.clone(), 1, me.key);
         let forged = Roster { version: version + 1000, voters: vec![attacker.clone()], ..in_force.clone() };
         // Signed with its own certificate's key, as a voter signs: no voter of the roster in

@@ -155,7 +155,7 @@ impl Gen {
         };
         let members = if self.chance(0.3) { (0..self.n(3)).map(|_| self.node(known)).collect() } else { Vec::new() };
         let banned = if self.chance(0.2) { (0..self.n(2)).map(|_| lockmesh::core::Ban { name: self.chance(0.8).then(|| self.text()), key: [self.n(255) as u8; 32] }).collect() } else { Vec::new() };
-        Roster { cluster_id, version, voters, members, banned, sweep_done: self.chance(0.5), round_floor: self.any() }
+        Roster { cluster_id, version, voters, members, banned, target: self.n(10) as u8, sweep_done: self.chance(0.5), round_floor: self.any() }
     }
 
     /// A record an honest history could reach: random operations applied to an empty one
@@ -289,7 +289,7 @@ impl Cluster {
         let nodes = (0..3).map(|i| Node::new(Config::default(), ids[i as usize].clone(), Durable::default(), Time(0), 7, Box::new(key(i)))).collect();
         let mut c = Cluster { nodes, queue: VecDeque::new(), now: 0, next_client: 1 };
         for i in 0..3 {
-            c.nodes[i].bootstrap(Time(0), ids.clone()).expect("bootstrap");
+            c.nodes[i].bootstrap(Time(0), ids.clone(), 5).expect("bootstrap");
         }
         c.settle();
         c
@@ -356,11 +356,13 @@ impl Cluster {
         let (key, op) = if g.chance(0.05) {
             let node = self.nodes[g.n(2) as usize].id().clone();
             let other = NodeId::new(format!("x{}", g.n(3)), g.any(), [9; 32]);
-            let change = match g.n(4) {
+            let change = match g.n(6) {
                 0 => RosterChange::Remove(node),
                 1 => RosterChange::Add(other),
                 2 => RosterChange::AddMember(other),
                 3 => RosterChange::Ban(node),
+                4 => RosterChange::Demote(node),
+                5 => RosterChange::SetTarget(g.n(12) as u8),
                 _ => RosterChange::Unban { name: other.name, key: g.chance(0.5).then_some(other.key) },
             };
             (Key::Roster, Op::Roster(RosterOp::Change { change, expected_version: None }))
@@ -377,7 +379,7 @@ impl Cluster {
 }
 
 fn peer_info(g: &mut Gen) -> PeerInfo {
-    PeerInfo { name: g.text(), incarnation: g.any(), key: [g.n(255) as u8; 32], mesh_addr: "127.0.0.1:1".parse().unwrap(), http_addr: "127.0.0.1:2".parse().unwrap(), bump: g.any() }
+    PeerInfo { name: g.text(), incarnation: g.any(), key: [g.n(255) as u8; 32], mesh_addr: "127.0.0.1:1".parse().unwrap(), http_addr: "127.0.0.1:2".parse().unwrap(), bump: g.any(), zone: g.text() }
 }
 
 #[test]

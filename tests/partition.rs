@@ -129,7 +129,7 @@ fn a_removed_voter_cannot_plant_a_value_at_a_voter_that_missed_its_removal() {
             NodeId::new(name, incarnation, key)
         })
         .collect();
-    let first = Roster::first(voters.clone());
+    let first = Roster::first(voters.clone(), 5);
     assert_eq!(members["cluster_id"].as_str(), Some(format!("{:032x}", first.cluster_id).as_str()), "the first roster as the voters have it");
     let (node4, node5) = (voters[3].clone(), voters[4].clone());
 
@@ -151,7 +151,7 @@ fn a_removed_voter_cannot_plant_a_value_at_a_voter_that_missed_its_removal() {
     let answer = runtime.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         let mesh = Mesh::bind(node5_mesh, &identity, tx, |_| None).unwrap();
-        let me = PeerInfo { name: "node-5".into(), incarnation: node5.incarnation, key: node5.key, mesh_addr: node5_mesh, http_addr: node5_http, bump: 0 };
+        let me = PeerInfo { name: "node-5".into(), incarnation: node5.incarnation, key: node5.key, mesh_addr: node5_mesh, http_addr: node5_http, bump: 0, zone: String::new() };
         let ballot = Ballot { round: 1 << 40, proposer: node5.incarnation };
         let body = Body::Accept { key: Key::Scope("job".into()), ballot, value: Value::Lock(record) };
         let envelope = Envelope { from: node5.clone(), to: node4.clone(), roster: Some(first.id()), body };

@@ -14,17 +14,21 @@ use super::roster::{NodeId, Roster, RosterId};
 use super::time::Time;
 
 impl Node {
-    /// Proposes the first roster of a new cluster with these voters (this node among them).
+    /// Proposes the first roster of a new cluster with these voters (this node among them)
+    /// and voter target (`--voters`: every node of the bootstrap set must be given the same).
     /// The runtime calls it once `--bootstrap-expect` members have met, or for `--bootstrap`
     /// with this node alone. A node that already has a roster refuses.
-    pub fn bootstrap(&mut self, now: Time, voters: Vec<NodeId>) -> Result<(), Failure> {
+    pub fn bootstrap(&mut self, now: Time, voters: Vec<NodeId>, target: u8) -> Result<(), Failure> {
         if self.roster().is_some() {
             return Err(Failure::Invalid("this node already belongs to a cluster"));
+        }
+        if !super::roster::valid_target(target) {
+            return Err(Failure::Invalid("the voter target must be odd, from 1 to 9"));
         }
         if !voters.contains(&self.id) {
             return Err(Failure::Invalid("the bootstrap set must include this node"));
         }
-        let roster = Roster::first(voters);
+        let roster = Roster::first(voters, target);
         self.bootstrapping = Some((roster, BTreeMap::new()));
         self.on_bootstrap_resend(now);
         self.flush(now);
@@ -43,7 +47,7 @@ impl Node {
     }
 
     pub(super) fn on_bootstrap_offer(&mut self, from: NodeId, roster: Roster) {
-        if self.roster().is_some() || !roster.contains(&self.id) || roster != Roster::first(roster.voters.clone()) {
+        if self.roster().is_some() || !roster.contains(&self.id) || roster != Roster::first(roster.voters.clone(), roster.target) {
             return;
         }
         // Only the first roster this node's own runtime proposes (every node of a bootstrap

@@ -33,6 +33,7 @@ pub mod history;
 pub mod lease;
 pub mod message;
 pub mod node;
+pub mod placement;
 pub mod outbox;
 #[cfg(test)]
 mod node_tests;

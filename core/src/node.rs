@@ -290,6 +290,9 @@ pub struct Node {
     /// again and again.
     pub(super) roster_read_for: Option<Ballot>,
     pub(super) alive: Option<BTreeSet<NodeId>>,
+    /// The runtime's view of the members for placement (`set_placement_view`): a voter takes a
+    /// demotion only as that view calls for it. `None`: it takes any.
+    placement: Option<(Vec<super::placement::Candidate>, super::placement::Settings)>,
     /// Before this node belongs to a cluster, the peers it takes a roster from (by name, which
     /// the transport proves): the ones the operator named to join through. `None`: any peer.
     seeds: Option<BTreeSet<(String, KeyHash)>>,
@@ -347,6 +350,7 @@ impl Node {
             sweep_done_ops: Vec::new(),
             roster_read_for: None,
             alive: None,
+            placement: None,
             seeds: None,
             rejected: Vec::new(),
             loopback: VecDeque::new(),
@@ -382,6 +386,13 @@ impl Node {
     /// `NoQuorum` when too few voters are alive; quorums are always counted over the roster.
     pub fn set_alive(&mut self, alive: impl IntoIterator<Item = NodeId>) {
         self.alive = Some(alive.into_iter().collect());
+    }
+
+    /// This node's view of the members for placement (zones, health) and its settings: as a
+    /// voter, it accepts a roster value that demotes a voter only if this view calls for it
+    /// (`placement::agrees`), so a node behind a one-way cut cannot demote healthy voters.
+    pub fn set_placement_view(&mut self, view: Vec<super::placement::Candidate>, settings: super::placement::Settings) {
+        self.placement = Some((view, settings));
     }
 
     /// The cluster this node may join: it installs no first roster of another cluster (the
@@ -722,7 +733,7 @@ impl Node {
                         self.max_round_seen = self.max_round_seen.max(promised.round)
                     }
                     Refusal::RosterMismatch => self.sync_roster(&from, their_roster),
-                    Refusal::Promised(_) | Refusal::NotVoter | Refusal::Unvouched | Refusal::Withdrawing { .. } => {}
+                    Refusal::Promised(_) | Refusal::NotVoter | Refusal::Unvouched | Refusal::Withdrawing { .. } | Refusal::Misplaced => {}
                 }
                 self.on_vote(now, from, key, ballot, Vote::Refused)
             }
@@ -947,6 +958,15 @@ impl Node {
             if odd && installed.contains(&self.id) && !r.contains(&self.id) {
                 self.send(from, Body::Refuse { key, ballot, why: Refusal::NotVoter });
                 return;
+            }
+            // A value that demotes voters is accepted only as this voter's own view calls for
+            // it: down for `replace_after` here too, or the voter its own placement demotes.
+            let demoted: Vec<NodeId> = installed.voters.iter().filter(|v| r.members.contains(v)).cloned().collect();
+            if let Some((view, settings)) = self.placement.as_ref().filter(|_| !stale && !demoted.is_empty()) {
+                if !super::placement::agrees(installed, &demoted, view, now, settings) {
+                    self.send(from, Body::Refuse { key, ballot, why: Refusal::Misplaced });
+                    return;
+                }
             }
             // A value that removes members is accepted only once the vouches this voter gave
             // for them have run out (`vouch`); until then it withholds them. (Not if the

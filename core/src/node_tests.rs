@@ -47,7 +47,7 @@ impl Cluster {
         let nodes = ids.iter().map(|id| new_node(Config::default(), id.clone(), Durable::default())).collect();
         let mut c = Cluster { nodes, disks: vec![Durable::default(); n], inbox: VecDeque::new(), replies: Vec::new(), now: Time(0) };
         for i in 0..n {
-            c.nodes[i].bootstrap(Time(0), ids.clone()).unwrap();
+            c.nodes[i].bootstrap(Time(0), ids.clone(), 5).unwrap();
         }
         c.settle();
         c
@@ -402,7 +402,7 @@ impl Net {
         let ids: Vec<NodeId> = voters.iter().map(|n| self.id(n)).collect();
         for v in voters {
             let i = self.idx(v);
-            self.nodes[i].bootstrap(Time(self.now), ids.clone()).unwrap();
+            self.nodes[i].bootstrap(Time(self.now), ids.clone(), 5).unwrap();
             self.collect(i);
         }
         self.pump(&keep_all);
@@ -1826,7 +1826,7 @@ fn a_roster_planted_in_a_node_before_its_admission_does_not_spread_to_the_cluste
     let ids: Vec<NodeId> = ["A", "B", "C"].iter().map(|n| net.id(n)).collect();
     for v in ["A", "B", "C"] {
         let i = net.idx(v);
-        net.nodes[i].bootstrap(Time(0), ids.clone()).unwrap();
+        net.nodes[i].bootstrap(Time(0), ids.clone(), 5).unwrap();
         net.collect(i);
     }
     net.pump(&keep_all);
@@ -1895,7 +1895,7 @@ fn answers_and_bootstrap_messages_from_non_members_change_nothing() {
             (Some(newer), Body::Refuse { key: scope(), ballot, why: crate::message::Refusal::RosterMismatch }),
             (None, Body::Refuse { key: scope(), ballot, why: crate::message::Refusal::RosterMismatch }),
             (Some(roster.id()), Body::KeyList { sweep: 1, after: None, keys: vec!["x".into()], more: false, max_round: 1 << 50 }),
-            (None, Body::BootstrapOffer { roster: Roster::first(vec![to.clone(), from.clone()]) }),
+            (None, Body::BootstrapOffer { roster: Roster::first(vec![to.clone(), from.clone()], 5) }),
             (None, Body::BootstrapAck { roster: roster.id(), signed: proof::Signed { public_key: vec![1; 32], signature: vec![2; 64] } }),
         ];
         for (tag, body) in bodies {
@@ -1974,13 +1974,13 @@ fn a_non_members_bootstrap_offer_does_not_keep_a_cluster_from_forming() {
     let mut net = Net::new(&names, vec![Durable::default(); 3], Config::default());
     let rogue = nid("rogue", 666);
     let a = net.id("A");
-    net.queue.push_back(Envelope { from: rogue.clone(), to: a.clone(), roster: None, body: Body::BootstrapOffer { roster: Roster::first(vec![a, rogue]) } });
+    net.queue.push_back(Envelope { from: rogue.clone(), to: a.clone(), roster: None, body: Body::BootstrapOffer { roster: Roster::first(vec![a, rogue], 5) } });
     let to_rogue = |e: &Envelope| e.to.name == "rogue";
     net.pump(&to_rogue);
     let ids: Vec<NodeId> = names.iter().map(|n| net.id(n)).collect();
     for v in names {
         let i = net.idx(v);
-        net.nodes[i].bootstrap(Time(net.now), ids.clone()).unwrap();
+        net.nodes[i].bootstrap(Time(net.now), ids.clone(), 5).unwrap();
         net.collect(i);
     }
     net.run(10_000_000, &to_rogue);
@@ -2119,12 +2119,12 @@ fn a_node_whose_offers_came_too_early_takes_the_first_roster_it_acknowledged() {
     }
     let ids: Vec<NodeId> = ["A", "B", "C"].iter().map(|n| net.id(n)).collect();
     let a = net.idx("A");
-    net.nodes[a].bootstrap(Time(net.now), ids.clone()).unwrap();
+    net.nodes[a].bootstrap(Time(net.now), ids.clone(), 5).unwrap();
     net.collect(a);
     net.pump(&keep_all);
     for v in ["B", "C"] {
         let i = net.idx(v);
-        net.nodes[i].bootstrap(Time(net.now), ids.clone()).unwrap();
+        net.nodes[i].bootstrap(Time(net.now), ids.clone(), 5).unwrap();
         net.collect(i);
     }
     // A's resent offers reach B and C only after they installed the roster.
@@ -2135,7 +2135,7 @@ fn a_node_whose_offers_came_too_early_takes_the_first_roster_it_acknowledged() {
     }
     // A stranger's first roster, though, A still takes from nobody but its seeds.
     let stranger = nid("x", 77);
-    let first = Roster::first(vec![stranger.clone()]);
+    let first = Roster::first(vec![stranger.clone()], 5);
     let signed = proof::sign(&signer("x"), Ballot::BOOTSTRAP, first.id(), &first);
     let link = proof::Link { proof: proof::Proof { ballot: Ballot::BOOTSTRAP, under: first.id(), signatures: vec![(stranger.clone(), signed)] }, roster: first };
     let mut fresh = new_node(Config::default(), nid("F", 9), Durable::default());
@@ -2293,7 +2293,7 @@ fn a_seeds_namesake_with_another_key_cannot_plant_a_first_roster() {
     let other_key = signer("elsewhere");
     let namesake = NodeId::new(seed.name.clone(), 4242, other_key.key_hash());
     assert_ne!(namesake.key, seed.key);
-    let theirs = Roster::first(vec![namesake.clone()]);
+    let theirs = Roster::first(vec![namesake.clone()], 5);
     let signed = proof::sign(&other_key, Ballot::BOOTSTRAP, theirs.id(), &theirs);
     let link = proof::Link { proof: proof::Proof { ballot: Ballot::BOOTSTRAP, under: theirs.id(), signatures: vec![(namesake.clone(), signed)] }, roster: theirs.clone() };
     let to = joiner.id().clone();

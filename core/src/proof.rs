@@ -148,7 +148,7 @@ impl Link {
         let (roster, proof) = (&self.roster, &self.proof);
         let signers: &Roster = match installed {
             None => {
-                if roster.version != 1 || *roster != Roster::first(roster.voters.clone()) {
+                if roster.version != 1 || *roster != Roster::first(roster.voters.clone(), roster.target) {
                     return Err("a first roster that is not the first roster of its voters");
                 }
                 if proof.ballot != Ballot::BOOTSTRAP || proof.under != roster.id() {
@@ -221,7 +221,7 @@ mod tests {
     #[test]
     fn a_chain_is_proven_link_by_link_and_a_forgery_is_not() {
         let (a, b, c) = (node("a", 1), node("b", 2), node("c", 3));
-        let first = Roster::first(vec![a.clone(), b.clone(), c.clone()]);
+        let first = Roster::first(vec![a.clone(), b.clone(), c.clone()], 5);
         let all = [(a.clone(), 1), (b.clone(), 2), (c.clone(), 3)];
         let boot = signed_by(&first, Ballot::BOOTSTRAP, first.id(), &all);
         assert_eq!(boot.verify(None, None), Ok(()));

@@ -63,6 +63,10 @@ pub struct Roster {
     /// Nodes an admin removed: refused by name and by certificate key, as members and at the
     /// transport, until an admin re-admits them. Sorted by (name, key), each pair once.
     pub banned: Vec<Ban>,
+    /// How many voters the cluster keeps (`placement`): odd, 1 to `MAX_TARGET`. Zero in a
+    /// roster made before targets were (a build that stored data format 4): as many as its
+    /// voters (`Roster::target`).
+    pub target: u8,
     pub sweep_done: bool,
     pub round_floor: u64,
 }
@@ -79,6 +83,17 @@ pub struct Ban {
 /// message's roster tag) covers the bans, about 20 µs of hashing at this bound.
 pub const MAX_BANS: usize = 256;
 
+/// Most voters a cluster's target may name.
+pub const MAX_TARGET: u8 = 9;
+/// The voter target of a cluster formed without one given.
+pub const DEFAULT_TARGET: u8 = 5;
+
+/// Whether `target` is a voter target a cluster may keep: odd, from 1 to `MAX_TARGET` (an
+/// even number of voters tolerates no more failures than one fewer).
+pub fn valid_target(target: u8) -> bool {
+    target % 2 == 1 && target <= MAX_TARGET
+}
+
 /// A proposed change of one member.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RosterChange {
@@ -88,6 +103,10 @@ pub enum RosterChange {
     AddMember(NodeId),
     /// Removes a voter or a member.
     Remove(NodeId),
+    /// Makes a voter a member that does not vote.
+    Demote(NodeId),
+    /// Sets the voter target.
+    SetTarget(u8),
     /// Removes a voter or a member if it is one, and bans its name and key: it is not added
     /// again until an `Unban`.
     Ban(NodeId),
@@ -104,8 +123,10 @@ pub enum ChangeError {
     AlreadyVoter,
     /// The named node is already a member (with this or another identity).
     AlreadyMember,
-    /// The node is neither a voter nor a member.
+    /// The node is neither a voter nor a member (for `Demote`: not a voter).
     NotVoter,
+    /// Not an odd number from 1 to `MAX_TARGET`, or the target already.
+    BadTarget,
     /// Removing the last voter would leave nobody to decide anything.
     LastVoter,
     /// The node's name or key is banned: an admin must re-admit it first.
@@ -122,12 +143,13 @@ pub enum ChangeError {
 }
 
 impl Roster {
-    /// The first roster of a new cluster: its identity is derived from its voters, so that two
-    /// nodes proposing the same bootstrap set propose the same roster.
-    pub fn first(mut voters: Vec<NodeId>) -> Roster {
+    /// The first roster of a new cluster: its identity is derived from its voters and the
+    /// voter target, so that two nodes proposing the same bootstrap set (and target) propose
+    /// the same roster.
+    pub fn first(mut voters: Vec<NodeId>, target: u8) -> Roster {
         voters.sort();
         voters.dedup_by(|a, b| a.name == b.name);
-        let mut first = Roster { cluster_id: 0, version: 1, voters, members: Vec::new(), banned: Vec::new(), sweep_done: true, round_floor: 0 };
+        let mut first = Roster { cluster_id: 0, version: 1, voters, members: Vec::new(), banned: Vec::new(), target, sweep_done: true, round_floor: 0 };
         let mut bytes = Vec::new();
         first.encode(&mut |b| bytes.extend_from_slice(b));
         let hash = ring::digest::digest(&ring::digest::SHA256, &bytes);
@@ -185,6 +207,20 @@ impl Roster {
             eat(name.as_bytes());
             eat(&ban.key);
         }
+        // Only when set: a roster made before targets were encodes as it did then, so the
+        // signatures and the cluster id made over it hold.
+        if self.target != 0 {
+            eat(&[3, self.target]);
+        }
+    }
+
+    /// How many voters the cluster keeps: its target, or for a roster made before targets
+    /// were, as many as its voters then (`Roster::target` zero: placement changes no voters).
+    pub fn voter_target(&self) -> usize {
+        match self.target {
+            0 => self.voters.len(),
+            t => t as usize,
+        }
     }
 
     pub fn majority(&self) -> usize {
@@ -213,6 +249,8 @@ impl Roster {
             RosterChange::Add(node) => self.contains(node),
             RosterChange::AddMember(node) => self.members.binary_search(node).is_ok(),
             RosterChange::Remove(node) => !self.is_member(node),
+            RosterChange::Demote(node) => self.members.binary_search(node).is_ok(),
+            RosterChange::SetTarget(target) => self.target == *target,
             RosterChange::Ban(node) => !self.is_member(node) && self.banned.iter().any(|b| b.name.as_ref() == Some(&node.name) && b.key == node.key),
             RosterChange::Unban { name, key } => !self.banned.iter().any(|b| b.name.as_ref() == Some(name) || Some(b.key) == *key),
         }
@@ -250,6 +288,10 @@ impl Roster {
         let mut changes = Vec::new();
         changes.extend(self.voters.iter().filter(|v| !from.voters.contains(v)).map(|v| RosterChange::Add(v.clone())));
         changes.extend(self.members.iter().filter(|m| !from.members.contains(m)).map(|m| RosterChange::AddMember(m.clone())));
+        changes.extend(from.voters.iter().filter(|v| self.members.contains(v)).map(|v| RosterChange::Demote(v.clone())));
+        if self.target != from.target {
+            changes.push(RosterChange::SetTarget(self.target));
+        }
         for gone in from.voters.iter().chain(&from.members).filter(|x| !self.is_member(x)) {
             changes.push(RosterChange::Remove(gone.clone()));
             changes.push(RosterChange::Ban(gone.clone()));
@@ -274,6 +316,7 @@ impl Roster {
     /// as they were, and needs no sweep.
     pub fn changed(&self, change: &RosterChange) -> Result<Roster, ChangeError> {
         let (mut voters, mut members, mut banned) = (self.voters.clone(), self.members.clone(), self.banned.clone());
+        let mut target = self.target;
         let named = |list: &[NodeId], node: &NodeId| list.iter().position(|v| v.name == node.name);
         if let RosterChange::Add(node) | RosterChange::AddMember(node) = change {
             if self.is_banned(&node.name, &node.key) {
@@ -314,6 +357,22 @@ impl Roster {
                 false
             }
             RosterChange::Remove(node) => remove(&mut voters, &mut members, node)?.ok_or(ChangeError::NotVoter)?,
+            RosterChange::Demote(node) => {
+                let at = voters.iter().position(|v| v == node).ok_or(ChangeError::NotVoter)?;
+                if voters.len() == 1 {
+                    return Err(ChangeError::LastVoter);
+                }
+                voters.remove(at);
+                members.push(node.clone());
+                true
+            }
+            RosterChange::SetTarget(t) => {
+                if !valid_target(*t) || *t == self.target {
+                    return Err(ChangeError::BadTarget);
+                }
+                target = *t;
+                false
+            }
             RosterChange::Ban(node) => {
                 let removed = remove(&mut voters, &mut members, node)?;
                 // A name may be banned under several keys (each device certified for it).
@@ -341,7 +400,7 @@ impl Roster {
         members.sort();
         banned.sort();
         let sweep_done = self.sweep_done && !voters_change;
-        Ok(Roster { version: self.version.saturating_add(1), voters, members, banned, sweep_done, ..self.clone() })
+        Ok(Roster { version: self.version.saturating_add(1), voters, members, banned, target, sweep_done, ..self.clone() })
     }
 }
 
@@ -378,16 +437,16 @@ mod tests {
 
     #[test]
     fn first_roster_is_the_same_for_the_same_set_in_any_order() {
-        let a = Roster::first(ids(&["a", "b", "c"]));
+        let a = Roster::first(ids(&["a", "b", "c"]), 5);
         let mut reversed = ids(&["a", "b", "c"]);
         reversed.reverse();
-        assert_eq!(a, Roster::first(reversed));
-        assert_ne!(a.id(), Roster::first(ids(&["a", "b", "d"])).id());
+        assert_eq!(a, Roster::first(reversed, 5));
+        assert_ne!(a.id(), Roster::first(ids(&["a", "b", "d"]), 5).id());
     }
 
     #[test]
     fn changes_are_one_member_and_one_version() {
-        let r = Roster::first(ids(&["a", "b", "c"]));
+        let r = Roster::first(ids(&["a", "b", "c"]), 5);
         let added = r.changed(&RosterChange::Add(id("d", 9))).unwrap();
         assert_eq!(added.version, 2);
         assert_eq!(added.voters.len(), 4);
@@ -395,24 +454,24 @@ mod tests {
         assert_ne!(added.id(), r.id());
         assert_eq!(r.changed(&RosterChange::Add(id("a", 77))), Err(ChangeError::AlreadyVoter));
         assert_eq!(r.changed(&RosterChange::Remove(id("a", 77))), Err(ChangeError::NotVoter));
-        let one = Roster::first(ids(&["a"]));
+        let one = Roster::first(ids(&["a"]), 5);
         assert_eq!(one.changed(&RosterChange::Remove(id("a", 1))), Err(ChangeError::LastVoter));
     }
 
     #[test]
     fn a_voter_is_its_certificate_key_too() {
-        let r = Roster::first(ids(&["a", "b", "c"]));
+        let r = Roster::first(ids(&["a", "b", "c"]), 5);
         let a = r.voters[0].clone();
         let rekeyed = NodeId { key: [9; 32], ..a.clone() };
         assert!(r.contains(&a) && !r.contains(&rekeyed));
-        let other = Roster::first(vec![rekeyed, r.voters[1].clone(), r.voters[2].clone()]);
+        let other = Roster::first(vec![rekeyed, r.voters[1].clone(), r.voters[2].clone()], 5);
         assert_ne!(other.id(), r.id());
         assert_ne!(other.cluster_id, r.cluster_id);
     }
 
     #[test]
     fn members_that_do_not_vote_change_no_quorum_and_need_no_sweep() {
-        let r = Roster::first(ids(&["a", "b", "c"]));
+        let r = Roster::first(ids(&["a", "b", "c"]), 5);
         let m = id("m", 4);
         let with = r.changed(&RosterChange::AddMember(m.clone())).unwrap();
         assert!(with.sweep_done && with.is_member(&m) && !with.contains(&m) && with.majority() == 2);
@@ -430,7 +489,7 @@ mod tests {
 
     #[test]
     fn a_ban_removes_and_keeps_out_by_name_and_by_key_until_lifted() {
-        let r = Roster::first(ids(&["a", "b", "c"]));
+        let r = Roster::first(ids(&["a", "b", "c"]), 5);
         let c = r.voters[2].clone();
         let banned = r.changed(&RosterChange::Ban(c.clone())).unwrap();
         assert!(!banned.is_member(&c) && !banned.sweep_done && banned.shows(&RosterChange::Ban(c.clone())));
@@ -480,7 +539,7 @@ mod tests {
     /// lasting loss of quorum (see the node test of the same name).
     #[test]
     fn a_ban_leaves_no_voter_or_member_whose_name_or_key_it_bans() {
-        let r = Roster::first(vec![NodeId::new("a", 1, [0xa; 32]), NodeId::new("b", 2, [0xb; 32]), NodeId::new("c", 3, [0xc; 32])]);
+        let r = Roster::first(vec![NodeId::new("a", 1, [0xa; 32]), NodeId::new("b", 2, [0xb; 32]), NodeId::new("c", 3, [0xc; 32])], 5);
         let c = r.voters[2].clone();
         let namesake = NodeId { incarnation: 9, key: [0xcc; 32], ..c.clone() };
         let alias = NodeId::new("lockmesh-node", 9, c.key);
@@ -506,7 +565,7 @@ mod tests {
     /// certificate is valid for.
     #[test]
     fn a_second_ban_of_a_name_keeps_the_first_key_banned() {
-        let r = Roster::first(ids(&["a", "b", "c"]));
+        let r = Roster::first(ids(&["a", "b", "c"]), 5);
         let stolen = NodeId::new("x", 5, [0x51; 32]);
         let replacement = NodeId::new("x", 6, [0x52; 32]);
         let once = r.changed(&RosterChange::Ban(stolen.clone())).unwrap();
@@ -517,7 +576,7 @@ mod tests {
 
     #[test]
     fn a_roster_follows_its_predecessor_by_one_change_or_its_sweep() {
-        let r = Roster::first(ids(&["a", "b", "c"]));
+        let r = Roster::first(ids(&["a", "b", "c"]), 5);
         let c = r.voters[2].clone();
         let mut swept = r.clone();
         swept.round_floor = 9;
@@ -548,7 +607,7 @@ mod tests {
 
     #[test]
     fn sweep_flag_does_not_change_identity() {
-        let mut r = Roster::first(ids(&["a", "b"])).changed(&RosterChange::Add(id("c", 5))).unwrap();
+        let mut r = Roster::first(ids(&["a", "b"]), 5).changed(&RosterChange::Add(id("c", 5))).unwrap();
         let before = r.id();
         r.sweep_done = true;
         assert_eq!(before, r.id());

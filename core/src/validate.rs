@@ -161,6 +161,9 @@ pub fn roster(roster: &Roster) -> Result<(), Invalid> {
         return Err(format!("a roster of version {}", roster.version));
     }
     round(roster.round_floor)?;
+    if roster.target != 0 && !super::roster::valid_target(roster.target) {
+        return Err(format!("a roster with a voter target of {}", roster.target));
+    }
     if roster.voters.windows(2).any(|w| w[0].name >= w[1].name) {
         return Err("a roster whose voters are out of order or named twice".into());
     }
@@ -233,7 +236,7 @@ mod tests {
 
     #[test]
     fn rosters_need_voters_in_order_and_a_version() {
-        let r = Roster::first(vec![NodeId::new("a", 1, [1; 32]), NodeId::new("b", 2, [2; 32])]);
+        let r = Roster::first(vec![NodeId::new("a", 1, [1; 32]), NodeId::new("b", 2, [2; 32])], 5);
         assert_eq!(roster(&r), Ok(()));
         assert!(roster(&Roster { voters: vec![], ..r.clone() }).is_err());
         assert!(roster(&Roster { version: 0, ..r.clone() }).is_err());

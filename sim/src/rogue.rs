@@ -150,7 +150,7 @@ impl World {
                 }
                 // Its own first roster, which it alone signs: a cluster of its own.
                 None if self.rogue.rng.chance(0.5) => {
-                    let first = Roster::first(vec![me.clone()]);
+                    let first = Roster::first(vec![me.clone()], 5);
                     let signed = proof::sign(&key_of(&me), Ballot::BOOTSTRAP, first.id(), &first);
                     Body::Commit { links: vec![Link { proof: Proof { ballot: Ballot::BOOTSTRAP, under: first.id(), signatures: vec![(me.clone(), signed)] }, roster: first }] }
                 }
@@ -186,7 +186,7 @@ impl World {
                 _ => Body::Vouch { at: if self.rogue.rng.chance(0.5) { u64::MAX } else { self.rogue.rng.next_u64() }, withholds: Vec::new() },
             },
             7 => Body::KeyList { sweep: self.rogue.rng.next_u64(), after: None, keys: self.scopes.clone(), more: false, max_round: round },
-            8 => Body::BootstrapOffer { roster: Roster::first(vec![me.clone(), target]) },
+            8 => Body::BootstrapOffer { roster: Roster::first(vec![me.clone(), target], 5) },
             _ => Body::RosterPull { have: if self.rogue.rng.chance(0.5) { None } else { Some((self.rogue.rng.between(0, 1_000), false)) } },
         };
         let envelope = Envelope { from: me, to: self.nodes[to].id.clone(), roster: tag, body };

@@ -269,7 +269,7 @@ impl World {
             self.start_node(i);
         }
         let ids: Vec<NodeId> = voters.iter().map(|&i| self.nodes[i].id.clone()).collect();
-        self.checker.first_roster(&Roster::first(ids.clone()));
+        self.checker.first_roster(&Roster::first(ids.clone(), 5));
         self.bootstrap_set = ids;
         for i in voters {
             self.bootstrap(i);
@@ -594,7 +594,7 @@ impl World {
         let ids = self.bootstrap_set.clone();
         self.step_node(i, |node, now| {
             if node.roster().is_none() {
-                let _ = node.bootstrap(now, ids);
+                let _ = node.bootstrap(now, ids, lockmesh_core::roster::DEFAULT_TARGET);
             }
         });
     }
@@ -810,6 +810,13 @@ impl World {
         } else if latest.voters.len() > 3 && self.rng.chance(0.1) {
             // An admin removes a voter for good: banned, until re-admitted.
             RosterChange::Ban(latest.voters[self.rng.index(latest.voters.len())].clone())
+        } else if latest.voters.len() > 3 && self.rng.chance(0.1) {
+            // Placement demotes a voter (over the target, or to replace or re-spread it): it
+            // stays a member and proposes.
+            RosterChange::Demote(latest.voters[self.rng.index(latest.voters.len())].clone())
+        } else if self.rng.chance(0.05) {
+            // An admin sets the voter target (the same as now is refused).
+            RosterChange::SetTarget([1, 3, 5, 7, 9][self.rng.index(5)])
         } else if !joinable.is_empty() && self.rng.chance(0.25) {
             RosterChange::AddMember(joinable[self.rng.index(joinable.len())].clone())
         } else if let Some(stale) = stale {

@@ -90,5 +90,6 @@ fn catches_a_commit_installed_without_its_proof() {
 
 #[test]
 fn catches_a_removed_voters_ballots_taken_where_its_removal_is_not_known() {
-    assert_caught(Broken::NoVouches, Profile { roster_churn: true, ..Profile::default() }, 300);
+    // First caught at seed 513 (since the operator demotes voters and sets targets too).
+    assert_caught(Broken::NoVouches, Profile { roster_churn: true, ..Profile::default() }, 1200);
 }

@@ -39,6 +39,23 @@ pub struct AgentArgs {
     /// Form a new one-node cluster.
     #[arg(long)]
     pub bootstrap: bool,
+    /// How many voters a cluster formed by this node keeps (odd, 1-9) [default: 5]; the
+    /// others are members that do not vote. Give every node of a bootstrap set the same; an
+    /// admin changes it later (`PUT /api/v1.0/cluster`). Ignored by a node that joins.
+    #[arg(long)]
+    pub voters: Option<u8>,
+    /// This node's zone (a rack, a site, a region: 1-63 of a-z, 0-9, '-'): voters are spread
+    /// so that losing one zone leaves a majority of them [default: none].
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// Replace a voter that has been down this long by a healthy member, in seconds
+    /// [default: 30]. (A member down for --reap-after-secs is removed altogether.)
+    #[arg(long, alias = "replace-after")]
+    pub replace_after_secs: Option<u64>,
+    /// How long a member must have been up before it may become a voter, in seconds
+    /// [default: 10].
+    #[arg(long)]
+    pub stabilize_secs: Option<u64>,
     /// Users file (`lockmesh users add`): HTTP Basic and bearer tokens, with roles.
     #[arg(long)]
     pub users: Option<PathBuf>,
@@ -82,6 +99,10 @@ struct FileConfig {
     join: Option<Vec<SocketAddr>>,
     bootstrap_expect: Option<usize>,
     bootstrap: Option<bool>,
+    voters: Option<u8>,
+    zone: Option<String>,
+    replace_after_secs: Option<u64>,
+    stabilize_secs: Option<u64>,
     users: Option<PathBuf>,
     no_auth: Option<bool>,
     request_timeout_ms: Option<u64>,
@@ -112,6 +133,11 @@ pub struct AgentConfig {
     pub join: Vec<SocketAddr>,
     pub bootstrap_expect: Option<usize>,
     pub bootstrap: bool,
+    /// The voter target of a cluster this node forms.
+    pub voters: u8,
+    pub zone: String,
+    pub replace_after_secs: u64,
+    pub stabilize_secs: u64,
     pub no_auth: bool,
     pub users: Option<PathBuf>,
     pub request_timeout_ms: u64,
@@ -146,6 +172,14 @@ impl AgentConfig {
         if bootstrap_expect == Some(0) {
             return Err(ConfigError("--bootstrap-expect must be at least 1".into()));
         }
+        let voters = args.voters.or(file.voters).unwrap_or(crate::core::roster::DEFAULT_TARGET);
+        if !crate::core::roster::valid_target(voters) {
+            return Err(ConfigError(format!("--voters {voters}: use an odd number from 1 to {}", crate::core::roster::MAX_TARGET)));
+        }
+        let zone = args.zone.or(file.zone).unwrap_or_default();
+        if !zone.is_empty() && !valid_node_name(&zone) {
+            return Err(ConfigError(format!("--zone {zone:?}: use 1-63 of a-z, 0-9 and '-', not starting with '-'")));
+        }
         let no_auth = args.no_auth || file.no_auth.unwrap_or(false);
         let users = args.users.or(file.users);
         if users.is_some() && no_auth {
@@ -179,6 +213,10 @@ impl AgentConfig {
             join,
             bootstrap_expect,
             bootstrap,
+            voters,
+            zone,
+            replace_after_secs: args.replace_after_secs.or(file.replace_after_secs).unwrap_or(30),
+            stabilize_secs: args.stabilize_secs.or(file.stabilize_secs).unwrap_or(10),
             no_auth,
             users,
             request_timeout_ms,
@@ -227,6 +265,15 @@ mod tests {
         assert!(e.0.contains("authentication"), "{e}");
         let e = AgentConfig::from_args(AgentArgs { bootstrap: true, bootstrap_expect: Some(3), ..args() }).unwrap_err();
         assert!(e.0.contains("exclude"), "{e}");
+        assert_eq!((c.voters, c.zone.as_str(), c.replace_after_secs, c.stabilize_secs), (5, "", 30, 10));
+        for voters in [0, 2, 4, 11] {
+            let e = AgentConfig::from_args(AgentArgs { voters: Some(voters), ..args() }).unwrap_err();
+            assert!(e.0.contains("--voters") && e.0.contains("odd"), "{e}");
+        }
+        let e = AgentConfig::from_args(AgentArgs { zone: Some("Rack 1".into()), ..args() }).unwrap_err();
+        assert!(e.0.contains("--zone"), "{e}");
+        let c = AgentConfig::from_args(AgentArgs { voters: Some(3), zone: Some("rack-1".into()), ..args() }).unwrap();
+        assert_eq!((c.voters, c.zone.as_str()), (3, "rack-1"));
     }
 
     #[test]

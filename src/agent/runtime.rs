@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+mod placement;
+
 use super::config::{Admission, AgentConfig};
 use super::swim::{Swim, SwimId};
 use crate::clock;
@@ -72,6 +74,10 @@ pub struct MemberView {
     pub role: &'static str,
     /// The hash of its certificate's public key, in hex (as its own greeting proved it).
     pub key: String,
+    /// Its zone (`--zone`, as its own greeting said it), empty for none.
+    pub zone: String,
+    /// How long it has been up without a break, as this node saw it (`None`: not up).
+    pub alive_for_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -87,6 +93,8 @@ pub struct MembersView {
     pub roster_version: u64,
     pub roster_size: usize,
     pub quorum_size: usize,
+    /// How many voters the cluster keeps (`PUT /api/v1.0/cluster`).
+    pub voter_target: usize,
     pub sweep_done: bool,
     /// The cluster's id, in hex (none before this node belongs to a cluster).
     pub cluster_id: Option<String>,
@@ -140,6 +148,12 @@ pub struct Runtime {
     /// The voters of the last roster looked at, and when each voter since removed left it.
     voters_seen: Vec<NodeId>,
     removed_at: BTreeMap<NodeId, Instant>,
+    /// When each voter since demoted to a member was (placement holds it down a while).
+    demoted_at: BTreeMap<NodeId, Instant>,
+    /// Since when each peer (name, incarnation) has been up without a break.
+    up_since: HashMap<(String, u64), Instant>,
+    /// When this process started.
+    started: Instant,
     /// Where accepted scope values are announced (to watchers and waiters).
     changes: Arc<super::Changes>,
     /// Peers whose refused messages (by kind) or foreign cluster were logged: once per peer and
@@ -182,6 +196,7 @@ impl Runtime {
             mesh_addr: mesh.local_addr().unwrap_or(config.mesh),
             http_addr: config.http,
             bump,
+            zone: config.zone.clone(),
         };
         let swim = Swim::new(swim_id(&me), node.id().incarnation ^ bump);
         Runtime {
@@ -203,6 +218,9 @@ impl Runtime {
             down_since: HashMap::new(),
             voters_seen: Vec::new(),
             removed_at: BTreeMap::new(),
+            demoted_at: BTreeMap::new(),
+            up_since: HashMap::new(),
+            started: Instant::now(),
             changes,
             logged_invalid: std::collections::HashSet::new(),
             seeds: std::collections::BTreeSet::new(),
@@ -300,8 +318,11 @@ impl Runtime {
         // SWIM does not carry certificate keys: a peer's stays what its own Hello proved, for
         // the same life of it. A new incarnation may come with a new key: unknown (and the
         // peer no candidate for admission) until its own Hello proves it.
-        let known = self.peers.get(&id.name).filter(|p| p.info.incarnation == id.incarnation).map(|p| p.info.key);
-        let info = PeerInfo { name: id.name.clone(), incarnation: id.incarnation, key: known.unwrap_or([0; 32]), mesh_addr: id.mesh_addr, http_addr: id.http_addr, bump: id.bump };
+        let same_life = self.peers.get(&id.name).filter(|p| p.info.incarnation == id.incarnation);
+        let known = same_life.map(|p| p.info.key);
+        // Nor zones: a peer's is what its own Hello said.
+        let zone = same_life.map(|p| p.info.zone.clone()).unwrap_or_default();
+        let info = PeerInfo { name: id.name.clone(), incarnation: id.incarnation, key: known.unwrap_or([0; 32]), mesh_addr: id.mesh_addr, http_addr: id.http_addr, bump: id.bump, zone };
         match self.peers.get_mut(&id.name) {
             Some(p) => {
                 if known.is_none() {
@@ -335,16 +356,22 @@ impl Runtime {
             }
         }
         let not_down: Vec<NodeId> = roster.voters.iter().filter(|v| !self.known_down(v)).cloned().collect();
-        let changed = (roster.voters != self.voters_seen).then(|| roster.voters.clone());
+        let changed = (roster.voters != self.voters_seen).then(|| (roster.voters.clone(), roster.members.clone()));
         self.node.set_alive(not_down);
-        if let Some(voters) = changed {
+        if let Some((voters, members)) = changed {
             let now = Instant::now();
             for gone in self.voters_seen.iter().filter(|v| !voters.contains(v)) {
                 self.removed_at.insert(gone.clone(), now);
+                if members.contains(gone) {
+                    self.demoted_at.insert(gone.clone(), now);
+                }
             }
             self.voters_seen = voters;
             while self.removed_at.len() > 64 {
                 self.removed_at.pop_first();
+            }
+            while self.demoted_at.len() > 64 {
+                self.demoted_at.pop_first();
             }
         }
     }
@@ -636,6 +663,8 @@ impl Runtime {
     /// Periodic: gossip, the alive set, bootstrap, admission.
     fn tick(&mut self) {
         self.ticks += 1;
+        self.note_up();
+        self.share_placement_view();
         self.announce(false);
         let mut alive: Vec<NodeId> = self.candidates().map(|p| peer_id(&p.info)).collect();
         alive.push(self.node.id().clone());
@@ -673,16 +702,18 @@ impl Runtime {
         };
         if self.bootstrapped_with.as_ref() != Some(&set) {
             tracing::info!(voters = ?set.iter().map(|v| &v.name).collect::<Vec<_>>(), "proposing the first roster");
-            if let Err(e) = self.node.bootstrap(clock::now(), set.clone()) {
+            if let Err(e) = self.node.bootstrap(clock::now(), set.clone(), self.config.voters) {
                 tracing::warn!(error = ?e, "bootstrap refused");
             }
             self.bootstrapped_with = Some(set);
         }
     }
 
-    /// The lowest-named alive voter proposes, one change at a time: replace a voter whose
-    /// data dir was wiped or whose certificate has a new key (same name, new identity), else
-    /// add a node that is not a voter.
+    /// The lowest-named alive voter proposes, one change at a time: reap a member down for
+    /// `reap_after`, remove a voter of another cluster, replace a member whose data dir was
+    /// wiped or whose certificate has a new key (same name, new identity), add a new node as a
+    /// member, else what placement asks for (`core::placement`: promotions and demotions
+    /// toward the voter target).
     fn admit(&mut self) {
         let Some(roster) = self.node.roster().cloned() else { return };
         if !roster.sweep_done || self.admin_in_flight.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
@@ -695,14 +726,14 @@ impl Runtime {
             return;
         }
         let mut change = None;
-        // A voter down for longer than reap_after leaves the roster: a roster ballot, so only
+        // A member down for longer than reap_after leaves the roster: a roster ballot, so only
         // a side with a majority can do it.
         let reap_after = Duration::from_secs(self.config.reap_after_secs);
-        if let Some(gone) = roster.voters.iter().find(|v| {
+        if let Some(gone) = roster.voters.iter().chain(&roster.members).find(|v| {
             !matches!(self.swim_state(&v.name, v.incarnation), Some(foca::State::Alive) | Some(foca::State::Suspect))
                 && self.down_since.get(&(v.name.clone(), v.incarnation)).is_some_and(|t| t.elapsed() >= reap_after)
         }) {
-            tracing::warn!(voter = %gone, "reaping a voter down for longer than reap_after");
+            tracing::warn!(member = %gone, "reaping a member down for longer than reap_after");
             change = Some(RosterChange::Remove(gone.clone()));
         }
         // A voter added here that greets us as a member of another cluster (it formed or joined
@@ -716,7 +747,8 @@ impl Runtime {
         }
         for peer in alive.iter().filter(|_| change.is_none()) {
             let current = peer_id(&peer.info);
-            if let Some(old) = roster.voters.iter().find(|v| v.name == current.name && **v != current).filter(|_| !roster.is_banned(&current.name, &current.key)) {
+            let listed = || roster.voters.iter().chain(&roster.members);
+            if let Some(old) = listed().find(|v| v.name == current.name && **v != current).filter(|_| !roster.is_banned(&current.name, &current.key)) {
                 change = Some(RosterChange::Remove(old.clone()));
                 break;
             }
@@ -727,10 +759,15 @@ impl Runtime {
             let removed_since_seen = self.removed_at.get(&current).is_some_and(|at| peer.last_seen.is_none_or(|seen| seen <= *at));
             let banned = roster.is_banned(&current.name, &current.key);
             let approve = self.config.admission == Admission::Approve;
-            if !roster.voters.iter().any(|v| v.name == current.name) && !removed_since_seen && !banned && !approve {
-                change = Some(RosterChange::Add(current));
+            if !listed().any(|v| v.name == current.name) && !removed_since_seen && !banned && !approve {
+                // A member first; placement promotes it once it has been up a while. (A
+                // roster made before voter targets adds voters, as it did then.)
+                change = Some(if roster.target == 0 { RosterChange::Add(current) } else { RosterChange::AddMember(current) });
                 break;
             }
+        }
+        if change.is_none() {
+            change = self.placement_change(&roster);
         }
         if let Some(change) = change {
             tracing::info!(?change, version = roster.version, "proposing a roster change");
@@ -791,6 +828,8 @@ impl Runtime {
                 r => r,
             },
             key: hex(&self.me.key),
+            zone: self.me.zone.clone(),
+            alive_for_secs: Some(self.started.elapsed().as_secs()),
         }];
         for p in self.peers.values() {
             let state = if p.leaving {
@@ -812,6 +851,8 @@ impl Runtime {
                 voter: voter(&p.info),
                 role: role(&p.info, Some(p)),
                 key: hex(&p.info.key),
+                zone: if crate::certs::valid_node_name(&p.info.zone) { p.info.zone.clone() } else { String::new() },
+                alive_for_secs: self.up_since.get(&(p.info.name.clone(), p.info.incarnation)).filter(|_| self.peer_up(p)).map(|t| t.elapsed().as_secs()),
             });
         }
         MembersView {
@@ -819,6 +860,7 @@ impl Runtime {
             roster_version: roster.map_or(0, |r| r.version),
             roster_size: roster.map_or(0, |r| r.voters.len()),
             quorum_size: roster.map_or(0, |r| r.majority()),
+            voter_target: roster.map_or(0, |r| r.voter_target()),
             sweep_done: roster.is_some_and(|r| r.sweep_done),
             cluster_id: ours.map(|id| format!("{id:032x}")),
             admission: match self.config.admission {

@@ -100,7 +100,10 @@ pub async fn approve(State(handle): State<Handle>, headers: axum::http::HeaderMa
         return ApiError(StatusCode::NOT_FOUND, format!("{name:?} is not waiting to join here (not seen, down, or of another cluster)")).into_response();
     };
     let admitted_key = hex(&node.key);
-    match change(&handle, RosterChange::Add(node), roster.version, &name).await {
+    // A member; placement makes it a voter if the cluster needs one (a roster made before
+    // voter targets adds a voter, as it did then).
+    let add = if roster.target == 0 { RosterChange::Add(node) } else { RosterChange::AddMember(node) };
+    match change(&handle, add, roster.version, &name).await {
         Ok(r) => {
             let body = json!({"status": "approved", "name": name, "key": admitted_key, "unbanned": unbanned, "roster_version": r.version, "roster_size": r.voters.len()});
             (StatusCode::OK, Json(body)).into_response()
@@ -109,7 +112,7 @@ pub async fn approve(State(handle): State<Handle>, headers: axum::http::HeaderMa
     }
 }
 
-async fn roster(handle: &Handle) -> Result<crate::core::Roster, ApiError> {
+pub(super) async fn roster(handle: &Handle) -> Result<crate::core::Roster, ApiError> {
     ask(handle, ApiCall::Roster)
         .await?
         .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "this node is not part of a cluster yet".into()))
@@ -117,7 +120,7 @@ async fn roster(handle: &Handle) -> Result<crate::core::Roster, ApiError> {
 
 /// Runs one roster change, compare-and-set on `version`; the new roster, or the response that
 /// says why not.
-async fn change(handle: &Handle, change: RosterChange, version: u64, name: &str) -> Result<crate::core::Roster, Response> {
+pub(super) async fn change(handle: &Handle, change: RosterChange, version: u64, name: &str) -> Result<crate::core::Roster, Response> {
     let op = Op::Roster(RosterOp::Change { change, expected_version: Some(version) });
     let reply = call(handle, Key::Roster, op).await.map_err(IntoResponse::into_response)?;
     match reply.result {
@@ -127,6 +130,7 @@ async fn change(handle: &Handle, change: RosterChange, version: u64, name: &str)
                 RosterRefusal::Sweeping => "the previous roster change is still being applied; retry shortly".to_string(),
                 RosterRefusal::Moved { current } => format!("the roster changed meanwhile (now version {current}); retry"),
                 RosterRefusal::Invalid(ChangeError::LastVoter) => "cannot remove the last voter".to_string(),
+                RosterRefusal::Invalid(ChangeError::BadTarget) => "the voter target must be an odd number from 1 to 9, and differ from the current one".to_string(),
                 RosterRefusal::Invalid(ChangeError::TooManyBans) => format!("the roster keeps {} bans at most: re-admit some first", crate::core::roster::MAX_BANS),
                 RosterRefusal::Invalid(e) => format!("cannot change {name:?}: {e:?}"),
             };

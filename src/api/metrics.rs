@@ -118,9 +118,19 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap) -
         let n = node.members.members.iter().filter(|mv| mv.state == state).count();
         let _ = writeln!(out, "lockmesh_members{{state=\"{state}\"}} {n}");
     }
+    let _ = writeln!(out, "# HELP lockmesh_member_info Each member this node knows, with its role (voter, member, pending, banned, none) and zone.\n# TYPE lockmesh_member_info gauge");
+    for mv in &node.members.members {
+        let _ = writeln!(out, "lockmesh_member_info{{name=\"{}\",role=\"{}\",zone=\"{}\"}} 1", mv.name, mv.role, mv.zone);
+    }
     let gauges = [
         ("lockmesh_roster_version", "Version of the installed roster.", node.members.roster_version as u64),
         ("lockmesh_roster_voters", "Voters in the installed roster.", node.members.roster_size as u64),
+        ("lockmesh_voter_target", "How many voters the cluster keeps.", node.members.voter_target as u64),
+        (
+            "lockmesh_roster_members",
+            "Members of the installed roster that do not vote.",
+            node.members.members.iter().filter(|m| m.role == "member").count() as u64,
+        ),
         ("lockmesh_requests_in_flight", "Operations waiting for a ballot at this node.", node.in_flight as u64),
     ];
     for (name, help, value) in gauges {

@@ -1,6 +1,7 @@
 //! The HTTP API (axum), served by every node. One file per endpoint; each parses its input
 //! into typed values first (bad input is a 4xx that changes nothing), then calls the node.
 
+mod cluster;
 mod health;
 pub mod input;
 mod lock;
@@ -67,6 +68,7 @@ pub fn router(handle: Handle) -> Router {
         .route("/api/v1.0/locks", get(locks::get))
         .route("/metrics", get(metrics::get))
         .route("/api/v1.0/members", get(members::get))
+        .route("/api/v1.0/cluster", get(cluster::get).put(cluster::put))
         .route("/api/v1.0/members/remove", post(members::remove))
         .route("/api/v1.0/members/approve", post(members::approve))
         .route("/healthz", get(health::get))

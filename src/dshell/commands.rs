@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::client::{check, check_timeout, granted, granted_lease, LockOptions};
 use crate::clock::BootInstant;
 use super::session::{batch_holder, Held, Keeper};
-use super::{orch, run, watch, AcquireArgs, Command, Failure, Identity, LockCommand, Manager, MemberCommand, Orch, Output};
+use super::{orch, run, watch, AcquireArgs, ClusterCommand, Command, Failure, Identity, LockCommand, Manager, MemberCommand, Orch, Output};
 
 /// An interactive shell's session: its holder name and the locks it holds.
 pub struct Session {
@@ -36,6 +36,10 @@ pub fn execute(me: &Identity, session: Option<&Session>, command: Command, out: 
             MemberCommand::List => members(me, out),
             MemberCommand::Remove { name, key } => remove_member(me, &name, key.as_deref(), out),
             MemberCommand::Approve { name, key } => approve_member(me, &name, key.as_deref(), out),
+        },
+        Command::Manager { what: Manager::Cluster { what } } => match what {
+            ClusterCommand::Show => cluster(me, out),
+            ClusterCommand::Voters { count } => set_voters(me, count, out),
         },
         Command::Orch { what: Orch::Run { file, vars } } => orch::run_file(me, &file, &vars),
     }
@@ -223,23 +227,53 @@ fn list(me: &Identity, out: Output) -> Result<u8, Failure> {
 
 fn members(me: &Identity, out: Output) -> Result<u8, Failure> {
     let Some(v) = text_or_json(me.client.get("/api/v1.0/members")?, out)? else { return Ok(0) };
-    println!("{:<20} {:<8} {:<8} {:<22} MESH", "NAME", "STATE", "ROLE", "HTTP");
+    println!("{:<20} {:<8} {:<8} {:<12} {:>8} {:<22} MESH", "NAME", "STATE", "ROLE", "ZONE", "UP", "HTTP");
     for m in v["members"].as_array().cloned().unwrap_or_default() {
         println!(
-            "{:<20} {:<8} {:<8} {:<22} {}",
+            "{:<20} {:<8} {:<8} {:<12} {:>8} {:<22} {}",
             m["name"].as_str().unwrap_or("?"),
             m["state"].as_str().unwrap_or("?"),
             m["role"].as_str().unwrap_or("?"),
+            m["zone"].as_str().filter(|z| !z.is_empty()).unwrap_or("-"),
+            m["alive_for_secs"].as_u64().map_or("-".to_string(), |s| format!("{s}s")),
             m["http_addr"].as_str().unwrap_or("?"),
             m["mesh_addr"].as_str().unwrap_or("?")
         );
     }
-    println!("Roster version {}: {} voters, quorum {}{}", v["roster_version"], v["roster_size"], v["quorum_size"], if v["sweep_done"] == true { "" } else { " (change in progress)" });
+    println!(
+        "Roster version {}: {} voters (target {}), quorum {}{}",
+        v["roster_version"],
+        v["roster_size"],
+        v["voter_target"],
+        v["quorum_size"],
+        if v["sweep_done"] == true { "" } else { " (change in progress)" }
+    );
     for b in v["banned"].as_array().cloned().unwrap_or_default() {
         println!("Banned: {} (key {})", b["name"].as_str().unwrap_or("(key only)"), b["key"].as_str().unwrap_or("?"));
     }
     if v["admission"] == "approve" {
         println!("Admission: approve (pending nodes wait for `dshell manager member approve NAME`)");
+    }
+    Ok(0)
+}
+
+fn cluster(me: &Identity, out: Output) -> Result<u8, Failure> {
+    let Some(v) = text_or_json(me.client.get("/api/v1.0/cluster")?, out)? else { return Ok(0) };
+    let names = |key: &str| v[key].as_array().map(|a| a.iter().filter_map(|n| n.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    println!("Cluster {}", v["cluster_id"].as_str().unwrap_or("(none yet)"));
+    println!("Voters ({} of target {}, quorum {}): {}", v["roster_size"], v["voter_target"], v["quorum_size"], names("voters"));
+    println!("Members that do not vote: {}", Some(names("members")).filter(|n| !n.is_empty()).unwrap_or_else(|| "none".into()));
+    for z in v["zones"].as_array().cloned().unwrap_or_default() {
+        println!("Zone {}: {} voters, {} members", z["zone"].as_str().filter(|z| !z.is_empty()).unwrap_or("(none)"), z["voters"], z["members"]);
+    }
+    Ok(0)
+}
+
+fn set_voters(me: &Identity, count: u8, out: Output) -> Result<u8, Failure> {
+    let body = serde_json::json!({"voters": count});
+    let answer = me.client.call("PUT", "/api/v1.0/cluster", Some(&body), Duration::from_secs(30))?;
+    if let Some(v) = text_or_json(answer, out)? {
+        println!("Voter target {}: roster version {}, {} voters now (placement moves toward the target)", v["voter_target"], v["roster_version"], v["roster_size"]);
     }
     Ok(0)
 }

@@ -119,6 +119,19 @@ pub enum Manager {
         #[command(subcommand)]
         what: MemberCommand,
     },
+    /// The cluster as a whole: voter target, voters, zones.
+    Cluster {
+        #[command(subcommand)]
+        what: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// The voter target, the voters and members, the quorum and the zones.
+    Show,
+    /// Set how many voters the cluster keeps (admin): an odd number from 1 to 9.
+    Voters { count: u8 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -208,7 +221,8 @@ pub struct RunArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum MemberCommand {
-    /// Members, their state and role (voter, member, pending, banned), the roster and its bans.
+    /// Members, their state, role (voter, member, pending, banned), zone and time up, the
+    /// roster and its bans.
     List,
     /// Remove a member from the roster for good (admin): banned until re-admitted.
     Remove {

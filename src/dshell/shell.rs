@@ -28,9 +28,10 @@ struct Line {
 fn candidates(path: &[&str]) -> &'static [&'static str] {
     match path {
         [] => &["manager", "orch", "help", "exit"],
-        ["manager"] | ["help", "manager"] => &["lock", "member"],
+        ["manager"] | ["help", "manager"] => &["lock", "member", "cluster"],
+        ["manager", "cluster"] | ["help", "manager", "cluster"] => &["show", "voters"],
         ["manager", "lock"] | ["help", "manager", "lock"] => &["acquire", "status", "release", "list", "run"],
-        ["manager", "member"] | ["help", "manager", "member"] => &["list", "remove"],
+        ["manager", "member"] | ["help", "manager", "member"] => &["list", "remove", "approve"],
         ["orch"] | ["help", "orch"] => &["run"],
         ["help"] => &["manager", "orch"],
         ["manager", "lock", "acquire", ..] => &["--scope", "--type", "--timeout", "--wait", "--priority", "--reason", "--holder", "--json"],

@@ -17,7 +17,7 @@ use crate::core::KeyHash;
 /// The mesh's wire format, as the TLS handshake names it: nodes of different formats cannot
 /// connect (their handshake fails with "no application protocol", which the mesh logs as a
 /// format mismatch). Bump it with any change to `Frame` or anything it carries.
-pub const ALPN: &[u8] = b"lockmesh/7";
+pub const ALPN: &[u8] = b"lockmesh/8";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

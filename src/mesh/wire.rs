@@ -23,6 +23,8 @@ pub struct PeerInfo {
     pub http_addr: SocketAddr,
     /// Which life of the process this is (SWIM tells restarts apart by it).
     pub bump: u64,
+    /// Its zone (`--zone`), empty for none: placement spreads voters over zones.
+    pub zone: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,7 +75,7 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_garbage_is_an_error_not_a_panic() {
-        let me = PeerInfo { name: "a".into(), incarnation: 7, key: [7; 32], mesh_addr: "127.0.0.1:1".parse().unwrap(), http_addr: "127.0.0.1:2".parse().unwrap(), bump: 1 };
+        let me = PeerInfo { name: "a".into(), incarnation: 7, key: [7; 32], mesh_addr: "127.0.0.1:1".parse().unwrap(), http_addr: "127.0.0.1:2".parse().unwrap(), bump: 1, zone: String::new() };
         let frame = Frame::Hello { me, cluster_id: Some(3), roster_version: 1, peers: vec![], leaving: false };
         let prefixed = encode_prefixed(&frame).unwrap();
         let bytes = prefixed[4..].to_vec();
@@ -99,7 +101,7 @@ mod tests {
         use crate::core::message::AcceptedValue;
         use crate::core::{Ballot, Body, Config, Durable, Key, LockRecord, Node, NodeId, Roster, Time, Value};
         let (me, sweeper) = (NodeId::new("node-1", 1, [1; 32]), NodeId::new("node-2", 2, [2; 32]));
-        let roster = Roster::first(vec![me.clone(), sweeper.clone(), NodeId::new("node-3", 3, [3; 32])]);
+        let roster = Roster::first(vec![me.clone(), sweeper.clone(), NodeId::new("node-3", 3, [3; 32])], 5);
         let proof = crate::core::Proof { ballot: Ballot::BOOTSTRAP, under: roster.id(), signatures: Vec::new() };
         let mut durable = Durable { chain: vec![crate::core::Link { roster: roster.clone(), proof }], ..Durable::default() };
         let accepted = AcceptedValue { ballot: Ballot { round: 1, proposer: 2 }, value: Value::Lock(LockRecord::default()), roster: Some(roster.id()) };

@@ -1,0 +1,119 @@
+//! Placement on real processes: a voter target, members that do not vote, zones, the
+//! replacement of a dead voter and changes of the target.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{get, post, request, wait_for, Cluster};
+
+/// The placement flags of node `i`, in zone `zone`: short waits so the test runs in seconds.
+fn flags(zone: &str) -> Vec<String> {
+    ["--voters", "3", "--zone", zone, "--stabilize-secs", "1", "--replace-after-secs", "3"].iter().map(|s| s.to_string()).collect()
+}
+
+fn cluster_view(c: &Cluster, i: usize) -> Option<Value> {
+    get(c.http(i), "/api/v1.0/cluster").ok().filter(|(s, _)| *s == 200).map(|(_, v)| v)
+}
+
+fn names(v: &Value, key: &str) -> Vec<String> {
+    v[key].as_array().map(|a| a.iter().filter_map(|n| n.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+/// Waits until node `i` reports `voters` voters, swept, and returns its view.
+fn wait_for_voters(c: &Cluster, i: usize, voters: usize, what: &str) -> Value {
+    let mut last = Value::Null;
+    wait_for(what, Duration::from_secs(90), || {
+        last = cluster_view(c, i).unwrap_or(Value::Null);
+        last["roster_size"] == voters && last["sweep_done"] == true
+    });
+    last
+}
+
+fn lock(c: &Cluster, i: usize, scope: &str, holder: &str) -> Value {
+    let body = format!(r#"{{"scope":"{scope}","action":"lock","holder":"{holder}","timeout":"30s"}}"#);
+    let mut answer = Value::Null;
+    wait_for(&format!("a lock on {scope} through node {}", i + 1), Duration::from_secs(30), || match post(c.http(i), &body) {
+        Ok((200, v)) => {
+            answer = v;
+            true
+        }
+        _ => false,
+    });
+    answer
+}
+
+/// Three voters form the cluster with a voter target of three, in zones a, b, c; two more
+/// nodes join (zones a and b) and stay members that do not vote, yet serve locks. A voter
+/// killed is replaced by a member (promoted, then the dead voter demoted), keeping the
+/// voters in two zones at least. The target set to one and back to three moves the voters
+/// there and back, one roster change at a time.
+#[test]
+fn members_beyond_the_target_serve_locks_and_one_replaces_a_dead_voter() {
+    let mut c = Cluster::new("placement", 5);
+    let zones = ["zone-a", "zone-b", "zone-c", "zone-a", "zone-b"];
+    for (i, zone) in zones.iter().enumerate().take(3) {
+        let mut extra = flags(zone);
+        extra.extend(["--bootstrap-expect".to_string(), "3".to_string()]);
+        c.start(i, &extra.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    c.wait_for_roster(&[0, 1, 2], 3);
+    for (i, zone) in zones.iter().enumerate().skip(3) {
+        c.start(i, &flags(zone).iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    wait_for("node-4 and node-5 to be members that do not vote", Duration::from_secs(60), || {
+        cluster_view(&c, 0).is_some_and(|v| names(&v, "members") == ["node-4", "node-5"] && v["roster_size"] == 3)
+    });
+    let mut view = Value::Null;
+    wait_for("node-4 to install the roster that lists it", Duration::from_secs(60), || {
+        view = cluster_view(&c, 3).unwrap_or(Value::Null);
+        view["roster_size"] == 3
+    });
+    assert_eq!(view["voter_target"], 3, "{view}");
+    assert_eq!(names(&view, "voters"), ["node-1", "node-2", "node-3"], "{view}");
+    let (_, members) = get(c.http(0), "/api/v1.0/members").unwrap();
+    let node4 = members["members"].as_array().unwrap().iter().find(|m| m["name"] == "node-4").cloned().unwrap();
+    assert_eq!((node4["role"].as_str(), node4["voter"].as_bool(), node4["zone"].as_str()), (Some("member"), Some(false), Some("zone-a")), "{node4}");
+
+    // A member runs ballots against the voters: its lock needs two of the three.
+    let first = lock(&c, 3, "through-a-member", "m");
+    assert_eq!(first["fencing_token"], 1, "{first}");
+    assert_eq!(first["quorum"], "2/3 nodes agreed", "{first}");
+    let (status, busy) = post(c.http(4), r#"{"scope":"through-a-member","action":"lock","holder":"other","timeout":"30s"}"#).unwrap();
+    assert_ne!(status, 200, "two holders through two members: {busy}");
+
+    // node-3 (zone-c) dies: after replace-after a member is promoted, then node-3 demoted.
+    c.kill(2);
+    wait_for("node-3 to be replaced", Duration::from_secs(90), || {
+        view = cluster_view(&c, 0).unwrap_or(Value::Null);
+        let voters = names(&view, "voters");
+        voters.len() == 3 && !voters.contains(&"node-3".to_string()) && view["sweep_done"] == true
+    });
+    assert!(names(&view, "members").contains(&"node-3".to_string()), "a replaced voter stays a member: {view}");
+    let zones_of_voters: std::collections::BTreeSet<&str> =
+        names(&view, "voters").iter().map(|n| zones[n.trim_start_matches("node-").parse::<usize>().unwrap() - 1]).collect();
+    assert_eq!(zones_of_voters.len(), 2, "the voters spread over the two zones left: {view}");
+    let (_, released) = post(c.http(3), r#"{"scope":"through-a-member","action":"unlock","holder":"m"}"#).unwrap();
+    assert_eq!(released["status"], "unlocked", "{released}");
+    let second = lock(&c, 4, "through-a-member", "n");
+    assert!(second["fencing_token"].as_u64() > first["fencing_token"].as_u64(), "tokens rise across the replacement: {second}");
+
+    // The target down to one voter and back to three.
+    let (status, set) = request(c.http(0), "PUT", "/api/v1.0/cluster", Some(r#"{"voters": 1}"#)).unwrap();
+    assert_eq!(status, 200, "{set}");
+    wait_for_voters(&c, 0, 1, "the voters to shrink to one");
+    let third = lock(&c, 1, "with-one-voter", "o");
+    assert_eq!(third["status"], "locked", "{third}");
+    let (status, set) = request(c.http(3), "PUT", "/api/v1.0/cluster", Some(r#"{"voters": 3}"#)).unwrap();
+    assert_eq!(status, 200, "{set}");
+    let view = wait_for_voters(&c, 0, 3, "the voters to grow back to three");
+    assert!(!names(&view, "voters").contains(&"node-3".to_string()), "a dead node is not promoted: {view}");
+
+    // Bad input changes nothing.
+    for bad in [r#"{"voters": 4}"#, r#"{"voters": 11}"#, r#"{"voters": "x"}"#, r#"{}"#, "not json"] {
+        let (status, body) = request(c.http(0), "PUT", "/api/v1.0/cluster", Some(bad)).unwrap();
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    assert_eq!(cluster_view(&c, 0).unwrap()["voter_target"], 3);
+}

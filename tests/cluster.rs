@@ -329,6 +329,7 @@ fn malformed_peer_input_closes_streams_and_changes_nothing() {
             roster_version: 0,
             peers: vec![],
             leaving: false,
+            down: vec![],
         };
         if let Ok(mut stream) = connection.open_uni().await {
             let _ = stream.write_all(&lockmesh::mesh::wire::encode_prefixed(&hello).unwrap()).await;
@@ -370,7 +371,7 @@ fn a_stranger_flooding_frames_and_handshakes_is_held_to_its_rate_limits() {
         let local = endpoint.local_addr().unwrap();
         // Leaving, so that auto-admission does not take it in: only the flood is under test.
         let me = PeerInfo { name: name.clone(), incarnation: 1, key: id.key_hash().unwrap(), mesh_addr: local, http_addr: local, bump: 1, zone: String::new() };
-        let hello = Frame::Hello { me, cluster_id: None, roster_version: 0, peers: vec![], leaving: true };
+        let hello = Frame::Hello { me, cluster_id: None, roster_version: 0, peers: vec![], leaving: true, down: vec![] };
         let mut stream = connection.open_uni().await.unwrap();
         stream.write_all(&encode_prefixed(&hello).unwrap().repeat(5000)).await.unwrap();
         let _ = stream.finish();
@@ -553,7 +554,7 @@ fn forge_commit_and_accept(c: &Cluster, name: &str, members: usize) {
         while greeted.len() < members {
             assert!(tokio::time::Instant::now() < deadline, "the members never greeted back: {greeted:?}");
             for t in &targets {
-                mesh.send(*t, None, &Frame::Hello { me: me.clone(), cluster_id: None, roster_version: 0, peers: vec![], leaving: true });
+                mesh.send(*t, None, &Frame::Hello { me: me.clone(), cluster_id: None, roster_version: 0, peers: vec![], leaving: true, down: vec![] });
             }
             while let Ok(Some(inbound)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
                 if let lockmesh::mesh::endpoint::Payload::Frame(Frame::Hello { me: peer, cluster_id: Some(id), roster_version, .. }) = inbound.payload {

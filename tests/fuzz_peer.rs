@@ -417,7 +417,7 @@ fn peer_input_never_panics_a_node() {
                 let frame = if g.chance(0.8) {
                     Frame::Core(envelope.clone())
                 } else {
-                    Frame::Hello { me: peer_info(&mut g), cluster_id: Some(g.any() as u128), roster_version: g.any(), peers: vec![peer_info(&mut g)], leaving: g.chance(0.5) }
+                    Frame::Hello { me: peer_info(&mut g), cluster_id: Some(g.any() as u128), roster_version: g.any(), peers: vec![peer_info(&mut g)], leaving: g.chance(0.5), down: vec![NodeId::new(g.text(), g.any(), [g.n(255) as u8; 32])] }
                 };
                 let encoded = wire::encode_prefixed(&frame).expect("a generated frame encodes");
                 g.mutate(encoded[4..].to_vec())

@@ -162,7 +162,7 @@ fn a_removed_voter_cannot_plant_a_value_at_a_voter_that_missed_its_removal() {
         while answer.is_none() && tokio::time::Instant::now() < deadline {
             if tokio::time::Instant::now() >= resend {
                 // Greeted lately, node-5 is up again for node-4, which then answers it.
-                mesh.send(node4_mesh, Some("node-4"), &Frame::Hello { me: me.clone(), cluster_id: Some(first.cluster_id), roster_version: 1, peers: vec![], leaving: false });
+                mesh.send(node4_mesh, Some("node-4"), &Frame::Hello { me: me.clone(), cluster_id: Some(first.cluster_id), roster_version: 1, peers: vec![], leaving: false, down: vec![] });
                 mesh.send(node4_mesh, Some("node-4"), &Frame::Core(envelope.clone()));
                 resend += Duration::from_secs(2);
             }

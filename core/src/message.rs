@@ -66,10 +66,6 @@ pub enum Refusal {
     /// The value removes nodes this voter vouched for lately: it accepts it once those vouches
     /// have run out, in `wait_us` (its clock). Send the Accept again then.
     Withdrawing { wait_us: u64 },
-    /// The value demotes a voter this voter's own view does not call for demoting
-    /// (`placement::agrees`): not down here for `replace_after`, nor the one its placement
-    /// picks.
-    Misplaced,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

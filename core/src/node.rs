@@ -290,9 +290,6 @@ pub struct Node {
     /// again and again.
     pub(super) roster_read_for: Option<Ballot>,
     pub(super) alive: Option<BTreeSet<NodeId>>,
-    /// The runtime's view of the members for placement (`set_placement_view`): a voter takes a
-    /// demotion only as that view calls for it. `None`: it takes any.
-    placement: Option<(Vec<super::placement::Candidate>, super::placement::Settings)>,
     /// Before this node belongs to a cluster, the peers it takes a roster from (by name, which
     /// the transport proves): the ones the operator named to join through. `None`: any peer.
     seeds: Option<BTreeSet<(String, KeyHash)>>,
@@ -350,7 +347,6 @@ impl Node {
             sweep_done_ops: Vec::new(),
             roster_read_for: None,
             alive: None,
-            placement: None,
             seeds: None,
             rejected: Vec::new(),
             loopback: VecDeque::new(),
@@ -386,13 +382,6 @@ impl Node {
     /// `NoQuorum` when too few voters are alive; quorums are always counted over the roster.
     pub fn set_alive(&mut self, alive: impl IntoIterator<Item = NodeId>) {
         self.alive = Some(alive.into_iter().collect());
-    }
-
-    /// This node's view of the members for placement (zones, health) and its settings: as a
-    /// voter, it accepts a roster value that demotes a voter only if this view calls for it
-    /// (`placement::agrees`), so a node behind a one-way cut cannot demote healthy voters.
-    pub fn set_placement_view(&mut self, view: Vec<super::placement::Candidate>, settings: super::placement::Settings) {
-        self.placement = Some((view, settings));
     }
 
     /// The cluster this node may join: it installs no first roster of another cluster (the
@@ -733,7 +722,7 @@ impl Node {
                         self.max_round_seen = self.max_round_seen.max(promised.round)
                     }
                     Refusal::RosterMismatch => self.sync_roster(&from, their_roster),
-                    Refusal::Promised(_) | Refusal::NotVoter | Refusal::Unvouched | Refusal::Withdrawing { .. } | Refusal::Misplaced => {}
+                    Refusal::Promised(_) | Refusal::NotVoter | Refusal::Unvouched | Refusal::Withdrawing { .. } => {}
                 }
                 self.on_vote(now, from, key, ballot, Vote::Refused)
             }
@@ -763,7 +752,7 @@ impl Node {
             }
             Body::BootstrapOffer { roster } => self.on_bootstrap_offer(from, roster),
             Body::BootstrapAck { roster, signed } => self.on_bootstrap_ack(now, from, roster, signed),
-            Body::VouchAsk { at } => self.on_vouch_ask(from, at),
+            Body::VouchAsk { at } => self.on_vouch_ask(from, their_roster, at),
             Body::Leave => self.on_leave(now, from),
             Body::Vouch { at, withholds } => self.on_vouch(now, from, their_roster, at, withholds),
         }
@@ -857,7 +846,7 @@ impl Node {
     }
 
     /// Asks `peer` for the links of its chain after this node's installed roster.
-    fn pull_roster(&mut self, peer: NodeId) {
+    pub(super) fn pull_roster(&mut self, peer: NodeId) {
         let have = self.roster().map(|r| (r.version, r.sweep_done));
         self.send(peer, Body::RosterPull { have });
     }
@@ -895,6 +884,12 @@ impl Node {
                     return;
                 }
             }
+        }
+        // A roster whose decider votes in it is swept by the decider at once (`install`: the
+        // others wait before taking over). One from a node that does not vote in it (a voter
+        // that demoted itself, a member relaying it) has no such sweeper: sweep it now.
+        if moved && self.roster().is_some_and(|r| !r.sweep_done && !r.contains(&from)) {
+            self.sweep_seen = None;
         }
         let mine = self.roster().map(|r| r.version);
         let sender_ahead = theirs.is_some_and(|t| mine.is_none_or(|m| t.version > m));
@@ -958,15 +953,6 @@ impl Node {
             if odd && installed.contains(&self.id) && !r.contains(&self.id) {
                 self.send(from, Body::Refuse { key, ballot, why: Refusal::NotVoter });
                 return;
-            }
-            // A value that demotes voters is accepted only as this voter's own view calls for
-            // it: down for `replace_after` here too, or the voter its own placement demotes.
-            let demoted: Vec<NodeId> = installed.voters.iter().filter(|v| r.members.contains(v)).cloned().collect();
-            if let Some((view, settings)) = self.placement.as_ref().filter(|_| !stale && !demoted.is_empty()) {
-                if !super::placement::agrees(installed, &demoted, view, now, settings) {
-                    self.send(from, Body::Refuse { key, ballot, why: Refusal::Misplaced });
-                    return;
-                }
             }
             // A value that removes members is accepted only once the vouches this voter gave
             // for them have run out (`vouch`); until then it withholds them. (Not if the

@@ -11,7 +11,14 @@
 //! - then demote: while voters exceed the target, the voter whose going leaves the best roster
 //!   is demoted (one down for `replace_after` first, then one of the most crowded zone, then a
 //!   suspect one, then the last by name — not by time up, which each node sees a little
-//!   differently: voters check a demotion against their own view, `agrees`).
+//!   differently).
+//!
+//! A voter counts as down for `replace_after` only if a majority of the voters report it so
+//! (`confirm_down`: each voter tells the others whom it has seen down that long): a node behind
+//! a one-way cut, which sees healthy voters down, can neither replace nor demote them for it.
+//! The check is the proposer's, not the acceptors': a voter refusing a roster value would wedge
+//! the roster register for good once some voter had accepted that value, as every later
+//! ballot must propose it again.
 //!
 //! The spread rule: losing any one zone must leave a majority of the voters whenever the zones
 //! allow it — no zone holds half or more of the voters when there are three zones or more, and
@@ -132,16 +139,24 @@ pub fn next_change(roster: &Roster, view: &[Candidate], now: Time, settings: &Se
     best(&improving).map(RosterChange::Add)
 }
 
-/// Whether a voter with this view accepts a roster value that demotes `demoted` from
-/// `installed`: each is down for `replace_after` in its view, or the one its own placement
-/// demotes. So a node behind a one-way cut, which sees healthy voters down, cannot have them
-/// demoted: the voters that see them up refuse.
-pub fn agrees(installed: &Roster, demoted: &[NodeId], view: &[Candidate], now: Time, settings: &Settings) -> bool {
-    let failed = |id: &NodeId| {
-        view.iter().any(|c| c.id == *id && matches!(c.health, Health::Down { since } if now.since(since) >= settings.replace_after_us))
-    };
-    let ours = next_change(installed, view, now, settings);
-    demoted.iter().all(|v| failed(v) || ours == Some(RosterChange::Demote(v.clone())))
+/// `view` with only the failures a majority of the roster's voters confirm: a voter down in
+/// this view stays down only if a majority of the voters report it down for `replace_after`
+/// (`reports`: each reporting voter with the members it has seen down that long — this node's
+/// own report among them if it votes); any other down member counts as suspect. So a node
+/// behind a one-way cut, which sees healthy voters down, neither replaces nor demotes them.
+pub fn confirm_down(roster: &Roster, view: Vec<Candidate>, reports: &[(NodeId, Vec<NodeId>)]) -> Vec<Candidate> {
+    let majority = roster.majority();
+    view.into_iter()
+        .map(|c| {
+            let down = matches!(c.health, Health::Down { .. });
+            let confirmed = reports.iter().filter(|(voter, down)| roster.contains(voter) && down.contains(&c.id)).map(|(voter, _)| voter).collect::<alloc::collections::BTreeSet<_>>().len() >= majority;
+            if down && !confirmed && roster.contains(&c.id) {
+                Candidate { health: Health::Suspect, ..c }
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// How crowded a set of voters is, by zone: the most voters any zone holds, then how many
@@ -155,16 +170,23 @@ fn spread(zones: impl Iterator<Item = String>) -> (usize, usize) {
     (most, count.values().filter(|c| **c == most).count())
 }
 
-/// Whether the voters meet the spread rule as well as the zones in `view` allow: with three
-/// zones or more among the voters and fit members, none holds half or more of the voters.
-pub fn spread_holds(voters: &[NodeId], view: &[Candidate]) -> bool {
+/// Whether the voters are spread over zones as well as the members in `view` allow: the most
+/// crowded zone holds no more voters than it must. (With three zones or more and enough
+/// members in each, that is the spread rule: no zone holds half of an odd number of voters.)
+pub fn spread_is_best(voters: &[NodeId], view: &[Candidate]) -> bool {
     let zone = |id: &NodeId| view.iter().find(|c| c.id == *id).map_or("", |c| c.zone.as_str());
-    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut held: BTreeMap<&str, usize> = BTreeMap::new();
     for v in voters {
-        *count.entry(zone(v)).or_default() += 1;
+        *held.entry(zone(v)).or_default() += 1;
     }
-    let zones: alloc::collections::BTreeSet<&str> = view.iter().map(|c| c.zone.as_str()).collect();
-    zones.len() < 3 || voters.len() < 3 || count.values().all(|c| 2 * c < voters.len())
+    let mut room: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in view {
+        *room.entry(c.zone.as_str()).or_default() += 1;
+    }
+    let need = voters.len();
+    // The fewest the most crowded zone can hold: the smallest m with room for all at m a zone.
+    let best = (0..=need).find(|m| room.values().map(|r| (*r).min(*m)).sum::<usize>() >= need).unwrap_or(need);
+    held.values().all(|h| *h <= best)
 }
 
 #[cfg(test)]
@@ -237,19 +259,23 @@ mod tests {
     }
 
     #[test]
-    fn a_voter_agrees_to_a_demotion_only_as_its_own_view_calls_for_it() {
-        let view_up = view(&["a::up", "b::up", "c::up", "d::up"]);
-        let view_c_down = view(&["a::up", "b::up", "c::down", "d::up"]);
-        let s = Settings::default();
-        // At the target: a node behind a one-way cut sees c down; the others see it up.
-        let at_target = roster(&["a", "b", "c"], &["d"], 3);
-        assert!(!agrees(&at_target, &[node("c")], &view_up, NOW, &s), "c is up here");
-        assert!(agrees(&at_target, &[node("c")], &view_c_down, NOW, &s), "c is down here too");
-        // One over the target (a promotion came first): only the voter its own placement picks.
-        let over = roster(&["a", "b", "c", "d"], &[], 3);
-        assert!(agrees(&over, &[node("d")], &view_up, NOW, &s));
-        assert!(!agrees(&over, &[node("c")], &view_up, NOW, &s), "placement here demotes d, not c");
-        assert!(agrees(&over, &[node("c")], &view_c_down, NOW, &s));
+    fn a_voter_counts_as_failed_only_if_a_majority_of_the_voters_see_it_down() {
+        let r = roster(&["a", "b", "c"], &["d"], 3);
+        // a is behind a one-way cut: it sees c down; b and c see c up.
+        let a_sees = view(&["a::up", "b::up", "c::down", "d::up"]);
+        let alone = confirm_down(&r, a_sees.clone(), &[(node("a"), vec![node("c")])]);
+        assert_eq!(next_change(&r, &alone, NOW, &Settings::default()), None, "no replacement on one voter's word");
+        assert_eq!(alone[2].health, Health::Suspect);
+        // b sees it down too: a majority of the three.
+        let both = confirm_down(&r, a_sees, &[(node("a"), vec![node("c")]), (node("b"), vec![node("c")])]);
+        assert_eq!(next_change(&r, &both, NOW, &Settings::default()), Some(RosterChange::Add(node("d"))));
+        // Reports of members that do not vote, or twice from one voter, count for nothing.
+        let by_member = confirm_down(&r, view(&["a::up", "b::up", "c::down", "d::up"]), &[(node("a"), vec![node("c")]), (node("d"), vec![node("c")]), (node("a"), vec![node("c")])]);
+        assert_eq!(by_member[2].health, Health::Suspect);
+        // One over the target after that promotion: c goes, on the same reports.
+        let over = r.changed(&RosterChange::Add(node("d"))).unwrap();
+        let both = confirm_down(&over, view(&["a::up", "b::up", "c::down", "d::up"]), &[(node("a"), vec![node("c")]), (node("b"), vec![node("c")]), (node("d"), vec![node("c")])]);
+        assert_eq!(next_change(&over, &both, NOW, &Settings::default()), Some(RosterChange::Demote(node("c"))));
     }
 
     /// Placement run to its end from many starting points: it settles (no flapping), at the
@@ -271,7 +297,7 @@ mod tests {
                         assert!(steps <= 30, "no end: zones {zones}, target {target}, start {start}: {r:?}");
                     }
                     assert_eq!(r.voters.len(), (target as usize).min(names.len()), "zones {zones}, target {target}, start {start}");
-                    assert!(spread_holds(&r.voters, &view), "zones {zones}, target {target}, start {start}: {:?}", r.voters);
+                    assert!(spread_is_best(&r.voters, &view), "zones {zones}, target {target}, start {start}: {:?}", r.voters);
                 }
             }
         }

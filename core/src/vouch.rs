@@ -164,8 +164,16 @@ impl Node {
 
     /// A member asks this node to vouch: answered under the roster installed here, whichever
     /// the asker has (a vouch under an earlier roster of its chain counts there too).
-    pub(super) fn on_vouch_ask(&mut self, from: NodeId, at: u64) {
-        let Some(roster) = self.roster().cloned() else { return };
+    pub(super) fn on_vouch_ask(&mut self, from: NodeId, theirs: Option<RosterId>, at: u64) {
+        let Some(roster) = self.roster().cloned() else {
+            // Asked by a member of a roster while this node has none: a roster lists it (the
+            // Commit that told it so was lost). Ask for the chain; what comes back is installed
+            // only from its seeds or back to its cluster id, with every proof.
+            if theirs.is_some() {
+                self.pull_roster(from);
+            }
+            return;
+        };
         let withholds = self.withholds(&roster);
         self.send(from, Body::Vouch { at, withholds });
     }

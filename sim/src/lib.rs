@@ -9,6 +9,7 @@ pub mod checker;
 pub mod client;
 pub mod clock;
 pub mod net;
+mod placement;
 mod rogue;
 pub mod serve;
 pub mod world;
@@ -39,6 +40,9 @@ pub struct Profile {
     /// once (a process stopped right after it queued the op), so the op is decided late,
     /// after a retry of the client elsewhere has moved on.
     pub stalls: bool,
+    /// The nodes choose their voters (`core::placement`), from views the network shapes;
+    /// more nodes than the voter target (three), in three zones.
+    pub placement: bool,
 }
 
 impl Default for Profile {
@@ -55,6 +59,7 @@ impl Default for Profile {
             restart_storm: false,
             sync_crashes: false,
             stalls: false,
+            placement: false,
         }
     }
 }
@@ -70,11 +75,12 @@ pub struct Options {
 }
 
 impl Profile {
-    /// The profile a seed runs under when profiles are mixed: a quarter the default, a
-    /// quarter roster churn, a quarter restart storms, an eighth crashes in sync windows, an
-    /// eighth stalls at the edges.
+    /// The profile a seed runs under when profiles are mixed: an eighth the default, an
+    /// eighth placement, a quarter roster churn, a quarter restart storms, an eighth crashes
+    /// in sync windows, an eighth stalls at the edges.
     pub fn for_seed(seed: u64) -> Profile {
         match seed % 8 {
+            1 => Profile::placement(),
             2 | 6 => Profile { roster_churn: true, ..Profile::default() },
             3 | 7 => Profile { restart_storm: true, ..Profile::default() },
             4 => Profile { sync_crashes: true, ..Profile::default() },
@@ -88,7 +94,15 @@ impl Profile {
         Profile { stalls: true, max_scopes: 1, max_clients: 3, ..Profile::default() }
     }
 
+    /// Placement chooses the voters among four to seven nodes.
+    pub fn placement() -> Profile {
+        Profile { placement: true, min_nodes: 4, max_nodes: 7, ..Profile::default() }
+    }
+
     pub fn name(&self) -> &'static str {
+        if self.placement {
+            return "placement";
+        }
         match (self.roster_churn, self.restart_storm, self.sync_crashes, self.stalls) {
             (true, ..) => "roster-churn",
             (_, true, ..) => "restart-storm",

@@ -7,7 +7,7 @@ use lockmesh_sim::{parse_broken, run_many, Options, Profile};
 
 const USAGE: &str = "\
 usage: lockmesh-sim [--seeds N] [--first S] [--seed S] [--threads T] [--verbose]
-                    [--profile all|mixed-faults|roster-churn|restart-storm|sync-crash|stalls] [--broken VARIANT]
+                    [--profile all|mixed-faults|roster-churn|restart-storm|sync-crash|stalls|placement] [--broken VARIANT]
 
   --seeds N     run seeds FIRST..FIRST+N (default 300, FIRST 0)
   --seed S      replay one seed (add --verbose for its events)
@@ -47,6 +47,7 @@ fn main() -> ExitCode {
                         "restart-storm" => Profile { restart_storm: true, ..Profile::default() },
                         "sync-crash" => Profile { sync_crashes: true, ..Profile::default() },
                         "stalls" => Profile::stalls(),
+                        "placement" => Profile::placement(),
                         other => return Err(format!("unknown profile '{other}'")),
                     };
                 }

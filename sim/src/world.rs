@@ -51,6 +51,8 @@ pub(crate) enum Event {
     SyncCrash { node: usize, generation: u64 },
     /// The rogue sends a forged message (`rogue.rs`).
     Rogue,
+    /// Placement looks at the members (`placement.rs`), every 300 ms.
+    Place,
 }
 
 struct Scheduled {
@@ -147,6 +149,9 @@ pub(crate) struct World {
     pub(crate) bare_unlocks: bool,
     /// Forges messages as nodes the roster does not list.
     pub(crate) rogue: crate::rogue::Rogue,
+    /// Profile `placement`: the nodes choose their voters.
+    placement: bool,
+    pub(crate) views: crate::placement::Views,
 }
 
 impl World {
@@ -236,6 +241,8 @@ impl World {
             next_call: 0,
             bare_unlocks,
             rogue: crate::rogue::Rogue::new(options.seed),
+            placement: p.placement,
+            views: crate::placement::Views::default(),
         }
     }
 
@@ -269,7 +276,7 @@ impl World {
             self.start_node(i);
         }
         let ids: Vec<NodeId> = voters.iter().map(|&i| self.nodes[i].id.clone()).collect();
-        self.checker.first_roster(&Roster::first(ids.clone(), 5));
+        self.checker.first_roster(&Roster::first(ids.clone(), self.target()));
         self.bootstrap_set = ids;
         for i in voters {
             self.bootstrap(i);
@@ -288,6 +295,9 @@ impl World {
         self.schedule(first_revoke, Event::Revoke);
         self.schedule(100_000, Event::Rogue);
         self.schedule(self.heal_at, Event::Heal);
+        if self.placement {
+            self.schedule(300_000, Event::Place);
+        }
 
         while let Some(next) = self.queue.pop() {
             if next.at > self.end_at {
@@ -296,7 +306,10 @@ impl World {
             self.now = next.at;
             self.events += 1;
             self.handle(next.event);
-            if self.phase == Phase::Healed && self.probes_done() && self.roster_swept() {
+            // (Placement runs on past the probes for a while: members up since the heal need
+            // time to be fit to vote, and demoted ones their hold-down.)
+            let placed = !self.placement || (self.now >= self.heal_at + 10_000_000 && self.placement_settled());
+            if self.phase == Phase::Healed && self.probes_done() && self.roster_swept() && placed {
                 break;
             }
         }
@@ -327,6 +340,10 @@ impl World {
                 at as f64 / 1e6,
                 (self.end_at - self.heal_at) / 1_000_000,
             ));
+        }
+        if self.placement {
+            let verdict = self.placement_verdict();
+            self.checker.violations.extend(verdict);
         }
         self.checker.finish();
         Report {
@@ -452,6 +469,13 @@ impl World {
                 }
             }
             Event::AliveUpdate => self.update_alive(),
+            Event::Place => {
+                self.place();
+                if self.phase == Phase::Faults && self.rng.chance(0.02) {
+                    self.set_target();
+                }
+                self.schedule(self.now + 300_000, Event::Place);
+            }
             Event::Heal => self.heal(),
             Event::SyncCrash { node, generation } => {
                 if self.nodes[node].generation == generation && self.nodes[node].node.is_some() {
@@ -592,9 +616,10 @@ impl World {
             return;
         }
         let ids = self.bootstrap_set.clone();
+        let target = self.target();
         self.step_node(i, |node, now| {
             if node.roster().is_none() {
-                let _ = node.bootstrap(now, ids, lockmesh_core::roster::DEFAULT_TARGET);
+                let _ = node.bootstrap(now, ids, target);
             }
         });
     }
@@ -779,6 +804,12 @@ impl World {
         });
         let maybe_in_force = on_disk.chain(accepted).filter(|r| r.version >= latest);
         self.checker.latest_roster.iter().chain(installed).chain(maybe_in_force).all(intact)
+    }
+
+    /// The voter target the cluster forms with: three when placement runs (more nodes than
+    /// that, so some are members that do not vote), else five (every node a voter).
+    pub(crate) fn target(&self) -> u8 {
+        if self.placement { 3 } else { lockmesh_core::roster::DEFAULT_TARGET }
     }
 
     /// The operator asks a random node for a roster change chosen from the latest roster.

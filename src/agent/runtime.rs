@@ -113,6 +113,8 @@ struct Peer {
     cluster_id: Option<u128>,
     last_seen: Option<Instant>,
     leaving: bool,
+    /// The members its last Hello reported down for `replace_after` (placement).
+    down: Vec<NodeId>,
 }
 
 impl Peer {
@@ -331,7 +333,7 @@ impl Runtime {
                 p.info = info;
             }
             None => {
-                self.peers.insert(id.name.clone(), Peer { info, cluster_id: None, last_seen: None, leaving: false });
+                self.peers.insert(id.name.clone(), Peer { info, cluster_id: None, last_seen: None, leaving: false, down: Vec::new() });
             }
         }
     }
@@ -524,7 +526,7 @@ impl Runtime {
         let mine = self.node.roster().map(|r| r.cluster_id);
         let Payload::Frame(frame) = inbound.payload else { return };
         match frame {
-            Frame::Hello { me, cluster_id, roster_version, peers, leaving } => {
+            Frame::Hello { me, cluster_id, roster_version, peers, leaving, down } => {
                 // Anti-entropy: a node that missed a roster change (or was added while it
                 // could not hear) pulls the roster from a peer that has a newer one.
                 let my_version = self.node.roster().map_or(0, |r| r.version);
@@ -574,11 +576,13 @@ impl Runtime {
                     // renews its identity and rejoins).
                     self.swim.announce(swim_id(&me));
                 }
-                self.peers.insert(name, Peer { info: me, cluster_id, last_seen: Some(Instant::now()), leaving });
+                // (A report longer than any roster is no report.)
+                let down = if down.len() <= 4096 { down } else { Vec::new() };
+                self.peers.insert(name, Peer { info: me, cluster_id, last_seen: Some(Instant::now()), leaving, down });
                 for p in peers {
                     if p.name != self.me.name && !self.peers.contains_key(&p.name) {
                         self.mesh.send(p.mesh_addr, Some(&p.name), &self.hello(false));
-                        self.peers.insert(p.name.clone(), Peer { info: p, cluster_id: None, last_seen: None, leaving: false });
+                        self.peers.insert(p.name.clone(), Peer { info: p, cluster_id: None, last_seen: None, leaving: false, down: Vec::new() });
                     }
                 }
             }
@@ -604,7 +608,7 @@ impl Runtime {
         // Before it belongs to one, the cluster it was told to join: another cluster's members
         // then neither admit it nor send it their roster.
         let cluster_id = self.node.roster().map(|r| r.cluster_id).or(self.config.cluster_id);
-        Frame::Hello { me: self.me.clone(), cluster_id, roster_version, peers, leaving }
+        Frame::Hello { me: self.me.clone(), cluster_id, roster_version, peers, leaving, down: self.down_long() }
     }
 
     /// Hellos: to the join addresses at every tick until this node belongs to a cluster; to
@@ -664,7 +668,6 @@ impl Runtime {
     fn tick(&mut self) {
         self.ticks += 1;
         self.note_up();
-        self.share_placement_view();
         self.announce(false);
         let mut alive: Vec<NodeId> = self.candidates().map(|p| peer_id(&p.info)).collect();
         alive.push(self.node.id().clone());

@@ -29,8 +29,10 @@ pub struct PeerInfo {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
-    /// The sender, the cluster it belongs to (if any), and the peers it knows.
-    Hello { me: PeerInfo, cluster_id: Option<u128>, roster_version: u64, peers: Vec<PeerInfo>, leaving: bool },
+    /// The sender, the cluster it belongs to (if any), the peers it knows, and the members it
+    /// has seen down for `--replace-after-secs` (placement counts a voter failed only if a
+    /// majority of the voters report it so).
+    Hello { me: PeerInfo, cluster_id: Option<u128>, roster_version: u64, peers: Vec<PeerInfo>, leaving: bool, down: Vec<crate::core::NodeId> },
     /// A protocol message of the core.
     Core(Envelope),
 }
@@ -76,7 +78,7 @@ mod tests {
     #[test]
     fn frames_round_trip_and_garbage_is_an_error_not_a_panic() {
         let me = PeerInfo { name: "a".into(), incarnation: 7, key: [7; 32], mesh_addr: "127.0.0.1:1".parse().unwrap(), http_addr: "127.0.0.1:2".parse().unwrap(), bump: 1, zone: String::new() };
-        let frame = Frame::Hello { me, cluster_id: Some(3), roster_version: 1, peers: vec![], leaving: false };
+        let frame = Frame::Hello { me, cluster_id: Some(3), roster_version: 1, peers: vec![], leaving: false, down: vec![] };
         let prefixed = encode_prefixed(&frame).unwrap();
         let bytes = prefixed[4..].to_vec();
         assert_eq!(u32::from_be_bytes([prefixed[0], prefixed[1], prefixed[2], prefixed[3]]) as usize, bytes.len());

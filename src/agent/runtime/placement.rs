@@ -1,12 +1,14 @@
 //! The runtime's side of placement (`core::placement`): the view of the members it hands the
 //! pure decision — zones from their own greetings, health from SWIM and greetings, when each
-//! came up and was last demoted — and the times from the flags.
+//! came up and was last demoted, failures only as a majority of the voters report them (each
+//! node's Hellos carry the members it has seen down for `replace_after`) — and the times from
+//! the flags.
 
 use std::time::Instant;
 
 use super::{peer_id, Runtime};
 use crate::clock;
-use crate::core::placement::{self, Candidate, Health, Settings};
+use crate::core::placement::{self, confirm_down, Candidate, Health, Settings};
 use crate::core::time::Time;
 use crate::core::{NodeId, Roster, RosterChange};
 
@@ -26,22 +28,34 @@ impl Runtime {
         }
     }
 
+    /// This node's view of the roster's members, a voter down only if a majority of the
+    /// voters report it so: this node's own report and those in the latest Hellos of the
+    /// voters that greeted it lately.
     fn placement_view(&self, roster: &Roster) -> Vec<Candidate> {
-        roster.voters.iter().chain(&roster.members).filter_map(|m| self.candidate(m)).collect()
+        let view = roster.voters.iter().chain(&roster.members).filter_map(|m| self.candidate(m)).collect();
+        let mut reports = vec![(self.node.id().clone(), self.down_long())];
+        reports.extend(self.peers.values().filter(|p| p.greeted_lately()).map(|p| (peer_id(&p.info), p.down.clone())));
+        confirm_down(roster, view, &reports)
+    }
+
+    /// The members of the installed roster this node has seen down for `replace_after` (its
+    /// report to the others, in its Hellos).
+    pub(super) fn down_long(&self) -> Vec<NodeId> {
+        let Some(roster) = self.node.roster() else { return Vec::new() };
+        let replace_after = std::time::Duration::from_secs(self.config.replace_after_secs);
+        roster
+            .voters
+            .iter()
+            .chain(&roster.members)
+            .filter(|m| self.known_down(m) && self.down_since.get(&(m.name.clone(), m.incarnation)).is_some_and(|t| t.elapsed() >= replace_after))
+            .cloned()
+            .collect()
     }
 
     /// The change placement asks for next, if any: from this node's view of the roster's
     /// members.
     pub(super) fn placement_change(&self, roster: &Roster) -> Option<RosterChange> {
         placement::next_change(roster, &self.placement_view(roster), clock::now(), &self.placement_settings())
-    }
-
-    /// Hands the core this node's view, against which it checks demotions it is asked to
-    /// accept (`Node::set_placement_view`).
-    pub(super) fn share_placement_view(&mut self) {
-        let Some(roster) = self.node.roster().cloned() else { return };
-        let (view, settings) = (self.placement_view(&roster), self.placement_settings());
-        self.node.set_placement_view(view, settings);
     }
 
     /// One member as this node sees it; `None` if it knows nothing of it (placement then

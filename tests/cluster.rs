@@ -303,10 +303,7 @@ fn malformed_peer_input_closes_streams_and_changes_nothing() {
     let target = c.agents[0].mesh;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let id = lockmesh::mesh::tls::Identity::load(&certs, &name).unwrap();
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        endpoint.set_default_client_config(lockmesh::mesh::tls::client_config(&id).unwrap());
+        let (endpoint, id) = support::mesh_client(&certs, &name);
         let connection = endpoint.connect(target, lockmesh::mesh::tls::dial_name()).unwrap().await.unwrap();
         // Streams carry frames behind a 4-byte length: one claiming more than the limit, one
         // cut off inside its frame, one that is not a frame, and nothing at all.
@@ -363,10 +360,7 @@ fn a_stranger_flooding_frames_and_handshakes_is_held_to_its_rate_limits() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
         use lockmesh::mesh::wire::{encode_prefixed, Frame, PeerInfo};
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let id = lockmesh::mesh::tls::Identity::load(&certs, &name).unwrap();
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        endpoint.set_default_client_config(lockmesh::mesh::tls::client_config(&id).unwrap());
+        let (endpoint, id) = support::mesh_client(&certs, &name);
         let connection = endpoint.connect(target, lockmesh::mesh::tls::dial_name()).unwrap().await.unwrap();
         let local = endpoint.local_addr().unwrap();
         // Leaving, so that auto-admission does not take it in: only the flood is under test.

@@ -416,6 +416,13 @@ fn peer_input_never_panics_a_node() {
             1 => {
                 let frame = if g.chance(0.8) {
                     Frame::Core(envelope.clone())
+                } else if g.chance(0.3) {
+                    let from = NodeId::new(g.text(), g.any(), [g.n(255) as u8; 32]);
+                    if g.chance(0.5) {
+                        Frame::Subscribe { from, scopes: vec![g.text(), g.text()] }
+                    } else {
+                        Frame::News { from, scope: g.text(), last_seq: g.any(), holders: vec![lockmesh::core::RequestId(g.text())] }
+                    }
                 } else {
                     Frame::Hello { me: peer_info(&mut g), cluster_id: Some(g.any() as u128), roster_version: g.any(), peers: vec![peer_info(&mut g)], leaving: g.chance(0.5), down: vec![NodeId::new(g.text(), g.any(), [g.n(255) as u8; 32])] }
                 };

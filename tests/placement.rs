@@ -83,6 +83,30 @@ fn members_beyond_the_target_serve_locks_and_one_replaces_a_dead_voter() {
     let (status, busy) = post(c.http(4), r#"{"scope":"through-a-member","action":"lock","holder":"other","timeout":"30s"}"#).unwrap();
     assert_ne!(status, 200, "two holders through two members: {busy}");
 
+    // A watch through a member hears of changes from the voters' news: the member asks them
+    // for news of the scopes it waits on, as its own acceptor accepts nothing.
+    let watch = {
+        let http = c.http(4);
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(http).unwrap();
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+            let _ = write!(stream, "GET /api/v1.0/lock/news/watch HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n");
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).is_ok_and(|n| n > 0) {}
+        })
+    };
+    let news = || {
+        support::get_text(c.http(4), "/metrics")
+            .is_ok_and(|(_, m)| m.lines().any(|l| l.starts_with("lockmesh_scope_news_received_total") && !l.ends_with(" 0")))
+    };
+    wait_for("node-5 to hear of the scope from the voters", Duration::from_secs(60), || {
+        let _ = post(c.http(0), r#"{"scope":"news","action":"lock","holder":"h","timeout":"30s"}"#);
+        let _ = post(c.http(0), r#"{"scope":"news","action":"unlock","holder":"h"}"#);
+        news()
+    });
+    drop(watch);
+
     // node-3 (zone-c) dies: after replace-after a member is promoted, then node-3 demoted.
     c.kill(2);
     wait_for("node-3 to be replaced", Duration::from_secs(90), || {

@@ -27,17 +27,28 @@ impl Changes {
     /// Wakes the subscribers of `scope` if this value has newer events than they were told of
     /// (every grant, release and expiry is an event).
     pub fn announce(&self, scope: &str, record: &LockRecord) {
+        self.announce_news(scope, News { last_seq: record.events.last_seq, holders: record.holders.iter().map(|g| g.request_id.clone()).collect() });
+    }
+
+    /// The same, from news a voter sent (on a member that does not vote, whose own acceptor
+    /// accepts nothing).
+    pub fn announce_news(&self, scope: &str, news: News) {
         let scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = scopes.get(scope) {
             tx.send_if_modified(|seen| {
-                if record.events.last_seq <= seen.last_seq {
+                if news.last_seq <= seen.last_seq {
                     return false;
                 }
-                seen.last_seq = record.events.last_seq;
-                seen.holders = record.holders.iter().map(|g| g.request_id.clone()).collect();
+                *seen = news;
                 true
             });
         }
+    }
+
+    /// The scopes someone here waits on (at most `most`).
+    pub fn subscribed(&self, most: usize) -> Vec<String> {
+        let scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        scopes.keys().take(most).map(|s| s.to_string()).collect()
     }
 
     pub fn subscribe(self: &Arc<Self>, scope: &str) -> Subscription {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+mod news;
 mod placement;
 
 use super::config::{Admission, AgentConfig};
@@ -57,6 +58,8 @@ pub struct NodeMetrics {
     pub members: MembersView,
     pub in_flight: usize,
     pub contention: crate::core::node::LocalContention,
+    /// News of scopes taken from voters (a member that does not vote).
+    pub news_received: u64,
     /// Handshakes refused and strangers' frames dropped by the mesh's rate limits.
     pub handshakes_refused: u64,
     pub frames_dropped: u64,
@@ -156,6 +159,10 @@ pub struct Runtime {
     up_since: HashMap<(String, u64), Instant>,
     /// When this process started.
     started: Instant,
+    /// As a voter: the members that asked for news of scopes (`news.rs`).
+    subscribers: news::Subscribers,
+    /// News of scopes taken from voters (a member that does not vote).
+    news_received: u64,
     /// Where accepted scope values are announced (to watchers and waiters).
     changes: Arc<super::Changes>,
     /// Peers whose refused messages (by kind) or foreign cluster were logged: once per peer and
@@ -223,6 +230,8 @@ impl Runtime {
             demoted_at: BTreeMap::new(),
             up_since: HashMap::new(),
             started: Instant::now(),
+            subscribers: news::Subscribers::default(),
+            news_received: 0,
             changes,
             logged_invalid: std::collections::HashSet::new(),
             seeds: std::collections::BTreeSet::new(),
@@ -463,6 +472,7 @@ impl Runtime {
                     members: self.members(),
                     in_flight: self.node.in_flight(),
                     contention,
+                    news_received: self.news_received,
                     handshakes_refused: limits.handshakes_refused.load(std::sync::atomic::Ordering::Relaxed),
                     frames_dropped: limits.frames_dropped.load(std::sync::atomic::Ordering::Relaxed),
                 });
@@ -498,6 +508,7 @@ impl Runtime {
             if *promised == Some(a.ballot.successor()) {
                 if let Value::Lock(record) = &a.value {
                     self.changes.announce(scope, record);
+                    self.send_news(scope, record);
                 }
             }
         }
@@ -599,6 +610,8 @@ impl Runtime {
                 }
                 self.node.handle_message(clock::now(), envelope);
             }
+            Frame::Subscribe { from, scopes } => self.on_subscribe(from, scopes),
+            Frame::News { from, scope, last_seq, holders } => self.on_news(from, scope, last_seq, holders),
         }
     }
 
@@ -668,6 +681,7 @@ impl Runtime {
     fn tick(&mut self) {
         self.ticks += 1;
         self.note_up();
+        self.subscribe_to_voters();
         self.announce(false);
         let mut alive: Vec<NodeId> = self.candidates().map(|p| peer_id(&p.info)).collect();
         alive.push(self.node.id().clone());

@@ -100,6 +100,11 @@ pub async fn get(State(handle): State<Handle>, headers: axum::http::HeaderMap) -
             node.stats.unvouched,
         ),
         (
+            "lockmesh_scope_news_received_total",
+            "News of scopes taken from voters, on a member that does not vote (it wakes watches and waiting requests here).",
+            node.news_received,
+        ),
+        (
             "lockmesh_mesh_handshakes_refused_total",
             "Mesh handshakes refused because their address opened too many (a rate limit per address).",
             node.handshakes_refused,

@@ -532,6 +532,7 @@ impl Mesh {
             let (claimed, claimed_key) = match &frame {
                 Frame::Hello { me, .. } => (me.name.clone(), me.key),
                 Frame::Core(envelope) => (envelope.from.name.clone(), envelope.from.key),
+                Frame::Subscribe { from, .. } | Frame::News { from, .. } => (from.name.clone(), from.key),
             };
             if !allowed(names, connection, &claimed) || claimed_key != key {
                 tracing::warn!(%remote, %claimed, "mesh: peer spoke for a name or key its certificate does not carry");

@@ -35,6 +35,12 @@ pub enum Frame {
     Hello { me: PeerInfo, cluster_id: Option<u128>, roster_version: u64, peers: Vec<PeerInfo>, leaving: bool, down: Vec<crate::core::NodeId> },
     /// A protocol message of the core.
     Core(Envelope),
+    /// A member that does not vote asks a voter for news of these scopes (its watches and
+    /// waiting requests), for a few seconds (`agent/runtime/news.rs`).
+    Subscribe { from: crate::core::NodeId, scopes: Vec<String> },
+    /// A voter's news of a scope a member subscribed to: a value with events up to
+    /// `last_seq`, held by these requests' grants. A hint to read, never a substitute.
+    News { from: crate::core::NodeId, scope: String, last_seq: u64, holders: Vec<crate::core::RequestId> },
 }
 
 #[derive(Debug, thiserror::Error)]

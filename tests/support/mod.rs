@@ -335,3 +335,14 @@ pub fn post(addr: SocketAddr, body: &str) -> Result<(u16, Value), String> {
 pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, Value), String> {
     request(addr, "GET", path, None)
 }
+
+/// A QUIC client endpoint on 127.0.0.1 holding the certificate `name` of the CA in `certs`,
+/// as a peer's would, with its identity: for tests that speak to a node's mesh themselves.
+/// Call it inside a tokio runtime.
+pub fn mesh_client(certs: &std::path::Path, name: &str) -> (quinn::Endpoint, lockmesh::mesh::tls::Identity) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let id = lockmesh::mesh::tls::Identity::load(certs, name).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(lockmesh::mesh::tls::client_config(&id).unwrap());
+    (endpoint, id)
+}

@@ -116,7 +116,7 @@ fn members_beyond_the_target_serve_locks_and_one_replaces_a_dead_voter() {
     });
     assert!(names(&view, "members").contains(&"node-3".to_string()), "a replaced voter stays a member: {view}");
     let zones_of_voters: std::collections::BTreeSet<&str> =
-        names(&view, "voters").iter().map(|n| zones[n.trim_start_matches("node-").parse::<usize>().unwrap() - 1]).collect();
+        names(&view, "voters").iter().map(|n| zones[index(n)]).collect();
     assert_eq!(zones_of_voters.len(), 2, "the voters spread over the two zones left: {view}");
     let (_, released) = post(c.http(3), r#"{"scope":"through-a-member","action":"unlock","holder":"m"}"#).unwrap();
     assert_eq!(released["status"], "unlocked", "{released}");
@@ -140,4 +140,89 @@ fn members_beyond_the_target_serve_locks_and_one_replaces_a_dead_voter() {
         assert_eq!(status, 400, "{bad}: {body}");
     }
     assert_eq!(cluster_view(&c, 0).unwrap()["voter_target"], 3);
+}
+
+fn index(name: &str) -> usize {
+    name.trim_start_matches("node-").parse::<usize>().unwrap() - 1
+}
+
+/// How many of `voters` each zone holds (zone of node i: `zones[i % 3]`).
+fn per_zone(voters: &[String], zones: &[&str; 3]) -> std::collections::BTreeMap<String, usize> {
+    let mut count = std::collections::BTreeMap::new();
+    for v in voters {
+        *count.entry(zones[index(v) % 3].to_string()).or_insert(0) += 1;
+    }
+    count
+}
+
+/// Twelve agents in three zones with the default voter target of five: the voters spread
+/// (no zone holds half of them), a member serves locks, two voters killed are replaced, a
+/// whole zone killed is routed around (locks go on, the voters move to the zones left), and
+/// the target goes to three and back to five.
+#[test]
+fn twelve_agents_in_three_zones_keep_five_voters_spread_and_route_around_a_lost_zone() {
+    let zones = ["zone-a", "zone-b", "zone-c"];
+    let mut c = Cluster::new("zones", 12);
+    let flags_of = |i: usize, first: bool| {
+        let mut f: Vec<String> = ["--voters", "5", "--zone", zones[i % 3], "--stabilize-secs", "1", "--replace-after-secs", "3"].iter().map(|s| s.to_string()).collect();
+        if first {
+            f.extend(["--bootstrap-expect".to_string(), "3".to_string()]);
+        }
+        f
+    };
+    for i in 0..3 {
+        c.start(i, &flags_of(i, true).iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    c.wait_for_roster(&[0, 1, 2], 3);
+    for i in 3..12 {
+        c.start(i, &flags_of(i, false).iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    let spread = |v: &Value| per_zone(&names(v, "voters"), &zones).values().all(|n| *n <= 2);
+    let mut view = Value::Null;
+    wait_for("five voters spread over the three zones, seven members", Duration::from_secs(180), || {
+        view = cluster_view(&c, 0).unwrap_or(Value::Null);
+        names(&view, "voters").len() == 5 && names(&view, "members").len() == 7 && view["sweep_done"] == true && spread(&view)
+    });
+    assert_eq!(view["voter_target"], 5, "{view}");
+
+    // A member serves a lock, with a quorum of three of the five voters.
+    let member = index(&names(&view, "members")[0]);
+    let granted = lock(&c, member, "twelve", "m");
+    assert_eq!(granted["quorum"], "3/5 nodes agreed", "{granted}");
+
+    // Two voters die (not node-1, which the test asks): both are replaced, the spread kept.
+    let killed: Vec<usize> = names(&view, "voters").iter().map(|n| index(n)).filter(|i| *i != 0).take(2).collect();
+    for &i in &killed {
+        c.kill(i);
+    }
+    wait_for("the two dead voters to be replaced", Duration::from_secs(180), || {
+        view = cluster_view(&c, 0).unwrap_or(Value::Null);
+        let voters = names(&view, "voters");
+        voters.len() == 5 && voters.iter().all(|v| !killed.contains(&index(v))) && view["sweep_done"] == true && spread(&view)
+    });
+
+    // A whole zone is lost (every node of zone-c still running): locks go on through node-1,
+    // and the voters move to the two zones left.
+    let lost: Vec<usize> = (0..12).filter(|i| i % 3 == 2 && !killed.contains(i)).collect();
+    for &i in &lost {
+        c.kill(i);
+    }
+    let during = lock(&c, 0, "zone-lost", "z");
+    assert_eq!(during["status"], "locked", "{during}");
+    wait_for("the voters to leave the lost zone", Duration::from_secs(180), || {
+        view = cluster_view(&c, 0).unwrap_or(Value::Null);
+        let voters = names(&view, "voters");
+        voters.len() == 5 && voters.iter().all(|v| index(v) % 3 != 2) && view["sweep_done"] == true
+    });
+    let after = lock(&c, 0, "zone-lost-after", "z");
+    assert_eq!(after["quorum"], "3/5 nodes agreed", "{after}");
+
+    // The target to three and back to five.
+    let (status, set) = request(c.http(0), "PUT", "/api/v1.0/cluster", Some(r#"{"voters": 3}"#)).unwrap();
+    assert_eq!(status, 200, "{set}");
+    wait_for_voters(&c, 0, 3, "the voters to shrink to three");
+    let (status, set) = request(c.http(0), "PUT", "/api/v1.0/cluster", Some(r#"{"voters": 5}"#)).unwrap();
+    assert_eq!(status, 200, "{set}");
+    let view = wait_for_voters(&c, 0, 5, "the voters to grow back to five");
+    assert!(names(&view, "voters").iter().all(|v| index(v) % 3 != 2 && !killed.contains(&index(v))), "only live nodes vote: {view}");
 }
